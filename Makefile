@@ -1,0 +1,45 @@
+# modelwatch: `make demo` runs the whole job on a local real stack; `make test` passes the suite.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+UV_VERSION := 0.13.8
+STAMP := $(VENV)/.installed-$(shell sha1sum requirements.lock | cut -c1-12)
+
+.PHONY: install test lint demo up down stack-up stack-down seed lock bench clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.lock scripts/ensure-system-deps.sh
+	@scripts/ensure-system-deps.sh
+	@$(PYTHON) -m uv --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	@[ -x $(PY) ] || $(PYTHON) -m uv venv --quiet --python $(PYTHON) $(VENV)
+	$(PYTHON) -m uv pip sync --quiet --python $(PY) requirements.lock
+	@rm -f $(VENV)/.installed-* && touch $@
+
+lock:
+	$(PYTHON) -m uv pip compile --quiet --python-version 3.11 requirements.txt -o requirements.lock
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+test: install lint
+	$(PY) -m pytest
+
+stack-up: install
+	$(PY) -m devstack up
+
+stack-down:
+	@[ -x $(PY) ] && $(PY) -m devstack down || true
+
+seed: install
+	$(PY) -m devstack seed
+
+demo: install
+	$(PY) -m devstack demo
+
+bench: install
+	$(PY) -m bench
+
+clean: stack-down
+	rm -rf .stack

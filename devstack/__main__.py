@@ -1,0 +1,172 @@
+"""Command line of the local stack: ``python -m devstack up|down|status|env|seed|demo``.
+
+Configuration comes from the environment (``MODELWATCH_STACK_DIR``, ``MODELWATCH_<SERVICE>_PORT``, see
+``devstack/CONTRACT.md``), so ``down`` in one shell stops what ``up`` started in another.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import time
+from collections.abc import Callable
+
+from devstack.stack import SERVICES, Stack, StackConfig, StackError
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    )
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    """Start the stack (or the services named with ``--only``) and print where everything is.
+
+    :param args: parsed arguments.
+    :returns: exit code.
+    """
+    stack = Stack(StackConfig.from_env())
+    t0 = time.monotonic()
+    stack.start(args.only or None)
+    print(f"modelwatch stack up in {time.monotonic() - t0:.1f} s (state: {stack.config.state_dir})\n")
+    rows = [["SERVICE", "URL", "PID", "READY", "LOG"]]
+    for row in stack.describe():
+        if args.only and row["service"] not in args.only:
+            continue
+        took = stack.ready_seconds.get(row["service"])
+        ready = f"{took:.1f} s" if took is not None else "-"
+        rows.append([row["service"], row["url"], str(row["pid"] or "-"), ready, row["log"]])
+    print(_table(rows))
+    print("\nAirflow connections: dev/connections.env (default ports) or `python -m devstack env`.")
+    print("Stop with: make stack-down   (or: .venv/bin/python -m devstack down)")
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    """Stop every service started from the state folder and print what was stopped.
+
+    :param args: parsed arguments.
+    :returns: exit code.
+    """
+    stack = Stack(StackConfig.from_env())
+    t0 = time.monotonic()
+    stopped = stack.stop()
+    if stopped:
+        print(f"stopped {', '.join(stopped)} in {time.monotonic() - t0:.1f} s")
+    else:
+        print(f"nothing was running (state: {stack.config.state_dir})")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Print which services run; exit code 0 only when all of them do.
+
+    :param args: parsed arguments.
+    :returns: exit code.
+    """
+    stack = Stack(StackConfig.from_env())
+    rows = [["SERVICE", "STATE", "URL", "PID"]]
+    for row in stack.describe():
+        state = "running" if row["pid"] else "stopped"
+        rows.append([row["service"], state, row["url"], str(row["pid"] or "-")])
+    print(_table(rows))
+    return 0 if all(stack.status().values()) else 3
+
+
+def cmd_env(args: argparse.Namespace) -> int:
+    """Print the Airflow connection variables (``KEY='json'`` lines) for the configured stack.
+
+    :param args: parsed arguments.
+    :returns: exit code.
+    """
+    cfg = StackConfig() if args.defaults else StackConfig.from_env()
+    sys.stdout.write(cfg.connections_env_text())
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------
+# seed / demo: implemented in devstack/seed.py (seed_main(args)) and devstack/demo.py (demo_main(args)).
+# Imported lazily so that up/down/status work before (and independently of) those modules.
+# Options: if the module defines add_arguments(parser: argparse.ArgumentParser), build_parser() calls it
+# on that sub-command's parser (only when that sub-command is the one being run).
+# ---------------------------------------------------------------------------------------------------
+def cmd_seed(args: argparse.Namespace) -> int:
+    """Seed the stack with the synthetic history (delegates to :func:`devstack.seed.seed_main`).
+
+    :param args: parsed arguments.
+    :returns: exit code.
+    """
+    from devstack.seed import seed_main
+
+    return int(seed_main(args) or 0)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Run the end-to-end demo (delegates to :func:`devstack.demo.demo_main`).
+
+    :param args: parsed arguments.
+    :returns: exit code.
+    """
+    from devstack.demo import demo_main
+
+    return int(demo_main(args) or 0)
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """Build the argument parser of ``python -m devstack``.
+
+    :param command: the sub-command about to run; for ``seed``/``demo`` its module is imported so that its
+        optional ``add_arguments(parser)`` can declare options.
+    :returns: the parser.
+    """
+    parser = argparse.ArgumentParser(prog="python -m devstack", description="modelwatch local stack")
+    sub = parser.add_subparsers(dest="command", required=True)
+    commands: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
+        "up": (cmd_up, "start the stack and wait until every service is ready"),
+        "down": (cmd_down, "stop every service of the stack"),
+        "status": (cmd_status, "show which services run (exit 3 unless all do)"),
+        "env": (cmd_env, "print the AIRFLOW_CONN_* variables for this stack"),
+        "seed": (cmd_seed, "load the synthetic history into the stack (devstack/seed.py)"),
+        "demo": (cmd_demo, "run the whole demo on the stack (devstack/demo.py)"),
+    }
+    parsers = {}
+    for name, (func, text) in commands.items():
+        parsers[name] = sub.add_parser(name, help=text, description=text)
+        parsers[name].set_defaults(func=func)
+    parsers["up"].add_argument(
+        "--only", nargs="+", choices=SERVICES, metavar="SERVICE", help="start only these"
+    )
+    parsers["env"].add_argument("--defaults", action="store_true", help="use the contract's default ports")
+    if command in ("seed", "demo"):
+        try:
+            module = importlib.import_module(f"devstack.{command}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"devstack.{command}":
+                raise
+            parser.exit(2, f"error: `{command}` needs devstack/{command}.py, which does not exist yet\n")
+        add_arguments = getattr(module, "add_arguments", None)
+        if add_arguments is not None:
+            add_arguments(parsers[command])
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m devstack``.
+
+    :param argv: arguments (default ``sys.argv[1:]``).
+    :returns: exit code.
+    """
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv[0] if argv else None).parse_args(argv)
+    try:
+        return args.func(args)
+    except StackError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,595 @@
+"""Deterministic synthetic history: what the two model servers did on a given UTC day.
+
+Everything here is pure: the data of a day depends only on the date and the scenario name (a numpy
+Generator is seeded from both), so a day generated twice is byte-for-byte identical, in the tests, in
+``make demo`` and on any machine with the pinned numpy.
+
+The scenarios, the dates and the series follow ``devstack/CONTRACT.md``:
+
+- :func:`resource_series` gives every node-exporter and FastAPI-instrumentator series of both instances
+  at 15 s for the whole day, and :func:`write_openmetrics` writes them for ``promtool tsdb
+  create-blocks-from openmetrics``.
+- :func:`predictions` gives the predictions the two models logged to MLflow that day.
+
+Counters restart from zero at 00:00:00 UTC (each synthetic day is an independent "boot"): the first
+sample of a day equals the increase over its first 15 s, so Prometheus' counter-reset handling gives
+exact rates across midnight whatever the previous day's scenario was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+#: Bump when the generated data changes, so that seeded stores notice they hold an older history.
+GENERATOR_VERSION = 1
+
+STEP_S = 15
+POINTS_PER_DAY = 86400 // STEP_S
+INSTANCES = ("model-a", "model-b")
+NODE_PORT = 9100
+APP_PORT = 8000
+NCPU = 2
+MEM_TOTAL_BYTES = 8 * 1024**3
+#: Bucket bounds of ``http_request_duration_seconds``, spelled as prometheus_client writes them.
+LATENCY_BUCKETS = ("0.1", "0.25", "0.5", "1.0", "2.5", "5.0", "10.0", "+Inf")
+HANDLER_LABELS = {"handler": "/predict", "method": "POST"}
+
+NORMAL_PREDICTION_S = 0.2
+SLOW_PREDICTION_S = 2.5
+
+
+# --------------------------------------------------------------------------------------------------
+# Models and scenarios
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model served on the synthetic instances and how its predictions are logged to MLflow."""
+
+    name: str
+    version: str
+    experiment: str
+    #: ``run_per_prediction`` or ``metric_history`` (the thresholds.yaml layouts).
+    layout: str
+    instances: tuple[str, ...]
+    #: Seconds between two predictions on one instance.
+    period_s: int
+    #: Seconds after midnight of the first prediction, per instance.
+    offsets_s: Mapping[str, int] = field(default_factory=dict)
+
+
+MODELS: dict[str, ModelSpec] = {
+    "fraud-detector": ModelSpec(
+        name="fraud-detector",
+        version="3",
+        experiment="fraud-detector-predictions",
+        layout="run_per_prediction",
+        instances=("model-a", "model-b"),
+        period_s=600,
+        offsets_s={"model-a": 0, "model-b": 300},
+    ),
+    "recommender": ModelSpec(
+        name="recommender",
+        version="12",
+        experiment="recommender-predictions",
+        layout="metric_history",
+        instances=("model-b",),
+        period_s=120,
+        offsets_s={"model-b": 0},
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One kind of day. At most one incident, on one instance, during one time-of-day window.
+
+    :ivar name: the scenario name used in :data:`TEST_DAYS` and in the seeding markers.
+    :ivar doc: what happens, in words.
+    :ivar instance: the instance the incident happens on (``model-a``/``model-b``), ``None`` if none.
+    :ivar window: ``(start, end)`` UTC times of day of the incident, end excluded.
+    :ivar saturated: the resource saturated on ``instance`` during the window: ``"cpu"``, ``"memory"``
+        or ``None``.
+    :ivar slow_models: the models whose predictions on ``instance`` are slow during the window.
+    :ivar has_data: ``False`` for a day with nothing in Prometheus nor MLflow.
+    :ivar expected: the verdict per model the product must reach, as in CONTRACT.md.
+    """
+
+    name: str
+    doc: str
+    instance: str | None = None
+    window: tuple[time, time] | None = None
+    saturated: str | None = None
+    slow_models: tuple[str, ...] = ()
+    has_data: bool = True
+    expected: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def expected_verdicts(self) -> dict[str, str]:
+        """Expected verdict per model, e.g. ``{"fraud-detector": "degraded (cpu)", ...}``."""
+        return dict(self.expected)
+
+    def window_bounds(self, day: date) -> tuple[int, int] | None:
+        """The incident window of ``day`` as Unix seconds ``(start, end)``, end excluded."""
+        if self.window is None:
+            return None
+        start = datetime.combine(day, self.window[0], tzinfo=UTC)
+        end = datetime.combine(day, self.window[1], tzinfo=UTC)
+        return int(start.timestamp()), int(end.timestamp())
+
+
+_HEALTHY = (("fraud-detector", "healthy"), ("recommender", "healthy"))
+
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in (
+        Scenario(
+            name="normal",
+            doc="CPU about 25 %, memory about 45 %, every prediction fast.",
+            expected=_HEALTHY,
+        ),
+        Scenario(
+            name="cpu_saturation",
+            doc="model-a CPU about 97 % (load1 about 3.5) 10:00-12:00; fraud-detector slow on model-a then.",
+            instance="model-a",
+            window=(time(10), time(12)),
+            saturated="cpu",
+            slow_models=("fraud-detector",),
+            expected=(("fraud-detector", "degraded (cpu)"), ("recommender", "healthy")),
+        ),
+        Scenario(
+            name="slow_unexplained",
+            doc="fraud-detector slow on model-a 14:00-16:00 while every resource stays normal.",
+            instance="model-a",
+            window=(time(14), time(16)),
+            slow_models=("fraud-detector",),
+            expected=(("fraud-detector", "slow_unexplained"), ("recommender", "healthy")),
+        ),
+        Scenario(
+            name="saturation_no_slow",
+            doc="model-b CPU about 97 % 09:00-11:00, yet every prediction stays fast.",
+            instance="model-b",
+            window=(time(9), time(11)),
+            saturated="cpu",
+            expected=_HEALTHY,
+        ),
+        Scenario(
+            name="memory_pressure",
+            doc="model-b memory about 96 % 16:00-18:00; predictions on model-b slow (both models).",
+            instance="model-b",
+            window=(time(16), time(18)),
+            saturated="memory",
+            slow_models=("fraud-detector", "recommender"),
+            expected=(("fraud-detector", "degraded (memory)"), ("recommender", "degraded (memory)")),
+        ),
+        Scenario(
+            name="no_data",
+            doc="Nothing in Prometheus, nothing in MLflow.",
+            has_data=False,
+            expected=(("fraud-detector", "no_data"), ("recommender", "no_data")),
+        ),
+    )
+}
+
+#: Scenario order of the test week, reused by :func:`recent_days`.
+SCENARIO_ORDER: tuple[str, ...] = tuple(SCENARIOS)
+
+#: The fixed test dates of CONTRACT.md.
+TEST_DAYS: dict[date, str] = {
+    date(2026, 3, 2) + timedelta(days=i): name for i, name in enumerate(SCENARIO_ORDER)
+}
+
+
+def get_scenario(scenario: Scenario | str) -> Scenario:
+    """Return the :class:`Scenario` named ``scenario`` (or ``scenario`` itself)."""
+    if isinstance(scenario, Scenario):
+        return scenario
+    try:
+        return SCENARIOS[scenario]
+    except KeyError:
+        raise ValueError(f"unknown scenario {scenario!r}; known: {', '.join(SCENARIOS)}") from None
+
+
+def recent_days(end_date: date | None = None, n: int = 6) -> dict[date, str]:
+    """Map the scenarios, in the test-week order, onto the ``n`` full UTC days before ``end_date``.
+
+    :param end_date: first day *not* included (default: today, UTC), so the last day is yesterday.
+    :param n: number of days; the scenario order repeats if ``n`` exceeds the number of scenarios.
+    :returns: ``{day: scenario name}`` in date order.
+    """
+    if end_date is None:
+        end_date = datetime.now(UTC).date()
+    first = end_date - timedelta(days=n)
+    return {first + timedelta(days=i): SCENARIO_ORDER[i % len(SCENARIO_ORDER)] for i in range(n)}
+
+
+def day_start(day: date) -> int:
+    """Unix seconds of ``day`` 00:00:00 UTC."""
+    return int(datetime.combine(day, time(0), tzinfo=UTC).timestamp())
+
+
+def day_timestamps(day: date) -> np.ndarray:
+    """The 5,760 scrape timestamps (Unix seconds, int64) of ``day``: 00:00:00 to 23:59:45."""
+    return day_start(day) + STEP_S * np.arange(POINTS_PER_DAY, dtype=np.int64)
+
+
+def _rng(day: date, scenario: Scenario, *stream: str) -> np.random.Generator:
+    # A hash rather than hash(): Python salts str hashes per process, which would break determinism.
+    material = "|".join((scenario.name, day.isoformat(), *stream)).encode()
+    return np.random.default_rng(int.from_bytes(hashlib.sha256(material).digest()[:16], "big"))
+
+
+# --------------------------------------------------------------------------------------------------
+# Resource series
+# --------------------------------------------------------------------------------------------------
+
+
+class Series(NamedTuple):
+    """One time series of one day: unpacks as ``(name, labels, timestamps, values, type)``."""
+
+    name: str
+    labels: dict[str, str]
+    timestamps: np.ndarray
+    values: np.ndarray
+    type: str
+
+
+#: Family name (as on the TYPE line), type and HELP text, in the order they are written.
+FAMILIES: dict[str, tuple[str, str]] = {
+    "node_cpu_seconds": ("counter", "Seconds the CPUs spent in each mode."),
+    "node_memory_MemTotal_bytes": ("gauge", "Memory information field MemTotal_bytes."),
+    "node_memory_MemAvailable_bytes": ("gauge", "Memory information field MemAvailable_bytes."),
+    "node_disk_io_time_seconds": ("counter", "Total seconds spent doing I/Os."),
+    "node_disk_read_bytes": ("counter", "The total number of bytes read successfully."),
+    "node_disk_written_bytes": ("counter", "The total number of bytes written successfully."),
+    "node_network_receive_bytes": ("counter", "Network device statistic receive_bytes."),
+    "node_network_transmit_bytes": ("counter", "Network device statistic transmit_bytes."),
+    "node_load1": ("gauge", "1m load average."),
+    "http_requests": ("counter", "Total number of requests by method, status and handler."),
+    "http_request_duration_seconds": (
+        "histogram",
+        "Latency with only few buckets by handler. Made to be only used if aggregation by handler is important.",
+    ),
+}
+
+
+def family_of(name: str, type_: str) -> str:
+    """The metric family (TYPE line) name of sample name ``name``: counters and histograms drop suffixes."""
+    if type_ == "counter":
+        return name.removesuffix("_total")
+    if type_ == "histogram":
+        for suffix in ("_bucket", "_sum", "_count"):
+            if name.endswith(suffix):
+                return name.removesuffix(suffix)
+    return name
+
+
+def _window_masks(day: date, scenario: Scenario, instance: str) -> tuple[np.ndarray, np.ndarray]:
+    """Boolean masks over the day's samples: gauges sampled in the window, counter intervals in it.
+
+    A counter sample at ``t`` carries the increase over ``(t - 15 s, t]``; that interval belongs to
+    the incident when it starts inside the window, so the first saturated counter sample is the one
+    15 s after the window opens and the last one is at the window end.
+    """
+    ts = day_timestamps(day)
+    bounds = scenario.window_bounds(day)
+    if bounds is None or scenario.instance != instance:
+        none = np.zeros(ts.shape, dtype=bool)
+        return none, none
+    start, end = bounds
+    gauge = (ts >= start) & (ts < end)
+    interval_start = ts - STEP_S
+    counter = (interval_start >= start) & (interval_start < end)
+    return gauge, counter
+
+
+def _counter(increments: np.ndarray) -> np.ndarray:
+    return np.cumsum(increments, dtype=np.int64)
+
+
+def _instance_series(day: date, scenario: Scenario, instance: str) -> list[Series]:
+    rng = _rng(day, scenario, "resources", instance)
+    ts = day_timestamps(day)
+    n = ts.size
+    # -1 at midnight, +1 at noon: a gentle day/night cycle so the data does not look flat.
+    diurnal = -np.cos(2 * np.pi * (ts - ts[0]) / 86400.0)
+    gauge_in, counter_in = _window_masks(day, scenario, instance)
+    cpu_hot = counter_in if scenario.saturated == "cpu" else np.zeros(n, dtype=bool)
+    mem_hot_gauge = gauge_in if scenario.saturated == "memory" else np.zeros(n, dtype=bool)
+    mem_hot = counter_in if scenario.saturated == "memory" else np.zeros(n, dtype=bool)
+    slow = counter_in if scenario.slow_models else np.zeros(n, dtype=bool)
+    b_offset = 0.02 if instance == "model-b" else 0.0
+    node = {"instance": f"{instance}:{NODE_PORT}", "job": "node"}
+    app = {"instance": f"{instance}:{APP_PORT}", "job": "model-server"}
+    out: list[Series] = []
+
+    # CPU: busy share per CPU and interval, split into user/system; the kernel counts in 1/100 s.
+    busy_total = np.zeros(n)
+    for cpu in range(NCPU):
+        busy = 0.25 + b_offset + 0.06 * diurnal + rng.normal(0.0, 0.025, n)
+        busy = np.clip(busy, 0.03, 0.7)
+        busy = np.where(cpu_hot, np.clip(rng.normal(0.97, 0.008, n), 0.94, 0.995), busy)
+        busy_total += busy
+        per_interval = STEP_S * 100
+        user = np.rint(per_interval * busy * 0.78).astype(np.int64)
+        system = np.rint(per_interval * busy * 0.22).astype(np.int64)
+        idle = per_interval - user - system
+        for mode, inc in (("idle", idle), ("user", user), ("system", system)):
+            out.append(
+                Series(
+                    "node_cpu_seconds_total",
+                    {"cpu": str(cpu), "mode": mode, **node},
+                    ts,
+                    _counter(inc) / 100.0,
+                    "counter",
+                )
+            )
+
+    # Memory: whole 4 KiB pages, as /proc/meminfo reports.
+    used = 0.45 + b_offset + 0.02 * diurnal + rng.normal(0.0, 0.005, n)
+    used = np.where(mem_hot_gauge, np.clip(rng.normal(0.96, 0.004, n), 0.935, 0.985), used)
+    available = np.rint((1.0 - used) * MEM_TOTAL_BYTES / 4096).astype(np.int64) * 4096
+    out.append(
+        Series("node_memory_MemTotal_bytes", dict(node), ts, np.full(n, float(MEM_TOTAL_BYTES)), "gauge")
+    )
+    out.append(
+        Series("node_memory_MemAvailable_bytes", dict(node), ts, available.astype(np.float64), "gauge")
+    )
+
+    # Disk: memory pressure pages to disk, busier but far from saturated (0.9) so memory stays the cause.
+    disk = {"device": "vda", **node}
+    io_share = 0.03 + 0.01 * diurnal + np.abs(rng.normal(0.0, 0.01, n))
+    io_share = np.where(mem_hot, np.clip(rng.normal(0.35, 0.03, n), 0.2, 0.5), io_share)
+    io_ms = np.rint(STEP_S * 1000 * io_share).astype(np.int64)
+    out.append(Series("node_disk_io_time_seconds_total", dict(disk), ts, _counter(io_ms) / 1000.0, "counter"))
+    read_rate = np.where(mem_hot, 25e6, 150e3 * (1 + 0.3 * diurnal)) * rng.lognormal(0.0, 0.2, n)
+    written_rate = np.where(mem_hot, 8e6, 400e3 * (1 + 0.3 * diurnal)) * rng.lognormal(0.0, 0.2, n)
+    for name, rate in (
+        ("node_disk_read_bytes_total", read_rate),
+        ("node_disk_written_bytes_total", written_rate),
+    ):
+        blocks = np.rint(rate * STEP_S / 4096).astype(np.int64) * 4096
+        out.append(Series(name, dict(disk), ts, _counter(blocks).astype(np.float64), "counter"))
+
+    # Requests: Poisson arrivals around a daily cycle; model-b serves two models so it is busier.
+    req_rate = (8.0 + 3.0 * diurnal) if instance == "model-b" else (5.0 + 2.0 * diurnal)
+    requests = rng.poisson(req_rate * STEP_S)
+    errors = rng.binomial(requests, 0.005)
+
+    net = {"device": "eth0", **node}
+    rx = (40e3 + 3e3 * req_rate) * STEP_S * rng.lognormal(0.0, 0.1, n)
+    tx = (20e3 + 1.5e3 * req_rate) * STEP_S * rng.lognormal(0.0, 0.1, n)
+    out.append(
+        Series(
+            "node_network_receive_bytes_total",
+            dict(net),
+            ts,
+            _counter(np.rint(rx).astype(np.int64)) * 1.0,
+            "counter",
+        )
+    )
+    out.append(
+        Series(
+            "node_network_transmit_bytes_total",
+            dict(net),
+            ts,
+            _counter(np.rint(tx).astype(np.int64)) * 1.0,
+            "counter",
+        )
+    )
+
+    # load1: runnable tasks through the kernel's 1-minute exponential average. Saturation queues work
+    # beyond the two CPUs (about 3.5), paging adds tasks waiting on I/O.
+    runnable = busy_total * np.where(cpu_hot, 1.8, 1.0) + 0.1 + np.where(mem_hot, 0.5, 0.0)
+    runnable = runnable * rng.lognormal(0.0, 0.05, n)
+    decay = math.exp(-STEP_S / 60.0)
+    load = np.empty(n)
+    level = runnable[0]
+    for i in range(n):  # 5,760 steps: a recurrence, cheap enough in Python.
+        level = level * decay + runnable[i] * (1.0 - decay)
+        load[i] = level
+    out.append(Series("node_load1", dict(node), ts, np.round(load, 2), "gauge"))
+
+    for status, count in (("2xx", requests - errors), ("5xx", errors)):
+        labels = {**HANDLER_LABELS, "status": status, **app}
+        out.append(Series("http_requests_total", labels, ts, _counter(count).astype(np.float64), "counter"))
+
+    # Latency histogram: each request is fast or slow, durations lognormal; bucket shares from the
+    # lognormal CDF, counts drawn per interval.
+    slow_share = np.where(slow, 0.9, 0.0)
+    n_slow = rng.binomial(requests, slow_share)
+    n_fast = requests - n_slow
+    fast_p, fast_mean = _lognormal_buckets(0.15, 0.35)
+    slow_p, slow_mean = _lognormal_buckets(SLOW_PREDICTION_S, 0.25)
+    per_bucket = rng.multinomial(n_fast, fast_p) + rng.multinomial(n_slow, slow_p)
+    cumulative = np.cumsum(np.cumsum(per_bucket, axis=1), axis=0)
+    total_s = n_fast * fast_mean * rng.normal(1.0, 0.02, n) + n_slow * slow_mean * rng.normal(1.0, 0.02, n)
+    hist = {**HANDLER_LABELS, **app}
+    for j, le in enumerate(LATENCY_BUCKETS):
+        out.append(
+            Series(
+                "http_request_duration_seconds_bucket",
+                {**HANDLER_LABELS, "le": le, **app},
+                ts,
+                cumulative[:, j].astype(np.float64),
+                "histogram",
+            )
+        )
+    out.append(
+        Series(
+            "http_request_duration_seconds_sum", dict(hist), ts, np.round(np.cumsum(total_s), 4), "histogram"
+        )
+    )
+    out.append(
+        Series(
+            "http_request_duration_seconds_count",
+            dict(hist),
+            ts,
+            _counter(requests).astype(np.float64),
+            "histogram",
+        )
+    )
+    return out
+
+
+def _lognormal_buckets(median: float, sigma: float) -> tuple[np.ndarray, float]:
+    """Per-bucket probabilities (non-cumulative, one per ``le``) and mean of a lognormal duration."""
+    bounds = [float(le) for le in LATENCY_BUCKETS[:-1]]
+    cdf = [0.5 * (1.0 + math.erf(math.log(b / median) / (sigma * math.sqrt(2.0)))) for b in bounds] + [1.0]
+    probs = np.diff(np.array([0.0, *cdf]))
+    return probs / probs.sum(), median * math.exp(sigma**2 / 2.0)
+
+
+def resource_series(day: date, scenario: Scenario | str) -> list[Series]:
+    """Every Prometheus series of both instances on ``day``, at 15 s from 00:00:00 to 23:59:45 UTC.
+
+    :param day: the UTC day.
+    :param scenario: a :class:`Scenario` or its name.
+    :returns: :class:`Series` tuples ``(name, labels, timestamps_s, values, type)`` grouped by metric
+        family in :data:`FAMILIES` order (the order OpenMetrics requires), model-a before model-b.
+        Empty for a scenario without data. ``type`` is ``counter``, ``gauge`` or ``histogram``;
+        timestamps are int64 Unix seconds, values float64.
+    """
+    sc = get_scenario(scenario)
+    if not sc.has_data:
+        return []
+    series = [s for instance in INSTANCES for s in _instance_series(day, sc, instance)]
+    order = {family: i for i, family in enumerate(FAMILIES)}
+    # sorted() is stable: within a family the series keep instance and label order.
+    return sorted(series, key=lambda s: order[family_of(s.name, s.type)])
+
+
+# --------------------------------------------------------------------------------------------------
+# OpenMetrics
+# --------------------------------------------------------------------------------------------------
+
+
+def _format_labels(labels: Mapping[str, str]) -> str:
+    return ",".join(f'{k}="{v}"' for k, v in labels.items())
+
+
+def _format_values(values: np.ndarray) -> np.ndarray:
+    # Integral values print as integers (shorter, faster); others use numpy's shortest round-trip
+    # repr, so Prometheus stores exactly the float64 we generated.
+    if np.all(values == np.rint(values)) and np.all(np.abs(values) < 2**53):
+        return values.astype(np.int64).astype("S20")
+    return values.astype("S32")
+
+
+def openmetrics_lines(day: date, scenario: Scenario | str) -> Iterator[bytes]:
+    """The OpenMetrics exposition of ``day`` as byte chunks (one per family header or series).
+
+    Timestamps are Unix seconds (promtool takes milliseconds for seconds silently). The last chunk
+    is ``b"# EOF\\n"``.
+    """
+    return _chunks(resource_series(day, scenario))
+
+
+def _chunks(series: list[Series]) -> Iterator[bytes]:
+    suffix = None
+    current = None
+    for s in series:
+        family = family_of(s.name, s.type)
+        if family != current:
+            current = family
+            type_, help_ = FAMILIES[family]
+            yield f"# HELP {family} {help_}\n# TYPE {family} {type_}\n".encode()
+        if suffix is None:
+            # Every series shares the day's timestamps: build " <ts>\n" once.
+            suffix = np.char.add(np.char.add(b" ", s.timestamps.astype("S12")), b"\n")
+        prefix = f"{s.name}{{{_format_labels(s.labels)}}} ".encode()
+        yield b"".join(np.char.add(np.char.add(prefix, _format_values(s.values)), suffix).tolist())
+    yield b"# EOF\n"
+
+
+def write_openmetrics(day: date, scenario: Scenario | str, path: str | Path) -> int:
+    """Write the day's series to ``path`` in OpenMetrics text format, ending with exactly ``# EOF\\n``.
+
+    One file holds one day: promtool re-reads the whole file for every 2-hour block, so build time
+    grows with the square of the span of a file.
+
+    :returns: the number of samples written (0 for a scenario without data, whose file holds only
+        ``# EOF``).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    series = resource_series(day, scenario)
+    with path.open("wb") as f:
+        for chunk in _chunks(series):
+            f.write(chunk)
+    return sum(s.values.size for s in series)
+
+
+# --------------------------------------------------------------------------------------------------
+# Predictions
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    """One prediction as logged to MLflow.
+
+    :ivar timestamp_ms: prediction time, epoch milliseconds.
+    :ivar prediction_time: seconds the prediction took.
+    :ivar slow: whether the scenario made it slow (for tests; not logged).
+    """
+
+    model: str
+    model_version: str
+    instance: str
+    timestamp_ms: int
+    prediction_time: float
+    accuracy: float
+    loss: float
+    slow: bool
+
+
+def prediction_timestamps(day: date, model: str, instance: str) -> np.ndarray:
+    """Unix seconds of the predictions of ``model`` on ``instance`` during ``day`` (the contract cadence)."""
+    spec = MODELS[model]
+    start = day_start(day) + spec.offsets_s[instance]
+    return np.arange(start, day_start(day) + 86400, spec.period_s, dtype=np.int64)
+
+
+def predictions(day: date, scenario: Scenario | str) -> list[Prediction]:
+    """The predictions of both models on ``day``, ordered by model, instance, then time.
+
+    fraud-detector predicts every 10 minutes on model-a (from 00:00) and model-b (from 00:05);
+    recommender every 2 minutes on model-b. A prediction is slow when the scenario makes its model
+    slow on its instance and it falls in ``[window start, window end)``. Normal ``prediction_time``
+    is about 0.2 s (0.05-0.45), slow about 2.5 s (1.8-3.6).
+    """
+    sc = get_scenario(scenario)
+    if not sc.has_data:
+        return []
+    bounds = sc.window_bounds(day)
+    out: list[Prediction] = []
+    for spec in MODELS.values():
+        for instance in spec.instances:
+            rng = _rng(day, sc, "predictions", spec.name, instance)
+            ts = prediction_timestamps(day, spec.name, instance)
+            n = ts.size
+            slow = np.zeros(n, dtype=bool)
+            if bounds is not None and sc.instance == instance and spec.name in sc.slow_models:
+                slow = (ts >= bounds[0]) & (ts < bounds[1])
+            fast_s = np.clip(rng.lognormal(math.log(NORMAL_PREDICTION_S), 0.25, n), 0.05, 0.45)
+            slow_s = np.clip(rng.normal(SLOW_PREDICTION_S, 0.3, n), 1.8, 3.6)
+            seconds = np.round(np.where(slow, slow_s, fast_s), 4)
+            accuracy = np.round(np.clip(rng.normal(0.94, 0.01, n), 0.9, 0.99), 4)
+            loss = np.round(np.clip(rng.normal(0.15, 0.02, n), 0.08, 0.25), 4)
+            out.extend(
+                Prediction(
+                    spec.name, spec.version, instance, int(t) * 1000, float(p), float(a), float(lo), bool(s)
+                )
+                for t, p, a, lo, s in zip(ts, seconds, accuracy, loss, slow, strict=True)
+            )
+    return out

@@ -1,0 +1,999 @@
+"""The local real stack: Prometheus, Alertmanager, node-exporter, MLflow, moto S3, an SMTP sink and an
+Alertmanager webhook receiver, each a plain process bound to 127.0.0.1.
+
+``make stack-up``/``make demo`` (through ``python -m devstack``) and the pytest session fixtures use this one
+module, so the stack the demo runs on is the stack the tests run on. Ports and folders follow
+``devstack/CONTRACT.md``.
+
+State lives in :attr:`StackConfig.state_dir`: one sub-folder per service plus ``<name>.pid`` and
+``<name>.log``. Processes are found again through their PID files only, so ``down`` from another shell
+stops exactly what ``up`` started and nothing else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import shutil
+import signal
+import smtplib
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+HOST = "127.0.0.1"
+
+BUCKET = "modelwatch"
+S3_ACCESS_KEY = "testing"
+S3_SECRET_KEY = "testing"
+S3_REGION = "us-east-1"
+MAIL_FROM = "alertmanager@modelwatch.local"
+MAIL_TO = "oncall@modelwatch.local"
+
+#: Service names in start order: a service comes after everything it depends on.
+SERVICES: tuple[str, ...] = ("smtp", "webhook", "s3", "mlflow", "node-exporter", "alertmanager", "prometheus")
+
+#: What must be ready before a service is launched. Alertmanager only needs its receivers to deliver, and
+#: Prometheus only to scrape and notify, but starting them in this order means the first notification and
+#: the first scrape already succeed.
+DEPENDS_ON: dict[str, tuple[str, ...]] = {
+    "alertmanager": ("smtp", "webhook"),
+    "prometheus": ("alertmanager", "node-exporter"),
+}
+
+DEFAULT_PORTS: dict[str, int] = {
+    "prometheus_port": 19090,
+    "alertmanager_port": 19093,
+    "node_exporter_port": 19100,
+    "mlflow_port": 15000,
+    "s3_port": 15002,
+    "smtp_port": 18025,
+    "webhook_port": 19095,
+}
+_PORT_ENV: dict[str, str] = {attr: f"MODELWATCH_{attr.upper()}" for attr in DEFAULT_PORTS}
+_SERVICE_PORT_ATTR: dict[str, str] = {
+    "prometheus": "prometheus_port",
+    "alertmanager": "alertmanager_port",
+    "node-exporter": "node_exporter_port",
+    "mlflow": "mlflow_port",
+    "s3": "s3_port",
+    "smtp": "smtp_port",
+    "webhook": "webhook_port",
+}
+
+READY_TIMEOUT = 60.0
+STOP_TIMEOUT = 10.0
+CONNECTIONS_ENV_FILE = REPO_ROOT / "dev" / "connections.env"
+
+
+class StackError(RuntimeError):
+    """Base class of the errors raised by :class:`Stack`."""
+
+
+class PortInUseError(StackError):
+    """A service's port is already taken on 127.0.0.1 by some other process."""
+
+    def __init__(self, service: str, port: int) -> None:
+        """:param service: the service that wanted the port.
+        :param port: the TCP port that is taken.
+        """
+        self.service = service
+        self.port = port
+        super().__init__(
+            f"cannot start {service}: port 127.0.0.1:{port} is already in use by another process. "
+            f"Stop that process (`make stack-down` if it is a modelwatch stack; `ss -ltnp 'sport = :{port}'` "
+            f"shows who holds it) or choose another port with MODELWATCH_{service.upper().replace('-', '_')}_PORT."
+        )
+
+
+class MissingBinaryError(StackError):
+    """An executable a service needs is not installed."""
+
+
+class ServiceNotReadyError(StackError):
+    """A service exited or did not become ready in time."""
+
+
+@dataclass
+class StackConfig:
+    """Where the stack keeps its state and which loopback ports its services use.
+
+    Defaults are those of ``devstack/CONTRACT.md``.
+    """
+
+    state_dir: Path = field(default_factory=lambda: REPO_ROOT / ".stack")
+    prometheus_port: int = DEFAULT_PORTS["prometheus_port"]
+    alertmanager_port: int = DEFAULT_PORTS["alertmanager_port"]
+    node_exporter_port: int = DEFAULT_PORTS["node_exporter_port"]
+    mlflow_port: int = DEFAULT_PORTS["mlflow_port"]
+    s3_port: int = DEFAULT_PORTS["s3_port"]
+    smtp_port: int = DEFAULT_PORTS["smtp_port"]
+    webhook_port: int = DEFAULT_PORTS["webhook_port"]
+
+    # Child processes run in other working directories: keep every path absolute.
+    def __post_init__(self) -> None:
+        self.state_dir = Path(self.state_dir).absolute()
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> StackConfig:
+        """Build the configuration from ``MODELWATCH_STACK_DIR`` and ``MODELWATCH_<SERVICE>_PORT``.
+
+        :param environ: the environment to read (default :data:`os.environ`).
+        :returns: the configuration; unset variables take the contract defaults.
+        :raises StackError: when a port variable is not an integer.
+        """
+        env = os.environ if environ is None else environ
+        kwargs: dict[str, Any] = {}
+        if env.get("MODELWATCH_STACK_DIR"):
+            kwargs["state_dir"] = Path(env["MODELWATCH_STACK_DIR"])
+        for attr, var in _PORT_ENV.items():
+            if env.get(var):
+                try:
+                    kwargs[attr] = int(env[var])
+                except ValueError:
+                    raise StackError(f"{var}={env[var]!r} is not a port number") from None
+        return cls(**kwargs)
+
+    @classmethod
+    def free_ports(cls, state_dir: str | os.PathLike[str], rng: random.Random | None = None) -> StackConfig:
+        """Build a configuration whose ports are all free on 127.0.0.1 right now.
+
+        Ports are drawn from 20000-31999, below Linux's ephemeral range (32768+) so outgoing connections
+        do not grab them between this call and the start, and away from the contract defaults so a test
+        stack never collides with a running demo stack.
+
+        :param state_dir: folder for the stack's state (e.g. a pytest temporary folder).
+        :param rng: random source (default: a fresh unseeded one).
+        :returns: the configuration.
+        """
+        rng = rng or random.Random()
+        taken = set(DEFAULT_PORTS.values())
+        chosen: dict[str, int] = {}
+        for attr in _PORT_ENV:
+            for _ in range(1000):
+                port = rng.randrange(20000, 32000)
+                if port not in taken and port_is_free(port):
+                    break
+            else:
+                raise StackError("could not find a free port in 20000-31999 on 127.0.0.1")
+            taken.add(port)
+            chosen[attr] = port
+        return cls(state_dir=Path(state_dir), **chosen)
+
+    def port(self, service: str) -> int:
+        """:param service: one of :data:`SERVICES`.
+        :returns: the TCP port of that service.
+        """
+        return getattr(self, _SERVICE_PORT_ATTR[_check_name(service)])
+
+    # -- URLs ------------------------------------------------------------------------------------------
+    @property
+    def prometheus_url(self) -> str:
+        """Base URL of Prometheus, e.g. ``http://127.0.0.1:19090``."""
+        return f"http://{HOST}:{self.prometheus_port}"
+
+    @property
+    def alertmanager_url(self) -> str:
+        """Base URL of Alertmanager."""
+        return f"http://{HOST}:{self.alertmanager_port}"
+
+    @property
+    def node_exporter_url(self) -> str:
+        """Metrics URL of the local node-exporter."""
+        return f"http://{HOST}:{self.node_exporter_port}/metrics"
+
+    @property
+    def mlflow_url(self) -> str:
+        """Tracking URI of the MLflow server."""
+        return f"http://{HOST}:{self.mlflow_port}"
+
+    @property
+    def s3_url(self) -> str:
+        """S3 endpoint URL of the moto server."""
+        return f"http://{HOST}:{self.s3_port}"
+
+    @property
+    def webhook_url(self) -> str:
+        """Base URL of the webhook receiver (Alertmanager posts to ``<webhook_url>/alerts``)."""
+        return f"http://{HOST}:{self.webhook_port}"
+
+    @property
+    def smtp_url(self) -> str:
+        """``smtp://host:port`` of the SMTP sink (for display)."""
+        return f"smtp://{HOST}:{self.smtp_port}"
+
+    # -- paths -----------------------------------------------------------------------------------------
+    @property
+    def prometheus_dir(self) -> Path:
+        """Prometheus' folder (config, rules, data)."""
+        return self.state_dir / "prometheus"
+
+    @property
+    def prometheus_data_dir(self) -> Path:
+        """Prometheus TSDB folder; backfilled blocks go here before Prometheus starts."""
+        return self.prometheus_dir / "data"
+
+    @property
+    def prometheus_config_path(self) -> Path:
+        """The generated ``prometheus.yml``."""
+        return self.prometheus_dir / "prometheus.yml"
+
+    @property
+    def prometheus_rules_dir(self) -> Path:
+        """Folder whose ``*.yml`` rule files Prometheus loads (empty unless someone drops rules there)."""
+        return self.prometheus_dir / "rules"
+
+    @property
+    def alertmanager_dir(self) -> Path:
+        """Alertmanager's folder (config and data)."""
+        return self.state_dir / "alertmanager"
+
+    @property
+    def alertmanager_config_path(self) -> Path:
+        """The generated ``alertmanager.yml``."""
+        return self.alertmanager_dir / "alertmanager.yml"
+
+    @property
+    def mlflow_dir(self) -> Path:
+        """MLflow's folder (sqlite database and artifacts)."""
+        return self.state_dir / "mlflow"
+
+    @property
+    def mlflow_db_path(self) -> Path:
+        """MLflow's sqlite backend store."""
+        return self.mlflow_dir / "mlflow.db"
+
+    @property
+    def mlflow_artifacts_dir(self) -> Path:
+        """MLflow's default artifact root."""
+        return self.mlflow_dir / "artifacts"
+
+    @property
+    def mail_dir(self) -> Path:
+        """Folder where the SMTP sink stores mail (read it with :func:`read_messages`)."""
+        return self.state_dir / "mail"
+
+    @property
+    def webhook_file(self) -> Path:
+        """JSON-lines file of the webhook receiver (read it with :func:`read_webhook`)."""
+        return self.state_dir / "webhook" / "received.jsonl"
+
+    def pid_file(self, service: str) -> Path:
+        """:param service: one of :data:`SERVICES`.
+        :returns: ``<state_dir>/<service>.pid``.
+        """
+        return self.state_dir / f"{_check_name(service)}.pid"
+
+    def log_file(self, service: str) -> Path:
+        """:param service: one of :data:`SERVICES`.
+        :returns: ``<state_dir>/<service>.log`` (stdout and stderr of the process).
+        """
+        return self.state_dir / f"{_check_name(service)}.log"
+
+    # -- environments ----------------------------------------------------------------------------------
+    def airflow_env(self) -> dict[str, str]:
+        """Airflow connections to this stack, as ``AIRFLOW_CONN_*`` environment variables (JSON form).
+
+        :returns: variable name -> JSON value for prometheus_default, mlflow_default, alertmanager_default,
+            aws_default (moto) and smtp_default (the sink).
+        """
+        conns: dict[str, dict[str, Any]] = {
+            "PROMETHEUS_DEFAULT": _http_conn("prometheus", self.prometheus_port),
+            "MLFLOW_DEFAULT": _http_conn("mlflow", self.mlflow_port),
+            "ALERTMANAGER_DEFAULT": _http_conn("alertmanager", self.alertmanager_port),
+            "AWS_DEFAULT": {
+                "conn_type": "aws",
+                "login": S3_ACCESS_KEY,
+                "password": S3_SECRET_KEY,
+                "extra": {"endpoint_url": self.s3_url, "region_name": S3_REGION},
+            },
+            "SMTP_DEFAULT": {
+                "conn_type": "smtp",
+                "host": HOST,
+                "port": self.smtp_port,
+                "extra": {"disable_tls": True, "disable_ssl": True},
+            },
+        }
+        return {f"AIRFLOW_CONN_{k}": json.dumps(v, separators=(",", ":")) for k, v in conns.items()}
+
+    def connections_env_text(self) -> str:
+        """Render :meth:`airflow_env` as a shell-sourceable ``KEY='json'`` file (``dev/connections.env``).
+
+        :returns: the file's text.
+        """
+        lines = [
+            "# Airflow connections to the local devstack (default ports of devstack/CONTRACT.md).",
+            "# Generated: .venv/bin/python -m devstack env --defaults > dev/connections.env",
+            "# A test checks this file against devstack.stack.StackConfig().airflow_env(); do not edit by hand.",
+        ]
+        lines += [f"{k}='{v}'" for k, v in self.airflow_env().items()]
+        return "\n".join(lines) + "\n"
+
+    def to_env(self) -> dict[str, str]:
+        """The ``MODELWATCH_*`` variables that make :meth:`from_env` rebuild this configuration.
+
+        :returns: variable name -> value, for child processes (seeding, Airflow, the demo).
+        """
+        env = {"MODELWATCH_STACK_DIR": str(self.state_dir)}
+        env.update({var: str(getattr(self, attr)) for attr, var in _PORT_ENV.items()})
+        return env
+
+
+def _http_conn(conn_type: str, port: int) -> dict[str, Any]:
+    return {"conn_type": conn_type, "host": HOST, "port": port, "schema": "http"}
+
+
+def _check_name(service: str) -> str:
+    if service not in SERVICES:
+        raise StackError(f"unknown service {service!r}; known: {', '.join(SERVICES)}")
+    return service
+
+
+def port_is_free(port: int, host: str = HOST) -> bool:
+    """Tell whether a server could listen on ``host:port`` now.
+
+    SO_REUSEADDR mirrors what the servers themselves do, so connections of a just-stopped server lingering
+    in TIME_WAIT do not count as "in use".
+
+    :param port: TCP port.
+    :param host: address to try (default 127.0.0.1).
+    :returns: True when binding succeeded.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+# -- generated configuration files ---------------------------------------------------------------------
+def prometheus_config(cfg: StackConfig) -> dict[str, Any]:
+    """The Prometheus configuration of the stack: scrape itself and the local node-exporter every 15 s,
+    notify the local Alertmanager, load rules from :attr:`StackConfig.prometheus_rules_dir`.
+
+    :param cfg: the stack configuration.
+    :returns: the configuration as a dict (YAML-ready).
+    """
+    return {
+        "global": {"scrape_interval": "15s", "evaluation_interval": "15s"},
+        "alerting": {
+            "alertmanagers": [{"static_configs": [{"targets": [f"{HOST}:{cfg.alertmanager_port}"]}]}]
+        },
+        "rule_files": [str(cfg.prometheus_rules_dir / "*.yml")],
+        "scrape_configs": [
+            {"job_name": "prometheus", "static_configs": [{"targets": [f"{HOST}:{cfg.prometheus_port}"]}]},
+            {"job_name": "node-local", "static_configs": [{"targets": [f"{HOST}:{cfg.node_exporter_port}"]}]},
+        ],
+    }
+
+
+def alertmanager_config(cfg: StackConfig) -> dict[str, Any]:
+    """The Alertmanager configuration: every alert goes to the webhook receiver and by mail to the sink.
+
+    :param cfg: the stack configuration.
+    :returns: the configuration as a dict (YAML-ready).
+    """
+    return {
+        "route": {
+            "receiver": "modelwatch-webhook",
+            "group_by": ["alertname", "model"],
+            "group_wait": "1s",
+            "group_interval": "5s",
+            "repeat_interval": "4h",
+            # Sibling routes with continue: true deliver each alert to both receivers.
+            "routes": [
+                {"receiver": "modelwatch-webhook", "continue": True},
+                {"receiver": "modelwatch-email", "continue": True},
+            ],
+        },
+        "receivers": [
+            {
+                "name": "modelwatch-webhook",
+                "webhook_configs": [{"url": f"{cfg.webhook_url}/alerts", "send_resolved": True}],
+            },
+            {
+                "name": "modelwatch-email",
+                "email_configs": [
+                    {
+                        "to": MAIL_TO,
+                        "from": MAIL_FROM,
+                        "smarthost": f"{HOST}:{cfg.smtp_port}",
+                        "require_tls": False,
+                        "send_resolved": True,
+                    }
+                ],
+            },
+        ],
+    }
+
+
+def _write_yaml(path: Path, doc: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+
+
+# -- process helpers -----------------------------------------------------------------------------------
+def _proc_stat(pid: int) -> tuple[str, int] | None:
+    """(state, process group) of a process from /proc, or None when it does not exist."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name in parentheses may contain spaces: split after the last ')'.
+    fields = raw[raw.rindex(")") + 2 :].split()
+    return fields[0], int(fields[2])
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    stat = _proc_stat(pid)
+    # A zombie still answers kill(pid, 0) but runs nothing.
+    return stat is None or stat[0] not in ("Z", "X")
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether any non-zombie process is left in a process group."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    for entry in proc.iterdir():
+        if entry.name.isdigit():
+            stat = _proc_stat(int(entry.name))
+            if stat and stat[1] == pgid and stat[0] not in ("Z", "X"):
+                return True
+    return False
+
+
+def _cmdline(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return None
+
+
+def _http_ready(url: str, any_status: bool = False) -> bool:
+    # An explicit empty ProxyHandler: a proxy from the environment must never see loopback probes.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(url, timeout=2) as resp:
+            # Read the body: node-exporter logs an error for every client that hangs up mid-response.
+            resp.read()
+            return resp.status == 200 or any_status
+    except urllib.error.HTTPError as exc:
+        return any_status and exc.code < 500
+    except (OSError, ValueError):
+        return False
+
+
+def _smtp_ready(port: int) -> bool:
+    try:
+        with smtplib.SMTP(HOST, port, timeout=2) as smtp:
+            code, _ = smtp.ehlo()
+            return code == 250
+    except (OSError, smtplib.SMTPException):
+        return False
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join(text.splitlines()[-lines:]) or "(log is empty)"
+
+
+@dataclass(frozen=True)
+class _Spec:
+    binary: str
+    # Where the binary comes from: "system" (Debian package) or "venv" (next to sys.executable).
+    origin: str
+    package: str
+    # Text that must appear in /proc/<pid>/cmdline, so a recycled PID is never taken for our process.
+    marker: str
+
+
+_SPECS: dict[str, _Spec] = {
+    "prometheus": _Spec("prometheus", "system", "prometheus", "prometheus"),
+    "alertmanager": _Spec("prometheus-alertmanager", "system", "prometheus-alertmanager", "alertmanager"),
+    "node-exporter": _Spec(
+        "prometheus-node-exporter", "system", "prometheus-node-exporter", "prometheus-node-exporter"
+    ),
+    "mlflow": _Spec("mlflow", "venv", "mlflow", "mlflow"),
+    "s3": _Spec("moto_server", "venv", "moto[server]", "moto_server"),
+    "smtp": _Spec(sys.executable, "python", "aiosmtpd", "devstack.smtp_sink"),
+    "webhook": _Spec(sys.executable, "python", "", "devstack.webhook_receiver"),
+}
+
+
+def find_binary(service: str) -> str:
+    """Locate the executable of a service.
+
+    :param service: one of :data:`SERVICES`.
+    :returns: the absolute path of the executable.
+    :raises MissingBinaryError: naming the binary and how to install it.
+    """
+    spec = _SPECS[_check_name(service)]
+    if spec.origin == "python":
+        return sys.executable
+    if spec.origin == "venv":
+        # Not resolved: a venv's python is a symlink to the base interpreter, its scripts are not there.
+        candidate = Path(sys.executable).parent / spec.binary
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+        found = shutil.which(spec.binary)
+        if found:
+            return found
+        raise MissingBinaryError(
+            f"{spec.binary!r} (service {service}) is not installed next to {sys.executable} nor on PATH; "
+            f"it comes from the Python package {spec.package!r}: run `make install`."
+        )
+    found = shutil.which(spec.binary)
+    if found:
+        return found
+    raise MissingBinaryError(
+        f"{spec.binary!r} (service {service}) is not on PATH. Run scripts/ensure-system-deps.sh "
+        f"(or `apt-get install -y --no-install-recommends {spec.package}` on Debian/Ubuntu)."
+    )
+
+
+class Stack:
+    """Start, watch and stop the local stack described by a :class:`StackConfig`.
+
+    Use as ``with Stack(cfg) as stack: ...`` (starts everything, always stops it), or call :meth:`start`
+    and :meth:`stop` yourself. Every method works from a fresh object on the same state folder, which is
+    how ``python -m devstack down`` stops what ``up`` started in another process.
+    """
+
+    def __init__(self, config: StackConfig | None = None, *, ready_timeout: float = READY_TIMEOUT) -> None:
+        """:param config: the configuration (default :meth:`StackConfig.from_env`).
+        :param ready_timeout: seconds each service gets to become ready.
+        """
+        self.config = config if config is not None else StackConfig.from_env()
+        self.ready_timeout = ready_timeout
+        # Children of this very process: kept to reap them, so a stopped service leaves no zombie behind.
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        #: Seconds from (latest) launch to ready, per service; for reports.
+        self.ready_seconds: dict[str, float] = {}
+
+    def __repr__(self) -> str:
+        return f"Stack(state_dir={str(self.config.state_dir)!r})"
+
+    def __enter__(self) -> Stack:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    # -- public API ------------------------------------------------------------------------------------
+    def start(self, services: Iterable[str] | None = None) -> Stack:
+        """Start services in dependency order and wait until each is ready.
+
+        Services already running from this state folder are kept (and checked for readiness). If anything
+        fails, the services launched by this call are stopped again before the error propagates.
+
+        :param services: names from :data:`SERVICES` (default: all). Dependencies are not added
+            implicitly: ``start(["prometheus"])`` starts Prometheus only.
+        :returns: ``self``.
+        :raises MissingBinaryError: an executable is missing (nothing is started).
+        :raises PortInUseError: a port is taken by another process (nothing is started).
+        :raises ServiceNotReadyError: a service exited or was not ready within ``ready_timeout``.
+        """
+        wanted = set(SERVICES if services is None else [_check_name(s) for s in services])
+        names = [s for s in SERVICES if s in wanted]
+        todo = [s for s in names if not self.is_running(s)]
+        # Every check before the first launch: a bad setup must not leave half a stack running.
+        commands = {s: self._command(s) for s in todo}
+        for s in todo:
+            if not port_is_free(self.config.port(s)):
+                raise PortInUseError(s, self.config.port(s))
+
+        self.config.state_dir.mkdir(parents=True, exist_ok=True)
+        started: dict[str, float] = {}
+        ready: set[str] = set()
+        launched: list[str] = []
+        try:
+            for s in todo:
+                self._wait_all(
+                    {d: started[d] for d in DEPENDS_ON.get(s, ()) if d in started and d not in ready}, ready
+                )
+                self._prepare(s)
+                self._spawn(s, *commands[s])
+                launched.append(s)
+                started[s] = time.monotonic()
+            now = time.monotonic()
+            self._wait_all({s: started.get(s, now) for s in names if s not in ready}, ready)
+            if "s3" in wanted:
+                self.ensure_bucket()
+        except BaseException:
+            self._terminate(launched)
+            raise
+        return self
+
+    def stop(self) -> list[str]:
+        """Stop every service that has a live PID file (SIGTERM to its process group, SIGKILL after 10 s).
+
+        Safe to call when nothing runs and to call twice.
+
+        :returns: the names of the services that were stopped.
+        """
+        return self._terminate(list(reversed(SERVICES)))
+
+    def stop_service(self, name: str) -> bool:
+        """Stop one service (e.g. Prometheus, to backfill its data folder).
+
+        :param name: one of :data:`SERVICES`.
+        :returns: True when a running process was stopped.
+        """
+        return bool(self._terminate([_check_name(name)]))
+
+    def restart(self, name: str) -> None:
+        """Stop one service if it runs, then start it and wait until it is ready.
+
+        :param name: one of :data:`SERVICES`.
+        """
+        self.stop_service(name)
+        self.start([name])
+
+    def status(self) -> dict[str, bool]:
+        """:returns: service name -> whether its process is running, for all :data:`SERVICES`."""
+        return {s: self.is_running(s) for s in SERVICES}
+
+    def is_running(self, name: str) -> bool:
+        """:param name: one of :data:`SERVICES`.
+        :returns: True when the PID file names a live process of that service.
+        """
+        return self.pid(name) is not None
+
+    def pid(self, name: str) -> int | None:
+        """:param name: one of :data:`SERVICES`.
+        :returns: the PID of the running service, or None (a stale PID file counts as not running).
+        """
+        proc = self._procs.get(name)
+        if proc is not None:
+            proc.poll()
+        pid = self._read_pid(name)
+        if pid is None or not self._owned(name, pid):
+            return None
+        return pid
+
+    def url(self, name: str) -> str:
+        """:param name: one of :data:`SERVICES`.
+        :returns: the URL users talk to for that service.
+        """
+        c = self.config
+        return {
+            "prometheus": c.prometheus_url,
+            "alertmanager": c.alertmanager_url,
+            "node-exporter": c.node_exporter_url,
+            "mlflow": c.mlflow_url,
+            "s3": c.s3_url,
+            "smtp": c.smtp_url,
+            "webhook": f"{c.webhook_url}/alerts",
+        }[_check_name(name)]
+
+    def describe(self) -> list[dict[str, Any]]:
+        """:returns: one row per service with ``service``, ``url``, ``pid`` (or None) and ``log``."""
+        return [
+            {"service": s, "url": self.url(s), "pid": self.pid(s), "log": str(self.config.log_file(s))}
+            for s in SERVICES
+        ]
+
+    def log_tail(self, name: str, lines: int = 30) -> str:
+        """:param name: one of :data:`SERVICES`.
+        :param lines: how many lines.
+        :returns: the last lines of that service's log.
+        """
+        return _tail(self.config.log_file(name), lines)
+
+    def airflow_env(self) -> dict[str, str]:
+        """:returns: the ``AIRFLOW_CONN_*`` variables for this stack (see :meth:`StackConfig.airflow_env`)."""
+        return self.config.airflow_env()
+
+    def s3_client(self) -> Any:
+        """:returns: a boto3 S3 client for the moto server (credentials testing/testing, us-east-1)."""
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.config.s3_url,
+            aws_access_key_id=S3_ACCESS_KEY,
+            aws_secret_access_key=S3_SECRET_KEY,
+            region_name=S3_REGION,
+        )
+
+    def ensure_bucket(self, bucket: str = BUCKET) -> None:
+        """Create a bucket on the moto server unless it exists.
+
+        :param bucket: bucket name (default ``modelwatch``).
+        """
+        from botocore.exceptions import ClientError
+
+        client = self.s3_client()
+        try:
+            client.head_bucket(Bucket=bucket)
+        except ClientError:
+            client.create_bucket(Bucket=bucket)
+
+    def mail(self) -> list[dict[str, Any]]:
+        """:returns: the mails received by the SMTP sink (see :func:`devstack.smtp_sink.read_messages`)."""
+        from devstack.smtp_sink import read_messages
+
+        return read_messages(self.config.mail_dir)
+
+    def webhook_notifications(self) -> list[dict[str, Any]]:
+        """:returns: the Alertmanager notifications received (see
+        :func:`devstack.webhook_receiver.read_webhook`)."""
+        from devstack.webhook_receiver import read_webhook
+
+        return read_webhook(self.config.webhook_file)
+
+    def write_configs(self) -> None:
+        """(Re)write ``prometheus.yml`` and ``alertmanager.yml`` for the current ports."""
+        _write_yaml(self.config.prometheus_config_path, prometheus_config(self.config))
+        _write_yaml(self.config.alertmanager_config_path, alertmanager_config(self.config))
+
+    # -- internals -------------------------------------------------------------------------------------
+    def _command(self, name: str) -> tuple[list[str], dict[str, str]]:
+        c = self.config
+        exe = find_binary(name)
+        port = str(c.port(name))
+        env = dict(os.environ)
+        listen = f"--web.listen-address={HOST}:{port}"
+        if name == "prometheus":
+            argv = [
+                exe,
+                f"--config.file={c.prometheus_config_path}",
+                f"--storage.tsdb.path={c.prometheus_data_dir}",
+                # Backfilled history is years old by the clock; a short retention deletes it at start.
+                "--storage.tsdb.retention.time=3650d",
+                listen,
+                "--web.enable-admin-api",
+                "--web.enable-lifecycle",
+            ]
+        elif name == "alertmanager":
+            argv = [
+                exe,
+                f"--config.file={c.alertmanager_config_path}",
+                f"--storage.path={c.alertmanager_dir / 'data'}",
+                listen,
+                # Empty: no gossip cluster, which otherwise delays readiness by ~2 s.
+                "--cluster.listen-address=",
+            ]
+        elif name == "node-exporter":
+            # No systemd here; the collector would only log errors on every scrape.
+            argv = [exe, listen, "--no-collector.systemd"]
+        elif name == "mlflow":
+            argv = [
+                exe,
+                "server",
+                "--backend-store-uri",
+                f"sqlite:///{c.mlflow_db_path}",
+                "--default-artifact-root",
+                str(c.mlflow_artifacts_dir),
+                "--host",
+                HOST,
+                "--port",
+                port,
+                "--workers",
+                "1",
+            ]
+            # Job execution starts a pool of extra workers (15 processes, 2.3 GiB); the stack needs none.
+            env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
+        elif name == "s3":
+            argv = [exe, "-H", HOST, "-p", port]
+        elif name == "smtp":
+            argv = [exe, "-m", "devstack.smtp_sink", "--host", HOST, "--port", port, "--dir", str(c.mail_dir)]
+        else:
+            argv = [
+                exe, "-m", "devstack.webhook_receiver", "--host", HOST, "--port", port, "--out", str(c.webhook_file)
+            ]  # fmt: skip
+        if _SPECS[name].origin == "python":
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+            env["PYTHONUNBUFFERED"] = "1"
+        return argv, env
+
+    def _prepare(self, name: str) -> None:
+        c = self.config
+        if name == "prometheus":
+            c.prometheus_data_dir.mkdir(parents=True, exist_ok=True)
+            c.prometheus_rules_dir.mkdir(parents=True, exist_ok=True)
+            _write_yaml(c.prometheus_config_path, prometheus_config(c))
+        elif name == "alertmanager":
+            (c.alertmanager_dir / "data").mkdir(parents=True, exist_ok=True)
+            _write_yaml(c.alertmanager_config_path, alertmanager_config(c))
+        elif name == "mlflow":
+            c.mlflow_artifacts_dir.mkdir(parents=True, exist_ok=True)
+        elif name == "smtp":
+            c.mail_dir.mkdir(parents=True, exist_ok=True)
+        elif name == "webhook":
+            c.webhook_file.parent.mkdir(parents=True, exist_ok=True)
+
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> None:
+        log_path = self.config.log_file(name)
+        with log_path.open("wb") as log:
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.config.state_dir,
+                env=env,
+                # Own process group: stop() signals the whole group (MLflow's workers too), and Ctrl-C in
+                # the terminal that ran `up` does not reach the services.
+                start_new_session=True,
+            )
+        self._procs[name] = proc
+        self.config.pid_file(name).write_text(f"{proc.pid}\n")
+
+    def _probe(self, name: str) -> bool:
+        c = self.config
+        if name == "prometheus":
+            return _http_ready(f"{c.prometheus_url}/-/ready")
+        if name == "alertmanager":
+            return _http_ready(f"{c.alertmanager_url}/-/ready")
+        if name == "node-exporter":
+            return _http_ready(c.node_exporter_url)
+        if name == "mlflow":
+            return _http_ready(f"{c.mlflow_url}/health")
+        if name == "s3":
+            return _http_ready(f"{c.s3_url}/", any_status=True)
+        if name == "webhook":
+            return _http_ready(f"{c.webhook_url}/health")
+        return _smtp_ready(c.smtp_port)
+
+    def _wait_all(self, started: dict[str, float], ready: set[str]) -> None:
+        """Wait until every service in ``started`` (name -> launch time) answers its readiness probe, and
+        add it to ``ready``.
+
+        All are polled in turn, so ``ready_seconds`` measures each one and not the queue before it.
+        """
+        pending = dict(started)
+        while pending:
+            for name, t0 in list(pending.items()):
+                self._check_alive(name)
+                if self._probe(name):
+                    self.ready_seconds[name] = time.monotonic() - t0
+                    ready.add(name)
+                    del pending[name]
+                elif time.monotonic() - t0 > self.ready_timeout:
+                    log = self.config.log_file(name)
+                    raise ServiceNotReadyError(
+                        f"{name} was not ready after {self.ready_timeout:.0f} s ({self.url(name)}). "
+                        f"Last lines of {log}:\n{_tail(log)}"
+                    )
+            if pending:
+                time.sleep(0.1)
+
+    def _check_alive(self, name: str) -> None:
+        log = self.config.log_file(name)
+        proc = self._procs.get(name)
+        if proc is not None and proc.poll() is not None:
+            raise ServiceNotReadyError(
+                f"{name} exited with code {proc.returncode} while starting. Last lines of {log}:\n{_tail(log)}"
+            )
+        if proc is None and not self.is_running(name):
+            raise ServiceNotReadyError(f"{name} is not running. Last lines of {log}:\n{_tail(log)}")
+
+    def _read_pid(self, name: str) -> int | None:
+        try:
+            return int(self.config.pid_file(name).read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def _owned(self, name: str, pid: int) -> bool:
+        if not _pid_alive(pid):
+            return False
+        try:
+            if os.getpgid(pid) != pid:
+                return False
+        except ProcessLookupError:
+            return False
+        cmdline = _cmdline(pid)
+        return cmdline is None or _SPECS[name].marker in cmdline
+
+    def _terminate(self, names: list[str]) -> list[str]:
+        """SIGTERM the process groups of ``names`` together, wait for all, SIGKILL what is left."""
+        victims: dict[str, int] = {}
+        for name in names:
+            pid = self.pid(name)
+            if pid is not None:
+                victims[name] = pid
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGTERM)
+            else:
+                # Stale or absent: nothing to signal, but do not leave a PID file that lies.
+                self.config.pid_file(name).unlink(missing_ok=True)
+        self._wait_gone(victims, STOP_TIMEOUT)
+        left = {n: p for n, p in victims.items() if _group_alive(p)}
+        for pid in left.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+        self._wait_gone(left, 5.0)
+        for name in victims:
+            proc = self._procs.pop(name, None)
+            if proc is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=1)
+            self.config.pid_file(name).unlink(missing_ok=True)
+        return list(victims)
+
+    def _wait_gone(self, victims: dict[str, int], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        pending = dict(victims)
+        while pending and time.monotonic() < deadline:
+            for name, pid in list(pending.items()):
+                proc = self._procs.get(name)
+                if proc is not None:
+                    # Reap our own child, or it stays a zombie that still owns its PID.
+                    proc.poll()
+                if not _group_alive(pid):
+                    del pending[name]
+            if pending:
+                time.sleep(0.05)
+
+
+def read_messages(directory: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Re-export of :func:`devstack.smtp_sink.read_messages`.
+
+    :param directory: the sink's folder.
+    :returns: the received mails.
+    """
+    from devstack.smtp_sink import read_messages as _read
+
+    return _read(directory)
+
+
+def read_webhook(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Re-export of :func:`devstack.webhook_receiver.read_webhook`.
+
+    :param path: the receiver's output file.
+    :returns: the received notifications.
+    """
+    from devstack.webhook_receiver import read_webhook as _read
+
+    return _read(path)
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, interval: float = 0.2) -> Any:
+    """Poll until ``predicate()`` returns something truthy.
+
+    :param predicate: called repeatedly.
+    :param timeout: seconds before giving up.
+    :param interval: seconds between calls.
+    :returns: the first truthy value.
+    :raises TimeoutError: when nothing truthy came within ``timeout``.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"condition not met within {timeout} s")
+        time.sleep(interval)

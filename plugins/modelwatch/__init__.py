@@ -1,0 +1,1 @@
+"""modelwatch: correlate ML prediction latency with resource saturation, from Prometheus and MLflow."""

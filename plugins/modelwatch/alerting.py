@@ -1,0 +1,115 @@
+"""Alertmanager payloads from verdicts, and the decision whether a run may page.
+
+Alert identity in Alertmanager is its label set, so labels hold only stable facts (alert name, model,
+severity, the saturated resources): posting the same verdict again updates the same alert and pages no
+one twice. Everything that varies (values, links, window) goes into annotations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+if TYPE_CHECKING:
+    from modelwatch.config import AlertingConfig
+    from modelwatch.evaluate import ModelVerdict
+
+SOURCE_LABEL = "modelwatch"
+
+
+@dataclass(frozen=True)
+class PagingDecision:
+    """Whether a run posts its alerts, and why (recorded in the verdict document)."""
+
+    post: bool
+    reason: str
+
+
+def paging_decision(
+    verdicts: list[dict[str, Any]], *, run_type: str, dry_run: bool, page_on_backfill: bool
+) -> PagingDecision:
+    """Decide whether this run posts to Alertmanager.
+
+    :param verdicts: verdict dicts (``ModelVerdict.to_dict()``).
+    :param run_type: the DAG run's type (``scheduled``, ``manual``, ``backfill``, ...).
+    """
+    degraded = [v["model"] for v in verdicts if v["verdict"] == "degraded"]
+    if not degraded:
+        return PagingDecision(False, "no model is degraded")
+    if dry_run:
+        return PagingDecision(False, f"dry run: would page for {', '.join(degraded)}")
+    if run_type == "backfill" and not page_on_backfill:
+        return PagingDecision(False, f"backfill run: not paging for {', '.join(degraded)} (set page_on_backfill)")
+    return PagingDecision(True, f"paging for degraded {', '.join(degraded)}")
+
+
+def build_alerts(
+    verdicts: list[dict[str, Any]], cfg: AlertingConfig, *, run_url: str, partition_url: str
+) -> list[dict[str, Any]]:
+    """One Alertmanager v2 alert per degraded model (``startsAt`` from the incident; ``endsAt`` is set when
+    posting, see :func:`stamp_for_posting`)."""
+    alerts = []
+    for v in verdicts:
+        if v["verdict"] != "degraded":
+            continue
+        evidence = v["saturated_resources"]
+        resources = sorted(e["resource"] for e in evidence)
+        lines = [
+            f"{e['resource']}: median {_fmt(e['slow_value_median'])}, max {_fmt(e['slow_value_max'])} {e['unit']} at "
+            f"slow predictions (threshold {_fmt(e['threshold'])}); saturated at {e['slow_saturated_share']:.0%} of "
+            f"slow predictions against {_pct(e['normal_saturated_share'])} of normal ones (lift {_fmt(e['lift'])}, "
+            f"Spearman {_fmt(e['spearman'])})"
+            for e in evidence
+        ]
+        alerts.append({
+            "labels": {
+                "alertname": cfg.alertname,
+                "model": v["model"],
+                "severity": cfg.severity,
+                "resources": ",".join(resources),
+                "source": SOURCE_LABEL,
+            },
+            "annotations": {
+                "summary": f"{v['model']}: {v['reason']}",
+                "description": "\n".join([
+                    f"{v['n_slow']} of {v['n_predictions']} predictions took longer than "
+                    f"{_fmt(v['slow_threshold_seconds'])} s on {', '.join(v['slow_instances'])} "
+                    f"between {v['incident_start']} and {v['incident_end']}.",
+                    *lines,
+                ]),
+                "window": f"{v['window_start']} to {v['window_end']}",
+                "incident_start": str(v["incident_start"]),
+                "incident_end": str(v["incident_end"]),
+                "model_versions": ",".join(v["model_versions"]),
+                "partition": partition_url,
+                "airflow_run": run_url,
+            },
+            "startsAt": v["incident_start"] or v["window_start"],
+            "generatorURL": run_url,
+        })  # fmt: skip
+    return alerts
+
+
+def stamp_for_posting(alerts: list[dict[str, Any]], posted_at: datetime, active_for: timedelta) -> list[dict[str, Any]]:
+    """Set ``endsAt`` to ``posted_at + active_for`` so the alert fires (a past endsAt resolves it on arrival)."""
+    ends = (posted_at + active_for).isoformat()
+    return [{**a, "endsAt": max(ends, a["startsAt"])} for a in alerts]
+
+
+def run_url(base_url: str, dag_id: str, run_id: str) -> str:
+    """The Airflow UI page of a DAG run (Airflow 3 route)."""
+    return f"{base_url.rstrip('/')}/dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe='')}"
+
+
+def _fmt(x: Any) -> str:
+    if x is None:
+        return "n/a"
+    if isinstance(x, str):
+        return x
+    return f"{x:.3g}"
+
+
+def _pct(x: Any) -> str:
+    return "n/a" if x is None else f"{x:.0%}"

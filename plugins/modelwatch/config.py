@@ -1,0 +1,255 @@
+"""The one schema of ``include/thresholds.yaml``.
+
+The file is validated when the DAG is parsed, so a mistake shows as a DAG import error in the UI that
+names the file, the key and the problem, instead of as a failed task hours later. This module imports
+only pydantic and yaml: it runs at every parse.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+#: Where the DAG looks for its configuration unless ``MODELWATCH_CONFIG`` says otherwise.
+DEFAULT_CONFIG_PATH = Path(__file__).resolve().parents[2] / "include" / "thresholds.yaml"
+CONFIG_ENV = "MODELWATCH_CONFIG"
+#: Overrides ``storage.base_url`` (tests and the demo point one config at a throwaway lake).
+STORAGE_URL_ENV = "MODELWATCH_STORAGE_URL"
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+class ConfigError(ValueError):
+    """The configuration file is invalid; the message names the file, the key and the problem."""
+
+
+def parse_duration(value: Any) -> timedelta:
+    """Parse ``15s``, ``1m``, ``2h`` or a number of seconds into a timedelta.
+
+    :raises ValueError: for anything else, or a duration that is not positive.
+    """
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str) and (m := _DURATION.match(value)):
+        seconds = float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+    else:
+        raise ValueError(f"{value!r} is not a duration (use e.g. 15s, 1m, 2h or a number of seconds)")
+    if seconds <= 0:
+        raise ValueError(f"{value!r} must be a positive duration")
+    return timedelta(seconds=seconds)
+
+
+Duration = Annotated[timedelta, Field(json_schema_extra={"format": "duration"})]
+
+
+class _Strict(BaseModel):
+    # extra="forbid" is what turns a typo ("saturaton:") into an error instead of a silently ignored key.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+class StorageConfig(_Strict):
+    base_url: str = "file:///tmp/modelwatch-lake"
+    aws_conn_id: str = "aws_default"
+
+    @field_validator("base_url")
+    @classmethod
+    def _scheme(cls, v: str) -> str:
+        if not re.match(r"^(file:///|s3://[^/]+)", v):
+            raise ValueError(f"{v!r} must start with file:/// (absolute path) or s3://bucket")
+        return v.rstrip("/")
+
+
+class QueryConfig(_Strict):
+    name: str
+    promql: str = Field(min_length=1)
+    description: str = ""
+    #: value at or above which the resource counts as saturated; no threshold = context only
+    saturation: float | None = Field(default=None, ge=0)
+    unit: str = ""
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _NAME.match(v):
+            raise ValueError(f"{v!r} must be lower_snake_case (it becomes a column and a label value)")
+        return v
+
+
+class PrometheusConfig(_Strict):
+    conn_id: str = "prometheus_default"
+    step: Duration = timedelta(seconds=15)
+    max_points_per_request: int = Field(default=11000, gt=0, le=11000)
+    instance_label: str = "instance"
+    queries: list[QueryConfig] = Field(min_length=1)
+
+    _step = field_validator("step", mode="before")(lambda v: parse_duration(v))
+
+    @field_validator("queries")
+    @classmethod
+    def _unique(cls, v: list[QueryConfig]) -> list[QueryConfig]:
+        seen: set[str] = set()
+        for q in v:
+            if q.name in seen:
+                raise ValueError(f"query name {q.name!r} is used twice")
+            seen.add(q.name)
+        return v
+
+
+class ExperimentConfig(_Strict):
+    name: str = Field(min_length=1)
+    layout: Literal["run_per_prediction", "metric_history"] = "run_per_prediction"
+
+
+class TagKeys(_Strict):
+    model: str = "model"
+    model_version: str = "model_version"
+    instance: str = "instance"
+
+
+class MlflowConfig(_Strict):
+    conn_id: str = "mlflow_default"
+    max_results_per_page: int = Field(default=1000, gt=0, le=50000)
+    experiments: list[ExperimentConfig] = Field(min_length=1)
+    tags: TagKeys = TagKeys()
+
+
+class CorrelationConfig(_Strict):
+    tolerance: Duration = timedelta(seconds=60)
+
+    _tol = field_validator("tolerance", mode="before")(lambda v: parse_duration(v))
+
+
+class ModelOverride(_Strict):
+    slow_prediction_seconds: float | None = Field(default=None, gt=0)
+    min_slow_count: int | None = Field(default=None, ge=1)
+    min_slow_share: float | None = Field(default=None, gt=0, le=1)
+    min_coincidence_share: float | None = Field(default=None, gt=0, le=1)
+    min_lift: float | None = Field(default=None, ge=1)
+
+
+class ModelThresholds(_Strict):
+    """The thresholds in force for one model, after its override is applied."""
+
+    slow_prediction_seconds: float
+    min_slow_count: int
+    min_slow_share: float
+    min_coincidence_share: float
+    min_lift: float
+
+
+class EvaluationConfig(_Strict):
+    slow_prediction_seconds: float = Field(gt=0)
+    min_slow_count: int = Field(default=3, ge=1)
+    min_slow_share: float = Field(default=0.02, gt=0, le=1)
+    min_coincidence_share: float = Field(default=0.5, gt=0, le=1)
+    #: a resource saturated as often at normal predictions as at slow ones explains nothing
+    min_lift: float = Field(default=2.0, ge=1)
+    #: models that must have predictions in every window; one without any gets ``no_data``
+    expected_models: list[str] = Field(default_factory=list)
+    models: dict[str, ModelOverride] = Field(default_factory=dict)
+
+    def for_model(self, model: str) -> ModelThresholds:
+        """Thresholds for ``model``: the defaults with its override (if any) on top."""
+        base = {k: getattr(self, k) for k in ModelThresholds.model_fields}
+        override = self.models.get(model)
+        if override is not None:
+            base.update({k: v for k, v in override.model_dump().items() if v is not None})
+        return ModelThresholds(**base)
+
+
+class AlertingConfig(_Strict):
+    conn_id: str = "alertmanager_default"
+    alertname: str = "ModelPredictionsDegraded"
+    severity: Literal["info", "warning", "critical", "page"] = "warning"
+    page_on_backfill: bool = False
+    #: An alert whose endsAt has passed is resolved on arrival and pages no one, so a posted alert stays
+    #: active this long after it is posted; the incident's own times are in its annotations.
+    active_for: Duration = timedelta(hours=4)
+
+    _active = field_validator("active_for", mode="before")(lambda v: parse_duration(v))
+
+
+class ModelwatchConfig(_Strict):
+    storage: StorageConfig = StorageConfig()
+    prometheus: PrometheusConfig
+    mlflow: MlflowConfig
+    correlation: CorrelationConfig = CorrelationConfig()
+    evaluation: EvaluationConfig
+    alerting: AlertingConfig = AlertingConfig()
+
+    @model_validator(mode="after")
+    def _saturation_somewhere(self) -> ModelwatchConfig:
+        if not any(q.saturation is not None for q in self.prometheus.queries):
+            raise ValueError("no query has a saturation threshold, so no model could ever be degraded")
+        return self
+
+    def query(self, name: str) -> QueryConfig:
+        """The query called ``name``."""
+        for q in self.prometheus.queries:
+            if q.name == name:
+                return q
+        raise KeyError(name)
+
+    @property
+    def saturation_thresholds(self) -> dict[str, float]:
+        """Query name -> saturation threshold, for the queries that have one."""
+        return {q.name: q.saturation for q in self.prometheus.queries if q.saturation is not None}
+
+
+def _format_errors(path: Path, exc: ValidationError) -> str:
+    lines = [f"{path}: {exc.error_count()} problem(s) in the modelwatch configuration"]
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (not part of the schema; check the spelling)"
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        got = "" if err["type"] == "missing" else f" (got {err.get('input')!r})"
+        lines.append(f"  {key}: {msg}{got}")
+    return "\n".join(lines)
+
+
+def config_path() -> Path:
+    """The configuration file in force: ``$MODELWATCH_CONFIG`` or ``include/thresholds.yaml``."""
+    return Path(os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG_PATH)
+
+
+def load_config(path: str | Path | None = None) -> ModelwatchConfig:
+    """Read and validate the configuration.
+
+    :param path: the YAML file; default :func:`config_path`.
+    :raises ConfigError: naming the file, the key and the problem.
+    """
+    path = Path(path) if path is not None else config_path()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the modelwatch configuration: {exc.strerror}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+        raise ConfigError(f"{path}: invalid YAML{at}: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
+    if os.environ.get(STORAGE_URL_ENV):
+        raw.setdefault("storage", {})
+        if isinstance(raw["storage"], dict):
+            raw["storage"] = {**raw["storage"], "base_url": os.environ[STORAGE_URL_ENV]}
+    try:
+        cfg = ModelwatchConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(path, exc)) from None
+    return cfg

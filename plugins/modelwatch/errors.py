@@ -1,0 +1,91 @@
+"""Exceptions raised by modelwatch; messages name the source and the reason, never a credential."""
+
+from __future__ import annotations
+
+
+class ModelwatchError(Exception):
+    """Base class of every error modelwatch raises on purpose."""
+
+
+class UpstreamUnavailable(ModelwatchError):
+    """A server stayed unreachable (connection error or timeout) through every retry.
+
+    :param server: base URL of the server, without credentials.
+    :param path: request path that was attempted.
+    :param last_error: text of the last failure (already redacted).
+    :param attempts: how many attempts were made.
+    """
+
+    def __init__(self, server: str, path: str, last_error: str, attempts: int) -> None:
+        self.server = server
+        self.path = path
+        self.last_error = last_error
+        self.attempts = attempts
+        super().__init__(f"{server}{path} unavailable after {attempts} attempt(s): {last_error}")
+
+
+class PrometheusQueryError(ModelwatchError):
+    """Prometheus answered a query with an error (or with something that is not a Prometheus answer).
+
+    :param query_name: the configured name of the query (e.g. ``cpu``).
+    :param promql: the PromQL expression sent.
+    :param status: HTTP status of the answer.
+    :param error_type: Prometheus's ``errorType`` (``bad_data``, ``execution``, ``timeout``...) or
+        ``bad_response`` when the body was not a Prometheus JSON answer.
+    :param error: Prometheus's ``error`` text (or a description of the unexpected body).
+    :param server: base URL of the server, without credentials.
+    """
+
+    def __init__(
+        self,
+        *,
+        query_name: str,
+        promql: str,
+        status: int,
+        error_type: str,
+        error: str,
+        server: str,
+    ) -> None:
+        self.query_name = query_name
+        self.promql = promql
+        self.status = status
+        self.error_type = error_type
+        self.error = error
+        self.server = server
+        super().__init__(
+            f"Prometheus query {query_name!r} failed on {server}: HTTP {status} {error_type}: {error} "
+            f"(PromQL: {promql})"
+        )
+
+
+class AlertmanagerError(ModelwatchError):
+    """Alertmanager refused a request (non-2xx after retries).
+
+    :param status: HTTP status of the last answer.
+    :param body: Alertmanager's body text (truncated).
+    :param server: base URL of the server, without credentials.
+    :param path: request path.
+    """
+
+    def __init__(self, status: int, body: str, *, server: str = "", path: str = "") -> None:
+        self.status = status
+        self.body = body
+        self.server = server
+        self.path = path
+        super().__init__(f"Alertmanager {server}{path} answered HTTP {status}: {body}")
+
+
+class MlflowSourceError(ModelwatchError):
+    """MLflow could not give what was asked (unknown experiment, server error, unreachable server).
+
+    :param server: tracking URI, without credentials.
+    :param reason: what went wrong (already redacted).
+    :param experiment: experiment name or id concerned, if any.
+    """
+
+    def __init__(self, server: str, reason: str, *, experiment: str | None = None) -> None:
+        self.server = server
+        self.reason = reason
+        self.experiment = experiment
+        where = f"experiment {experiment!r} on {server}" if experiment else server
+        super().__init__(f"MLflow {where}: {reason}")

@@ -1,0 +1,446 @@
+"""Extractors: Prometheus matrices and MLflow runs -> tidy DataFrames for one run window.
+
+The pure functions (chunk planning, matrix merging, frame building) hold every decision and are tested
+without servers; :func:`extract_resources` and :func:`extract_predictions` only wire them to the hooks.
+pandas is imported inside the functions: the Prometheus hook imports this module for
+:func:`plan_chunks` and :func:`merge_matrices`, and must stay light.
+
+Window convention: a run covers the half-open interval ``[start, end)``. A sample or prediction stamped
+exactly ``end`` belongs to the next window.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from mlflow.entities import Metric, Run
+
+    from modelwatch.hooks.mlflow import MlflowHook
+    from modelwatch.hooks.prometheus import PrometheusHook
+
+log = logging.getLogger(__name__)
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+#: Columns of :func:`matrix_to_frame` / :func:`extract_resources`.
+RESOURCE_COLUMNS = ("timestamp", "query", "instance", "labels", "value")
+#: Metric columns of a prediction (MLflow metric keys of the same names).
+METRIC_KEYS = ("prediction_time", "accuracy", "loss")
+#: Columns of :func:`runs_to_frame` / :func:`history_to_frame` / :func:`extract_predictions`.
+PREDICTION_COLUMNS = (
+    "timestamp",
+    "model",
+    "model_version",
+    "instance",
+    *METRIC_KEYS,
+    "run_id",
+    "experiment",
+)
+#: Tag columns and the default MLflow tag each one is read from.
+DEFAULT_TAG_KEYS = {"model": "model", "model_version": "model_version", "instance": "instance"}
+LAYOUTS = ("run_per_prediction", "metric_history")
+
+_PORT = re.compile(r"^(?P<host>[^:]+):\d+$")
+_BRACKETED = re.compile(r"^\[(?P<host>[^\]]+)\](?::\d+)?$")
+
+
+class NamedQuery(Protocol):
+    """What :func:`extract_resources` needs of a configured query."""
+
+    name: str
+    promql: str
+
+
+class NamedExperiment(Protocol):
+    """What :func:`extract_predictions` needs of a configured experiment."""
+
+    name: str
+    layout: str
+
+
+# -- time ----------------------------------------------------------------------------------------------
+
+
+def epoch_ms(dt: datetime) -> int:
+    """``dt`` as integer epoch milliseconds (sub-millisecond part truncated).
+
+    :raises ValueError: for a naive datetime.
+    """
+    if dt.tzinfo is None:
+        raise ValueError(f"naive datetime {dt.isoformat()}: pass timezone-aware datetimes")
+    delta = dt - _EPOCH
+    return delta.days * 86_400_000 + delta.seconds * 1000 + delta.microseconds // 1000
+
+
+def from_epoch_ms(ms: int) -> datetime:
+    """Epoch milliseconds as an aware UTC datetime."""
+    return _EPOCH + timedelta(milliseconds=ms)
+
+
+def step_to_ms(step_seconds: float | timedelta) -> int:
+    """A query step in whole milliseconds (Prometheus's resolution).
+
+    :raises ValueError: when the step is under one millisecond.
+    """
+    seconds = step_seconds.total_seconds() if isinstance(step_seconds, timedelta) else float(step_seconds)
+    step = round(seconds * 1000)
+    if step < 1:
+        raise ValueError(f"step {step_seconds!r} is below Prometheus's 1 ms resolution")
+    return step
+
+
+def last_step_before(start: datetime, end: datetime, step_seconds: float | timedelta) -> datetime:
+    """The last instant of ``start``'s step grid strictly before ``end``: the inclusive end to query
+    for the half-open window ``[start, end)`` (``end - step`` when the window is a whole number of steps).
+
+    :raises ValueError: when ``end`` is not after ``start``.
+    """
+    s, e, step = epoch_ms(start), epoch_ms(end), step_to_ms(step_seconds)
+    if e <= s:
+        raise ValueError(f"window end {end.isoformat()} is not after its start {start.isoformat()}")
+    return from_epoch_ms(s + ((e - s - 1) // step) * step)
+
+
+# -- Prometheus ----------------------------------------------------------------------------------------
+
+
+def plan_chunks(
+    start: datetime, end: datetime, step_seconds: float | timedelta, max_points: int = 11000
+) -> list[tuple[datetime, datetime]]:
+    """Split an inclusive query_range window into requests of at most ``max_points`` points per series.
+
+    Prometheus evaluates a query_range at ``start + k * step`` for every such instant ``<= end``, both
+    ends included. Each chunk starts on that grid and ends on the grid point before the next chunk's
+    start, so no instant is evaluated twice and together the chunks evaluate exactly the instants one
+    request over ``[start, end]`` would. The last chunk ends on the last grid point ``<= end``.
+
+    :param start: first evaluation time (timezone-aware).
+    :param end: last possible evaluation time, inclusive (timezone-aware).
+    :param step_seconds: evaluation step (millisecond resolution).
+    :param max_points: evaluation points per chunk (Prometheus allows ``(end - start) / step <= 11000``).
+    :return: ``[(chunk_start, chunk_end), ...]`` in time order, UTC, both ends inclusive.
+    :raises ValueError: when ``end`` is before ``start`` or an argument is out of range.
+    """
+    if max_points < 1:
+        raise ValueError(f"max_points must be at least 1, got {max_points}")
+    s, e, step = epoch_ms(start), epoch_ms(end), step_to_ms(step_seconds)
+    if e < s:
+        raise ValueError(f"end {end.isoformat()} is before start {start.isoformat()}")
+    n_points = (e - s) // step + 1
+    chunks = []
+    for first in range(0, n_points, max_points):
+        last = min(first + max_points, n_points) - 1
+        chunks.append((from_epoch_ms(s + first * step), from_epoch_ms(s + last * step)))
+    return chunks
+
+
+def _label_key(metric: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted(metric.items()))
+
+
+def merge_matrices(chunks: Iterable[Sequence[Mapping[str, Any]]]) -> list[dict[str, Any]]:
+    """Merge query_range matrices: one series per identical label set, values sorted by time, a
+    timestamp seen twice kept once (the first value read).
+
+    :param chunks: matrices (``[{"metric": {...}, "values": [[ts, "v"], ...]}, ...]``).
+    :return: one matrix, series sorted by label set.
+    """
+    merged: dict[tuple[tuple[str, str], ...], dict[int, list[Any]]] = {}
+    labels: dict[tuple[tuple[str, str], ...], dict[str, str]] = {}
+    for matrix in chunks:
+        for series in matrix:
+            metric = dict(series.get("metric") or {})
+            key = _label_key(metric)
+            labels.setdefault(key, metric)
+            points = merged.setdefault(key, {})
+            for ts, value in series.get("values") or ():
+                points.setdefault(round(float(ts) * 1000), [ts, value])
+    return [
+        {"metric": labels[key], "values": [merged[key][ms] for ms in sorted(merged[key])]}
+        for key in sorted(merged)
+    ]
+
+
+def strip_port(instance: str) -> str:
+    """``host:9100`` -> ``host``; ``[::1]:9100`` -> ``::1``; anything else unchanged."""
+    if m := _BRACKETED.match(instance):
+        return m.group("host")
+    if m := _PORT.match(instance):
+        return m.group("host")
+    return instance
+
+
+def _resource_frame(
+    timestamps_ms: list[int], queries: list[str], instances: list[str], labels: list[str], values: list[float]
+) -> pd.DataFrame:
+    import numpy as np
+    import pandas as pd
+
+    return pd.DataFrame(
+        {
+            "timestamp": pd.to_datetime(np.asarray(timestamps_ms, dtype="int64"), unit="ms", utc=True).as_unit("ms"),
+            "query": pd.Series(queries, dtype="str"),
+            "instance": pd.Series(instances, dtype="str"),
+            "labels": pd.Series(labels, dtype="str"),
+            "value": pd.Series(values, dtype="float64"),
+        },
+        columns=list(RESOURCE_COLUMNS),
+    )
+
+
+def matrix_to_frame(
+    result: Sequence[Mapping[str, Any]], query_name: str, instance_label: str = "instance"
+) -> pd.DataFrame:
+    """A query_range matrix as rows ``timestamp, query, instance, labels, value``.
+
+    ``timestamp`` is ``datetime64[ms, UTC]``; ``instance`` is the ``instance_label`` value without its
+    ``:port`` (``""`` when the series lacks the label); ``labels`` is the JSON text of all labels with
+    sorted keys (a plain string column keeps the Parquet readable by Athena, DuckDB and Spark);
+    ``value`` is float64 (Prometheus's ``NaN``/``+Inf``/``-Inf`` included).
+
+    :param result: the matrix.
+    :param query_name: the query's configured name (the ``query`` column).
+    :param instance_label: the label that names the instance.
+    """
+    ts: list[int] = []
+    values: list[float] = []
+    instances: list[str] = []
+    label_texts: list[str] = []
+    for series in result:
+        metric = dict(series.get("metric") or {})
+        instance = strip_port(str(metric.get(instance_label, "")))
+        text = json.dumps(metric, sort_keys=True, separators=(",", ":"))
+        points = series.get("values") or ()
+        for point_ts, value in points:
+            ts.append(round(float(point_ts) * 1000))
+            values.append(float(value))
+        instances.extend([instance] * len(points))
+        label_texts.extend([text] * len(points))
+    return _resource_frame(ts, [query_name] * len(ts), instances, label_texts, values)
+
+
+def extract_resources(
+    hook: PrometheusHook,
+    queries: Sequence[NamedQuery],
+    start: datetime,
+    end: datetime,
+    step_seconds: float | timedelta,
+    max_points: int = 11000,
+    instance_label: str = "instance",
+) -> pd.DataFrame:
+    """Every query evaluated on the step grid of the window ``[start, end)``, as one frame.
+
+    The last evaluation is the last grid point before ``end`` (the point at ``end`` is the next
+    window's first). Rows are grouped by query in the given order, then by label set and time.
+
+    :param hook: the Prometheus hook.
+    :param queries: objects with ``name`` and ``promql``.
+    :param start: window start (inclusive, timezone-aware).
+    :param end: window end (exclusive, timezone-aware).
+    :param step_seconds: evaluation step.
+    :param max_points: points per series per request.
+    :param instance_label: the label that names the instance.
+    :return: columns as :func:`matrix_to_frame`.
+    """
+    import pandas as pd
+
+    last = last_step_before(start, end, step_seconds)
+    frames = [matrix_to_frame([], "", instance_label)]
+    for query in queries:
+        started = time.monotonic()
+        requests_before = hook.requests_made
+        result = hook.query_range_chunked(
+            query.promql, start, last, step_seconds, query_name=query.name, max_points=max_points
+        )
+        frame = matrix_to_frame(result, query.name, instance_label)
+        log.info(
+            "query %s: window [%s, %s), step %s s: %d series, %d samples, %d request(s), %.3f s",
+            query.name, start.isoformat(), end.isoformat(), step_to_ms(step_seconds) / 1000,
+            len(result), len(frame), hook.requests_made - requests_before, time.monotonic() - started,
+        )
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
+
+
+# -- MLflow --------------------------------------------------------------------------------------------
+
+
+def _tag_keys(tag_keys: Mapping[str, str] | Any | None) -> dict[str, str]:
+    # Accept the config's pydantic TagKeys as well as a plain mapping.
+    if tag_keys is None:
+        return dict(DEFAULT_TAG_KEYS)
+    if hasattr(tag_keys, "model_dump"):
+        tag_keys = tag_keys.model_dump()
+    return {**DEFAULT_TAG_KEYS, **dict(tag_keys)}
+
+
+def _prediction_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    import numpy as np
+    import pandas as pd
+
+    def col(name: str) -> list[Any]:
+        return [row[name] for row in rows]
+
+    data: dict[str, Any] = {
+        "timestamp": pd.to_datetime(np.asarray(col("timestamp"), dtype="int64"), unit="ms", utc=True).as_unit("ms")
+    }
+    for name in ("model", "model_version", "instance"):
+        data[name] = pd.Series(col(name), dtype="str")
+    for name in METRIC_KEYS:
+        data[name] = pd.Series(col(name), dtype="float64")
+    data["run_id"] = pd.Series(col("run_id"), dtype="str")
+    data["experiment"] = pd.Series(col("experiment"), dtype="str")
+    return pd.DataFrame(data, columns=list(PREDICTION_COLUMNS))
+
+
+def _tags_of(run: Run, keys: Mapping[str, str]) -> dict[str, str]:
+    tags = run.data.tags or {}
+    out = {column: str(tags.get(tag, "")) for column, tag in keys.items()}
+    # Same normalisation as the Prometheus side, so "model-a:8000" in a tag still joins "model-a".
+    out["instance"] = strip_port(out["instance"])
+    return out
+
+
+def runs_to_frame(
+    runs: Iterable[Run], tag_keys: Mapping[str, str] | Any, experiment_name: str
+) -> pd.DataFrame:
+    """Layout ``run_per_prediction``: one row per run, at the run's start time.
+
+    :param runs: MLflow runs.
+    :param tag_keys: output column (``model``, ``model_version``, ``instance``) -> MLflow tag name.
+    :param experiment_name: value of the ``experiment`` column.
+    :return: :data:`PREDICTION_COLUMNS`; a missing metric is NaN, a missing tag ``""``.
+    """
+    keys = _tag_keys(tag_keys)
+    rows = []
+    for run in runs:
+        metrics = run.data.metrics or {}
+        rows.append(
+            {
+                "timestamp": int(run.info.start_time),
+                **_tags_of(run, keys),
+                **{k: float(metrics.get(k, math.nan)) for k in METRIC_KEYS},
+                "run_id": run.info.run_id,
+                "experiment": experiment_name,
+            }
+        )
+    return _prediction_frame(rows)
+
+
+def history_to_frame(
+    run: Run,
+    histories: Mapping[str, Sequence[Metric]],
+    tag_keys: Mapping[str, str] | Any,
+    experiment_name: str,
+    start_ms: int,
+    end_ms: int,
+) -> pd.DataFrame:
+    """Layout ``metric_history``: one row per prediction logged as metric points in one run.
+
+    Points of the metric keys are joined on ``(timestamp, step)``; a key with no point there is NaN.
+    Only points with ``start_ms <= timestamp < end_ms`` are kept. A point logged twice at the same
+    ``(timestamp, step)`` keeps its last value.
+
+    :param run: the run (tags give model, version, instance).
+    :param histories: metric key -> its history (keys outside :data:`METRIC_KEYS` are ignored).
+    :param tag_keys: output column -> MLflow tag name.
+    :param experiment_name: value of the ``experiment`` column.
+    :param start_ms: window start, epoch ms, inclusive.
+    :param end_ms: window end, epoch ms, exclusive.
+    """
+    tags = _tags_of(run, _tag_keys(tag_keys))
+    points: dict[tuple[int, int], dict[str, float]] = {}
+    for key in METRIC_KEYS:
+        for metric in histories.get(key) or ():
+            ts = int(metric.timestamp)
+            if start_ms <= ts < end_ms:
+                points.setdefault((ts, int(metric.step)), {})[key] = float(metric.value)
+    rows = [
+        {
+            "timestamp": ts,
+            **tags,
+            **{k: values.get(k, math.nan) for k in METRIC_KEYS},
+            "run_id": run.info.run_id,
+            "experiment": experiment_name,
+        }
+        for (ts, _step), values in sorted(points.items())
+    ]
+    return _prediction_frame(rows)
+
+
+def sort_predictions(frame: pd.DataFrame) -> pd.DataFrame:
+    """Predictions in their canonical order: timestamp, model, instance (then experiment, run id)."""
+    return frame.sort_values(
+        ["timestamp", "model", "instance", "experiment", "run_id"], kind="mergesort"
+    ).reset_index(drop=True)
+
+
+def extract_predictions(
+    hook: MlflowHook,
+    experiments: Sequence[NamedExperiment],
+    tag_keys: Mapping[str, str] | Any,
+    start: datetime,
+    end: datetime,
+    page_size: int = 1000,
+) -> pd.DataFrame:
+    """Every prediction made in ``[start, end)`` in the given experiments, as one frame.
+
+    ``run_per_prediction`` experiments: runs that started in the window. ``metric_history``
+    experiments: runs overlapping the window, their metric points inside it.
+
+    :param hook: the MLflow hook.
+    :param experiments: objects with ``name`` and ``layout``.
+    :param tag_keys: output column -> MLflow tag name (mapping or the config's ``TagKeys``).
+    :param start: window start (inclusive, timezone-aware).
+    :param end: window end (exclusive, timezone-aware).
+    :param page_size: runs per search request.
+    :return: :data:`PREDICTION_COLUMNS`, sorted by :func:`sort_predictions`.
+    :raises ValueError: for an unknown layout.
+    :raises MlflowSourceError: for an unknown experiment or a server failure.
+    """
+    import pandas as pd
+
+    start_ms, end_ms = epoch_ms(start), epoch_ms(end)
+    if end_ms <= start_ms:
+        raise ValueError(f"window end {end.isoformat()} is not after its start {start.isoformat()}")
+    for experiment in experiments:
+        if experiment.layout not in LAYOUTS:
+            raise ValueError(f"experiment {experiment.name!r}: unknown layout {experiment.layout!r}")
+    ids = hook.experiment_ids([e.name for e in experiments])
+    frames = [_prediction_frame([])]
+    for experiment in experiments:
+        started = time.monotonic()
+        exp_id = ids[experiment.name]
+        if experiment.layout == "run_per_prediction":
+            runs = list(hook.search_runs([exp_id], start_ms, end_ms, page_size=page_size))
+            frame = runs_to_frame(runs, tag_keys, experiment.name)
+        else:
+            runs = hook.search_runs_overlapping([exp_id], start_ms, end_ms, page_size=page_size)
+            per_run = [
+                history_to_frame(
+                    run,
+                    {key: hook.metric_history(run.info.run_id, key) for key in METRIC_KEYS},
+                    tag_keys,
+                    experiment.name,
+                    start_ms,
+                    end_ms,
+                )
+                for run in runs
+            ]
+            frame = pd.concat([_prediction_frame([]), *per_run], ignore_index=True)
+        log.info(
+            "experiment %s (%s): window [%s, %s): %d run(s), %d prediction(s), %.3f s",
+            experiment.name, experiment.layout, start.isoformat(), end.isoformat(),
+            len(runs), len(frame), time.monotonic() - started,
+        )
+        frames.append(frame)
+    return sort_predictions(pd.concat(frames, ignore_index=True))

@@ -1,0 +1,8 @@
+"""Airflow hooks for the servers modelwatch reads and writes: Prometheus, Alertmanager, MLflow."""
+
+from modelwatch.hooks.alertmanager import AlertmanagerHook
+from modelwatch.hooks.base import ApiHook
+from modelwatch.hooks.mlflow import MlflowHook
+from modelwatch.hooks.prometheus import PrometheusHook
+
+__all__ = ["AlertmanagerHook", "ApiHook", "MlflowHook", "PrometheusHook"]

@@ -1,0 +1,391 @@
+"""Shared HTTP machinery of the modelwatch hooks: connection -> base URL, auth, one retrying ``_request``.
+
+Importing this module loads only ``requests`` and Airflow's SDK: botocore and the Amazon provider are
+imported when a SigV4 connection is first used, so DAG parsing stays light.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import re
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+
+import requests
+from airflow.sdk import BaseHook
+from requests.auth import AuthBase
+
+from modelwatch.errors import ModelwatchError, UpstreamUnavailable
+
+#: HTTP statuses worth another attempt: request timeout, rate limiting and server-side failures.
+RETRY_STATUSES: frozenset[int] = frozenset({408, 429, *range(500, 600)})
+#: Attempts per request, the first included.
+MAX_ATTEMPTS = 4
+#: Delay before the second attempt; doubled before each further one.
+BACKOFF_BASE_SECONDS = 1.0
+#: Ceiling of the exponential backoff.
+BACKOFF_MAX_SECONDS = 30.0
+#: A server's Retry-After is honoured up to this long; beyond it the task is better off failing and
+#: being retried by Airflow than holding a worker slot.
+RETRY_AFTER_MAX_SECONDS = 120.0
+#: Per-request timeout unless the connection's extra ``timeout`` says otherwise.
+DEFAULT_TIMEOUT_SECONDS = 60.0
+#: Values of the connection extra ``auth``.
+AUTH_MODES = ("none", "basic", "bearer", "sigv4")
+#: Default SigV4 service: Amazon Managed Service for Prometheus (queries and its Alertmanager).
+DEFAULT_SIGV4_SERVICE = "aps"
+#: Frozen AWS credentials are re-read this often, so temporary (STS) credentials rotate in long tasks.
+CREDENTIALS_REFRESH_SECONDS = 300.0
+
+# Transport failures: the request may never have reached the server, so another attempt is safe.
+_RETRY_EXCEPTIONS: tuple[type[Exception], ...] = (
+    requests.ConnectionError,
+    requests.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+)
+_USERINFO = re.compile(r"//[^/@\s]*@")
+_AMP_REGION = re.compile(r"aps-workspaces\.([a-z0-9-]+)\.amazonaws\.com")
+_BODY_EXCERPT = 500
+
+
+def _strip_userinfo(url: str) -> str:
+    return _USERINFO.sub("//", url)
+
+
+def _as_bool(value: Any) -> bool | str:
+    # ``verify`` may be a CA bundle path; anything else is read as a boolean.
+    if isinstance(value, str) and value.lower() in ("false", "0", "no", "off"):
+        return False
+    if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on"):
+        return True
+    return value if isinstance(value, str) else bool(value)
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds to wait according to a ``Retry-After`` header (delta-seconds or HTTP-date).
+
+    :param value: the header value, or ``None``.
+    :return: seconds (never negative), or ``None`` when absent or unparseable.
+    """
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    # Wall clock is unavoidable here: the server expressed the delay as a date.
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+class SigV4RequestAuth(AuthBase):
+    """Sign each prepared request with AWS Signature Version 4 (botocore's signer).
+
+    :param credentials: returns botocore-style credentials (``access_key``, ``secret_key``, ``token``).
+    :param region: AWS region of the endpoint.
+    :param service: SigV4 service name (``aps`` for Amazon Managed Service for Prometheus).
+    """
+
+    def __init__(self, credentials: Callable[[], Any], region: str, service: str = DEFAULT_SIGV4_SERVICE) -> None:
+        self._credentials = credentials
+        self.region = region
+        self.service = service
+
+    def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
+        from botocore.auth import SigV4Auth
+        from botocore.awsrequest import AWSRequest
+
+        # AWS canonicalises the query string with RFC 3986 escaping (%20, not '+'): send exactly what
+        # was signed, or a value with a space fails the signature check.
+        parts = urlsplit(r.url or "")
+        if parts.query:
+            pairs = parse_qsl(parts.query, keep_blank_values=True)
+            query = urlencode(pairs, quote_via=quote, safe="-_.~")
+            r.url = urlunsplit(parts._replace(query=query))
+        headers = {}
+        if r.headers.get("Content-Type"):
+            headers["Content-Type"] = r.headers["Content-Type"]
+        body = r.body if r.body is not None else b""
+        aws_request = AWSRequest(method=r.method, url=r.url, data=body, headers=headers)
+        SigV4Auth(self._credentials(), self.service, self.region).add_auth(aws_request)
+        for name in ("Authorization", "X-Amz-Date", "X-Amz-Security-Token"):
+            if name in aws_request.headers:
+                r.headers[name] = aws_request.headers[name]
+        return r
+
+
+class ApiHook(BaseHook):
+    """Base of the HTTP API hooks: resolves the Airflow connection lazily and owns the one ``_request``.
+
+    Connection fields: ``host`` (a full base URL when it contains ``://``, e.g. an AMP workspace URL,
+    else a host name), ``port``, ``schema`` (URL scheme, default ``http``), ``login``/``password``.
+    Extras: ``auth`` (``none`` | ``basic`` | ``bearer`` | ``sigv4``; bearer takes the token from the
+    password), ``path_prefix``, ``timeout`` (seconds, default 60), ``verify`` (TLS: bool or CA bundle
+    path), and for SigV4 ``region``, ``sigv4_service`` (default ``aps``), ``aws_conn_id`` or static
+    ``aws_access_key_id``/``aws_secret_access_key``/``aws_session_token`` (else botocore's default chain).
+
+    :param conn_id: Airflow connection id; default :attr:`default_conn_name`.
+    :param max_attempts: attempts per request, the first included.
+    :param backoff_base_seconds: delay before the second attempt (tests shrink it).
+    :param backoff_max_seconds: ceiling of the backoff.
+    :param logger_name: see :class:`airflow.sdk.BaseHook`.
+    """
+
+    conn_name_attr: ClassVar[str] = "conn_id"
+    default_conn_name: ClassVar[str] = "http_default"
+    conn_type: ClassVar[str] = "http"
+    hook_name: ClassVar[str] = "HTTP API"
+    #: Name used in messages ("Prometheus", "Alertmanager").
+    service_name: ClassVar[str] = "HTTP API"
+
+    def __init__(
+        self,
+        conn_id: str | None = None,
+        *,
+        max_attempts: int = MAX_ATTEMPTS,
+        backoff_base_seconds: float = BACKOFF_BASE_SECONDS,
+        backoff_max_seconds: float = BACKOFF_MAX_SECONDS,
+        logger_name: str | None = None,
+    ) -> None:
+        super().__init__(logger_name=logger_name)
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        self.conn_id = conn_id or self.default_conn_name
+        self.max_attempts = max_attempts
+        self.backoff_base_seconds = backoff_base_seconds
+        self.backoff_max_seconds = backoff_max_seconds
+        #: HTTP requests sent (retries included) and response body bytes received, for benchmarks.
+        self.requests_made = 0
+        self.bytes_received = 0
+        self._session: requests.Session | None = None
+        self._base_url = ""
+        self._timeout = DEFAULT_TIMEOUT_SECONDS
+        self._secrets: list[str] = []
+        self._sleep: Callable[[float], None] = time.sleep
+
+    # -- connection -------------------------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        """Base URL of the API (path prefix included), credentials removed; resolves the connection."""
+        self.get_conn()
+        return _strip_userinfo(self._base_url)
+
+    def get_conn(self) -> requests.Session:
+        """Resolve the Airflow connection (once) and return a configured :class:`requests.Session`.
+
+        :raises ModelwatchError: on an unknown ``auth`` mode or an incomplete SigV4 setup.
+        """
+        if self._session is not None:
+            return self._session
+        conn = self.get_connection(self.conn_id)
+        extra: Mapping[str, Any] = conn.extra_dejson or {}
+        host = (conn.host or "").strip()
+        if not host:
+            raise ModelwatchError(f"connection {self.conn_id!r} has no host")
+        if "://" in host:
+            base = host.rstrip("/")
+        else:
+            scheme = (conn.schema or "http").strip() or "http"
+            base = f"{scheme}://{host}" + (f":{conn.port}" if conn.port else "")
+        prefix = str(extra.get("path_prefix") or "").strip("/")
+        self._base_url = base + (f"/{prefix}" if prefix else "")
+        self._timeout = float(extra.get("timeout") or DEFAULT_TIMEOUT_SECONDS)
+
+        session = requests.Session()
+        session.headers["User-Agent"] = "modelwatch"
+        session.headers["Accept"] = "application/json"
+        if "verify" in extra:
+            session.verify = _as_bool(extra["verify"])
+        auth = str(extra.get("auth") or "none").lower()
+        if auth not in AUTH_MODES:
+            raise ModelwatchError(
+                f"connection {self.conn_id!r}: extra auth={auth!r} is not one of {', '.join(AUTH_MODES)}"
+            )
+        if auth == "basic":
+            session.auth = (conn.login or "", conn.password or "")
+            self._add_secret(conn.password)
+        elif auth == "bearer":
+            if not conn.password:
+                raise ModelwatchError(f"connection {self.conn_id!r}: auth=bearer needs the token in password")
+            session.headers["Authorization"] = f"Bearer {conn.password}"
+            self._add_secret(conn.password)
+        elif auth == "sigv4":
+            session.auth = self._sigv4_auth(extra, base)
+        self._session = session
+        self.log.debug("%s connection %r: %s (auth=%s)", self.service_name, self.conn_id, self.base_url, auth)
+        return session
+
+    def _sigv4_auth(self, extra: Mapping[str, Any], base: str) -> SigV4RequestAuth:
+        region = extra.get("region") or extra.get("region_name")
+        if not region and (m := _AMP_REGION.search(base)):
+            region = m.group(1)
+        if not region:
+            raise ModelwatchError(f"connection {self.conn_id!r}: auth=sigv4 needs extra 'region'")
+        service = str(extra.get("sigv4_service") or DEFAULT_SIGV4_SERVICE)
+        fetch: Callable[[], Any]
+        if extra.get("aws_conn_id"):
+            aws_conn_id = str(extra["aws_conn_id"])
+
+            def fetch() -> Any:
+                from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+
+                return AwsBaseHook(aws_conn_id=aws_conn_id, region_name=region).get_credentials(region)
+
+        elif extra.get("aws_access_key_id"):
+            from botocore.credentials import Credentials
+
+            static = Credentials(
+                str(extra["aws_access_key_id"]),
+                str(extra.get("aws_secret_access_key") or ""),
+                extra.get("aws_session_token"),
+            )
+            self._add_secret(static.secret_key)
+            self._add_secret(static.token)
+
+            def fetch() -> Any:
+                return static
+
+        else:
+
+            def fetch() -> Any:
+                import botocore.session
+
+                creds = botocore.session.get_session().get_credentials()
+                if creds is None:
+                    raise ModelwatchError(
+                        f"connection {self.conn_id!r}: auth=sigv4 found no AWS credentials "
+                        "(set extra aws_conn_id, or configure the default AWS credential chain)"
+                    )
+                return creds.get_frozen_credentials()
+
+        return SigV4RequestAuth(self._cached_credentials(fetch), str(region), service)
+
+    def _cached_credentials(self, fetch: Callable[[], Any]) -> Callable[[], Any]:
+        cache: dict[str, Any] = {}
+
+        def get() -> Any:
+            now = time.monotonic()
+            if "creds" not in cache or now - cache["at"] > CREDENTIALS_REFRESH_SECONDS:
+                creds = fetch()
+                self._add_secret(getattr(creds, "secret_key", None))
+                self._add_secret(getattr(creds, "token", None))
+                cache.update(creds=creds, at=now)
+            return cache["creds"]
+
+        return get
+
+    def _add_secret(self, value: str | None) -> None:
+        if value and value not in self._secrets:
+            self._secrets.append(value)
+
+    def redact(self, text: str) -> str:
+        """``text`` with every credential this hook knows of (and any URL userinfo) replaced by ``***``.
+
+        :param text: message about to go into a log line or an exception.
+        """
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return _USERINFO.sub("//***@", text)
+
+    # -- requests ---------------------------------------------------------------------------------
+
+    def _backoff(self, attempt: int, retry_after: str | None) -> float:
+        delay = min(self.backoff_max_seconds, self.backoff_base_seconds * 2 ** (attempt - 1))
+        server_says = parse_retry_after(retry_after)
+        if server_says is not None:
+            delay = max(delay, min(server_says, RETRY_AFTER_MAX_SECONDS))
+        return delay
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Any = None,
+        json: Any = None,
+        data: Any = None,
+    ) -> requests.Response:
+        """Send one API request, retrying transport failures and :data:`RETRY_STATUSES`.
+
+        Backoff is exponential (:data:`BACKOFF_BASE_SECONDS` doubled per attempt, at most
+        :data:`BACKOFF_MAX_SECONDS`), or longer when the server sends ``Retry-After``.
+
+        :param method: HTTP method.
+        :param path: path under the base URL, starting with ``/``.
+        :param params: query parameters (a mapping or a list of pairs, for repeated keys).
+        :param json: JSON body.
+        :param data: form body (a mapping is sent form-encoded).
+        :return: the last response, whatever its status: callers turn error statuses into their own
+            exceptions, since only they know how to read the body.
+        :raises UpstreamUnavailable: when every attempt failed in transport (refused, reset, timed out).
+        """
+        session = self.get_conn()
+        url = self._base_url + path
+        url_path = urlsplit(url).path
+        server = _strip_userinfo(self._base_url)
+        last_error = ""
+        for attempt in range(1, self.max_attempts + 1):
+            started = time.monotonic()
+            self.requests_made += 1
+            try:
+                response = session.request(
+                    method, url, params=params, json=json, data=data, timeout=self._timeout
+                )
+            except _RETRY_EXCEPTIONS as exc:
+                elapsed = time.monotonic() - started
+                last_error = self.redact(f"{type(exc).__name__}: {exc}")
+                self.log.warning(
+                    "%s %s failed after %.3f s (attempt %d/%d): %s",
+                    method, url_path, elapsed, attempt, self.max_attempts, last_error,
+                )
+                if attempt == self.max_attempts:
+                    raise UpstreamUnavailable(server, url_path, last_error, attempt) from None
+                self._sleep(self._backoff(attempt, None))
+                continue
+            elapsed = time.monotonic() - started
+            size = len(response.content)
+            self.bytes_received += size
+            self.log.info(
+                "%s %s -> HTTP %d in %.3f s (%d bytes)", method, url_path, response.status_code, elapsed, size
+            )
+            if response.status_code in RETRY_STATUSES and attempt < self.max_attempts:
+                delay = self._backoff(attempt, response.headers.get("Retry-After"))
+                self.log.warning(
+                    "%s %s: HTTP %d, retrying in %.2f s (attempt %d/%d)",
+                    method, url_path, response.status_code, delay, attempt, self.max_attempts,
+                )
+                self._sleep(delay)
+                continue
+            return response
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def body_excerpt(self, response: requests.Response) -> str:
+        """The start of a response body, redacted, for error messages."""
+        text = response.text or ""
+        if len(text) > _BODY_EXCERPT:
+            text = text[:_BODY_EXCERPT] + "..."
+        return self.redact(text.strip())
+
+    # -- Airflow UI -------------------------------------------------------------------------------
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        """Connection form layout for the Airflow UI."""
+        return {
+            "hidden_fields": [],
+            "relabeling": {"schema": "Scheme (http/https)", "password": "Password or bearer token"},
+            "placeholders": {
+                "host": "127.0.0.1, or a full URL such as https://aps-workspaces.us-east-1.amazonaws.com/workspaces/ws-123",
+                "extra": '{"auth": "none|basic|bearer|sigv4", "region": "us-east-1", "timeout": 60}',
+            },
+        }

@@ -1,0 +1,252 @@
+"""MLflow tracking server hook: experiments, paged run search, metric history.
+
+``mlflow`` is imported only when the hook connects: it takes seconds to import and DAG parsing must not.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+from airflow.sdk import BaseHook
+
+from modelwatch.errors import MlflowSourceError
+
+if TYPE_CHECKING:
+    from mlflow.entities import Metric, Run
+    from mlflow.tracking import MlflowClient
+
+T = TypeVar("T")
+
+#: MlflowClient refuses larger pages.
+MAX_PAGE_SIZE = 50_000
+#: Connection extras -> the MLflow environment variables that carry them (read by MLflow per request).
+_EXTRA_ENV = {
+    "max_retries": "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
+    "backoff_factor": "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR",
+    "timeout": "MLFLOW_HTTP_REQUEST_TIMEOUT",
+    "insecure_tls": "MLFLOW_TRACKING_INSECURE_TLS",
+}
+_AUTH_ENV = ("MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+_USERINFO = re.compile(r"//[^/@\s]*@")
+# MLflow reads credentials from the process environment: serialise our temporary changes to it.
+_ENV_LOCK = threading.RLock()
+
+
+class MlflowHook(BaseHook):
+    """Read runs and metrics from an MLflow tracking server.
+
+    Connection: ``host`` (a full tracking URI when it contains ``://``), ``port``, ``schema`` (URL
+    scheme, default ``http``); ``password`` with ``login`` is HTTP basic auth, ``password`` alone a bearer
+    token. Extras ``max_retries``, ``backoff_factor``, ``timeout`` set MLflow's own HTTP retry policy
+    (``MLFLOW_HTTP_REQUEST_*``; MLflow's default retries for about 4 minutes), ``insecure_tls``.
+
+    :param mlflow_conn_id: Airflow connection id.
+    :param logger_name: see :class:`airflow.sdk.BaseHook`.
+    """
+
+    conn_name_attr: ClassVar[str] = "mlflow_conn_id"
+    default_conn_name: ClassVar[str] = "mlflow_default"
+    conn_type: ClassVar[str] = "mlflow"
+    hook_name: ClassVar[str] = "MLflow"
+
+    def __init__(self, mlflow_conn_id: str = default_conn_name, *, logger_name: str | None = None) -> None:
+        super().__init__(logger_name=logger_name)
+        self.mlflow_conn_id = mlflow_conn_id
+        self._client: MlflowClient | None = None
+        self._tracking_uri = ""
+        self._env: dict[str, str] = {}
+        self._secrets: list[str] = []
+
+    # -- connection -------------------------------------------------------------------------------
+
+    @property
+    def tracking_uri(self) -> str:
+        """The tracking server URI, credentials removed (resolves the connection)."""
+        self.get_conn()
+        return _USERINFO.sub("//", self._tracking_uri)
+
+    def get_conn(self) -> MlflowClient:
+        """Resolve the connection (once) and return an :class:`mlflow.tracking.MlflowClient`."""
+        if self._client is not None:
+            return self._client
+        conn = self.get_connection(self.mlflow_conn_id)
+        extra: Mapping[str, Any] = conn.extra_dejson or {}
+        host = (conn.host or "").strip()
+        if not host:
+            raise MlflowSourceError(f"connection {self.mlflow_conn_id!r}", "the connection has no host")
+        if "://" in host:
+            uri = host.rstrip("/")
+        else:
+            scheme = (conn.schema or "http").strip() or "http"
+            uri = f"{scheme}://{host}" + (f":{conn.port}" if conn.port else "")
+        env: dict[str, str] = {}
+        if conn.password:
+            if conn.login:
+                env["MLFLOW_TRACKING_USERNAME"] = conn.login
+                env["MLFLOW_TRACKING_PASSWORD"] = conn.password
+            else:
+                env["MLFLOW_TRACKING_TOKEN"] = conn.password
+            self._secrets.append(conn.password)
+        for key, var in _EXTRA_ENV.items():
+            if extra.get(key) is not None:
+                env[var] = str(extra[key]).lower() if isinstance(extra[key], bool) else str(extra[key])
+        from mlflow.tracking import MlflowClient
+
+        self._tracking_uri = uri
+        self._env = env
+        self._client = MlflowClient(tracking_uri=uri)
+        return self._client
+
+    @contextmanager
+    def _credentials_env(self) -> Generator[None]:
+        # MLflow reads credentials from os.environ at each request; set ours only for the call and put
+        # back what was there, so they never leak to other code (or to a task's environment dump).
+        with _ENV_LOCK:
+            names = set(self._env) | (set(_AUTH_ENV) if self._env.keys() & set(_AUTH_ENV) else set())
+            saved = {name: os.environ.get(name) for name in names}
+            try:
+                for name in names:
+                    os.environ.pop(name, None)
+                os.environ.update(self._env)
+                yield
+            finally:
+                for name, value in saved.items():
+                    if value is None:
+                        os.environ.pop(name, None)
+                    else:
+                        os.environ[name] = value
+
+    def _redact(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return _USERINFO.sub("//***@", text)
+
+    def _call(self, what: str, fn: Callable[..., T], *args: Any, experiment: str | None = None, **kwargs: Any) -> T:
+        from mlflow.exceptions import MlflowException
+        from requests import RequestException
+
+        self.get_conn()
+        started = time.monotonic()
+        try:
+            with self._credentials_env():
+                return fn(*args, **kwargs)
+        except (MlflowException, RequestException, OSError) as exc:
+            message = getattr(exc, "message", None) or str(exc)
+            code = getattr(exc, "error_code", None)
+            reason = f"{what} failed after {time.monotonic() - started:.1f} s" + (f" ({code})" if code else "")
+            raise MlflowSourceError(
+                self.tracking_uri, f"{reason}: {self._redact(str(message))}", experiment=experiment
+            ) from None
+
+    # -- API --------------------------------------------------------------------------------------
+
+    def experiment_ids(self, names: Sequence[str]) -> dict[str, str]:
+        """Experiment ids by name.
+
+        :param names: experiment names (case-sensitive).
+        :raises MlflowSourceError: naming an experiment that does not exist (or is deleted) and the server.
+        """
+        client = self.get_conn()
+        ids: dict[str, str] = {}
+        for name in names:
+            experiment = self._call("get_experiment_by_name", client.get_experiment_by_name, name, experiment=name)
+            if experiment is None:
+                raise MlflowSourceError(self.tracking_uri, "no such experiment", experiment=name)
+            if experiment.lifecycle_stage != "active":
+                raise MlflowSourceError(
+                    self.tracking_uri, f"experiment is {experiment.lifecycle_stage}", experiment=name
+                )
+            ids[name] = str(experiment.experiment_id)
+        return ids
+
+    def _paged_runs(self, experiment_ids: Sequence[str], filter_string: str, page_size: int) -> Iterator[Run]:
+        if not 1 <= page_size <= MAX_PAGE_SIZE:
+            raise ValueError(f"page_size must be between 1 and {MAX_PAGE_SIZE}, got {page_size}")
+        client = self.get_conn()
+        ids = [str(i) for i in experiment_ids]
+        token: str | None = None
+        pages = runs = 0
+        started = time.monotonic()
+        while True:
+            page = self._call(
+                "search_runs",
+                client.search_runs,
+                experiment_ids=ids,
+                filter_string=filter_string,
+                max_results=page_size,
+                # run_uuid is the server's own tie-breaker, so offset-based page tokens stay stable.
+                order_by=["attributes.start_time ASC"],
+                page_token=token,
+                experiment=",".join(ids),
+            )
+            pages += 1
+            runs += len(page)
+            yield from page
+            token = page.token
+            if not token:
+                break
+        self.log.info(
+            "MLflow search_runs experiments=%s filter=%r: %d run(s) in %d page(s), %.3f s",
+            ids, filter_string, runs, pages, time.monotonic() - started,
+        )
+
+    def search_runs(
+        self, experiment_ids: Sequence[str], start_ms: int, end_ms: int, *, page_size: int = 1000
+    ) -> Iterator[Run]:
+        """Active runs that started in ``[start_ms, end_ms)``, oldest first, every page followed.
+
+        :param experiment_ids: experiment ids (see :meth:`experiment_ids`).
+        :param start_ms: window start, epoch milliseconds (inclusive).
+        :param end_ms: window end, epoch milliseconds (exclusive).
+        :param page_size: runs per request (1..50,000).
+        :raises MlflowSourceError: on a server error or an unreachable server.
+        """
+        flt = f"attributes.start_time >= {int(start_ms)} AND attributes.start_time < {int(end_ms)}"
+        return self._paged_runs(experiment_ids, flt, page_size)
+
+    def search_runs_overlapping(
+        self, experiment_ids: Sequence[str], start_ms: int, end_ms: int, page_size: int = 1000
+    ) -> list[Run]:
+        """Active runs that overlap ``[start_ms, end_ms)``: started before ``end_ms`` and not finished
+        before ``start_ms`` (``end_time`` unset, or at/after ``start_ms``). Sorted by start time, run id.
+
+        MLflow's filter has no OR and no ``IS NULL`` on attributes, so this is two searches: finished
+        runs with ``end_time >= start_ms``, and runs still ``RUNNING`` (no end time yet); the exact
+        condition is re-checked here. A run marked finished without an end time is not found.
+
+        :raises MlflowSourceError: on a server error or an unreachable server.
+        """
+        before_end = f"attributes.start_time < {int(end_ms)}"
+        found: dict[str, Run] = {}
+        for flt in (
+            f"{before_end} AND attributes.end_time >= {int(start_ms)}",
+            f"{before_end} AND attributes.status = 'RUNNING'",
+        ):
+            for run in self._paged_runs(experiment_ids, flt, page_size):
+                info = run.info
+                if info.start_time is None or info.start_time >= end_ms:
+                    continue
+                if info.end_time is not None and info.end_time < start_ms:
+                    continue
+                found[info.run_id] = run
+        return sorted(found.values(), key=lambda r: (r.info.start_time, r.info.run_id))
+
+    def metric_history(self, run_id: str, key: str) -> list[Metric]:
+        """Every logged value of metric ``key`` in run ``run_id`` (MLflow pages internally).
+
+        :raises MlflowSourceError: on a server error or an unreachable server.
+        """
+        client = self.get_conn()
+        started = time.monotonic()
+        history = self._call(f"get_metric_history({key!r})", client.get_metric_history, run_id, key)
+        self.log.debug(
+            "MLflow metric history run=%s key=%s: %d point(s), %.3f s",
+            run_id, key, len(history), time.monotonic() - started,
+        )
+        return list(history)

@@ -1,0 +1,134 @@
+"""Prometheus HTTP API hook (``/api/v1/query_range``), also for Amazon Managed Service for Prometheus."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any, ClassVar
+
+import requests
+
+from modelwatch.errors import PrometheusQueryError
+from modelwatch.extract import epoch_ms, merge_matrices, plan_chunks, step_to_ms
+from modelwatch.hooks.base import ApiHook
+
+QUERY_RANGE_PATH = "/api/v1/query_range"
+#: Prometheus refuses a query_range whose (end - start) / step exceeds this many points per series.
+PROMETHEUS_MAX_POINTS = 11000
+
+
+def _seconds(ms: int) -> str:
+    # Millisecond-exact decimal text: Prometheus parses it as float seconds, with no binary rounding
+    # of our own on the way.
+    sign = "-" if ms < 0 else ""
+    ms = abs(ms)
+    return f"{sign}{ms // 1000}.{ms % 1000:03d}"
+
+
+class PrometheusHook(ApiHook):
+    """Range queries against Prometheus (or AMP with ``auth: sigv4`` in the connection extra).
+
+    :param prometheus_conn_id: Airflow connection id.
+    :param kwargs: retry settings, see :class:`~modelwatch.hooks.base.ApiHook`.
+    """
+
+    conn_name_attr: ClassVar[str] = "prometheus_conn_id"
+    default_conn_name: ClassVar[str] = "prometheus_default"
+    conn_type: ClassVar[str] = "prometheus"
+    hook_name: ClassVar[str] = "Prometheus"
+    service_name: ClassVar[str] = "Prometheus"
+
+    def __init__(self, prometheus_conn_id: str = default_conn_name, **kwargs: Any) -> None:
+        super().__init__(prometheus_conn_id, **kwargs)
+        self.prometheus_conn_id = self.conn_id
+
+    def query_range(
+        self,
+        promql: str,
+        start: datetime,
+        end: datetime,
+        step_seconds: float | timedelta,
+        *,
+        query_name: str,
+    ) -> list[dict[str, Any]]:
+        """Evaluate ``promql`` at ``start + k * step`` for every such instant up to ``end`` (inclusive).
+
+        One request: Prometheus refuses more than 11,000 points per series (use
+        :meth:`query_range_chunked` for long windows).
+
+        :param promql: the PromQL expression (sent form-encoded in a POST body, so any length works).
+        :param start: first evaluation time (timezone-aware).
+        :param end: last possible evaluation time, inclusive (timezone-aware).
+        :param step_seconds: evaluation step.
+        :param query_name: the query's configured name, for messages.
+        :return: the matrix: ``[{"metric": {label: value}, "values": [[unix_seconds, "value"], ...]}]``.
+        :raises PrometheusQueryError: on any Prometheus error answer, naming the query, the PromQL and
+            Prometheus's ``errorType``/``error``.
+        :raises UpstreamUnavailable: when Prometheus cannot be reached.
+        """
+        start_ms, end_ms, step_ms = epoch_ms(start), epoch_ms(end), step_to_ms(step_seconds)
+        response = self._request(
+            "POST",
+            QUERY_RANGE_PATH,
+            data={"query": promql, "start": _seconds(start_ms), "end": _seconds(end_ms), "step": _seconds(step_ms)},
+        )
+        return self._matrix(response, promql=promql, query_name=query_name)
+
+    def query_range_chunked(
+        self,
+        promql: str,
+        start: datetime,
+        end: datetime,
+        step_seconds: float | timedelta,
+        *,
+        query_name: str,
+        max_points: int = PROMETHEUS_MAX_POINTS,
+    ) -> list[dict[str, Any]]:
+        """Like :meth:`query_range` for any window length: as many requests as the point limit needs.
+
+        Chunks sit on the step grid of ``start`` and never share a point, so the merged answer holds
+        exactly the evaluations a single (hypothetically unlimited) request would.
+
+        :param max_points: evaluation points per series per request (at most 11,000).
+        :return: the merged matrix, series sorted by label set, values by time.
+        """
+        step = step_to_ms(step_seconds) / 1000
+        chunks = plan_chunks(start, end, step, max_points)
+        results = [
+            self.query_range(promql, chunk_start, chunk_end, step, query_name=query_name)
+            for chunk_start, chunk_end in chunks
+        ]
+        if len(results) == 1:
+            return results[0]
+        return merge_matrices(results)
+
+    def _matrix(self, response: requests.Response, *, promql: str, query_name: str) -> list[dict[str, Any]]:
+        def fail(error_type: str, error: str) -> PrometheusQueryError:
+            return PrometheusQueryError(
+                query_name=query_name,
+                promql=promql,
+                status=response.status_code,
+                error_type=error_type,
+                error=self.redact(error),
+                server=self.base_url,
+            )
+
+        try:
+            body = response.json()
+        except ValueError:
+            content_type = response.headers.get("Content-Type", "no Content-Type")
+            raise fail(
+                "bad_response", f"not a Prometheus JSON answer ({content_type}): {self.body_excerpt(response)!r}"
+            ) from None
+        if not isinstance(body, dict):
+            raise fail("bad_response", f"not a Prometheus JSON answer: {self.body_excerpt(response)!r}")
+        if body.get("status") != "success" or response.status_code >= 400:
+            raise fail(
+                str(body.get("errorType") or f"http_{response.status_code}"),
+                str(body.get("error") or self.body_excerpt(response)),
+            )
+        for warning in body.get("warnings") or ():
+            self.log.warning("Prometheus warning for query %r: %s", query_name, warning)
+        data = body.get("data") or {}
+        if data.get("resultType") != "matrix" or not isinstance(data.get("result"), list):
+            raise fail("bad_response", f"expected a matrix result, got resultType={data.get('resultType')!r}")
+        return data["result"]

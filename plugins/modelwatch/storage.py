@@ -1,0 +1,227 @@
+"""The Parquet lake: one base URL, Hive-style partitions, a manifest written last.
+
+Layout, readable by Athena, DuckDB and Spark::
+
+    <base>/<dataset>/dt=YYYY-MM-DD[/hour=HH]/part-00000.parquet
+    <base>/<dataset>/dt=YYYY-MM-DD[/hour=HH]/_manifest.json     <- written last: the partition is complete
+    <base>/<dataset>/dt=YYYY-MM-DD[/hour=HH]/_<name>.json       <- documents (verdict, alert payload)
+
+Files whose names start with ``_`` or ``.`` are skipped by those engines, so the manifest and documents
+can sit beside the data. A re-run of a day replaces its partition: the manifest goes first (the partition
+is visibly incomplete), the data file is replaced by one atomic object write (``rename`` on a local disk, a
+single PUT on S3), stray files are removed and the new manifest is written. Readers that glob
+``*.parquet`` see the old file or the new one, never a mix and never a duplicate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from modelwatch.errors import ModelwatchError
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from airflow.sdk import ObjectStoragePath
+
+    from modelwatch.window import Window
+
+log = logging.getLogger(__name__)
+
+DATA_FILE = "part-00000.parquet"
+MANIFEST = "_manifest.json"
+#: The datasets modelwatch writes; each is also an Airflow Asset.
+DATASETS = ("resources", "predictions", "joined", "correlation", "verdicts", "alerts")
+
+
+class StorageError(ModelwatchError):
+    """A partition could not be written or read; the message names the URL and the reason."""
+
+
+class IncompletePartition(StorageError):
+    """The partition has no manifest (never written, being rewritten, or a write failed half-way)."""
+
+
+@dataclass(frozen=True)
+class PartitionRef:
+    """What a task puts in XCom: where a partition is and what it holds."""
+
+    dataset: str
+    url: str
+    rows: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"dataset": self.dataset, "url": self.url, "rows": self.rows}
+
+
+def dataset_url(base_url: str, dataset: str) -> str:
+    """The URL of a dataset's table location (what an Asset and an Athena table point at)."""
+    return f"{base_url.rstrip('/')}/{dataset}"
+
+
+class Lake:
+    """Reads and writes partitions under one base URL.
+
+    :param base_url: ``file:///abs/path`` or ``s3://bucket/prefix``.
+    :param aws_conn_id: the Airflow connection S3 is reached through (its ``endpoint_url`` extra makes any
+        S3-compatible store work).
+    """
+
+    def __init__(self, base_url: str, aws_conn_id: str = "aws_default") -> None:
+        self.base_url = base_url.rstrip("/")
+        self.aws_conn_id = aws_conn_id
+
+    # -- paths -----------------------------------------------------------------------------------------
+    def _path(self, url: str) -> ObjectStoragePath:
+        from airflow.sdk import ObjectStoragePath
+
+        if url.startswith("s3://"):
+            return ObjectStoragePath(url, conn_id=self.aws_conn_id)
+        return ObjectStoragePath(url)
+
+    def partition_url(self, dataset: str, window: Window) -> str:
+        """URL of ``dataset``'s partition for ``window``."""
+        if dataset not in DATASETS:
+            raise ValueError(f"unknown dataset {dataset!r}; expected one of {', '.join(DATASETS)}")
+        return f"{dataset_url(self.base_url, dataset)}/{window.partition_path}"
+
+    # -- writing -----------------------------------------------------------------------------------------
+    def write_frame(
+        self, dataset: str, window: Window, frame: pd.DataFrame, *, run_id: str, extra: dict[str, Any] | None = None
+    ) -> PartitionRef:
+        """Replace ``dataset``'s partition for ``window`` with ``frame``.
+
+        :raises StorageError: naming the URL and the reason; the partition is then left without a
+            manifest (incomplete), never looking complete with partial data.
+        """
+        url = self.partition_url(dataset, window)
+        payload = frame_to_parquet(frame)
+        manifest = {
+            "dataset": dataset,
+            "partition": dict(window.partition),
+            "window": window.to_dict(),
+            "run_id": run_id,
+            "files": [{"name": DATA_FILE, "rows": len(frame), "bytes": len(payload), "sha256": _sha256(payload)}],
+            "columns": [str(c) for c in frame.columns],
+            **(extra or {}),
+        }
+        try:
+            part = self._path(url)
+            part.mkdir(parents=True, exist_ok=True)
+            (part / MANIFEST).unlink(missing_ok=True)
+            self._atomic_write(part, DATA_FILE, payload)
+            keep = {DATA_FILE}
+            for child in part.iterdir():
+                if child.name not in keep and not (child.name.startswith("_") and child.name.endswith(".json")):
+                    # leftovers of an older layout or of a write that died before its rename
+                    child.unlink()
+            self._atomic_write(part, MANIFEST, _json_bytes(manifest))
+        except StorageError:
+            raise
+        except Exception as exc:
+            raise StorageError(f"writing {dataset} partition {url} failed: {type(exc).__name__}: {exc}") from exc
+        log.info("wrote %s rows to %s/%s (%s bytes)", len(frame), url, DATA_FILE, len(payload))
+        return PartitionRef(dataset, url, len(frame))
+
+    def write_document(self, dataset: str, window: Window, name: str, document: Any) -> str:
+        """Write a JSON document (``_<name>.json``) beside a partition's data; returns its URL."""
+        url = self.partition_url(dataset, window)
+        try:
+            part = self._path(url)
+            part.mkdir(parents=True, exist_ok=True)
+            self._atomic_write(part, f"_{name}.json", _json_bytes(document))
+        except Exception as exc:
+            raise StorageError(f"writing {url}/_{name}.json failed: {type(exc).__name__}: {exc}") from exc
+        return f"{url}/_{name}.json"
+
+    def _atomic_write(self, part: ObjectStoragePath, name: str, payload: bytes) -> None:
+        target = part / name
+        if part.protocol in ("file", "local"):
+            # A local write is visible while it grows: write under a name readers skip, then rename,
+            # which is atomic within one filesystem.
+            tmp = part / f"_tmp-{uuid.uuid4().hex}-{name}"
+            with tmp.open("wb") as fh:
+                fh.write(payload)
+            tmp.rename(target)
+        else:
+            # An S3 object appears whole or not at all (single PUT or a completed multipart upload).
+            with target.open("wb") as fh:
+                fh.write(payload)
+
+    # -- reading -----------------------------------------------------------------------------------------
+    def manifest(self, dataset: str, window: Window) -> dict[str, Any]:
+        """The manifest of ``dataset``'s partition for ``window`` (see :meth:`read_manifest`)."""
+        return self.read_manifest(self.partition_url(dataset, window))
+
+    def read_manifest(self, url: str) -> dict[str, Any]:
+        """The manifest of the partition at ``url``.
+
+        :raises IncompletePartition: when there is none.
+        """
+        try:
+            raw = (self._path(url) / MANIFEST).read_bytes()
+        except FileNotFoundError:
+            raise IncompletePartition(
+                f"{url} has no {MANIFEST}: the partition was never completed (or is being rewritten)"
+            ) from None
+        except Exception as exc:
+            raise StorageError(f"reading {url}/{MANIFEST} failed: {type(exc).__name__}: {exc}") from exc
+        return json.loads(raw)
+
+    def read_frame(self, dataset: str, window: Window) -> pd.DataFrame:
+        """Read ``dataset``'s complete partition for ``window`` (see :meth:`read_partition`)."""
+        return self.read_partition(self.partition_url(dataset, window))
+
+    def read_partition(self, url: str) -> pd.DataFrame:
+        """Read the complete partition at ``url`` (as a task got it from XCom), checked against its manifest.
+
+        :raises IncompletePartition: no manifest, or the data does not match it (a concurrent rewrite).
+        """
+        import pandas as pd
+
+        manifest = self.read_manifest(url)
+        frames = []
+        for entry in manifest["files"]:
+            try:
+                payload = (self._path(url) / entry["name"]).read_bytes()
+            except Exception as exc:
+                raise StorageError(f"reading {url}/{entry['name']} failed: {type(exc).__name__}: {exc}") from exc
+            if _sha256(payload) != entry["sha256"]:
+                raise IncompletePartition(
+                    f"{url}/{entry['name']} does not match its manifest (rewritten by another run?); retry"
+                )
+            frames.append(pd.read_parquet(io.BytesIO(payload)))
+        return pd.concat(frames, ignore_index=True) if len(frames) != 1 else frames[0]
+
+    def read_document(self, url: str) -> Any:
+        """Read a JSON document written by :meth:`write_document`, or ``None`` if it does not exist."""
+        try:
+            return json.loads(self._path(url).read_bytes())
+        except FileNotFoundError:
+            return None
+        except Exception as exc:
+            raise StorageError(f"reading {url} failed: {type(exc).__name__}: {exc}") from exc
+
+
+def frame_to_parquet(frame: pd.DataFrame) -> bytes:
+    """Serialise to Parquet the way Athena, DuckDB and Spark all read: snappy, millisecond UTC timestamps."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="snappy", coerce_timestamps="ms", allow_truncated_timestamps=True)
+    return buf.getvalue()
+
+
+def _sha256(payload: bytes) -> str:
+    return hashlib.sha256(payload).hexdigest()
+
+
+def _json_bytes(document: Any) -> bytes:
+    return json.dumps(document, indent=2, sort_keys=True, default=str, allow_nan=False).encode()

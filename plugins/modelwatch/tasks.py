@@ -1,0 +1,194 @@
+"""The monitoring DAG's tasks. The DAG files only wire these.
+
+Each task takes its window from its own DAG run (never from the clock), reads its inputs from the lake
+at the URLs it gets through XCom, writes its outputs to the lake and returns their URLs. Nothing else is
+shared, so the tasks run unchanged on the Local, Celery or Kubernetes executor. Heavy libraries are
+imported inside the tasks: this module is imported when the DAG is parsed.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, timedelta
+from typing import Any
+
+from airflow.sdk import Asset, get_current_context, task
+
+from modelwatch.config import ModelwatchConfig, load_config
+from modelwatch.storage import DATASETS, dataset_url
+
+log = logging.getLogger(__name__)
+
+POST_ALERT_TASK = "post_alert"
+NO_ALERT_TASK = "no_alert"
+
+
+def assets(cfg: ModelwatchConfig) -> dict[str, Asset]:
+    """One Airflow Asset per dataset, named ``modelwatch_<dataset>``, at the dataset's table location."""
+    return {d: Asset(name=f"modelwatch_{d}", uri=dataset_url(cfg.storage.base_url, d)) for d in DATASETS}
+
+
+def _run(interval: timedelta) -> tuple[ModelwatchConfig, Any, Any, dict[str, Any]]:
+    from modelwatch.storage import Lake
+    from modelwatch.window import window_from_context
+
+    context = get_current_context()
+    cfg = load_config()
+    window = window_from_context(context, interval)
+    return cfg, window, Lake(cfg.storage.base_url, cfg.storage.aws_conn_id), context
+
+
+def _selected_models(context: dict[str, Any]) -> set[str]:
+    models = (context.get("params") or {}).get("models") or []
+    return {m.strip() for m in models if m and m.strip()}
+
+
+@task
+def extract_resources(interval: timedelta) -> dict[str, Any]:
+    """Run every configured PromQL query as query_range over the window into the ``resources`` partition."""
+    from modelwatch.extract import extract_resources as extract
+    from modelwatch.hooks.prometheus import PrometheusHook
+
+    cfg, window, lake, context = _run(interval)
+    p = cfg.prometheus
+    log.info("window %s: %d queries at step %s", window, len(p.queries), p.step)
+    hook = PrometheusHook(prometheus_conn_id=p.conn_id)
+    frame = extract(
+        hook, p.queries, window.start, window.end, p.step.total_seconds(), p.max_points_per_request, p.instance_label
+    )
+    ref = lake.write_frame(
+        "resources", window, frame, run_id=context["run_id"],
+        extra={"requests": hook.requests_made, "bytes_received": hook.bytes_received},
+    )  # fmt: skip
+    log.info(
+        "resources: %d samples of %d series from %d requests -> %s",
+        ref.rows, frame.groupby(["query", "labels"]).ngroups if len(frame) else 0, hook.requests_made, ref.url,
+    )  # fmt: skip
+    return ref.to_dict()
+
+
+@task
+def extract_predictions(interval: timedelta) -> dict[str, Any]:
+    """Read the prediction records of the configured MLflow experiments in the window."""
+    from modelwatch.extract import extract_predictions as extract
+    from modelwatch.hooks.mlflow import MlflowHook
+
+    cfg, window, lake, context = _run(interval)
+    m = cfg.mlflow
+    log.info("window %s: experiments %s", window, ", ".join(e.name for e in m.experiments))
+    hook = MlflowHook(mlflow_conn_id=m.conn_id)
+    frame = extract(hook, m.experiments, m.tags.model_dump(), window.start, window.end, m.max_results_per_page)
+    if models := _selected_models(context):
+        frame = frame[frame["model"].isin(models)].reset_index(drop=True)
+        log.info("keeping only models %s (run parameter)", ", ".join(sorted(models)))
+    ref = lake.write_frame("predictions", window, frame, run_id=context["run_id"])
+    per_model = frame.groupby("model").size().to_dict() if len(frame) else {}
+    log.info("predictions: %d rows %s -> %s", ref.rows, per_model, ref.url)
+    return ref.to_dict()
+
+
+@task
+def correlate(resources: dict[str, Any], predictions: dict[str, Any], interval: timedelta) -> dict[str, Any]:
+    """Join predictions to resource samples and summarise saturation against slowness per model."""
+    from modelwatch.correlate import correlate as run_correlation
+
+    cfg, window, lake, context = _run(interval)
+    res = lake.read_partition(resources["url"])
+    pred = lake.read_partition(predictions["url"])
+    joined, summary = run_correlation(pred, res, cfg)
+    j = lake.write_frame("joined", window, joined, run_id=context["run_id"])
+    c = lake.write_frame("correlation", window, summary, run_id=context["run_id"])
+    no_sample = int((joined["missing_resources"] != "").sum()) if len(joined) else 0
+    log.info(
+        "window %s: %d predictions (%d slow), %d without a sample of some resource within %s -> %s, %s",
+        window, len(joined), int(joined["slow"].sum()) if len(joined) else 0, no_sample,
+        cfg.correlation.tolerance, j.url, c.url,
+    )  # fmt: skip
+    return {"resources": resources, "predictions": predictions, "joined": j.to_dict(), "correlation": c.to_dict()}
+
+
+@task
+def evaluate(correlated: dict[str, Any], interval: timedelta) -> dict[str, Any]:
+    """Give every model a verdict, decide whether to page, and store verdicts and the alert payload."""
+    from airflow.configuration import conf
+
+    from modelwatch.alerting import build_alerts, paging_decision, run_url
+    from modelwatch.evaluate import evaluate as run_evaluation
+    from modelwatch.evaluate import verdicts_frame
+
+    cfg, window, lake, context = _run(interval)
+    joined = lake.read_partition(correlated["joined"]["url"])
+    summary = lake.read_partition(correlated["correlation"]["url"])
+    resources = lake.read_partition(correlated["resources"]["url"])
+    verdicts = run_evaluation(joined, summary, resources, cfg, window)
+    if models := _selected_models(context):
+        verdicts = [v for v in verdicts if v.model in models]
+    as_dicts = [v.to_dict() for v in verdicts]
+    dag_run = context["dag_run"]
+    params = context.get("params") or {}
+    decision = paging_decision(
+        as_dicts,
+        run_type=str(getattr(dag_run.run_type, "value", dag_run.run_type)),
+        dry_run=bool(params.get("dry_run", False)),
+        page_on_backfill=bool(params.get("page_on_backfill", cfg.alerting.page_on_backfill)),
+    )
+    url_of_run = run_url(conf.get("api", "base_url", fallback="http://localhost:8080"), context["dag"].dag_id,
+                         context["run_id"])  # fmt: skip
+    ref = lake.write_frame("verdicts", window, verdicts_frame(verdicts), run_id=context["run_id"])
+    alerts = build_alerts(as_dicts, cfg.alerting, run_url=url_of_run, partition_url=ref.url)
+    payload_url = None
+    if alerts:
+        # Kept before posting, so an alert that cannot be delivered now is never lost: a retry or a
+        # later run posts it from here.
+        payload_url = lake.write_document("alerts", window, "payload", alerts)
+    document = {
+        "window": window.to_dict(), "run_id": context["run_id"], "run_url": url_of_run,
+        "verdicts": as_dicts, "alert": {"post": decision.post, "reason": decision.reason, "payload": payload_url},
+    }  # fmt: skip
+    verdict_url = lake.write_document("verdicts", window, "verdict", document)
+    for v in verdicts:
+        log.info("verdict %s: %s (%s)", v.model, v.verdict, v.reason)
+    log.info("alerting: %s; verdict document %s", decision.reason, verdict_url)
+    return {
+        "verdicts": ref.to_dict(), "verdict_document": verdict_url, "alert_payload": payload_url,
+        "post": decision.post, "reason": decision.reason,
+        "summary": {v.model: v.verdict for v in verdicts},
+    }  # fmt: skip
+
+
+@task.branch
+def choose_alert_path(evaluation: dict[str, Any]) -> str:
+    """Branch to ``post_alert`` only when a model is degraded and this run may page."""
+    log.info("%s -> %s", evaluation["reason"], POST_ALERT_TASK if evaluation["post"] else NO_ALERT_TASK)
+    return POST_ALERT_TASK if evaluation["post"] else NO_ALERT_TASK
+
+
+@task(task_id=POST_ALERT_TASK)
+def post_alert(evaluation: dict[str, Any], interval: timedelta) -> dict[str, Any]:
+    """Post the stored alert payload to Alertmanager (API v2) and record the delivery next to it."""
+    from datetime import datetime
+
+    from modelwatch.alerting import stamp_for_posting
+    from modelwatch.hooks.alertmanager import AlertmanagerHook
+
+    cfg, window, lake, context = _run(interval)
+    alerts = lake.read_document(evaluation["alert_payload"])
+    if not alerts:
+        raise ValueError(f"alert payload {evaluation['alert_payload']} is missing or empty")
+    # The posting time only sets how long the alert stays active; which data is judged never depends on it.
+    posted_at = datetime.now(UTC)
+    stamped = stamp_for_posting(alerts, posted_at, cfg.alerting.active_for)
+    AlertmanagerHook(alertmanager_conn_id=cfg.alerting.conn_id).post_alerts(stamped)
+    delivery = {"posted_at": posted_at.isoformat(), "alerts": stamped, "run_id": context["run_id"]}
+    url = lake.write_document("alerts", window, "delivery", delivery)
+    for a in stamped:
+        log.info("posted %s for %s (resources %s)", a["labels"]["alertname"], a["labels"]["model"], a["labels"]["resources"])
+    log.info("partitions: verdicts %s; delivery record %s", evaluation["verdicts"]["url"], url)
+    return {"posted": len(stamped), "delivery": url}
+
+
+@task(task_id=NO_ALERT_TASK)
+def no_alert(evaluation: dict[str, Any]) -> str:
+    """Record why nothing was posted."""
+    log.info("not posting: %s; verdicts %s", evaluation["reason"], evaluation["verdict_document"])
+    return evaluation["reason"]

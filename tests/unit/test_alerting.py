@@ -1,0 +1,246 @@
+"""Alertmanager payloads: identity is the label set (stable across runs), everything that varies is an
+annotation; and whether a run may page at all."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import pytest
+
+from modelwatch.alerting import build_alerts, paging_decision, run_url, stamp_for_posting
+from modelwatch.config import AlertingConfig
+from modelwatch.evaluate import ModelVerdict, ResourceEvidence
+
+RUN_URL = "http://airflow.example/dags/model_performance_monitoring/runs/scheduled__2026-03-04"
+PARTITION = "s3://lake/verdicts/dt=2026-03-03"
+
+
+def evidence(resource: str = "cpu", **over: Any) -> ResourceEvidence:
+    values: dict[str, Any] = {
+        "resource": resource, "threshold": 0.9, "unit": "ratio", "n_slow_saturated": 9, "slow_saturated_share": 0.9,
+        "normal_saturated_share": 0.05, "lift": 18.0, "spearman": 0.71, "slow_value_median": 0.97,
+        "slow_value_max": 0.99,
+    }  # fmt: skip
+    return ResourceEvidence(**{**values, **over})
+
+
+def verdict(model: str = "fraud-detector", kind: str = "degraded", day: int = 3, **over: Any) -> dict[str, Any]:
+    start = datetime(2026, 3, day, tzinfo=UTC)
+    degraded = kind == "degraded"
+    values: dict[str, Any] = {
+        "model": model, "verdict": kind, "reason": f"{kind} because of reasons",
+        "window_start": start.isoformat(), "window_end": (start + timedelta(days=1)).isoformat(),
+        "model_versions": ["3"], "n_predictions": 288, "n_slow": 10 if degraded else 0,
+        "slow_share": 10 / 288 if degraded else 0.0, "slow_threshold_seconds": 1.0,
+        "slow_instances": ["model-a"] if degraded else [],
+        "saturated_resources": [evidence()] if degraded else [],
+        "incident_start": (start + timedelta(hours=10)).isoformat() if degraded else None,
+        "incident_end": (start + timedelta(hours=12)).isoformat() if degraded else None,
+    }  # fmt: skip
+    return ModelVerdict(**{**values, **over}).to_dict()
+
+
+CFG = AlertingConfig()
+
+
+# -- paging ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("run_type", ["scheduled", "manual", "asset_triggered"])
+def test_degraded_pages(run_type: str) -> None:
+    d = paging_decision([verdict(), verdict("recommender", "healthy")], run_type=run_type, dry_run=False,
+                        page_on_backfill=False)  # fmt: skip
+    assert d.post is True
+    assert "fraud-detector" in d.reason and "recommender" not in d.reason
+
+
+@pytest.mark.parametrize("kinds", [[], ["healthy"], ["healthy", "slow_unexplained", "no_data"]])
+def test_nothing_degraded_does_not_page(kinds: list[str]) -> None:
+    verdicts = [verdict(f"m{k}", kind) for k, kind in enumerate(kinds)]
+    for run_type, page_on_backfill in (("scheduled", False), ("backfill", True)):
+        d = paging_decision(verdicts, run_type=run_type, dry_run=False, page_on_backfill=page_on_backfill)
+        assert d.post is False
+        assert "no model is degraded" in d.reason
+
+
+def test_dry_run_does_not_page_but_says_what_it_would_do() -> None:
+    d = paging_decision([verdict("alpha"), verdict("beta")], run_type="scheduled", dry_run=True,
+                        page_on_backfill=True)  # fmt: skip
+    assert d.post is False
+    assert "dry run" in d.reason and "alpha" in d.reason and "beta" in d.reason
+
+
+def test_backfill_pages_only_when_asked() -> None:
+    quiet = paging_decision([verdict()], run_type="backfill", dry_run=False, page_on_backfill=False)
+    assert quiet.post is False
+    assert "backfill" in quiet.reason and "page_on_backfill" in quiet.reason
+    loud = paging_decision([verdict()], run_type="backfill", dry_run=False, page_on_backfill=True)
+    assert loud.post is True
+    dry = paging_decision([verdict()], run_type="backfill", dry_run=True, page_on_backfill=True)
+    assert dry.post is False
+
+
+def test_page_on_backfill_does_not_affect_other_runs() -> None:
+    assert paging_decision([verdict()], run_type="scheduled", dry_run=False, page_on_backfill=False).post is True
+
+
+# -- alerts ------------------------------------------------------------------------------------------------
+
+
+def test_one_alert_per_degraded_model() -> None:
+    alerts = build_alerts(
+        [verdict("a"), verdict("b", "healthy"), verdict("c", "slow_unexplained"), verdict("d", "no_data"),
+         verdict("e")],
+        CFG, run_url=RUN_URL, partition_url=PARTITION,
+    )  # fmt: skip
+    assert [a["labels"]["model"] for a in alerts] == ["a", "e"]
+
+
+def test_labels_are_stable_across_runs() -> None:
+    day3 = build_alerts([verdict(day=3)], CFG, run_url=RUN_URL, partition_url=PARTITION)[0]
+    other = verdict(
+        day=5, n_slow=40, n_predictions=300, slow_instances=["model-a", "model-b"], model_versions=["4"],
+        saturated_resources=[evidence(slow_value_median=0.93, slow_value_max=1.0, lift=None, spearman=None)],
+    )  # fmt: skip
+    day5 = build_alerts([other], CFG, run_url=RUN_URL + "-other", partition_url=PARTITION + "-other")[0]
+    assert day3["labels"] == day5["labels"]
+    assert day3["labels"] == {
+        "alertname": CFG.alertname, "model": "fraud-detector", "severity": CFG.severity, "resources": "cpu",
+        "source": "modelwatch",
+    }  # fmt: skip
+    assert day3["annotations"] != day5["annotations"]
+    assert day3["startsAt"] != day5["startsAt"]
+
+
+def test_resources_label_does_not_depend_on_evidence_order() -> None:
+    a = build_alerts([verdict(saturated_resources=[evidence("memory"), evidence("cpu")])], CFG, run_url=RUN_URL,
+                     partition_url=PARTITION)  # fmt: skip
+    b = build_alerts([verdict(saturated_resources=[evidence("cpu"), evidence("memory")])], CFG, run_url=RUN_URL,
+                     partition_url=PARTITION)  # fmt: skip
+    assert a[0]["labels"] == b[0]["labels"]
+    assert a[0]["labels"]["resources"] == "cpu,memory"
+
+
+def test_label_values_are_strings() -> None:
+    (alert,) = build_alerts([verdict()], CFG, run_url=RUN_URL, partition_url=PARTITION)
+    assert all(isinstance(v, str) for v in alert["labels"].values())
+    assert all(isinstance(v, str) for v in alert["annotations"].values())
+
+
+def test_annotations_carry_values_thresholds_and_links() -> None:
+    (alert,) = build_alerts([verdict()], CFG, run_url=RUN_URL, partition_url=PARTITION)
+    ann = alert["annotations"]
+    text = ann["description"]
+    assert "10 of 288" in text
+    assert "longer than 1 s" in text
+    assert "model-a" in text
+    assert "median 0.97" in text and "max 0.99" in text
+    assert "threshold 0.9" in text
+    assert "90%" in text and "5%" in text  # saturated at slow vs normal predictions
+    assert "lift 18" in text and "Spearman 0.71" in text
+    assert ann["partition"] == PARTITION
+    assert ann["airflow_run"] == RUN_URL
+    assert alert["generatorURL"] == RUN_URL
+    assert ann["incident_start"] == "2026-03-03T10:00:00+00:00"
+    assert ann["incident_end"] == "2026-03-03T12:00:00+00:00"
+    assert ann["model_versions"] == "3"
+    assert "2026-03-03T00:00:00+00:00" in ann["window"] and "2026-03-04T00:00:00+00:00" in ann["window"]
+    assert alert["startsAt"] == "2026-03-03T10:00:00+00:00"
+    assert "endsAt" not in alert  # set when posting
+
+
+def test_unknown_statistics_are_written_as_n_a() -> None:
+    ev = evidence(normal_saturated_share=None, lift=None, spearman=None)
+    (alert,) = build_alerts([verdict(saturated_resources=[ev])], CFG, run_url=RUN_URL, partition_url=PARTITION)
+    text = alert["annotations"]["description"]
+    assert "against n/a of normal ones" in text
+    assert "lift n/a" in text and "Spearman n/a" in text
+
+
+def test_infinite_lift_from_a_real_verdict() -> None:
+    (alert,) = build_alerts([verdict(saturated_resources=[evidence(lift=float("inf"), normal_saturated_share=0.0)])],
+                            CFG, run_url=RUN_URL, partition_url=PARTITION)  # fmt: skip
+    assert "lift inf" in alert["annotations"]["description"]
+    json.dumps(alert, allow_nan=False)
+
+
+def test_configured_alertname_and_severity() -> None:
+    cfg = AlertingConfig(alertname="MlSlow", severity="critical")
+    (alert,) = build_alerts([verdict()], cfg, run_url=RUN_URL, partition_url=PARTITION)
+    assert (alert["labels"]["alertname"], alert["labels"]["severity"]) == ("MlSlow", "critical")
+
+
+STRANGE_NAMES = [
+    'fraud "detector"',
+    "model with spaces",
+    "modèle-ünïcødé-模型-🚀",
+    'x{job="a",instance=~".*"}',
+    "<script>alert('x')</script> &amp; &lt;",
+    "back\\slash",
+    "tab\tand\nnewline",
+    "a,b=c",
+]
+
+
+@pytest.mark.parametrize("name", STRANGE_NAMES)
+def test_model_names_survive_as_is(name: str) -> None:
+    alerts = build_alerts([verdict(name)], CFG, run_url=RUN_URL, partition_url=PARTITION)
+    assert alerts[0]["labels"]["model"] == name
+    assert alerts[0]["annotations"]["summary"].startswith(name)
+    for ensure_ascii in (True, False):
+        assert json.loads(json.dumps(alerts, ensure_ascii=ensure_ascii)) == alerts
+    decision = paging_decision([verdict(name)], run_type="scheduled", dry_run=False, page_on_backfill=False)
+    assert name in decision.reason
+
+
+def test_strange_names_stay_distinct() -> None:
+    alerts = build_alerts([verdict(n) for n in STRANGE_NAMES], CFG, run_url=RUN_URL, partition_url=PARTITION)
+    labels = [json.dumps(a["labels"], sort_keys=True) for a in alerts]
+    assert len(set(labels)) == len(STRANGE_NAMES)
+
+
+# -- posting -----------------------------------------------------------------------------------------------
+
+
+def test_stamp_for_posting_keeps_the_alert_active() -> None:
+    alerts = build_alerts([verdict()], CFG, run_url=RUN_URL, partition_url=PARTITION)
+    original = json.dumps(alerts, sort_keys=True)
+    posted_at = datetime(2026, 3, 4, 0, 5, tzinfo=UTC)
+    (stamped,) = stamp_for_posting(alerts, posted_at, timedelta(hours=4))
+    assert datetime.fromisoformat(stamped["endsAt"]) == datetime(2026, 3, 4, 4, 5, tzinfo=UTC)
+    assert datetime.fromisoformat(stamped["endsAt"]) > posted_at  # a past endsAt would resolve it on arrival
+    assert stamped["startsAt"] == alerts[0]["startsAt"]
+    assert stamped["labels"] == alerts[0]["labels"]
+    assert json.dumps(alerts, sort_keys=True) == original  # the stored payload is not modified
+
+
+def test_stamp_for_posting_a_retry_extends_the_same_alert() -> None:
+    alerts = build_alerts([verdict()], CFG, run_url=RUN_URL, partition_url=PARTITION)
+    first = stamp_for_posting(alerts, datetime(2026, 3, 4, 0, 5, tzinfo=UTC), timedelta(hours=4))[0]
+    later = stamp_for_posting(alerts, datetime(2026, 3, 4, 3, 0, tzinfo=UTC), timedelta(hours=4))[0]
+    assert later["labels"] == first["labels"]
+    assert later["endsAt"] > first["endsAt"]
+
+
+def test_alert_without_incident_starts_at_the_window() -> None:
+    (alert,) = build_alerts([verdict(incident_start=None, incident_end=None)], CFG, run_url=RUN_URL,
+                            partition_url=PARTITION)  # fmt: skip
+    assert alert["startsAt"] == "2026-03-03T00:00:00+00:00"
+
+
+# -- links -------------------------------------------------------------------------------------------------
+
+
+def test_run_url_quotes_the_run_id() -> None:
+    run_id = "manual__2026-03-03T10:00:00+00:00"
+    url = run_url("http://localhost:8080/", "model_performance_monitoring", run_id)
+    parts = urlsplit(url)
+    assert (parts.scheme, parts.netloc) == ("http", "localhost:8080")
+    segments = parts.path.split("/")
+    assert segments[:4] == ["", "dags", "model_performance_monitoring", "runs"]
+    assert unquote(segments[4]) == run_id
+    assert "+" not in segments[4] and ":" not in segments[4]
+    assert "//dags" not in url

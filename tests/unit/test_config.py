@@ -1,0 +1,315 @@
+"""include/thresholds.yaml: the shipped file loads, and every mistake a user can make is reported with the
+file, the dotted key and the problem, instead of failing a task hours later."""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from modelwatch.config import (
+    CONFIG_ENV,
+    DEFAULT_CONFIG_PATH,
+    STORAGE_URL_ENV,
+    ConfigError,
+    ModelwatchConfig,
+    load_config,
+    parse_duration,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+SHIPPED = REPO / "include" / "thresholds.yaml"
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(STORAGE_URL_ENV, raising=False)
+    monkeypatch.delenv(CONFIG_ENV, raising=False)
+
+
+def shipped_raw() -> dict[str, Any]:
+    return yaml.safe_load(SHIPPED.read_text(encoding="utf-8"))
+
+
+def write(tmp_path: Path, raw: Any, name: str = "thresholds.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def broken(tmp_path: Path, mutate: Callable[[dict[str, Any]], None]) -> tuple[Path, str]:
+    """The shipped configuration with one mistake; returns the file and the error message."""
+    raw = copy.deepcopy(shipped_raw())
+    mutate(raw)
+    path = write(tmp_path, raw)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    return path, str(info.value)
+
+
+def problem_line(message: str, key: str) -> str:
+    """The line of the message about ``key`` (the message lists one problem per line)."""
+    lines = [line.strip() for line in message.splitlines() if line.strip().startswith(f"{key}:")]
+    assert lines, f"no problem reported for key {key!r} in:\n{message}"
+    return lines[0]
+
+
+# -- the shipped file --------------------------------------------------------------------------------------
+
+
+def test_shipped_file_loads_and_is_the_default() -> None:
+    cfg = load_config(SHIPPED)
+    assert DEFAULT_CONFIG_PATH == SHIPPED
+    assert load_config() == cfg  # no MODELWATCH_CONFIG: the shipped file is the one in force
+
+    raw = shipped_raw()
+    assert [q.name for q in cfg.prometheus.queries] == [q["name"] for q in raw["prometheus"]["queries"]]
+    # durations written as text become timedeltas
+    assert cfg.prometheus.step == timedelta(seconds=15)
+    assert cfg.correlation.tolerance == timedelta(seconds=60)
+    # queries without a threshold are context only, the others can explain a slow prediction
+    with_threshold = {q["name"] for q in raw["prometheus"]["queries"] if "saturation" in q}
+    assert set(cfg.saturation_thresholds) == with_threshold
+    assert "request_rate" not in cfg.saturation_thresholds
+    assert cfg.saturation_thresholds["network_io"] == 100_000_000
+    assert set(cfg.evaluation.expected_models) == {"fraud-detector", "recommender"}
+
+
+def test_config_path_comes_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    raw = shipped_raw()
+    raw["evaluation"]["slow_prediction_seconds"] = 7.5
+    monkeypatch.setenv(CONFIG_ENV, str(write(tmp_path, raw)))
+    assert load_config().evaluation.slow_prediction_seconds == 7.5
+
+
+# -- errors name the file, the key and the problem ---------------------------------------------------------
+
+
+def test_invalid_yaml_names_line_and_column(tmp_path: Path) -> None:
+    path = tmp_path / "thresholds.yaml"
+    # line 4: "  step: 15s: oops" -> the second ':' (1-based column 12) is not allowed in a plain scalar
+    path.write_text("storage:\n  base_url: file:///tmp/x\nprometheus:\n  step: 15s: oops\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert str(path) in message
+    assert "invalid YAML" in message
+    assert "line 4, column 12" in message
+
+
+def test_missing_file_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "nope.yaml"
+    with pytest.raises(ConfigError, match="cannot read") as info:
+        load_config(path)
+    assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize("text", ["- a\n- b\n", "just a string\n", ""])
+def test_top_level_must_be_a_mapping(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "thresholds.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError, match="mapping at the top level") as info:
+        load_config(path)
+    assert str(path) in str(info.value)
+
+
+def _rename_saturation(raw: dict[str, Any]) -> None:
+    q = raw["prometheus"]["queries"][0]
+    q["saturaton"] = q.pop("saturation")
+
+
+def _set(*keys: Any, value: Any) -> Callable[[dict[str, Any]], None]:
+    def mutate(raw: dict[str, Any]) -> None:
+        node = raw
+        for k in keys[:-1]:
+            node = node[k]
+        node[keys[-1]] = value
+
+    return mutate
+
+
+def _delete(*keys: Any) -> Callable[[dict[str, Any]], None]:
+    def mutate(raw: dict[str, Any]) -> None:
+        node = raw
+        for k in keys[:-1]:
+            node = node[k]
+        del node[keys[-1]]
+
+    return mutate
+
+
+CASES = [
+    # (id, mutation, dotted key, words of the problem)
+    ("unknown key", _rename_saturation, "prometheus.queries.0.saturaton", ["unknown key"]),
+    ("unknown top-level key", _set("evaluaton", value={}), "evaluaton", ["unknown key"]),
+    ("wrong type int", _set("evaluation", "min_slow_count", value="lots"), "evaluation.min_slow_count",
+     ["integer", "'lots'"]),
+    ("wrong type float", _set("evaluation", "slow_prediction_seconds", value="fast"),
+     "evaluation.slow_prediction_seconds", ["number", "'fast'"]),
+    ("wrong type list", _set("prometheus", "queries", value={"name": "cpu"}), "prometheus.queries", ["list"]),
+    ("wrong literal", _set("alerting", "severity", value="urgent"), "alerting.severity", ["'urgent'"]),
+    ("negative saturation", _set("prometheus", "queries", 2, "saturation", value=-0.5),
+     "prometheus.queries.2.saturation", ["greater than or equal to 0", "-0.5"]),
+    ("negative slow seconds", _set("evaluation", "slow_prediction_seconds", value=-1),
+     "evaluation.slow_prediction_seconds", ["greater than 0"]),
+    ("share above 1", _set("evaluation", "min_coincidence_share", value=1.5), "evaluation.min_coincidence_share",
+     ["less than or equal to 1"]),
+    ("lift below 1", _set("evaluation", "min_lift", value=0.5), "evaluation.min_lift", ["greater than or equal to 1"]),
+    ("too many points", _set("prometheus", "max_points_per_request", value=20000),
+     "prometheus.max_points_per_request", ["11000"]),
+    ("missing slow seconds", _delete("evaluation", "slow_prediction_seconds"), "evaluation.slow_prediction_seconds",
+     ["required key is missing"]),
+    ("missing section", _delete("mlflow"), "mlflow", ["required key is missing"]),
+    ("missing promql", _delete("prometheus", "queries", 0, "promql"), "prometheus.queries.0.promql",
+     ["required key is missing"]),
+    ("query name twice", _set("prometheus", "queries", 1, "name", value="cpu"), "prometheus.queries",
+     ["'cpu'", "used twice"]),
+    ("query name not snake", _set("prometheus", "queries", 0, "name", value="CPU Busy"), "prometheus.queries.0.name",
+     ["lower_snake_case"]),
+    ("override unknown field", _set("evaluation", "models", "x", value={"foo": 1}), "evaluation.models.x.foo",
+     ["unknown key"]),
+    ("override bad value", _set("evaluation", "models", "recommender", "slow_prediction_seconds", value=0),
+     "evaluation.models.recommender.slow_prediction_seconds", ["greater than 0"]),
+    ("bad step", _set("prometheus", "step", value="15 parsecs"), "prometheus.step", ["'15 parsecs'", "not a duration"]),
+    ("zero tolerance", _set("correlation", "tolerance", value="0s"), "correlation.tolerance", ["positive duration"]),
+    ("bool duration", _set("alerting", "active_for", value=True), "alerting.active_for", ["not a duration"]),
+    ("http storage", _set("storage", "base_url", value="http://lake.example/x"), "storage.base_url",
+     ["http://lake.example/x", "file:///", "s3://"]),
+    ("relative file url", _set("storage", "base_url", value="file://relative/lake"), "storage.base_url",
+     ["file://relative/lake"]),
+    ("bare path", _set("storage", "base_url", value="/tmp/lake"), "storage.base_url", ["/tmp/lake"]),
+    ("s3 without bucket", _set("storage", "base_url", value="s3:///prefix"), "storage.base_url", ["s3:///prefix"]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("mutate", "key", "words"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_error_names_file_key_and_problem(
+    tmp_path: Path, mutate: Callable[[dict[str, Any]], None], key: str, words: list[str]
+) -> None:
+    path, message = broken(tmp_path, mutate)
+    assert message.startswith(f"{path}:"), message
+    line = problem_line(message, key)
+    for word in words:
+        assert word in line, f"{word!r} not in {line!r}"
+
+
+def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
+    def two_mistakes(raw: dict[str, Any]) -> None:
+        _rename_saturation(raw)
+        raw["evaluation"]["min_slow_count"] = "lots"
+
+    _, message = broken(tmp_path, two_mistakes)
+    assert "2 problem(s)" in message
+    problem_line(message, "prometheus.queries.0.saturaton")
+    problem_line(message, "evaluation.min_slow_count")
+
+
+def test_no_saturation_threshold_at_all_is_an_error(tmp_path: Path) -> None:
+    def drop_all(raw: dict[str, Any]) -> None:
+        for q in raw["prometheus"]["queries"]:
+            q.pop("saturation", None)
+
+    path, message = broken(tmp_path, drop_all)
+    assert str(path) in message
+    assert "no query has a saturation threshold" in message
+
+
+# -- durations ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("15s", 15), ("1m", 60), ("2h", 7200), ("1d", 86400), ("250ms", 0.25), ("1.5m", 90), (" 30 s ", 30), (45, 45),
+     (0.5, 0.5)],
+)  # fmt: skip
+def test_parse_duration(text: Any, seconds: float) -> None:
+    assert parse_duration(text) == timedelta(seconds=seconds)
+
+
+@pytest.mark.parametrize("text", ["15 parsecs", "15", "s", "-5s", "0", 0, -1, True, None, "1h30m"])
+def test_parse_duration_rejects(text: Any) -> None:
+    with pytest.raises(ValueError, match=re.escape(repr(text))):
+        parse_duration(text)
+
+
+def test_durations_in_the_file(tmp_path: Path) -> None:
+    raw = shipped_raw()
+    raw["prometheus"]["step"] = "1m"
+    raw["correlation"]["tolerance"] = 90
+    raw["alerting"]["active_for"] = "2h"
+    cfg = load_config(write(tmp_path, raw))
+    assert cfg.prometheus.step == timedelta(minutes=1)
+    assert cfg.correlation.tolerance == timedelta(seconds=90)
+    assert cfg.alerting.active_for == timedelta(hours=2)
+
+
+# -- MODELWATCH_STORAGE_URL --------------------------------------------------------------------------------
+
+
+def test_storage_url_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    raw = shipped_raw()
+    raw["storage"] = {"base_url": "s3://prod-bucket/lake", "aws_conn_id": "aws_lake"}
+    path = write(tmp_path, raw)
+    assert load_config(path).storage.base_url == "s3://prod-bucket/lake"
+
+    monkeypatch.setenv(STORAGE_URL_ENV, "file:///tmp/throwaway-lake/")
+    cfg = load_config(path)
+    assert cfg.storage.base_url == "file:///tmp/throwaway-lake"  # trailing slash dropped
+    assert cfg.storage.aws_conn_id == "aws_lake"  # the rest of the section is kept
+
+
+def test_storage_url_override_without_storage_section(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    raw = shipped_raw()
+    del raw["storage"]
+    monkeypatch.setenv(STORAGE_URL_ENV, "s3://other-bucket")
+    assert load_config(write(tmp_path, raw)).storage.base_url == "s3://other-bucket"
+
+
+def test_storage_url_override_is_validated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(STORAGE_URL_ENV, "ftp://lake")
+    path = write(tmp_path, shipped_raw())
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert "ftp://lake" in problem_line(str(info.value), "storage.base_url")
+
+
+# -- per-model overrides -----------------------------------------------------------------------------------
+
+
+def _config(evaluation: dict[str, Any]) -> ModelwatchConfig:
+    return ModelwatchConfig.model_validate({
+        "prometheus": {"queries": [{"name": "cpu", "promql": "up", "saturation": 0.9}]},
+        "mlflow": {"experiments": [{"name": "e"}]},
+        "evaluation": evaluation,
+    })  # fmt: skip
+
+
+def test_for_model_applies_only_the_fields_it_overrides() -> None:
+    ev = _config({
+        "slow_prediction_seconds": 1.0, "min_slow_count": 5, "min_slow_share": 0.1, "min_coincidence_share": 0.6,
+        "min_lift": 3.0,
+        "models": {"recommender": {"slow_prediction_seconds": 1.5}, "ranker": {"min_lift": 1.2, "min_slow_count": 1}},
+    }).evaluation  # fmt: skip
+
+    rec = ev.for_model("recommender")
+    assert rec.slow_prediction_seconds == 1.5
+    assert (rec.min_slow_count, rec.min_slow_share, rec.min_coincidence_share, rec.min_lift) == (5, 0.1, 0.6, 3.0)
+
+    ranker = ev.for_model("ranker")
+    assert (ranker.slow_prediction_seconds, ranker.min_lift, ranker.min_slow_count) == (1.0, 1.2, 1)
+    assert ranker.min_coincidence_share == 0.6
+
+    other = ev.for_model("not-configured")
+    assert (other.slow_prediction_seconds, other.min_slow_count, other.min_lift) == (1.0, 5, 3.0)
+
+
+def test_shipped_override_for_recommender() -> None:
+    ev = load_config(SHIPPED).evaluation
+    assert ev.for_model("recommender").slow_prediction_seconds == 1.5
+    assert ev.for_model("fraud-detector").slow_prediction_seconds == ev.slow_prediction_seconds == 1.0

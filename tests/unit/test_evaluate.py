@@ -1,0 +1,301 @@
+"""Verdicts per model from hand-built windows: one prediction a minute on instance "a", resource samples at
+the same minutes, so which predictions are slow and which coincide with saturation is known by construction."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from modelwatch.config import ModelwatchConfig
+from modelwatch.correlate import correlate
+from modelwatch.evaluate import ModelVerdict, evaluate, verdicts_frame
+from modelwatch.storage import frame_to_parquet
+from modelwatch.window import Window
+
+T0 = pd.Timestamp("2026-03-03T10:00:00Z")
+WINDOW = Window(pd.Timestamp("2026-03-03T00:00:00Z").to_pydatetime(), pd.Timestamp("2026-03-04T00:00:00Z").to_pydatetime())
+SLOW, FAST = 2.5, 0.2
+HIGH, LOW = 0.97, 0.3
+
+
+def make_config(**evaluation: Any) -> ModelwatchConfig:
+    return ModelwatchConfig.model_validate({
+        "prometheus": {"queries": [
+            {"name": "cpu", "promql": "cpu", "saturation": 0.9, "unit": "ratio"},
+            {"name": "memory", "promql": "memory", "saturation": 0.9, "unit": "ratio"},
+            {"name": "request_rate", "promql": "rate", "unit": "req/s"},
+        ]},
+        "mlflow": {"experiments": [{"name": "e"}]},
+        "correlation": {"tolerance": "60s"},
+        "evaluation": {"slow_prediction_seconds": 1.0, "min_slow_count": 3, "min_slow_share": 0.02,
+                       "min_coincidence_share": 0.5, "min_lift": 2.0, **evaluation},
+    })  # fmt: skip
+
+
+def at(minute: int) -> pd.Timestamp:
+    return T0 + pd.Timedelta(minutes=minute)
+
+
+def model_frames(
+    n: int,
+    slow: Callable[[int], bool],
+    cpu: Callable[[int], float] | None = lambda k: LOW,
+    memory: Callable[[int], float] | None = lambda k: 0.4,
+    *,
+    model: str = "m",
+    instance: str = "a",
+    resource_instance: str | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``n`` predictions (minute ``k`` slow when ``slow(k)``), cpu/memory sampled at the same minutes."""
+    pred = pd.DataFrame({
+        "timestamp": [at(k) for k in range(n)], "model": model, "model_version": "3", "instance": instance,
+        "prediction_time": [SLOW if slow(k) else FAST for k in range(n)], "accuracy": 0.9, "loss": 0.1,
+        "run_id": [f"{model}-{k}" for k in range(n)], "experiment": "e",
+    })  # fmt: skip
+    rows = []
+    where = instance if resource_instance is None else resource_instance
+    for name, fn in (("cpu", cpu), ("memory", memory), ("request_rate", lambda k: 12.0)):
+        if fn is not None:
+            rows += [{"timestamp": at(k), "query": name, "instance": where, "labels": "", "value": fn(k)}
+                     for k in range(n)]  # fmt: skip
+    res = pd.DataFrame(rows, columns=["timestamp", "query", "instance", "labels", "value"])
+    return pred, res
+
+
+def run(pred: pd.DataFrame, res: pd.DataFrame, cfg: ModelwatchConfig | None = None) -> dict[str, ModelVerdict]:
+    cfg = cfg or make_config()
+    joined, corr = correlate(pred, res, cfg)
+    verdicts = evaluate(joined, corr, res, cfg, WINDOW)
+    assert len({v.model for v in verdicts}) == len(verdicts)
+    return {v.model: v for v in verdicts}
+
+
+def minutes_10_to_19(k: int) -> bool:
+    return 10 <= k < 20
+
+
+# -- healthy -----------------------------------------------------------------------------------------------
+
+
+def test_healthy_with_one_slow_prediction_in_a_hundred() -> None:
+    v = run(*model_frames(100, lambda k: k == 50))["m"]
+    assert v.verdict == "healthy"
+    assert (v.n_predictions, v.n_slow) == (100, 1)
+    assert v.slow_share == pytest.approx(0.01)
+    assert v.model_versions == ["3"]
+    assert "1 of 100" in v.reason
+    assert v.incident_start is None and v.saturated_resources == []
+
+
+@pytest.mark.parametrize(
+    ("n", "n_slow", "healthy"),
+    [
+        (200, 2, True),   # 2 < min_slow_count and 1 % < min_slow_share
+        (300, 3, False),  # min_slow_count reached
+        (50, 1, False),   # 2 % = min_slow_share reached
+        (51, 1, True),    # just under 2 %
+    ],
+)  # fmt: skip
+def test_slow_enough_is_count_or_share(n: int, n_slow: int, healthy: bool) -> None:
+    v = run(*model_frames(n, lambda k: k < n_slow))["m"]
+    assert v.n_slow == n_slow
+    assert (v.verdict == "healthy") is healthy
+    if not healthy:
+        assert v.verdict == "slow_unexplained"  # resources are normal throughout
+
+
+def test_saturation_without_slow_predictions_is_healthy() -> None:
+    v = run(*model_frames(40, lambda k: False, cpu=lambda k: HIGH if minutes_10_to_19(k) else LOW))["m"]
+    assert v.verdict == "healthy"
+
+
+# -- degraded ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("resource", ["cpu", "memory"])
+def test_degraded_names_the_saturated_resource(resource: str) -> None:
+    saturated = {"cpu": lambda k: LOW, "memory": lambda k: 0.4}
+    saturated[resource] = lambda k: HIGH if minutes_10_to_19(k) else LOW
+    v = run(*model_frames(40, minutes_10_to_19, cpu=saturated["cpu"], memory=saturated["memory"]))["m"]
+    assert v.verdict == "degraded"
+    assert [e.resource for e in v.saturated_resources] == [resource]
+    e = v.saturated_resources[0]
+    assert (e.n_slow_saturated, e.slow_saturated_share, e.normal_saturated_share) == (10, 1.0, 0.0)
+    assert e.threshold == 0.9 and e.unit == "ratio"
+    assert e.slow_value_median == HIGH and e.slow_value_max == HIGH
+    assert resource in v.reason
+    assert (v.n_slow, v.slow_instances) == (10, ["a"])
+    assert pd.Timestamp(v.incident_start) == at(10)
+    assert pd.Timestamp(v.incident_end) == at(19)
+
+
+def test_degraded_lists_every_explaining_resource_most_coincident_first() -> None:
+    v = run(*model_frames(
+        40, minutes_10_to_19,
+        cpu=lambda k: HIGH if 10 <= k < 15 else LOW,     # 5 of 10 slow: exactly min_coincidence_share
+        memory=lambda k: HIGH if minutes_10_to_19(k) else LOW,  # 10 of 10
+    ))["m"]  # fmt: skip
+    assert v.verdict == "degraded"
+    assert [e.resource for e in v.saturated_resources] == ["memory", "cpu"]
+
+
+def test_resource_saturated_at_too_few_slow_predictions_does_not_explain() -> None:
+    v = run(*model_frames(40, minutes_10_to_19, cpu=lambda k: HIGH if 10 <= k < 14 else LOW))["m"]  # 4 of 10
+    assert v.verdict == "slow_unexplained"
+
+
+def test_incident_covers_the_slow_saturated_predictions() -> None:
+    # slow at 10-19 and again at 30 (cpu normal then): the incident is the saturated part
+    v = run(*model_frames(40, lambda k: minutes_10_to_19(k) or k == 30,
+                          cpu=lambda k: HIGH if minutes_10_to_19(k) else LOW))["m"]  # fmt: skip
+    assert v.verdict == "degraded"
+    assert (pd.Timestamp(v.incident_start), pd.Timestamp(v.incident_end)) == (at(10), at(19))
+
+
+# -- lift ----------------------------------------------------------------------------------------------------
+
+
+def _every_other_minute(k: int) -> float:
+    return HIGH if k % 2 == 0 else LOW
+
+
+def test_saturation_as_common_at_normal_predictions_does_not_explain() -> None:
+    # cpu is saturated every other minute all along: at 5 of the 10 slow predictions (coincidence share 0.5,
+    # enough) but also at 15 of the 30 normal ones: lift 1 < min_lift 2
+    pred, res = model_frames(40, minutes_10_to_19, cpu=_every_other_minute)
+    v = run(pred, res)["m"]
+    assert v.verdict == "slow_unexplained"
+    assert v.saturated_resources == []
+    # the same data with min_lift 1 would call it degraded: it is the lift that decides
+    assert run(pred, res, make_config(min_lift=1.0))["m"].verdict == "degraded"
+
+
+def test_per_model_min_lift_override() -> None:
+    pred, res = model_frames(40, minutes_10_to_19, cpu=_every_other_minute)
+    cfg = make_config(models={"m": {"min_lift": 1.0}})
+    assert run(pred, res, cfg)["m"].verdict == "degraded"
+
+
+# -- slow_unexplained --------------------------------------------------------------------------------------
+
+
+def test_slow_unexplained() -> None:
+    v = run(*model_frames(40, minutes_10_to_19))["m"]
+    assert v.verdict == "slow_unexplained"
+    assert (v.n_slow, v.slow_instances, v.saturated_resources) == (10, ["a"], [])
+    assert (pd.Timestamp(v.incident_start), pd.Timestamp(v.incident_end)) == (at(10), at(19))
+
+
+def test_slow_threshold_per_model() -> None:
+    cfg = make_config(models={"recommender": {"slow_prediction_seconds": 3.0}})
+    p1, r1 = model_frames(40, minutes_10_to_19, model="fraud")
+    p2, _ = model_frames(40, minutes_10_to_19, model="recommender")  # the same 2.5 s predictions
+    verdicts = run(pd.concat([p1, p2], ignore_index=True), r1, cfg)
+    assert (verdicts["fraud"].verdict, verdicts["fraud"].slow_threshold_seconds) == ("slow_unexplained", 1.0)
+    assert (verdicts["recommender"].verdict, verdicts["recommender"].slow_threshold_seconds) == ("healthy", 3.0)
+    assert verdicts["recommender"].n_slow == 0
+
+
+# -- no_data -------------------------------------------------------------------------------------------------
+
+
+def test_expected_model_without_predictions_is_no_data() -> None:
+    pred, res = model_frames(40, lambda k: False)
+    verdicts = run(pred, res, make_config(expected_models=["m", "ghost"]))
+    assert list(verdicts) == ["ghost", "m"]
+    assert verdicts["ghost"].verdict == "no_data"
+    assert verdicts["ghost"].n_predictions == 0
+    assert "no predictions" in verdicts["ghost"].reason
+    assert verdicts["m"].verdict == "healthy"
+
+
+def test_empty_window_every_expected_model_is_no_data() -> None:
+    pred, res = model_frames(0, lambda k: False)
+    pred = pred.astype({"model": "str", "instance": "str", "model_version": "str", "prediction_time": "float64"})
+    verdicts = run(pred, res, make_config(expected_models=["fraud-detector", "recommender"]))
+    assert {m: v.verdict for m, v in verdicts.items()} == {"fraud-detector": "no_data", "recommender": "no_data"}
+
+
+@pytest.mark.parametrize("slow", [False, True])
+def test_no_resource_samples_for_the_models_instances_is_no_data(slow: bool) -> None:
+    # cpu and memory only for instance "b", the model runs on "a": never healthy (nor slow_unexplained)
+    pred, res = model_frames(40, lambda k: slow and minutes_10_to_19(k), resource_instance="b")
+    v = run(pred, res)["m"]
+    assert v.verdict == "no_data"
+    assert v.resources_without_data == ["cpu", "memory"]
+    assert "a" in v.reason and "40 predictions" in v.reason
+
+
+def test_context_only_samples_are_not_evidence() -> None:
+    # request_rate (no threshold) is there for "a", but neither cpu nor memory
+    pred, res = model_frames(40, lambda k: False, cpu=None, memory=None)
+    assert set(res["query"]) == {"request_rate"}
+    assert run(pred, res)["m"].verdict == "no_data"
+
+
+def test_some_resources_missing_is_still_judged() -> None:
+    pred, res = model_frames(40, minutes_10_to_19, cpu=lambda k: HIGH if minutes_10_to_19(k) else LOW, memory=None)
+    v = run(pred, res)["m"]
+    assert v.verdict == "degraded"
+    assert v.resources_without_data == ["memory"]
+
+
+def test_cluster_wide_series_counts_for_every_instance() -> None:
+    pred, res = model_frames(40, minutes_10_to_19, cpu=lambda k: HIGH if minutes_10_to_19(k) else LOW,
+                             resource_instance="")  # fmt: skip
+    v = run(pred, res)["m"]
+    assert v.verdict == "degraded"
+    assert v.resources_without_data == []
+
+
+# -- what is stored --------------------------------------------------------------------------------------------
+
+
+def _strict_json(obj: Any) -> Any:
+    def reject(constant: str) -> None:
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(json.dumps(obj), parse_constant=reject)
+
+
+def test_to_dict_is_strict_json() -> None:
+    # cpu sampled only at the slow predictions (minutes 10-19; no prediction at 9 and 20, so no normal one is
+    # within the 60 s tolerance): the normal share is unknown (NaN), the lift infinite and the Spearman
+    # undefined (all slow predictions take the same time)
+    pred, res = model_frames(40, minutes_10_to_19, cpu=lambda k: HIGH, memory=None)
+    pred = pred[~pred["timestamp"].isin([at(9), at(20)])]
+    res = res[(res["query"] != "cpu") | res["timestamp"].between(at(10), at(19))]
+    verdicts = run(pred, res, make_config(expected_models=["ghost"]))
+    v = verdicts["m"]
+    assert v.verdict == "degraded"
+    for verdict in verdicts.values():
+        d = _strict_json(verdict.to_dict())
+        assert d["model"] == verdict.model
+    d = _strict_json(v.to_dict())
+    evidence = d["saturated_resources"][0]
+    assert evidence["normal_saturated_share"] is None
+    assert evidence["spearman"] is None
+    assert evidence["lift"] in ("inf", None)  # never a bare Infinity
+
+
+def test_verdicts_survive_the_lake() -> None:
+    """The evaluate task reads joined and correlation back from Parquet: same verdicts as in memory."""
+    pred, res = model_frames(40, minutes_10_to_19, cpu=lambda k: HIGH if minutes_10_to_19(k) else LOW)
+    cfg = make_config(expected_models=["ghost"])
+    joined, corr = correlate(pred, res, cfg)
+    in_memory = [v.to_dict() for v in evaluate(joined, corr, res, cfg, WINDOW)]
+
+    def through(frame: pd.DataFrame) -> pd.DataFrame:
+        return pd.read_parquet(io.BytesIO(frame_to_parquet(frame)))
+
+    read_back = [v.to_dict() for v in evaluate(through(joined), through(corr), through(res), cfg, WINDOW)]
+    assert read_back == in_memory
+    frame = verdicts_frame(evaluate(joined, corr, res, cfg, WINDOW))
+    assert list(frame["verdict"]) == ["no_data", "degraded"]
+    assert frame.loc[1, "saturated_resources"] == "cpu"
+    through(frame)  # the verdicts dataset serialises

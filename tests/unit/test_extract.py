@@ -1,0 +1,397 @@
+"""The pure extractors: chunk planning, matrix merging, frames, metric-history join, window edges."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pandas as pd
+import pytest
+from mlflow.entities import Metric, Run, RunData, RunInfo, RunTag
+
+from modelwatch.extract import (
+    PREDICTION_COLUMNS,
+    RESOURCE_COLUMNS,
+    epoch_ms,
+    extract_predictions,
+    extract_resources,
+    history_to_frame,
+    last_step_before,
+    matrix_to_frame,
+    merge_matrices,
+    plan_chunks,
+    runs_to_frame,
+    strip_port,
+)
+
+DAY = datetime(2026, 3, 3, tzinfo=UTC)
+DAY_MS = epoch_ms(DAY)
+NEXT_MS = DAY_MS + 86_400_000
+TAGS = {"model": "model", "model_version": "model_version", "instance": "instance"}
+
+
+def grid(start: datetime, end: datetime, step: float) -> list[int]:
+    """Evaluation instants (ms) of one query_range over [start, end], as Prometheus computes them."""
+    s, e, st = epoch_ms(start), epoch_ms(end), round(step * 1000)
+    return list(range(s, e + 1, st))
+
+
+# -- plan_chunks --------------------------------------------------------------------------------------
+
+
+def check_plan(start: datetime, end: datetime, step: float, max_points: int) -> list[tuple[datetime, datetime]]:
+    chunks = plan_chunks(start, end, step, max_points)
+    step_ms = round(step * 1000)
+    covered: list[int] = []
+    for a, b in chunks:
+        points = grid(a, b, step)
+        assert len(points) <= max_points
+        assert (epoch_ms(b) - epoch_ms(a)) / step_ms <= 11000  # Prometheus's own check
+        assert (epoch_ms(a) - epoch_ms(start)) % step_ms == 0  # on the request's grid
+        assert a.tzinfo is not None and b.tzinfo is not None
+        covered += points
+    assert covered == grid(start, end, step)  # same instants, in order, none twice
+    for (_, b), (a, _) in zip(chunks, chunks[1:], strict=False):
+        assert epoch_ms(a) - epoch_ms(b) == step_ms  # seams share no point and skip none
+    return chunks
+
+
+def test_three_days_at_15s_needs_several_chunks() -> None:
+    start = datetime(2026, 3, 2, tzinfo=UTC)
+    end = datetime(2026, 3, 5, tzinfo=UTC) - timedelta(seconds=15)
+    assert len(grid(start, end, 15)) == 3 * 5760 > 11000  # one request would be refused
+    chunks = check_plan(start, end, 15, 11000)
+    assert len(chunks) == 2
+    assert len(check_plan(start, end, 15, 1000)) == 18  # ceil(17280 / 1000)
+
+
+@pytest.mark.parametrize(
+    ("span", "step", "max_points"),
+    [
+        (timedelta(days=1), 15, 11000),
+        (timedelta(days=1) - timedelta(seconds=15), 15, 5760),
+        (timedelta(days=4, seconds=7), 60, 1000),
+        (timedelta(hours=5, milliseconds=123), 7.5, 97),
+        (timedelta(0), 15, 11000),
+        (timedelta(seconds=14), 15, 1),
+        (timedelta(minutes=1), 15, 1),
+    ],
+)
+def test_plan_chunks_union_equals_single_request(span: timedelta, step: float, max_points: int) -> None:
+    check_plan(DAY, DAY + span, step, max_points)
+
+
+def test_plan_chunks_exact_multiple_has_no_empty_tail() -> None:
+    chunks = plan_chunks(DAY, DAY + timedelta(seconds=15 * 19), 15, 10)  # 20 points
+    assert chunks == [
+        (DAY, DAY + timedelta(seconds=15 * 9)),
+        (DAY + timedelta(seconds=15 * 10), DAY + timedelta(seconds=15 * 19)),
+    ]
+
+
+def test_plan_chunks_rejects_bad_input() -> None:
+    with pytest.raises(ValueError):
+        plan_chunks(DAY, DAY - timedelta(seconds=1), 15)
+    with pytest.raises(ValueError):
+        plan_chunks(DAY, DAY, 0)
+    with pytest.raises(ValueError):
+        plan_chunks(DAY, DAY, 15, 0)
+    with pytest.raises(ValueError, match="naive"):
+        plan_chunks(datetime(2026, 3, 3), datetime(2026, 3, 4), 15)
+
+
+def test_last_step_before_end() -> None:
+    assert last_step_before(DAY, DAY + timedelta(days=1), 15) == DAY + timedelta(hours=23, minutes=59, seconds=45)
+    assert last_step_before(DAY, DAY + timedelta(seconds=100), 15) == DAY + timedelta(seconds=90)
+    assert last_step_before(DAY, DAY + timedelta(seconds=1), 15) == DAY
+    with pytest.raises(ValueError):
+        last_step_before(DAY, DAY, 15)
+
+
+# -- merge_matrices -----------------------------------------------------------------------------------
+
+
+def test_merge_matrices() -> None:
+    a = [
+        {"metric": {"instance": "model-b:9100", "job": "node"}, "values": [[1.0, "1"], [2.0, "2"]]},
+        {"metric": {"instance": "model-a:9100", "job": "node"}, "values": [[1.0, "10"]]},
+    ]
+    b = [
+        # same label set, other key order; 2.0 is a seam duplicate
+        {"metric": {"job": "node", "instance": "model-b:9100"}, "values": [[3.0, "3"], [2.0, "2"]]},
+        {"metric": {"instance": "model-c:9100", "job": "node"}, "values": [[3.0, "30"]]},
+    ]
+    merged = merge_matrices([a, b])
+    assert [m["metric"]["instance"] for m in merged] == ["model-a:9100", "model-b:9100", "model-c:9100"]
+    assert merged[1]["values"] == [[1.0, "1"], [2.0, "2"], [3.0, "3"]]
+    assert merge_matrices([]) == [] and merge_matrices([[], []]) == []
+
+
+# -- matrix_to_frame ----------------------------------------------------------------------------------
+
+
+def test_matrix_to_frame() -> None:
+    result = [
+        {"metric": {"job": "node", "instance": "model-a:9100"},
+         "values": [[1772496000, "0.5"], [1772496015.5, "NaN"], [1772496030, "+Inf"], [1772496045, "-Inf"]]},
+        {"metric": {"__name__": "x"}, "values": [[1772496000, "1e3"]]},
+    ]
+    df = matrix_to_frame(result, "cpu")
+    assert list(df.columns) == list(RESOURCE_COLUMNS)
+    assert str(df["timestamp"].dtype) == "datetime64[ms, UTC]"
+    assert df["value"].dtype == "float64"
+    assert df["timestamp"].iloc[0] == pd.Timestamp(DAY)
+    assert df["timestamp"].iloc[1] == pd.Timestamp(DAY + timedelta(seconds=15.5))
+    values = df["value"].tolist()
+    assert values[0] == 0.5 and math.isnan(values[1]) and values[2] == math.inf and values[3] == -math.inf
+    assert values[4] == 1000.0
+    assert df["instance"].tolist() == ["model-a"] * 4 + [""]
+    assert df["query"].unique().tolist() == ["cpu"]
+    assert json.loads(df["labels"].iloc[0]) == {"instance": "model-a:9100", "job": "node"}
+    assert df["labels"].iloc[0] == '{"instance":"model-a:9100","job":"node"}'  # sorted keys, stable text
+    for column in ("query", "instance", "labels"):
+        assert pd.api.types.is_string_dtype(df[column])
+
+
+def test_matrix_to_frame_custom_instance_label() -> None:
+    df = matrix_to_frame([{"metric": {"pod": "model-b:8000"}, "values": [[1, "1"]]}], "q", instance_label="pod")
+    assert df["instance"].tolist() == ["model-b"]
+
+
+def test_empty_matrix_frame_has_columns_and_dtypes() -> None:
+    df = matrix_to_frame([], "cpu")
+    assert list(df.columns) == list(RESOURCE_COLUMNS) and len(df) == 0
+    assert str(df["timestamp"].dtype) == "datetime64[ms, UTC]" and df["value"].dtype == "float64"
+    assert pd.api.types.is_string_dtype(df["instance"])
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("model-a:9100", "model-a"), ("model-a", "model-a"), ("10.0.0.1:8000", "10.0.0.1"),
+     ("[::1]:9100", "::1"), ("::1", "::1"), ("", ""), ("host:abc", "host:abc")],
+)
+def test_strip_port(raw: str, expected: str) -> None:
+    assert strip_port(raw) == expected
+
+
+# -- extract_resources --------------------------------------------------------------------------------
+
+
+@dataclass
+class Q:
+    name: str
+    promql: str
+
+
+class GridPrometheus:
+    """Answers like Prometheus would: one point per grid instant in [start, end] (inclusive)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, datetime, datetime, float, int]] = []
+        self.requests_made = 0
+
+    def query_range_chunked(self, promql: str, start: datetime, end: datetime, step_seconds: float, *,
+                            query_name: str, max_points: int = 11000) -> list[dict[str, Any]]:
+        self.calls.append((promql, start, end, step_seconds, max_points))
+        self.requests_made += len(plan_chunks(start, end, step_seconds, max_points))
+        values = [[ms / 1000, "0.25"] for ms in grid(start, end, step_seconds)]
+        return [{"metric": {"instance": "model-a:9100"}, "values": values}]
+
+
+def test_extract_resources_window_edges_and_concat() -> None:
+    hook = GridPrometheus()
+    queries = [Q("cpu", "cpu_promql"), Q("memory", "mem_promql")]
+    df = extract_resources(hook, queries, DAY, DAY + timedelta(days=1), 15, 11000, "instance")  # type: ignore[arg-type]
+    assert [c[0] for c in hook.calls] == ["cpu_promql", "mem_promql"]
+    assert hook.calls[0][1:3] == (DAY, DAY + timedelta(days=1) - timedelta(seconds=15))
+    assert len(df) == 2 * 5760
+    for _name, part in df.groupby("query"):
+        assert part["timestamp"].min() == pd.Timestamp(DAY)  # the start is in
+        assert part["timestamp"].max() == pd.Timestamp(DAY + timedelta(hours=23, minutes=59, seconds=45))
+    assert pd.Timestamp(DAY + timedelta(days=1)) not in set(df["timestamp"])  # the end is the next window's
+    assert list(df.columns) == list(RESOURCE_COLUMNS) and str(df["timestamp"].dtype) == "datetime64[ms, UTC]"
+    assert df["query"].tolist()[0] == "cpu" and df["query"].tolist()[-1] == "memory"
+
+
+def test_extract_resources_no_queries_is_empty_frame() -> None:
+    df = extract_resources(GridPrometheus(), [], DAY, DAY + timedelta(hours=1), 15)  # type: ignore[arg-type]
+    assert list(df.columns) == list(RESOURCE_COLUMNS) and len(df) == 0
+
+
+# -- MLflow frames ------------------------------------------------------------------------------------
+
+
+def run(run_id: str, start_ms: int, metrics: dict[str, float] | None = None, tags: dict[str, str] | None = None,
+        end_ms: int | None = None) -> Run:
+    info = RunInfo(run_id, "1", "u", "FINISHED", start_ms, end_ms, "active")
+    data = RunData(
+        metrics=[Metric(k, v, start_ms, 0) for k, v in (metrics or {}).items()],
+        tags=[RunTag(k, v) for k, v in (tags or {}).items()],
+    )
+    return Run(info, data)
+
+
+FRAUD_TAGS = {"model": "fraud-detector", "model_version": "3", "instance": "model-a"}
+
+
+def test_runs_to_frame() -> None:
+    runs = [
+        run("r1", DAY_MS + 600_000, {"prediction_time": 0.2, "accuracy": 0.9, "loss": 0.1}, FRAUD_TAGS),
+        run("r2", DAY_MS + 1_200_000, {"prediction_time": 2.5}, {"model": "fraud-detector", "served_on": "model-b:8000"}),
+    ]
+    df = runs_to_frame(runs, {"model": "model", "model_version": "model_version", "instance": "served_on"}, "exp")
+    assert list(df.columns) == list(PREDICTION_COLUMNS)
+    assert str(df["timestamp"].dtype) == "datetime64[ms, UTC]"
+    assert df["timestamp"].tolist() == [pd.Timestamp(DAY + timedelta(minutes=10)), pd.Timestamp(DAY + timedelta(minutes=20))]
+    assert df["instance"].tolist() == ["", "model-b"]  # r1 has no served_on tag; ports are dropped
+    assert df["model_version"].tolist() == ["3", ""]
+    assert df.loc[1, "prediction_time"] == 2.5 and math.isnan(df.loc[1, "accuracy"]) and math.isnan(df.loc[1, "loss"])
+    assert df["run_id"].tolist() == ["r1", "r2"] and df["experiment"].tolist() == ["exp", "exp"]
+    for column in ("prediction_time", "accuracy", "loss"):
+        assert df[column].dtype == "float64"
+
+
+def test_runs_to_frame_empty() -> None:
+    df = runs_to_frame([], TAGS, "exp")
+    assert list(df.columns) == list(PREDICTION_COLUMNS) and len(df) == 0
+    assert str(df["timestamp"].dtype) == "datetime64[ms, UTC]" and df["loss"].dtype == "float64"
+
+
+def test_history_to_frame_joins_on_timestamp_and_step() -> None:
+    r = run("h1", DAY_MS, tags={"model": "recommender", "model_version": "12", "instance": "model-b"})
+    t1, t2, t3 = DAY_MS, DAY_MS + 120_000, DAY_MS + 240_000
+    histories = {
+        "prediction_time": [Metric("prediction_time", 0.2, t1, 0), Metric("prediction_time", 0.3, t2, 1),
+                            Metric("prediction_time", 0.4, t3, 2)],
+        # logged out of order, t3 missing, one point duplicated (last value wins)
+        "accuracy": [Metric("accuracy", 0.8, t2, 1), Metric("accuracy", 0.9, t1, 0), Metric("accuracy", 0.95, t1, 0)],
+        "loss": [Metric("loss", 0.1, t1, 0), Metric("loss", 0.2, t2, 1), Metric("loss", 0.3, t3, 2)],
+        "other": [Metric("other", 1.0, t1, 0)],
+    }
+    df = history_to_frame(r, histories, TAGS, "recommender-predictions", DAY_MS, NEXT_MS)
+    assert list(df.columns) == list(PREDICTION_COLUMNS)
+    assert [epoch_ms(t) for t in df["timestamp"].dt.to_pydatetime()] == [t1, t2, t3]
+    assert df["prediction_time"].tolist() == [0.2, 0.3, 0.4]
+    assert df["accuracy"].tolist()[:2] == [0.95, 0.8] and math.isnan(df["accuracy"].iloc[2])
+    assert set(df["model"]) == {"recommender"} and set(df["instance"]) == {"model-b"}
+    assert set(df["run_id"]) == {"h1"}
+
+
+def test_history_same_timestamp_different_steps_are_two_predictions() -> None:
+    r = run("h1", DAY_MS, tags=FRAUD_TAGS)
+    histories = {"prediction_time": [Metric("prediction_time", 0.2, DAY_MS, 0), Metric("prediction_time", 0.3, DAY_MS, 1)]}
+    assert len(history_to_frame(r, histories, TAGS, "e", DAY_MS, NEXT_MS)) == 2
+
+
+def test_history_window_edges() -> None:
+    r = run("h1", DAY_MS - 86_400_000, tags=FRAUD_TAGS)
+    points = [DAY_MS - 1, DAY_MS, NEXT_MS - 1, NEXT_MS]
+    histories = {"prediction_time": [Metric("prediction_time", 0.2, t, i) for i, t in enumerate(points)]}
+    df = history_to_frame(r, histories, TAGS, "e", DAY_MS, NEXT_MS)
+    assert [epoch_ms(t) for t in df["timestamp"].dt.to_pydatetime()] == [DAY_MS, NEXT_MS - 1]
+
+
+# -- extract_predictions ------------------------------------------------------------------------------
+
+
+@dataclass
+class E:
+    name: str
+    layout: str
+
+
+class FakeMlflow:
+    """Filters like the MLflow server would (start_time in [start, end); overlap for histories)."""
+
+    def __init__(self, per_run: list[Run], histories: list[tuple[Run, dict[str, list[Metric]]]]) -> None:
+        self.per_run = per_run
+        self.histories = {r.info.run_id: (r, h) for r, h in histories}
+        self.page_sizes: list[int] = []
+
+    def experiment_ids(self, names: Sequence[str]) -> dict[str, str]:
+        return {n: f"id-{n}" for n in names}
+
+    def search_runs(self, experiment_ids: Sequence[str], start_ms: int, end_ms: int, *, page_size: int = 1000) -> Iterator[Run]:
+        assert experiment_ids == ["id-fraud"]
+        self.page_sizes.append(page_size)
+        yield from (r for r in self.per_run if start_ms <= r.info.start_time < end_ms)
+
+    def search_runs_overlapping(self, experiment_ids: Sequence[str], start_ms: int, end_ms: int, page_size: int = 1000) -> list[Run]:
+        assert experiment_ids == ["id-rec"]
+        return [r for r, _ in self.histories.values()
+                if r.info.start_time < end_ms and (r.info.end_time is None or r.info.end_time >= start_ms)]
+
+    def metric_history(self, run_id: str, key: str) -> list[Metric]:
+        return self.histories[run_id][1].get(key, [])
+
+
+def fixture_runs(shuffle: int | None = None) -> FakeMlflow:
+    per_run = [
+        run("f-prev", DAY_MS - 1, {"prediction_time": 9.0}, FRAUD_TAGS),
+        run("f-start", DAY_MS, {"prediction_time": 0.2, "accuracy": 0.9, "loss": 0.1}, FRAUD_TAGS),
+        run("f-b", DAY_MS + 300_000, {"prediction_time": 0.3, "accuracy": 0.9, "loss": 0.1},
+            {**FRAUD_TAGS, "instance": "model-b"}),
+        run("f-last", NEXT_MS - 1, {"prediction_time": 0.4, "accuracy": 0.9, "loss": 0.1}, FRAUD_TAGS),
+        run("f-end", NEXT_MS, {"prediction_time": 9.0}, FRAUD_TAGS),
+    ]
+    rec_tags = {"model": "recommender", "model_version": "12", "instance": "model-b"}
+    days = []
+    for d in (-1, 0, 1):
+        start = DAY_MS + d * 86_400_000
+        r = run(f"rec-{d}", start, tags=rec_tags, end_ms=start + 86_399_999)
+        ts = [start + i * 120_000 for i in range(720)]
+        days.append((r, {
+            "prediction_time": [Metric("prediction_time", 0.2, t, i) for i, t in enumerate(ts)],
+            "accuracy": [Metric("accuracy", 0.9, t, i) for i, t in enumerate(ts)],
+            "loss": [Metric("loss", 0.1, t, i) for i, t in enumerate(ts)],
+        }))
+    if shuffle is not None:
+        random.Random(shuffle).shuffle(per_run)
+        random.Random(shuffle).shuffle(days)
+    return FakeMlflow(per_run, days)
+
+
+EXPERIMENTS = [E("fraud", "run_per_prediction"), E("rec", "metric_history")]
+
+
+def test_extract_predictions_both_layouts_one_day() -> None:
+    hook = fixture_runs()
+    df = extract_predictions(hook, EXPERIMENTS, TAGS, DAY, DAY + timedelta(days=1), page_size=50)  # type: ignore[arg-type]
+    assert list(df.columns) == list(PREDICTION_COLUMNS)
+    assert hook.page_sizes == [50]
+    fraud = df[df["experiment"] == "fraud"]
+    assert fraud["run_id"].tolist() == ["f-start", "f-b", "f-last"]  # start in, end out
+    rec = df[df["experiment"] == "rec"]
+    assert len(rec) == 720 and set(rec["run_id"]) == {"rec-0"}
+    assert rec["timestamp"].min() == pd.Timestamp(DAY)
+    assert rec["timestamp"].max() == pd.Timestamp(DAY + timedelta(hours=23, minutes=58))
+    assert df["timestamp"].is_monotonic_increasing
+    assert str(df["timestamp"].dtype) == "datetime64[ms, UTC]"
+    for column in ("prediction_time", "accuracy", "loss"):
+        assert df[column].dtype == "float64"
+    # at 00:00 both models predicted: ordered by model name
+    assert df["model"].tolist()[:2] == ["fraud-detector", "recommender"]
+
+
+def test_extract_predictions_is_deterministic() -> None:
+    first = extract_predictions(fixture_runs(), EXPERIMENTS, TAGS, DAY, DAY + timedelta(days=1))  # type: ignore[arg-type]
+    for seed in (1, 2, 3):
+        again = extract_predictions(fixture_runs(seed), EXPERIMENTS, TAGS, DAY, DAY + timedelta(days=1))  # type: ignore[arg-type]
+        pd.testing.assert_frame_equal(first, again)
+
+
+def test_extract_predictions_accepts_config_tag_keys() -> None:
+    from modelwatch.config import TagKeys
+
+    df = extract_predictions(fixture_runs(), EXPERIMENTS[:1], TagKeys(), DAY, DAY + timedelta(days=1))  # type: ignore[arg-type]
+    assert df["model"].tolist() == ["fraud-detector"] * 3
+
+
+def test_extract_predictions_rejects_unknown_layout() -> None:
+    with pytest.raises(ValueError, match="layout"):
+        extract_predictions(fixture_runs(), [E("fraud", "one_file_per_day")], TAGS, DAY, DAY + timedelta(days=1))  # type: ignore[arg-type]

@@ -1,0 +1,629 @@
+"""Hooks against a tiny real HTTP server (scripted answers), and MlflowHook against a fake client.
+
+Connections come from ``AIRFLOW_CONN_<ID>`` JSON env vars: outside a task (no SDK supervisor) Airflow
+3.3 resolves connections through the env-var backend (plus any configured external backend), which is
+what these tests rely on.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, quote, urlsplit
+
+import pytest
+
+from modelwatch.errors import AlertmanagerError, MlflowSourceError, PrometheusQueryError, UpstreamUnavailable
+from modelwatch.hooks import AlertmanagerHook, ApiHook, MlflowHook, PrometheusHook
+from modelwatch.hooks import base as base_module
+from modelwatch.hooks.alertmanager import matcher
+from modelwatch.hooks.base import parse_retry_after
+
+REPO = Path(__file__).resolve().parents[2]
+FAST = {"backoff_base_seconds": 0.01, "backoff_max_seconds": 0.05}
+T0 = datetime(2026, 3, 2, tzinfo=UTC)
+MATRIX = {
+    "status": "success",
+    "data": {
+        "resultType": "matrix",
+        "result": [{"metric": {"instance": "model-a:9100"}, "values": [[1772409600, "0.25"], [1772409615, "0.5"]]}],
+    },
+}
+
+
+# -- scripted HTTP server ---------------------------------------------------------------------------
+
+
+@dataclass
+class Seen:
+    method: str
+    path: str
+    query: str
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def form(self) -> dict[str, str]:
+        return dict(parse_qsl(self.body.decode()))
+
+    @property
+    def params(self) -> list[tuple[str, str]]:
+        return parse_qsl(self.query, keep_blank_values=True)
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    body: Any = field(default_factory=lambda: MATRIX)
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+
+
+class ScriptedServer:
+    """Answers each request with the next scripted :class:`Reply` (then 200 + MATRIX), recording it."""
+
+    def __init__(self) -> None:
+        self.replies: deque[Reply] = deque()
+        self.seen: list[Seen] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _handle(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                parts = urlsplit(self.path)
+                server.seen.append(Seen(self.command, parts.path, parts.query, dict(self.headers.items()), body))
+                reply = server.replies.popleft() if server.replies else Reply()
+                if reply.delay:
+                    time.sleep(reply.delay)
+                if isinstance(reply.body, bytes | str):
+                    payload = reply.body.encode() if isinstance(reply.body, str) else reply.body
+                    content_type = "text/plain; charset=utf-8"
+                else:
+                    payload = json.dumps(reply.body).encode()
+                    content_type = "application/json"
+                try:
+                    self.send_response(reply.status)
+                    self.send_header("Content-Type", reply.headers.get("Content-Type", content_type))
+                    for k, v in reply.headers.items():
+                        if k != "Content-Type":
+                            self.send_header(k, v)
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up (timeout test)
+
+            do_GET = do_POST = _handle
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+
+    def script(self, *replies: Reply) -> None:
+        self.replies.extend(replies)
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def server() -> Iterator[ScriptedServer]:
+    s = ScriptedServer()
+    yield s
+    s.close()
+
+
+def set_conn(monkeypatch: pytest.MonkeyPatch, conn_id: str, **fields: Any) -> None:
+    """Define an Airflow connection the way deployments and the devstack do: a JSON env var."""
+    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(fields))
+
+
+@pytest.fixture
+def prom(server: ScriptedServer, monkeypatch: pytest.MonkeyPatch) -> PrometheusHook:
+    set_conn(monkeypatch, "prom_test", conn_type="prometheus", host="127.0.0.1", port=server.port)
+    return PrometheusHook("prom_test", **FAST)
+
+
+def closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# -- connections ------------------------------------------------------------------------------------
+
+
+def test_env_var_connection_resolves_outside_a_task(monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow.sdk import BaseHook
+
+    set_conn(monkeypatch, "prom_env", conn_type="prometheus", host="prom.example", port=9090,
+             extra={"auth": "bearer"})
+    conn = BaseHook.get_connection("prom_env")
+    assert (conn.conn_type, conn.host, conn.port, conn.extra_dejson) == (
+        "prometheus", "prom.example", 9090, {"auth": "bearer"}
+    )
+
+
+def test_hook_class_attributes() -> None:
+    assert (PrometheusHook.conn_name_attr, PrometheusHook.default_conn_name, PrometheusHook.conn_type) == (
+        "prometheus_conn_id", "prometheus_default", "prometheus"
+    )
+    assert (AlertmanagerHook.default_conn_name, AlertmanagerHook.conn_type) == ("alertmanager_default", "alertmanager")
+    assert (MlflowHook.default_conn_name, MlflowHook.conn_type, MlflowHook.hook_name) == (
+        "mlflow_default", "mlflow", "MLflow"
+    )
+    assert PrometheusHook().prometheus_conn_id == "prometheus_default"
+
+
+def test_connection_is_resolved_lazily() -> None:
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    hook = PrometheusHook("no_such_connection_anywhere")  # no lookup yet
+    with pytest.raises(AirflowNotFoundException):
+        hook.get_conn()
+
+
+def test_base_url_forms(monkeypatch: pytest.MonkeyPatch) -> None:
+    set_conn(monkeypatch, "u1", conn_type="prometheus", host="prom.internal", port=9090, schema="https")
+    assert PrometheusHook("u1").base_url == "https://prom.internal:9090"
+    set_conn(monkeypatch, "u2", conn_type="prometheus", host="prom.internal")
+    assert PrometheusHook("u2").base_url == "http://prom.internal"
+    amp = "https://aps-workspaces.us-east-1.amazonaws.com/workspaces/ws-123"
+    set_conn(monkeypatch, "u3", conn_type="alertmanager", host=amp + "/",
+             extra={"path_prefix": "/alertmanager/", "auth": "sigv4", "aws_access_key_id": "AKID",
+                    "aws_secret_access_key": "SECRETKEY"})
+    hook = AlertmanagerHook("u3")
+    assert hook.base_url == amp + "/alertmanager"
+    assert hook.get_conn().auth.region == "us-east-1"  # taken from the AMP host name
+
+
+def test_unknown_auth_mode_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    set_conn(monkeypatch, "bad_auth", conn_type="prometheus", host="x", extra={"auth": "kerberos"})
+    with pytest.raises(Exception, match="kerberos"):
+        PrometheusHook("bad_auth").get_conn()
+
+
+# -- Prometheus ---------------------------------------------------------------------------------------
+
+
+def test_query_range_posts_form_and_returns_matrix(server: ScriptedServer, prom: PrometheusHook) -> None:
+    promql = 'sum by (instance) (rate(http_requests_total{status="5xx"}[1m]))'
+    result = prom.query_range(promql, T0, T0 + timedelta(minutes=1), 15, query_name="errors")
+    assert result == MATRIX["data"]["result"]
+    (req,) = server.seen
+    assert (req.method, req.path) == ("POST", "/api/v1/query_range")
+    assert req.headers["Content-Type"] == "application/x-www-form-urlencoded"
+    assert req.form == {"query": promql, "start": "1772409600.000", "end": "1772409660.000", "step": "15.000"}
+    assert prom.requests_made == 1
+    assert prom.bytes_received == len(json.dumps(MATRIX))
+
+
+def test_retries_503_then_succeeds(server: ScriptedServer, prom: PrometheusHook) -> None:
+    server.script(Reply(503, {"status": "error", "errorType": "timeout", "error": "query timed out"}))
+    assert prom.query_range("up", T0, T0, 15, query_name="up") == MATRIX["data"]["result"]
+    assert len(server.seen) == 2
+    assert prom.requests_made == 2
+
+
+def test_503_timeout_exhausts_retries(server: ScriptedServer, prom: PrometheusHook) -> None:
+    err = {"status": "error", "errorType": "timeout", "error": "query timed out in expression evaluation"}
+    server.script(*[Reply(503, err)] * base_module.MAX_ATTEMPTS)
+    with pytest.raises(PrometheusQueryError) as info:
+        prom.query_range("up", T0, T0, 15, query_name="up")
+    assert len(server.seen) == base_module.MAX_ATTEMPTS == 4
+    assert (info.value.status, info.value.error_type) == (503, "timeout")
+    assert "query timed out in expression evaluation" in str(info.value)
+
+
+def test_429_honours_retry_after(server: ScriptedServer, prom: PrometheusHook) -> None:
+    server.script(Reply(429, "slow down", {"Retry-After": "1"}))
+    started = time.monotonic()
+    prom.query_range("up", T0, T0, 15, query_name="up")
+    assert time.monotonic() - started >= 1.0  # the backoff alone would be 0.01 s
+    assert len(server.seen) == 2
+
+
+@pytest.mark.parametrize(
+    ("status", "error_type", "text"),
+    [
+        (400, "bad_data", 'invalid parameter "query": 1:5: parse error: unexpected end of input'),
+        (422, "execution", "expanding series: query processing would load too many samples"),
+    ],
+)
+def test_query_errors_are_not_retried_and_name_everything(
+    server: ScriptedServer, prom: PrometheusHook, status: int, error_type: str, text: str
+) -> None:
+    server.script(Reply(status, {"status": "error", "errorType": error_type, "error": text}))
+    promql = "rate(node_cpu_seconds_total["
+    with pytest.raises(PrometheusQueryError) as info:
+        prom.query_range(promql, T0, T0, 15, query_name="cpu")
+    assert len(server.seen) == 1
+    err = info.value
+    assert (err.query_name, err.promql, err.status, err.error_type, err.error) == ("cpu", promql, status, error_type, text)
+    message = str(err)
+    for part in ("'cpu'", promql, error_type, text, f"http://127.0.0.1:{server.port}"):
+        assert part in message
+
+
+def test_non_json_body_is_a_query_error(server: ScriptedServer, prom: PrometheusHook) -> None:
+    server.script(Reply(200, "<html>502 proxy says hello</html>", {"Content-Type": "text/html"}))
+    with pytest.raises(PrometheusQueryError) as info:
+        prom.query_range("up", T0, T0, 15, query_name="up")
+    assert info.value.error_type == "bad_response"
+    assert "text/html" in str(info.value) and "proxy says hello" in str(info.value)
+
+
+def test_non_matrix_result_is_a_query_error(server: ScriptedServer, prom: PrometheusHook) -> None:
+    server.script(Reply(200, {"status": "success", "data": {"resultType": "vector", "result": []}}))
+    with pytest.raises(PrometheusQueryError, match="matrix"):
+        prom.query_range("up", T0, T0, 15, query_name="up")
+
+
+def test_query_range_chunked_splits_and_merges(server: ScriptedServer, prom: PrometheusHook) -> None:
+    def answer(start: int, end: int) -> Reply:
+        values = [[t, str(t)] for t in range(start, end + 1, 15)]
+        return Reply(200, {"status": "success", "data": {"resultType": "matrix",
+                                                          "result": [{"metric": {"a": "1"}, "values": values}]}})
+
+    base = 1772409600
+    # 10 points at 15 s, at most 4 per request: 4 + 4 + 2
+    server.script(answer(base, base + 45), answer(base + 60, base + 105), answer(base + 120, base + 135))
+    result = prom.query_range_chunked("up", T0, T0 + timedelta(seconds=135), 15, query_name="up", max_points=4)
+    assert [r.form["start"] for r in server.seen] == ["1772409600.000", "1772409660.000", "1772409720.000"]
+    assert [r.form["end"] for r in server.seen] == ["1772409645.000", "1772409705.000", "1772409735.000"]
+    assert [v[0] for v in result[0]["values"]] == list(range(base, base + 136, 15))
+
+
+def test_connection_refused_raises_upstream_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
+    port = closed_port()
+    set_conn(monkeypatch, "prom_down", conn_type="prometheus", host="127.0.0.1", port=port,
+             login="admin", password="hunter2-secret", extra={"auth": "basic"})
+    hook = PrometheusHook("prom_down", **FAST)
+    with pytest.raises(UpstreamUnavailable) as info:
+        hook.query_range("up", T0, T0, 15, query_name="up")
+    err = info.value
+    assert err.attempts == 4 and hook.requests_made == 4
+    assert err.server == f"http://127.0.0.1:{port}" and err.path == "/api/v1/query_range"
+    assert "hunter2-secret" not in str(err) and "ConnectionError" in str(err)
+
+
+def test_read_timeout_is_retried(server: ScriptedServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    set_conn(monkeypatch, "prom_slow", conn_type="prometheus", host="127.0.0.1", port=server.port,
+             extra={"timeout": 0.2})
+    server.script(Reply(delay=0.6))
+    hook = PrometheusHook("prom_slow", **FAST)
+    assert hook.query_range("up", T0, T0, 15, query_name="up") == MATRIX["data"]["result"]
+    assert hook.requests_made == 2
+
+
+# -- auth ---------------------------------------------------------------------------------------------
+
+
+def test_bearer_token_header_and_redaction(server: ScriptedServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    token = "tok-3f9a8b7c6d5e"
+    set_conn(monkeypatch, "prom_bearer", conn_type="prometheus", host="127.0.0.1", port=server.port,
+             password=token, extra={"auth": "bearer"})
+    hook = PrometheusHook("prom_bearer", **FAST)
+    hook.query_range("up", T0, T0, 15, query_name="up")
+    assert server.seen[0].headers["Authorization"] == f"Bearer {token}"
+    # A proxy that echoes the request into its error page must not get the token into our messages.
+    server.script(Reply(400, f"bad request; Authorization: Bearer {token}"))
+    with pytest.raises(PrometheusQueryError) as info:
+        hook.query_range("up", T0, T0, 15, query_name="up")
+    assert token not in str(info.value) and "***" in str(info.value)
+
+
+def test_basic_auth_header(server: ScriptedServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    set_conn(monkeypatch, "am_basic", conn_type="alertmanager", host="127.0.0.1", port=server.port,
+             login="watcher", password="pa55-word-xyz", extra={"auth": "basic"})
+    server.script(Reply(200, []))
+    AlertmanagerHook("am_basic", **FAST).get_alerts()
+    expected = base64.b64encode(b"watcher:pa55-word-xyz").decode()
+    assert server.seen[0].headers["Authorization"] == f"Basic {expected}"
+
+
+def test_no_auth_by_default(server: ScriptedServer, prom: PrometheusHook) -> None:
+    prom.query_range("up", T0, T0, 15, query_name="up")
+    assert "Authorization" not in server.seen[0].headers
+
+
+def _hmac(key: bytes, msg: str) -> bytes:
+    return hmac.new(key, msg.encode(), hashlib.sha256).digest()
+
+
+def verify_sigv4(seen: Seen, host: str, secret: str) -> dict[str, str]:
+    """Check a request's SigV4 signature the way AWS does (independently of botocore)."""
+    auth = seen.headers["Authorization"]
+    algorithm, _, rest = auth.partition(" ")
+    assert algorithm == "AWS4-HMAC-SHA256"
+    fields = dict(part.strip().split("=", 1) for part in rest.split(","))
+    _key_id, date, region, service, terminator = fields["Credential"].split("/")
+    signed = fields["SignedHeaders"].split(";")
+    headers = {k.lower(): v for k, v in seen.headers.items()}
+    headers["host"] = host
+    query = sorted(
+        (quote(k, safe="-_.~"), quote(v, safe="-_.~")) for k, v in parse_qsl(seen.query, keep_blank_values=True)
+    )
+    canonical = "\n".join([
+        seen.method,
+        quote(seen.path, safe="/-_.~"),
+        "&".join(f"{k}={v}" for k, v in query),
+        "".join(f"{h}:{' '.join(headers[h].split())}\n" for h in signed),
+        ";".join(signed),
+        hashlib.sha256(seen.body).hexdigest(),
+    ])
+    amz_date = headers["x-amz-date"]
+    scope = f"{date}/{region}/{service}/{terminator}"
+    to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()])
+    key = _hmac(_hmac(_hmac(_hmac(f"AWS4{secret}".encode(), date), region), service), "aws4_request")
+    assert hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest() == fields["Signature"]
+    return {"region": region, "service": service, "signed": fields["SignedHeaders"]}
+
+
+def test_sigv4_signs_with_service_aps(server: ScriptedServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+    set_conn(monkeypatch, "amp_test", conn_type="prometheus", host="127.0.0.1", port=server.port,
+             extra={"auth": "sigv4", "region": "eu-west-1", "aws_access_key_id": "AKIDEXAMPLE",
+                    "aws_secret_access_key": secret, "aws_session_token": "SESSION-TOKEN-123"})
+    hook = PrometheusHook("amp_test", **FAST)
+    hook.query_range('up{job="node"}', T0, T0, 15, query_name="up")
+    seen = server.seen[0]
+    assert seen.headers["Authorization"].startswith("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/")
+    assert "X-Amz-Date" in seen.headers and seen.headers["X-Amz-Security-Token"] == "SESSION-TOKEN-123"
+    got = verify_sigv4(seen, f"127.0.0.1:{server.port}", secret)
+    assert (got["region"], got["service"]) == ("eu-west-1", "aps")
+    assert secret not in json.dumps(seen.headers)
+    # a GET whose query has spaces and quotes (Alertmanager matchers) must verify too
+    set_conn(monkeypatch, "amp_am", conn_type="alertmanager", host="127.0.0.1", port=server.port,
+             extra={"auth": "sigv4", "region": "eu-west-1", "sigv4_service": "custom",
+                    "aws_access_key_id": "AKIDEXAMPLE", "aws_secret_access_key": secret})
+    server.script(Reply(200, []))
+    AlertmanagerHook("amp_am", **FAST).get_alerts({"model": 'fraud detector "v3"'})
+    got = verify_sigv4(server.seen[1], f"127.0.0.1:{server.port}", secret)
+    assert got["service"] == "custom"
+    assert "+" not in server.seen[1].query
+
+
+def test_sigv4_error_messages_hold_no_secret(server: ScriptedServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    secret = "SuperSecretAwsKey0123456789"
+    set_conn(monkeypatch, "amp_err", conn_type="prometheus", host="127.0.0.1", port=server.port,
+             extra={"auth": "sigv4", "region": "us-east-1", "aws_access_key_id": "AKID",
+                    "aws_secret_access_key": secret})
+    server.script(Reply(403, f"signature mismatch for secret {secret}"))
+    with pytest.raises(PrometheusQueryError) as info:
+        PrometheusHook("amp_err", **FAST).query_range("up", T0, T0, 15, query_name="up")
+    assert secret not in str(info.value) and info.value.status == 403
+
+
+# -- Alertmanager -------------------------------------------------------------------------------------
+
+
+ALERT = {"labels": {"alertname": "ModelPredictionsDegraded", "model": "fraud-detector"},
+         "annotations": {"summary": "slow"}}
+
+
+@pytest.fixture
+def am(server: ScriptedServer, monkeypatch: pytest.MonkeyPatch) -> AlertmanagerHook:
+    set_conn(monkeypatch, "am_test", conn_type="alertmanager", host="127.0.0.1", port=server.port)
+    return AlertmanagerHook("am_test", **FAST)
+
+
+def test_post_alerts(server: ScriptedServer, am: AlertmanagerHook) -> None:
+    server.script(Reply(200, ""))
+    am.post_alerts([ALERT])
+    (req,) = server.seen
+    assert (req.method, req.path) == ("POST", "/api/v2/alerts")
+    assert json.loads(req.body) == [ALERT]
+
+
+def test_post_nothing_sends_nothing(server: ScriptedServer, am: AlertmanagerHook) -> None:
+    am.post_alerts([])
+    assert server.seen == []
+
+
+def test_post_alerts_4xx_not_retried(server: ScriptedServer, am: AlertmanagerHook) -> None:
+    server.script(Reply(400, {"code": 602, "message": "0.labels in body is required"}))
+    with pytest.raises(AlertmanagerError) as info:
+        am.post_alerts([{"annotations": {}}])
+    assert len(server.seen) == 1
+    assert info.value.status == 400 and "0.labels in body is required" in info.value.body
+    assert "0.labels in body is required" in str(info.value)
+
+
+def test_post_alerts_5xx_retried_then_error(server: ScriptedServer, am: AlertmanagerHook) -> None:
+    server.script(*[Reply(500, "boom")] * 4)
+    with pytest.raises(AlertmanagerError) as info:
+        am.post_alerts([ALERT])
+    assert len(server.seen) == 4 and info.value.status == 500 and info.value.body == "boom"
+
+
+def test_get_alerts_filters(server: ScriptedServer, am: AlertmanagerHook) -> None:
+    server.script(Reply(200, [ALERT]))
+    assert am.get_alerts({"model": "fraud-detector", "alertname": "ModelPredictionsDegraded"}) == [ALERT]
+    (req,) = server.seen
+    assert (req.method, req.path) == ("GET", "/api/v2/alerts")
+    assert req.params == [("active", "true"), ("filter", 'alertname="ModelPredictionsDegraded"'),
+                          ("filter", 'model="fraud-detector"')]
+
+
+def test_matcher_escapes() -> None:
+    assert matcher("a", 'x"y\\z') == 'a="x\\"y\\\\z"'
+    assert matcher("a", "plain") == 'a="plain"'
+
+
+# -- retry policy pieces ------------------------------------------------------------------------------
+
+
+def test_retry_constants() -> None:
+    assert base_module.MAX_ATTEMPTS == 4
+    assert {408, 429, 500, 502, 503, 504} <= base_module.RETRY_STATUSES
+    assert not {400, 401, 403, 404, 422} & base_module.RETRY_STATUSES
+
+
+def test_parse_retry_after() -> None:
+    assert parse_retry_after("3") == 3.0
+    assert parse_retry_after(None) is None and parse_retry_after("soon") is None
+    later = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
+    assert 25 <= parse_retry_after(later) <= 31  # type: ignore[operator]
+
+
+def test_backoff_is_exponential_and_capped() -> None:
+    hook = ApiHook("x", backoff_base_seconds=1, backoff_max_seconds=5)
+    assert [hook._backoff(a, None) for a in (1, 2, 3, 4, 5)] == [1, 2, 4, 5, 5]
+    assert hook._backoff(1, "3") == 3
+    assert hook._backoff(1, "100000") == base_module.RETRY_AFTER_MAX_SECONDS
+
+
+def test_hook_modules_import_no_heavy_libraries() -> None:
+    code = (
+        "import sys, modelwatch.hooks, modelwatch.extract\n"
+        "heavy = [m for m in ('pandas', 'mlflow', 'boto3', 'botocore') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO,
+                   env={**__import__("os").environ, "PYTHONPATH": f"{REPO / 'plugins'}:{REPO}"})
+
+
+# -- MLflow -------------------------------------------------------------------------------------------
+
+
+def make_run(run_id: str, start: int, end: int | None = None, status: str = "FINISHED") -> Any:
+    from mlflow.entities import Run, RunData, RunInfo
+
+    return Run(RunInfo(run_id, "1", "u", status, start, end, "active"), RunData())
+
+
+class FakeMlflowClient:
+    """Stands in for MlflowClient: pages runs, records calls, sees the env at call time."""
+
+    instances: list[FakeMlflowClient] = []
+
+    def __init__(self, tracking_uri: str) -> None:
+        self.tracking_uri = tracking_uri
+        self.calls: list[dict[str, Any]] = []
+        self.runs: dict[str, list[Any]] = {}
+        self.env_seen: list[str | None] = []
+        FakeMlflowClient.instances.append(self)
+
+    def get_experiment_by_name(self, name: str) -> Any:
+        import os
+
+        from mlflow.entities import Experiment
+
+        self.env_seen.append(os.environ.get("MLFLOW_TRACKING_TOKEN"))
+        if name == "missing":
+            return None
+        return Experiment(f"id-{name}", name, "", "active")
+
+    def search_runs(self, experiment_ids: list[str], filter_string: str, max_results: int,
+                    order_by: list[str], page_token: str | None) -> Any:
+        from mlflow.store.entities.paged_list import PagedList
+
+        self.calls.append({"filter": filter_string, "max_results": max_results, "order_by": order_by,
+                           "page_token": page_token, "experiment_ids": experiment_ids})
+        runs = self.runs.get(filter_string, [])
+        offset = int(page_token or 0)
+        page = runs[offset: offset + max_results]
+        more = offset + max_results < len(runs)
+        return PagedList(page, str(offset + max_results) if more else None)
+
+
+@pytest.fixture
+def fake_mlflow(monkeypatch: pytest.MonkeyPatch) -> type[FakeMlflowClient]:
+    import mlflow.tracking
+
+    FakeMlflowClient.instances = []
+    monkeypatch.setattr(mlflow.tracking, "MlflowClient", FakeMlflowClient)
+    return FakeMlflowClient
+
+
+def test_mlflow_tracking_uri_and_lazy_connection(monkeypatch: pytest.MonkeyPatch,
+                                                  fake_mlflow: type[FakeMlflowClient]) -> None:
+    set_conn(monkeypatch, "mlf", conn_type="mlflow", host="127.0.0.1", port=15000)
+    hook = MlflowHook("mlf")
+    assert fake_mlflow.instances == []
+    assert hook.get_conn().tracking_uri == "http://127.0.0.1:15000"
+    set_conn(monkeypatch, "mlf2", conn_type="mlflow", host="https://mlflow.example/tracking/")
+    assert MlflowHook("mlf2").tracking_uri == "https://mlflow.example/tracking"
+
+
+def test_mlflow_token_only_in_env_during_calls(monkeypatch: pytest.MonkeyPatch,
+                                               fake_mlflow: type[FakeMlflowClient]) -> None:
+    import os
+
+    monkeypatch.delenv("MLFLOW_TRACKING_TOKEN", raising=False)
+    set_conn(monkeypatch, "mlf_tok", conn_type="mlflow", host="127.0.0.1", port=15000, password="mlflow-tok-42")
+    hook = MlflowHook("mlf_tok")
+    assert hook.experiment_ids(["a"]) == {"a": "id-a"}
+    assert hook.get_conn().env_seen == ["mlflow-tok-42"]
+    assert "MLFLOW_TRACKING_TOKEN" not in os.environ
+
+
+def test_mlflow_unknown_experiment(monkeypatch: pytest.MonkeyPatch, fake_mlflow: type[FakeMlflowClient]) -> None:
+    set_conn(monkeypatch, "mlf", conn_type="mlflow", host="127.0.0.1", port=15000)
+    with pytest.raises(MlflowSourceError) as info:
+        MlflowHook("mlf").experiment_ids(["a", "missing"])
+    assert "'missing'" in str(info.value) and "http://127.0.0.1:15000" in str(info.value)
+
+
+def test_mlflow_search_runs_follows_every_page(monkeypatch: pytest.MonkeyPatch,
+                                               fake_mlflow: type[FakeMlflowClient]) -> None:
+    set_conn(monkeypatch, "mlf", conn_type="mlflow", host="127.0.0.1", port=15000)
+    hook = MlflowHook("mlf")
+    flt = "attributes.start_time >= 1000 AND attributes.start_time < 2000"
+    hook.get_conn().runs[flt] = [make_run(f"r{i}", 1000 + i) for i in range(7)]
+    runs = list(hook.search_runs(["1"], 1000, 2000, page_size=3))
+    assert [r.info.run_id for r in runs] == [f"r{i}" for i in range(7)]
+    calls = hook.get_conn().calls
+    assert [c["page_token"] for c in calls] == [None, "3", "6"]
+    assert calls[0]["order_by"] == ["attributes.start_time ASC"] and calls[0]["max_results"] == 3
+    with pytest.raises(ValueError):
+        list(hook.search_runs(["1"], 0, 1, page_size=50_001))
+
+
+def test_mlflow_search_runs_overlapping(monkeypatch: pytest.MonkeyPatch,
+                                        fake_mlflow: type[FakeMlflowClient]) -> None:
+    set_conn(monkeypatch, "mlf", conn_type="mlflow", host="127.0.0.1", port=15000)
+    hook = MlflowHook("mlf")
+    client = hook.get_conn()
+    finished = [make_run("day-before", 0, 1000), make_run("spans", 500, 1500), make_run("inside", 1100, 1200)]
+    running = [make_run("open", 900, None, "RUNNING"), make_run("inside", 1100, 1200)]
+    client.runs["attributes.start_time < 2000 AND attributes.end_time >= 1000"] = finished
+    client.runs["attributes.start_time < 2000 AND attributes.status = 'RUNNING'"] = running
+    runs = hook.search_runs_overlapping(["1"], 1000, 2000, page_size=1)
+    # "day-before" ended exactly at the window start: it overlaps [1000, 2000) at its last instant
+    assert [r.info.run_id for r in runs] == ["day-before", "spans", "open", "inside"]
+
+
+def test_mlflow_unreachable_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    port = closed_port()
+    set_conn(monkeypatch, "mlf_down", conn_type="mlflow", host="127.0.0.1", port=port,
+             login="bob", password="mlflow-pass-777", extra={"max_retries": 0, "timeout": 5})
+    hook = MlflowHook("mlf_down")
+    with pytest.raises(MlflowSourceError) as info:
+        hook.experiment_ids(["fraud-detector-predictions"])
+    message = str(info.value)
+    assert f"http://127.0.0.1:{port}" in message and "fraud-detector-predictions" in message
+    assert "mlflow-pass-777" not in message

@@ -1,0 +1,294 @@
+"""The Parquet lake on a local file:// base: round trips, the manifest as the completeness marker, rewrites
+without duplicates, and a layout DuckDB reads as a Hive-partitioned table."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+
+from modelwatch.storage import (
+    DATA_FILE,
+    MANIFEST,
+    IncompletePartition,
+    Lake,
+    StorageError,
+    frame_to_parquet,
+)
+from modelwatch.window import Window
+
+
+def utc(*args: int) -> datetime:
+    return datetime(*args, tzinfo=UTC)
+
+
+DAY3 = Window(utc(2026, 3, 3), utc(2026, 3, 4))
+DAY2 = Window(utc(2026, 3, 2), utc(2026, 3, 3))
+
+
+def samples(n: int, start: str = "2026-03-03T00:00:00Z", value: float = 0.0) -> pd.DataFrame:
+    ts = pd.Timestamp(start) + pd.to_timedelta(np.arange(n) * 15, unit="s")
+    return pd.DataFrame({
+        "timestamp": ts,
+        "query": "cpu",
+        "instance": [f"model-{'ab'[k % 2]}" for k in range(n)],
+        "labels": '{instance="model-a:9100"}',
+        "value": value + np.arange(n) / 100.0,
+    })  # fmt: skip
+
+
+@pytest.fixture
+def lake(tmp_path: Path) -> Lake:
+    return Lake(tmp_path.as_uri())
+
+
+def part_dir(tmp_path: Path, dataset: str, window: Window) -> Path:
+    return tmp_path / dataset / window.partition_path
+
+
+def manifest_on_disk(tmp_path: Path, dataset: str, window: Window) -> dict[str, Any]:
+    return json.loads((part_dir(tmp_path, dataset, window) / MANIFEST).read_text())
+
+
+# -- round trip --------------------------------------------------------------------------------------------
+
+
+def test_round_trip_with_utc_millisecond_timestamps(lake: Lake, tmp_path: Path) -> None:
+    frame = pd.DataFrame({
+        "timestamp": pd.to_datetime(["2026-03-03T10:00:00.123456Z", "2026-03-03T23:59:59.999999Z",
+                                     "2026-03-03T00:00:00Z"], utc=True),
+        "model": ["fraud-detector", 'quo"te', "modèle"],
+        "prediction_time": [0.2, np.nan, 2.5],
+        "slow": [False, False, True],
+        "n": [1, 2, 3],
+    })  # fmt: skip
+    ref = lake.write_frame("predictions", DAY3, frame, run_id="scheduled__2026-03-04")
+    assert ref.url == f"{tmp_path.as_uri()}/predictions/dt=2026-03-03"
+    assert ref.rows == 3
+    back = lake.read_partition(ref.url)
+    assert str(back["timestamp"].dt.tz) == "UTC"
+    # millisecond precision, truncated: 10:00:00.123456 -> .123, 23:59:59.999999 stays on the same day
+    expected_ms = [
+        int(utc(2026, 3, 3, 10, 0, 0).timestamp()) * 1000 + 123,
+        int(utc(2026, 3, 3, 23, 59, 59).timestamp()) * 1000 + 999,
+        int(utc(2026, 3, 3).timestamp()) * 1000,
+    ]
+    assert list(back["timestamp"].dt.as_unit("ms").astype("int64")) == expected_ms
+    assert list(back["model"]) == list(frame["model"])
+    np.testing.assert_array_equal(back["prediction_time"].to_numpy(), frame["prediction_time"].to_numpy())
+    assert list(back["slow"]) == [False, False, True]
+    assert list(back["n"]) == [1, 2, 3]
+    pd.testing.assert_frame_equal(lake.read_frame("predictions", DAY3), back)
+
+
+def test_empty_frame_round_trips(lake: Lake) -> None:
+    ref = lake.write_frame("resources", DAY3, samples(0), run_id="r")
+    back = lake.read_partition(ref.url)
+    assert len(back) == 0
+    assert list(back.columns) == list(samples(0).columns)
+
+
+# -- the manifest ------------------------------------------------------------------------------------------
+
+
+def test_manifest_lists_checksum_and_rows(lake: Lake, tmp_path: Path) -> None:
+    frame = samples(40)
+    lake.write_frame("resources", DAY3, frame, run_id="scheduled__2026-03-04", extra={"requests": 8})
+    m = manifest_on_disk(tmp_path, "resources", DAY3)
+    data = (part_dir(tmp_path, "resources", DAY3) / DATA_FILE).read_bytes()
+    assert m["files"] == [{"name": DATA_FILE, "rows": 40, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}]
+    assert m["dataset"] == "resources"
+    assert m["partition"] == {"dt": "2026-03-03"}
+    assert m["run_id"] == "scheduled__2026-03-04"
+    assert m["columns"] == list(frame.columns)
+    assert m["requests"] == 8
+    assert datetime.fromisoformat(m["window"]["start"]) == DAY3.start
+    assert datetime.fromisoformat(m["window"]["end"]) == DAY3.end
+    assert lake.manifest("resources", DAY3) == m
+
+
+class RecordingLake(Lake):
+    """Records the order of object writes (and can fail one), to see what a reader sees at each step."""
+
+    def __init__(self, base_url: str, fail_on: str | None = None) -> None:
+        super().__init__(base_url)
+        self.writes: list[str] = []
+        self.fail_on = fail_on
+
+    def _atomic_write(self, part: Any, name: str, payload: bytes) -> None:
+        if name == self.fail_on:
+            raise OSError(28, "No space left on device")
+        self.writes.append(name)
+        super()._atomic_write(part, name, payload)
+
+
+def test_manifest_is_written_last(tmp_path: Path) -> None:
+    lake = RecordingLake(tmp_path.as_uri())
+    lake.write_frame("resources", DAY3, samples(5), run_id="r")
+    assert lake.writes == [DATA_FILE, MANIFEST]
+
+
+def test_failed_rewrite_leaves_the_partition_incomplete_not_stale(tmp_path: Path) -> None:
+    Lake(tmp_path.as_uri()).write_frame("resources", DAY3, samples(5), run_id="first")
+    failing = RecordingLake(tmp_path.as_uri(), fail_on=DATA_FILE)
+    with pytest.raises(StorageError) as info:
+        failing.write_frame("resources", DAY3, samples(7), run_id="second")
+    url = failing.partition_url("resources", DAY3)
+    assert url in str(info.value) and "No space left" in str(info.value)
+    # the old manifest went first: nobody reads the old data as if it were the new run's
+    with pytest.raises(IncompletePartition):
+        failing.read_frame("resources", DAY3)
+
+
+def test_read_without_manifest_names_the_url(lake: Lake) -> None:
+    url = lake.partition_url("resources", DAY3)
+    with pytest.raises(IncompletePartition) as info:
+        lake.read_partition(url)
+    assert url in str(info.value)
+
+
+def test_read_after_manifest_removed(lake: Lake, tmp_path: Path) -> None:
+    ref = lake.write_frame("resources", DAY3, samples(5), run_id="r")
+    (part_dir(tmp_path, "resources", DAY3) / MANIFEST).unlink()
+    with pytest.raises(IncompletePartition) as info:
+        lake.read_partition(ref.url)
+    assert ref.url in str(info.value)
+
+
+def test_data_not_matching_manifest_is_incomplete(lake: Lake, tmp_path: Path) -> None:
+    ref = lake.write_frame("resources", DAY3, samples(5), run_id="r")
+    # another run replaced the data file but has not written its manifest yet
+    (part_dir(tmp_path, "resources", DAY3) / DATA_FILE).write_bytes(frame_to_parquet(samples(6)))
+    with pytest.raises(IncompletePartition) as info:
+        lake.read_partition(ref.url)
+    assert ref.url in str(info.value)
+    assert "does not match" in str(info.value)
+
+
+# -- rewrites ----------------------------------------------------------------------------------------------
+
+
+def test_rewrite_replaces_the_partition(lake: Lake, tmp_path: Path) -> None:
+    lake.write_frame("resources", DAY3, samples(10, value=0.0), run_id="first")
+    lake.write_frame("resources", DAY3, samples(4, value=5.0), run_id="second")
+    files = sorted(p.name for p in part_dir(tmp_path, "resources", DAY3).iterdir())
+    assert files == [MANIFEST, DATA_FILE]
+    back = lake.read_frame("resources", DAY3)
+    assert len(back) == 4
+    assert back["value"].min() == 5.0
+    assert manifest_on_disk(tmp_path, "resources", DAY3)["run_id"] == "second"
+
+
+def test_rewrite_removes_stray_files_and_keeps_documents(lake: Lake, tmp_path: Path) -> None:
+    lake.write_frame("verdicts", DAY3, samples(3), run_id="first")
+    doc_url = lake.write_document("verdicts", DAY3, "verdict", {"ok": True})
+    part = part_dir(tmp_path, "verdicts", DAY3)
+    stray = frame_to_parquet(samples(3, value=9.0))
+    (part / "part-00001.parquet").write_bytes(stray)  # an older layout with more parts
+    (part / "_tmp-0123abcd-part-00000.parquet").write_bytes(stray)  # a write that died before its rename
+    (part / ".part-00000.parquet.crc").write_bytes(b"crc")
+    lake.write_frame("verdicts", DAY3, samples(2), run_id="second")
+    assert sorted(p.name for p in part.iterdir()) == ["_manifest.json", "_verdict.json", DATA_FILE]
+    assert lake.read_document(doc_url) == {"ok": True}
+    assert len(lake.read_frame("verdicts", DAY3)) == 2
+
+
+def test_days_do_not_touch_each_other(lake: Lake) -> None:
+    lake.write_frame("resources", DAY2, samples(2, "2026-03-02T00:00:00Z"), run_id="a")
+    lake.write_frame("resources", DAY3, samples(3), run_id="b")
+    lake.write_frame("resources", DAY3, samples(4), run_id="c")
+    assert len(lake.read_frame("resources", DAY2)) == 2
+    assert len(lake.read_frame("resources", DAY3)) == 4
+
+
+def test_hourly_partitions_do_not_overwrite_each_other(lake: Lake, tmp_path: Path) -> None:
+    h10 = Window(utc(2026, 3, 3, 10), utc(2026, 3, 3, 11))
+    h11 = Window(utc(2026, 3, 3, 11), utc(2026, 3, 3, 12))
+    lake.write_frame("resources", h10, samples(3, "2026-03-03T10:00:00Z"), run_id="h10")
+    lake.write_frame("resources", h11, samples(5, "2026-03-03T11:00:00Z"), run_id="h11")
+    a, b = lake.read_frame("resources", h10), lake.read_frame("resources", h11)
+    assert (len(a), len(b)) == (3, 5)
+    assert a["timestamp"].min() == pd.Timestamp("2026-03-03T10:00:00Z")
+    assert b["timestamp"].min() == pd.Timestamp("2026-03-03T11:00:00Z")
+    assert (tmp_path / "resources" / "dt=2026-03-03" / "hour=10" / DATA_FILE).is_file()
+    assert (tmp_path / "resources" / "dt=2026-03-03" / "hour=11" / DATA_FILE).is_file()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="Lake.write_frame's stray-file cleanup calls unlink() on every child of the partition folder, "
+    "including the hour=HH sub-folder a window-override run of the same day wrote; the daily write then fails "
+    "(after it has already removed the manifest), on every retry",
+)
+def test_daily_rewrite_after_an_hourly_run_of_the_same_day(lake: Lake) -> None:
+    # someone triggered the DAG with window_start/window_end for 10:00-12:00 to look at an incident ...
+    lake.write_frame("resources", Window(utc(2026, 3, 3, 10), utc(2026, 3, 3, 12)), samples(3), run_id="manual")
+    # ... and the daily run of that day (or its backfill) writes the day
+    lake.write_frame("resources", DAY3, samples(7), run_id="scheduled")
+    assert len(lake.read_frame("resources", DAY3)) == 7
+
+
+# -- documents ---------------------------------------------------------------------------------------------
+
+
+def test_documents_round_trip(lake: Lake) -> None:
+    url = lake.write_document("alerts", DAY3, "payload", [{"labels": {"model": "modèle \"x\""}}])
+    assert url.endswith("/alerts/dt=2026-03-03/_payload.json")
+    assert lake.read_document(url) == [{"labels": {"model": 'modèle "x"'}}]
+    assert lake.read_document(url.replace("_payload", "_nothing")) is None
+
+
+def test_document_with_nan_is_refused(lake: Lake) -> None:
+    with pytest.raises(StorageError):
+        lake.write_document("verdicts", DAY3, "verdict", {"lift": float("nan")})
+
+
+def test_unknown_dataset_is_refused(lake: Lake) -> None:
+    with pytest.raises(ValueError, match="unknown dataset"):
+        lake.partition_url("resource", DAY3)
+
+
+# -- readable by DuckDB ------------------------------------------------------------------------------------
+
+
+def test_duckdb_reads_the_lake_as_a_partitioned_table(lake: Lake, tmp_path: Path) -> None:
+    lake.write_frame("resources", DAY2, samples(6, "2026-03-02T00:00:00Z"), run_id="a")
+    lake.write_frame("resources", DAY3, samples(4), run_id="b")
+    lake.write_frame("resources", DAY3, samples(5), run_id="c")  # a rewrite: no duplicates
+    lake.write_document("resources", DAY3, "notes", {"documents": "sit beside the data"})
+    glob = f"{tmp_path}/resources/*/*.parquet"
+    con = duckdb.connect()
+    try:
+        rows = con.sql(
+            f"select dt, count(*), min(epoch_ms(timestamp)), max(value) "
+            f"from read_parquet('{glob}', hive_partitioning=true) group by dt order by dt"
+        ).fetchall()
+        columns = {r[0]: r[1] for r in con.sql(
+            f"describe select * from read_parquet('{glob}', hive_partitioning=true)").fetchall()}  # fmt: skip
+    finally:
+        con.close()
+    t2 = int(utc(2026, 3, 2).timestamp()) * 1000
+    t3 = int(utc(2026, 3, 3).timestamp()) * 1000
+    assert rows == [(date(2026, 3, 2), 6, t2, pytest.approx(0.05)), (date(2026, 3, 3), 5, t3, pytest.approx(0.04))]
+    assert columns["timestamp"] == "TIMESTAMP WITH TIME ZONE"
+    assert columns["dt"] == "DATE"
+    assert set(columns) == {"timestamp", "query", "instance", "labels", "value", "dt"}
+
+
+def test_duckdb_sees_only_the_complete_file_after_rewrites(lake: Lake, tmp_path: Path) -> None:
+    for k in range(5):
+        lake.write_frame("joined", DAY3, samples(10 + k), run_id=f"r{k}")
+    con = duckdb.connect()
+    try:
+        n = con.sql(f"select count(*) from read_parquet('{tmp_path}/joined/*/*.parquet')").fetchone()
+    finally:
+        con.close()
+    assert n == (14,)
+

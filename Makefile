@@ -14,7 +14,7 @@ $(STAMP): requirements.lock scripts/ensure-system-deps.sh
 	@scripts/ensure-system-deps.sh
 	@$(PYTHON) -m uv --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 	@[ -x $(PY) ] || $(PYTHON) -m uv venv --quiet --python $(PYTHON) $(VENV)
-	$(PYTHON) -m uv pip sync --quiet --python $(PY) requirements.lock
+	$(PYTHON) -m uv pip sync --quiet --compile-bytecode --python $(PY) requirements.lock
 	@rm -f $(VENV)/.installed-* && touch $@
 
 lock:

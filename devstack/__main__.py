@@ -166,6 +166,10 @@ def main(argv: list[str] | None = None) -> int:
     except StackError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        # Stack.start() has already stopped what it launched; a traceback would only hide that.
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

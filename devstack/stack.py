@@ -13,6 +13,7 @@ stops exactly what ``up`` started and nothing else.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import random
@@ -75,6 +76,9 @@ _SERVICE_PORT_ATTR: dict[str, str] = {
 }
 
 READY_TIMEOUT = 60.0
+#: Services allowed longer than ``ready_timeout``: MLflow imports ~2,000 modules twice (CLI, then the
+#: uvicorn worker), which takes half a minute when other jobs share the two cores.
+MIN_READY_TIMEOUT: dict[str, float] = {"mlflow": 120.0}
 STOP_TIMEOUT = 10.0
 CONNECTIONS_ENV_FILE = REPO_ROOT / "dev" / "connections.env"
 
@@ -475,6 +479,30 @@ def _cmdline(pid: int) -> str | None:
         return None
 
 
+def pycache_dir() -> Path:
+    """:returns: where the stack's Python services keep bytecode when the environment forbids writing it
+    next to the sources (``$XDG_CACHE_HOME/modelwatch/pycache``)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "modelwatch" / "pycache"
+
+
+def _use_bytecode_cache(env: dict[str, str]) -> None:
+    """Let Python services cache bytecode even under ``PYTHONDONTWRITEBYTECODE``.
+
+    Without any .pyc, every start compiles MLflow from source: ready in ~14 s instead of ~6 s on two
+    cores, the largest part of the stack's start. The cache goes to :func:`pycache_dir`, never into the
+    sources or the virtualenv. Nothing changes when the virtualenv is precompiled (``uv pip sync
+    --compile-bytecode``) or when the caller chose a PYTHONPYCACHEPREFIX.
+    """
+    if not env.get("PYTHONDONTWRITEBYTECODE") or env.get("PYTHONPYCACHEPREFIX"):
+        return
+    spec = importlib.util.find_spec("mlflow")
+    if spec is not None and spec.origin and (Path(spec.origin).parent / "__pycache__").is_dir():
+        return
+    env.pop("PYTHONDONTWRITEBYTECODE")
+    env["PYTHONPYCACHEPREFIX"] = str(pycache_dir())
+
+
 def _http_ready(url: str, any_status: bool = False) -> bool:
     # An explicit empty ProxyHandler: a proxy from the environment must never see loopback probes.
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -570,7 +598,8 @@ class Stack:
 
     def __init__(self, config: StackConfig | None = None, *, ready_timeout: float = READY_TIMEOUT) -> None:
         """:param config: the configuration (default :meth:`StackConfig.from_env`).
-        :param ready_timeout: seconds each service gets to become ready.
+        :param ready_timeout: seconds each service gets to become ready (MLflow gets at least
+            :data:`MIN_READY_TIMEOUT`).
         """
         self.config = config if config is not None else StackConfig.from_env()
         self.ready_timeout = ready_timeout
@@ -816,6 +845,8 @@ class Stack:
         if _SPECS[name].origin == "python":
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
             env["PYTHONUNBUFFERED"] = "1"
+        if _SPECS[name].origin in ("python", "venv"):
+            _use_bytecode_cache(env)
         return argv, env
 
     def _prepare(self, name: str) -> None:
@@ -881,14 +912,17 @@ class Stack:
                     self.ready_seconds[name] = time.monotonic() - t0
                     ready.add(name)
                     del pending[name]
-                elif time.monotonic() - t0 > self.ready_timeout:
+                elif time.monotonic() - t0 > self._timeout(name):
                     log = self.config.log_file(name)
                     raise ServiceNotReadyError(
-                        f"{name} was not ready after {self.ready_timeout:.0f} s ({self.url(name)}). "
+                        f"{name} was not ready after {self._timeout(name):.0f} s ({self.url(name)}). "
                         f"Last lines of {log}:\n{_tail(log)}"
                     )
             if pending:
                 time.sleep(0.1)
+
+    def _timeout(self, name: str) -> float:
+        return max(self.ready_timeout, MIN_READY_TIMEOUT.get(name, 0.0))
 
     def _check_alive(self, name: str) -> None:
         log = self.config.log_file(name)

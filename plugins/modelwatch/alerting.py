@@ -14,7 +14,6 @@ from urllib.parse import quote
 
 if TYPE_CHECKING:
     from modelwatch.config import AlertingConfig
-    from modelwatch.evaluate import ModelVerdict
 
 SOURCE_LABEL = "modelwatch"
 

@@ -43,7 +43,7 @@ def _selected_models(context: dict[str, Any]) -> set[str]:
     return {m.strip() for m in models if m and m.strip()}
 
 
-@task
+@task(multiple_outputs=False)
 def extract_resources(interval: timedelta) -> dict[str, Any]:
     """Run every configured PromQL query as query_range over the window into the ``resources`` partition."""
     from modelwatch.extract import extract_resources as extract
@@ -67,7 +67,7 @@ def extract_resources(interval: timedelta) -> dict[str, Any]:
     return ref.to_dict()
 
 
-@task
+@task(multiple_outputs=False)
 def extract_predictions(interval: timedelta) -> dict[str, Any]:
     """Read the prediction records of the configured MLflow experiments in the window."""
     from modelwatch.extract import extract_predictions as extract
@@ -87,7 +87,7 @@ def extract_predictions(interval: timedelta) -> dict[str, Any]:
     return ref.to_dict()
 
 
-@task
+@task(multiple_outputs=False)
 def correlate(resources: dict[str, Any], predictions: dict[str, Any], interval: timedelta) -> dict[str, Any]:
     """Join predictions to resource samples and summarise saturation against slowness per model."""
     from modelwatch.correlate import correlate as run_correlation
@@ -107,7 +107,7 @@ def correlate(resources: dict[str, Any], predictions: dict[str, Any], interval: 
     return {"resources": resources, "predictions": predictions, "joined": j.to_dict(), "correlation": c.to_dict()}
 
 
-@task
+@task(multiple_outputs=False)
 def evaluate(correlated: dict[str, Any], interval: timedelta) -> dict[str, Any]:
     """Give every model a verdict, decide whether to page, and store verdicts and the alert payload."""
     from airflow.configuration import conf
@@ -163,7 +163,7 @@ def choose_alert_path(evaluation: dict[str, Any]) -> str:
     return POST_ALERT_TASK if evaluation["post"] else NO_ALERT_TASK
 
 
-@task(task_id=POST_ALERT_TASK)
+@task(task_id=POST_ALERT_TASK, multiple_outputs=False)
 def post_alert(evaluation: dict[str, Any], interval: timedelta) -> dict[str, Any]:
     """Post the stored alert payload to Alertmanager (API v2) and record the delivery next to it."""
     from datetime import datetime

@@ -7,8 +7,8 @@ whatever happens (finalizer plus an atexit hook for interrupted runs).
 Every test collected under ``tests/integration`` gets the ``integration`` marker: ``pytest -m "not
 integration"`` skips them.
 
-Other fixtures built on ``stack`` (e.g. ``seeded_stack``) live in their own module next to this file and
-are imported here, e.g. ``from seed_fixtures import seeded_stack  # noqa: F401``.
+Other fixtures built on ``stack`` live in their own module next to this file and are imported below
+(``seeded_stack``: ``tests/integration/seeded.py``).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from seeded import seeded_stack  # noqa: F401 - fixture registered by import
 
 from devstack.stack import Stack, StackConfig
 

@@ -62,7 +62,8 @@ def runs(seeded_stack, monitoring_dag, lake):
     try:
         for day, scenario in sorted(TEST_DAYS.items()):
             start = datetime(day.year, day.month, day.day, tzinfo=UTC)
-            dag_run = monitoring_dag.test(logical_date=start)
+            # A manual run covers the last full interval before its date: the day that ends at midnight.
+            dag_run = monitoring_dag.test(logical_date=start + timedelta(days=1))
             window = Window(start, start + timedelta(days=1))
             doc = Lake(lake).read_document(f"{Lake(lake).partition_url('verdicts', window)}/_verdict.json")
             results[scenario] = (dag_run, doc)
@@ -134,7 +135,7 @@ def test_rerunning_a_day_replaces_its_partition(runs, seeded_stack, monitoring_d
     for key, value in seeded_stack.config.airflow_env().items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("MODELWATCH_STORAGE_URL", lake)
-    monitoring_dag.test(logical_date=datetime(day.year, day.month, day.day, tzinfo=UTC))
+    monitoring_dag.test(logical_date=datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1))
     after = {p.name: p.read_bytes() for p in part.iterdir() if p.suffix == ".parquet"}
     assert list(after) == ["part-00000.parquet"]
     assert after == before  # deterministic: the same window gives the same bytes

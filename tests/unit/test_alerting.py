@@ -27,7 +27,9 @@ def evidence(resource: str = "cpu", **over: Any) -> ResourceEvidence:
     return ResourceEvidence(**{**values, **over})
 
 
-def verdict(model: str = "fraud-detector", kind: str = "degraded", day: int = 3, **over: Any) -> dict[str, Any]:
+def verdict(
+    model: str = "fraud-detector", kind: str = "degraded", day: int = 3, **over: Any
+) -> dict[str, Any]:
     start = datetime(2026, 3, day, tzinfo=UTC)
     degraded = kind == "degraded"
     values: dict[str, Any] = {
@@ -84,7 +86,9 @@ def test_backfill_pages_only_when_asked() -> None:
 
 
 def test_page_on_backfill_does_not_affect_other_runs() -> None:
-    assert paging_decision([verdict()], run_type="scheduled", dry_run=False, page_on_backfill=False).post is True
+    assert (
+        paging_decision([verdict()], run_type="scheduled", dry_run=False, page_on_backfill=False).post is True
+    )
 
 
 # -- alerts ------------------------------------------------------------------------------------------------
@@ -154,7 +158,9 @@ def test_annotations_carry_values_thresholds_and_links() -> None:
 
 def test_unknown_statistics_are_written_as_n_a() -> None:
     ev = evidence(normal_saturated_share=None, lift=None, spearman=None)
-    (alert,) = build_alerts([verdict(saturated_resources=[ev])], CFG, run_url=RUN_URL, partition_url=PARTITION)
+    (alert,) = build_alerts(
+        [verdict(saturated_resources=[ev])], CFG, run_url=RUN_URL, partition_url=PARTITION
+    )
     text = alert["annotations"]["description"]
     assert "against n/a of normal ones" in text
     assert "lift n/a" in text and "Spearman n/a" in text

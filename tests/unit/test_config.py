@@ -264,7 +264,9 @@ def test_storage_url_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert cfg.storage.aws_conn_id == "aws_lake"  # the rest of the section is kept
 
 
-def test_storage_url_override_without_storage_section(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_storage_url_override_without_storage_section(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     raw = shipped_raw()
     del raw["storage"]
     monkeypatch.setenv(STORAGE_URL_ENV, "s3://other-bucket")
@@ -299,7 +301,12 @@ def test_for_model_applies_only_the_fields_it_overrides() -> None:
 
     rec = ev.for_model("recommender")
     assert rec.slow_prediction_seconds == 1.5
-    assert (rec.min_slow_count, rec.min_slow_share, rec.min_coincidence_share, rec.min_lift) == (5, 0.1, 0.6, 3.0)
+    assert (rec.min_slow_count, rec.min_slow_share, rec.min_coincidence_share, rec.min_lift) == (
+        5,
+        0.1,
+        0.6,
+        3.0,
+    )
 
     ranker = ev.for_model("ranker")
     assert (ranker.slow_prediction_seconds, ranker.min_lift, ranker.min_slow_count) == (1.0, 1.2, 1)

@@ -71,7 +71,9 @@ def test_nearest_sample_on_the_same_instance() -> None:
         (10, "m", "c", 0.2),   # r2: c has no samples at all
         (6, "m", "a", 0.2),    # r3: 6 s after a's 0 s sample, 9 s before its 15 s one
     ])  # fmt: skip
-    res = resources([(0, "cpu", "a", 0.10), (15, "cpu", "a", 0.20), (10, "cpu", "b", 0.99), (30, "cpu", "b", 0.80)])
+    res = resources(
+        [(0, "cpu", "a", 0.10), (15, "cpu", "a", 0.20), (10, "cpu", "b", 0.99), (30, "cpu", "b", 0.80)]
+    )
     j = by_run(join_resources(pred, res, TOL, ["cpu"]))
     assert j.loc["r0", "res_cpu"] == 0.20
     assert j.loc["r1", "res_cpu"] == 0.99
@@ -167,7 +169,9 @@ def test_slow_flags_use_the_per_model_threshold() -> None:
 
 def test_saturation_flags_at_and_above_threshold() -> None:
     cfg = make_config()
-    res = resources([(0, "cpu", "a", 0.9), (0, "cpu", "b", 0.89), (0, "memory", "a", 0.95), (0, "cpu", "c", 0.99)])
+    res = resources(
+        [(0, "cpu", "a", 0.9), (0, "cpu", "b", 0.89), (0, "memory", "a", 0.95), (0, "cpu", "c", 0.99)]
+    )
     joined, _ = correlate(predictions([(0, "m", "a", 0.2), (0, "m", "b", 0.2), (0, "m", "c", 0.2)]), res, cfg)
     j = by_run(joined)
     assert list(j["sat_cpu"].loc[["r0", "r1", "r2"]]) == [True, False, True]
@@ -208,7 +212,12 @@ def test_statistics_on_a_known_example() -> None:
     assert cpu["model"] == "m"
     assert cpu["threshold"] == 0.9
     assert cpu["unit"] == "ratio"
-    assert (cpu["n_predictions"], cpu["n_slow"], cpu["n_slow_with_sample"], cpu["n_slow_without_sample"]) == (10, 4, 4, 0)
+    assert (cpu["n_predictions"], cpu["n_slow"], cpu["n_slow_with_sample"], cpu["n_slow_without_sample"]) == (
+        10,
+        4,
+        4,
+        0,
+    )
     assert (cpu["n_slow_saturated"], cpu["n_normal_with_sample"], cpu["n_normal_saturated"]) == (3, 6, 1)
     assert cpu["slow_saturated_share"] == pytest.approx(0.75)
     assert cpu["normal_saturated_share"] == pytest.approx(1 / 6)
@@ -267,8 +276,11 @@ def test_statistics_are_per_model() -> None:
 def test_spearman_with_ties_and_degenerate_input() -> None:
     # average ranks of y = 1.5, 1.5, 3, 4; Pearson of the ranks = 4.5 / sqrt(5 * 4.5) = sqrt(0.9)
     assert spearman(np.array([1.0, 2, 3, 4]), np.array([1.0, 1, 2, 3])) == pytest.approx(math.sqrt(0.9))
+    assert spearman(np.array([1.0, 1, 2, 3]), np.array([1.0, 2, 3, 4])) == pytest.approx(math.sqrt(0.9))
     assert spearman(np.array([1.0, 2, 3]), np.array([30.0, 20, 10])) == pytest.approx(-1.0)
-    assert spearman(np.array([1.0, 2, 3]), np.array([1.0, 4, 9])) == pytest.approx(1.0)  # monotone, not linear
+    assert spearman(np.array([1.0, 2, 3]), np.array([1.0, 4, 9])) == pytest.approx(
+        1.0
+    )  # monotone, not linear
     assert math.isnan(spearman(np.array([1.0, 2]), np.array([1.0, 2])))
     assert math.isnan(spearman(np.array([1.0, 2, 3]), np.array([5.0, 5, 5])))
 

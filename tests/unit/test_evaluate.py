@@ -18,7 +18,9 @@ from modelwatch.storage import frame_to_parquet
 from modelwatch.window import Window
 
 T0 = pd.Timestamp("2026-03-03T10:00:00Z")
-WINDOW = Window(pd.Timestamp("2026-03-03T00:00:00Z").to_pydatetime(), pd.Timestamp("2026-03-04T00:00:00Z").to_pydatetime())
+WINDOW = Window(
+    pd.Timestamp("2026-03-03T00:00:00Z").to_pydatetime(), pd.Timestamp("2026-03-04T00:00:00Z").to_pydatetime()
+)
 SLOW, FAST = 2.5, 0.2
 HIGH, LOW = 0.97, 0.3
 
@@ -67,7 +69,9 @@ def model_frames(
     return pred, res
 
 
-def run(pred: pd.DataFrame, res: pd.DataFrame, cfg: ModelwatchConfig | None = None) -> dict[str, ModelVerdict]:
+def run(
+    pred: pd.DataFrame, res: pd.DataFrame, cfg: ModelwatchConfig | None = None
+) -> dict[str, ModelVerdict]:
     cfg = cfg or make_config()
     joined, corr = correlate(pred, res, cfg)
     verdicts = evaluate(joined, corr, res, cfg, WINDOW)
@@ -197,7 +201,10 @@ def test_slow_threshold_per_model() -> None:
     p2, _ = model_frames(40, minutes_10_to_19, model="recommender")  # the same 2.5 s predictions
     verdicts = run(pd.concat([p1, p2], ignore_index=True), r1, cfg)
     assert (verdicts["fraud"].verdict, verdicts["fraud"].slow_threshold_seconds) == ("slow_unexplained", 1.0)
-    assert (verdicts["recommender"].verdict, verdicts["recommender"].slow_threshold_seconds) == ("healthy", 3.0)
+    assert (verdicts["recommender"].verdict, verdicts["recommender"].slow_threshold_seconds) == (
+        "healthy",
+        3.0,
+    )
     assert verdicts["recommender"].n_slow == 0
 
 
@@ -216,9 +223,14 @@ def test_expected_model_without_predictions_is_no_data() -> None:
 
 def test_empty_window_every_expected_model_is_no_data() -> None:
     pred, res = model_frames(0, lambda k: False)
-    pred = pred.astype({"model": "str", "instance": "str", "model_version": "str", "prediction_time": "float64"})
+    pred = pred.astype(
+        {"model": "str", "instance": "str", "model_version": "str", "prediction_time": "float64"}
+    )
     verdicts = run(pred, res, make_config(expected_models=["fraud-detector", "recommender"]))
-    assert {m: v.verdict for m, v in verdicts.items()} == {"fraud-detector": "no_data", "recommender": "no_data"}
+    assert {m: v.verdict for m, v in verdicts.items()} == {
+        "fraud-detector": "no_data",
+        "recommender": "no_data",
+    }
 
 
 @pytest.mark.parametrize("slow", [False, True])
@@ -239,7 +251,9 @@ def test_context_only_samples_are_not_evidence() -> None:
 
 
 def test_some_resources_missing_is_still_judged() -> None:
-    pred, res = model_frames(40, minutes_10_to_19, cpu=lambda k: HIGH if minutes_10_to_19(k) else LOW, memory=None)
+    pred, res = model_frames(
+        40, minutes_10_to_19, cpu=lambda k: HIGH if minutes_10_to_19(k) else LOW, memory=None
+    )
     v = run(pred, res)["m"]
     assert v.verdict == "degraded"
     assert v.resources_without_data == ["memory"]

@@ -525,6 +525,7 @@ class FakeMlflowClient:
         self.calls: list[dict[str, Any]] = []
         self.runs: dict[str, list[Any]] = {}
         self.env_seen: list[str | None] = []
+        self.env_at_call: list[dict[str, str]] = []
         FakeMlflowClient.instances.append(self)
 
     def get_experiment_by_name(self, name: str) -> Any:
@@ -533,6 +534,7 @@ class FakeMlflowClient:
         from mlflow.entities import Experiment
 
         self.env_seen.append(os.environ.get("MLFLOW_TRACKING_TOKEN"))
+        self.env_at_call.append({k: v for k, v in os.environ.items() if k.startswith("MLFLOW_")})
         if name == "missing":
             return None
         return Experiment(f"id-{name}", name, "", "active")
@@ -579,6 +581,23 @@ def test_mlflow_token_only_in_env_during_calls(monkeypatch: pytest.MonkeyPatch,
     assert hook.experiment_ids(["a"]) == {"a": "id-a"}
     assert hook.get_conn().env_seen == ["mlflow-tok-42"]
     assert "MLFLOW_TRACKING_TOKEN" not in os.environ
+
+
+def test_mlflow_basic_auth_and_retry_extras(monkeypatch: pytest.MonkeyPatch,
+                                            fake_mlflow: type[FakeMlflowClient]) -> None:
+    import os
+
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "ambient-token")  # must not be mixed with our basic auth
+    set_conn(monkeypatch, "mlf_basic", conn_type="mlflow", host="127.0.0.1", port=15000, login="bob",
+             password="bobs-pass", extra={"max_retries": 2, "timeout": 0.5, "backoff_factor": 1})
+    hook = MlflowHook("mlf_basic")
+    hook.experiment_ids(["a"])
+    seen = hook.get_conn().env_at_call[0]
+    assert seen["MLFLOW_TRACKING_USERNAME"] == "bob" and seen["MLFLOW_TRACKING_PASSWORD"] == "bobs-pass"
+    assert "MLFLOW_TRACKING_TOKEN" not in seen
+    assert (seen["MLFLOW_HTTP_REQUEST_MAX_RETRIES"], seen["MLFLOW_HTTP_REQUEST_TIMEOUT"]) == ("2", "1")
+    assert os.environ["MLFLOW_TRACKING_TOKEN"] == "ambient-token"  # put back after the call
+    assert "MLFLOW_TRACKING_PASSWORD" not in os.environ
 
 
 def test_mlflow_unknown_experiment(monkeypatch: pytest.MonkeyPatch, fake_mlflow: type[FakeMlflowClient]) -> None:

@@ -41,7 +41,9 @@ def test_retry_days_later_covers_the_same_window() -> None:
 
 def test_data_interval_in_another_offset_is_the_same_instants() -> None:
     plus2 = timezone(timedelta(hours=2))
-    w = resolve_window(datetime(2026, 3, 3, 2, tzinfo=plus2), datetime(2026, 3, 4, 2, tzinfo=plus2), None, DAY)
+    w = resolve_window(
+        datetime(2026, 3, 3, 2, tzinfo=plus2), datetime(2026, 3, 4, 2, tzinfo=plus2), None, DAY
+    )
     assert (w.start, w.end) == (utc(2026, 3, 3), utc(2026, 3, 4))
     assert w.start.utcoffset() == timedelta(0)
 
@@ -68,7 +70,9 @@ def test_data_interval_that_is_not_a_whole_period_is_kept() -> None:
         (utc(2026, 3, 1, 8), (utc(2026, 2, 28), utc(2026, 3, 1))),
     ],
 )
-def test_manual_daily_run_covers_last_full_day(run_after: datetime, expected: tuple[datetime, datetime]) -> None:
+def test_manual_daily_run_covers_last_full_day(
+    run_after: datetime, expected: tuple[datetime, datetime]
+) -> None:
     w = resolve_window(None, None, run_after=run_after, interval=DAY)
     assert (w.start, w.end) == expected
 
@@ -83,7 +87,9 @@ def test_manual_daily_run_covers_last_full_day(run_after: datetime, expected: tu
         (utc(2026, 3, 3), (utc(2026, 3, 2, 23), utc(2026, 3, 3))),
     ],
 )
-def test_manual_hourly_run_covers_last_full_hour(run_after: datetime, expected: tuple[datetime, datetime]) -> None:
+def test_manual_hourly_run_covers_last_full_hour(
+    run_after: datetime, expected: tuple[datetime, datetime]
+) -> None:
     w = resolve_window(None, None, run_after=run_after, interval=HOUR)
     assert (w.start, w.end) == expected
 
@@ -169,7 +175,9 @@ def test_window_from_context_reads_the_trigger_form() -> None:
 
 
 def test_window_from_context_naive_parameter_is_utc() -> None:
-    w = window_from_context(_context({"window_start": "2026-03-03T10:00", "window_end": "2026-03-03T11:00"}), DAY)
+    w = window_from_context(
+        _context({"window_start": "2026-03-03T10:00", "window_end": "2026-03-03T11:00"}), DAY
+    )
     assert (w.start, w.end) == (utc(2026, 3, 3, 10), utc(2026, 3, 3, 11))
 
 

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import threading
@@ -94,8 +95,14 @@ class MlflowHook(BaseHook):
                 env["MLFLOW_TRACKING_TOKEN"] = conn.password
             self._secrets.append(conn.password)
         for key, var in _EXTRA_ENV.items():
-            if extra.get(key) is not None:
-                env[var] = str(extra[key]).lower() if isinstance(extra[key], bool) else str(extra[key])
+            value = extra.get(key)
+            if value is None:
+                continue
+            if key == "insecure_tls":
+                env[var] = "true" if str(value).lower() in ("true", "1", "yes") else "false"
+            else:
+                # MLflow parses these variables as integers.
+                env[var] = str(math.ceil(float(value)))
         from mlflow.tracking import MlflowClient
 
         self._tracking_uri = uri

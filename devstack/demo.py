@@ -197,7 +197,7 @@ def format_summary(summary: DaySummary, queries: list[Query] | None = None) -> s
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     parts = [
-        f"{m} {c['runs']} runs / {c['predictions']} predictions / {c['slow']} slow"
+        f"{m} {c['runs']} run{'' if c['runs'] == 1 else 's'} / {c['predictions']} predictions / {c['slow']} slow"
         for m, c in summary.models.items()
     ]
     lines.append("  mlflow: " + "; ".join(parts))

@@ -120,10 +120,14 @@ def evaluate(
                 **common,
             ))  # fmt: skip
         else:
+            # A slow prediction in a scrape gap is unexplained for want of evidence, not for want of
+            # saturation: say so, or a gap would read as "resources were fine".
+            blind = int(slow[[f"res_{q}" for q in limits]].isna().all(axis=1).sum())
+            gap = f"; {blind} of them had no resource sample within the tolerance" if blind else ""
             verdicts.append(ModelVerdict(
                 verdict="slow_unexplained",
                 reason=(f"{len(slow)} of {len(rows)} predictions slower than {rules.slow_prediction_seconds:g} s "
-                        "with no resource saturated at the time"),
+                        f"with no resource saturated at the time{gap}"),
                 incident_start=slow["timestamp"].min().isoformat(),
                 incident_end=slow["timestamp"].max().isoformat(),
                 **common,

@@ -2,9 +2,10 @@
 
 Layout, readable by Athena, DuckDB and Spark::
 
-    <base>/<dataset>/dt=YYYY-MM-DD[/hour=HH]/part-00000.parquet
-    <base>/<dataset>/dt=YYYY-MM-DD[/hour=HH]/_manifest.json     <- written last: the partition is complete
-    <base>/<dataset>/dt=YYYY-MM-DD[/hour=HH]/_<name>.json       <- documents (verdict, alert payload)
+    <base>/<dataset>/dt=YYYY-MM-DD/part-00000.parquet
+    <base>/<dataset>/dt=YYYY-MM-DD/_manifest.json     <- written last: the partition is complete
+    <base>/<dataset>/dt=YYYY-MM-DD/_<name>.json       <- documents (verdict, alert payload)
+    <base>/intraday/<dataset>/dt=YYYY-MM-DD/hour=HH/...   <- windows shorter than a day (hourly runs)
 
 Files whose names start with ``_`` or ``.`` are skipped by those engines, so the manifest and documents
 can sit beside the data. A re-run of a day replaces its partition: the manifest goes first (the partition
@@ -59,9 +60,16 @@ class PartitionRef:
         return {"dataset": self.dataset, "url": self.url, "rows": self.rows}
 
 
-def dataset_url(base_url: str, dataset: str) -> str:
-    """The URL of a dataset's table location (what an Asset and an Athena table point at)."""
-    return f"{base_url.rstrip('/')}/{dataset}"
+INTRADAY = "intraday"
+
+
+def dataset_url(base_url: str, dataset: str, *, intraday: bool = False) -> str:
+    """The URL of a dataset's table location (what an Asset and an Athena table point at).
+
+    Windows shorter than a day live in their own tables under ``intraday/``, so a daily partition
+    never holds sub-folders and each table has one partitioning scheme.
+    """
+    return f"{base_url.rstrip('/')}/{INTRADAY + '/' if intraday else ''}{dataset}"
 
 
 class Lake:
@@ -88,7 +96,7 @@ class Lake:
         """URL of ``dataset``'s partition for ``window``."""
         if dataset not in DATASETS:
             raise ValueError(f"unknown dataset {dataset!r}; expected one of {', '.join(DATASETS)}")
-        return f"{dataset_url(self.base_url, dataset)}/{window.partition_path}"
+        return f"{dataset_url(self.base_url, dataset, intraday=window.intraday)}/{window.partition_path}"
 
     # -- writing -----------------------------------------------------------------------------------------
     def write_frame(
@@ -117,6 +125,8 @@ class Lake:
             self._atomic_write(part, DATA_FILE, payload)
             keep = {DATA_FILE}
             for child in part.iterdir():
+                if child.is_dir():
+                    continue
                 if child.name not in keep and not (child.name.startswith("_") and child.name.endswith(".json")):
                     # leftovers of an older layout or of a write that died before its rename
                     child.unlink()
@@ -144,10 +154,14 @@ class Lake:
         if part.protocol in ("file", "local"):
             # A local write is visible while it grows: write under a name readers skip, then rename,
             # which is atomic within one filesystem.
-            tmp = part / f"_tmp-{uuid.uuid4().hex}-{name}"
-            with tmp.open("wb") as fh:
-                fh.write(payload)
-            tmp.rename(target)
+            # (".partial", not ".parquet": a "*.parquet" glob must not pick it up)
+            tmp = part / f"_tmp-{uuid.uuid4().hex}.partial"
+            try:
+                with tmp.open("wb") as fh:
+                    fh.write(payload)
+                tmp.rename(target)
+            finally:
+                tmp.unlink(missing_ok=True)
         else:
             # An S3 object appears whole or not at all (single PUT or a completed multipart upload).
             with target.open("wb") as fh:

@@ -23,9 +23,12 @@ POST_ALERT_TASK = "post_alert"
 NO_ALERT_TASK = "no_alert"
 
 
-def assets(cfg: ModelwatchConfig) -> dict[str, Asset]:
-    """One Airflow Asset per dataset, named ``modelwatch_<dataset>``, at the dataset's table location."""
-    return {d: Asset(name=f"modelwatch_{d}", uri=dataset_url(cfg.storage.base_url, d)) for d in DATASETS}
+def assets(cfg: ModelwatchConfig, *, intraday: bool = False) -> dict[str, Asset]:
+    """One Airflow Asset per dataset, named ``modelwatch_[intraday_]<dataset>``, at its table location."""
+    prefix = "modelwatch_intraday_" if intraday else "modelwatch_"
+    return {
+        d: Asset(name=f"{prefix}{d}", uri=dataset_url(cfg.storage.base_url, d, intraday=intraday)) for d in DATASETS
+    }
 
 
 def _run(interval: timedelta) -> tuple[ModelwatchConfig, Any, Any, dict[str, Any]]:

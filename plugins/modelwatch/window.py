@@ -45,15 +45,23 @@ class Window:
         return self.end - self.start
 
     @property
+    def intraday(self) -> bool:
+        """Shorter than a day (an hourly schedule, or a trigger-form window): stored apart from daily runs."""
+        return self.length < timedelta(hours=23)  # a daily window on a DST day is 23 or 25 hours
+
+    @property
     def partition(self) -> tuple[tuple[str, str], ...]:
-        """Hive-style partition keys: ``dt`` (the start's date in the DAG timezone), plus ``hour`` and
-        ``minute`` for windows shorter than a day, so hourly runs never overwrite each other."""
-        local = self.start.astimezone(ZoneInfo(self.tz))
-        keys: list[tuple[str, str]] = [("dt", local.strftime("%Y-%m-%d"))]
-        if self.length < timedelta(hours=23):  # 23 h: a daily window on a DST day is 23 or 25 hours
-            keys.append(("hour", local.strftime("%H")))
-            if local.minute or self.length < timedelta(hours=1):
-                keys.append(("minute", local.strftime("%M")))
+        """Hive-style partition keys.
+
+        A daily window is ``dt``, the start's date in the DAG timezone (what a person calls "that day").
+        A shorter window is ``dt``/``hour`` (and ``minute`` when not on the hour) in UTC: local hours repeat
+        on the night clocks go back, and two runs must never share a partition.
+        """
+        if not self.intraday:
+            return (("dt", self.start.astimezone(ZoneInfo(self.tz)).strftime("%Y-%m-%d")),)
+        keys = [("dt", self.start.strftime("%Y-%m-%d")), ("hour", self.start.strftime("%H"))]
+        if self.start.minute or self.length < timedelta(hours=1):
+            keys.append(("minute", self.start.strftime("%M")))
         return tuple(keys)
 
     @property
@@ -87,10 +95,11 @@ def last_full_interval(run_after: datetime, interval: timedelta, tz: tzinfo = UT
         end = midnight
         start = (end - timedelta(days=days)).replace(tzinfo=None).replace(tzinfo=tz)
         return start.astimezone(UTC), end.astimezone(UTC)
-    elapsed = local - midnight
-    steps = elapsed // interval
-    end = midnight + steps * interval
-    return (end - interval).astimezone(UTC), end.astimezone(UTC)
+    # Count whole intervals in UTC: wall-clock arithmetic on aware datetimes goes wrong across DST changes.
+    midnight_utc = midnight.astimezone(UTC)
+    steps = (run_after.astimezone(UTC) - midnight_utc) // interval
+    end = midnight_utc + steps * interval
+    return end - interval, end
 
 
 def resolve_window(

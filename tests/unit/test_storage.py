@@ -52,7 +52,7 @@ def lake(tmp_path: Path) -> Lake:
 
 
 def part_dir(tmp_path: Path, dataset: str, window: Window) -> Path:
-    return tmp_path / dataset / window.partition_path
+    return tmp_path / ("intraday" if window.intraday else "") / dataset / window.partition_path
 
 
 def manifest_on_disk(tmp_path: Path, dataset: str, window: Window) -> dict[str, Any]:
@@ -224,16 +224,10 @@ def test_hourly_partitions_do_not_overwrite_each_other(lake: Lake, tmp_path: Pat
     assert (len(a), len(b)) == (3, 5)
     assert a["timestamp"].min() == pd.Timestamp("2026-03-03T10:00:00Z")
     assert b["timestamp"].min() == pd.Timestamp("2026-03-03T11:00:00Z")
-    assert (tmp_path / "resources" / "dt=2026-03-03" / "hour=10" / DATA_FILE).is_file()
-    assert (tmp_path / "resources" / "dt=2026-03-03" / "hour=11" / DATA_FILE).is_file()
+    assert (tmp_path / "intraday" / "resources" / "dt=2026-03-03" / "hour=10" / DATA_FILE).is_file()
+    assert (tmp_path / "intraday" / "resources" / "dt=2026-03-03" / "hour=11" / DATA_FILE).is_file()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Lake.write_frame's stray-file cleanup calls unlink() on every child of the partition folder, "
-    "including the hour=HH sub-folder a window-override run of the same day wrote; the daily write then fails "
-    "(after it has already removed the manifest), on every retry",
-)
 def test_daily_rewrite_after_an_hourly_run_of_the_same_day(lake: Lake) -> None:
     # someone triggered the DAG with window_start/window_end for 10:00-12:00 to look at an incident ...
     lake.write_frame(

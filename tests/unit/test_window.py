@@ -282,13 +282,7 @@ def test_dst_days_tile_with_their_neighbours() -> None:
 def test_hourly_in_berlin_on_a_normal_day() -> None:
     w = resolve_window(None, None, run_after=berlin(2026, 3, 3, 10, 17), interval=HOUR, tz="Europe/Berlin")
     assert (w.start, w.end) == (berlin(2026, 3, 3, 9), berlin(2026, 3, 3, 10))
-    assert w.partition_path == "dt=2026-03-03/hour=09"
-
-
-_HOURLY_DST_BUG = (
-    "last_full_interval does sub-daily arithmetic on local wall-clock time (aware datetimes with the same "
-    "tzinfo subtract and add as naive), so across a DST change it yields an empty or a two-hour window"
-)
+    assert w.partition_path == "dt=2026-03-03/hour=08"  # intraday partitions are named in UTC
 
 
 @pytest.mark.parametrize(
@@ -296,15 +290,12 @@ _HOURLY_DST_BUG = (
     [
         # 01:30 UTC = 03:30 CEST on the spring-forward day: the last full hour is 00:00-01:00 UTC
         # (01:00-03:00 local wall clock, one real hour)
-        pytest.param(utc(2026, 3, 29, 1, 30), (utc(2026, 3, 29, 0), utc(2026, 3, 29, 1)),
-                     marks=pytest.mark.xfail(strict=True, raises=ValueError, reason=_HOURLY_DST_BUG)),
+        (utc(2026, 3, 29, 1, 30), (utc(2026, 3, 29, 0), utc(2026, 3, 29, 1))),
         (utc(2026, 3, 29, 2, 30), (utc(2026, 3, 29, 1), utc(2026, 3, 29, 2))),
         (utc(2026, 10, 25, 0, 30), (utc(2026, 10, 24, 23), utc(2026, 10, 25, 0))),
         # 01:30 UTC = 02:30 CET (the second 02:30 of the fall-back night)
-        pytest.param(utc(2026, 10, 25, 1, 30), (utc(2026, 10, 25, 0), utc(2026, 10, 25, 1)),
-                     marks=pytest.mark.xfail(strict=True, reason=_HOURLY_DST_BUG)),
-        pytest.param(utc(2026, 10, 25, 2, 30), (utc(2026, 10, 25, 1), utc(2026, 10, 25, 2)),
-                     marks=pytest.mark.xfail(strict=True, reason=_HOURLY_DST_BUG)),
+        (utc(2026, 10, 25, 1, 30), (utc(2026, 10, 25, 0), utc(2026, 10, 25, 1))),
+        (utc(2026, 10, 25, 2, 30), (utc(2026, 10, 25, 1), utc(2026, 10, 25, 2))),
     ],
 )  # fmt: skip
 def test_manual_hourly_run_on_dst_day_covers_last_full_hour(
@@ -314,11 +305,6 @@ def test_manual_hourly_run_on_dst_day_covers_last_full_hour(
     assert (w.start, w.end) == expected
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Window.partition names sub-daily partitions by local wall-clock hour, and 02:00-03:00 occurs twice "
-    "on the fall-back night, so two hourly runs write (and overwrite) the same partition",
-)
 def test_hourly_partitions_distinct_on_fall_back_night() -> None:
     hours = [Window(utc(2026, 10, 24, 20) + k * HOUR, utc(2026, 10, 24, 21) + k * HOUR, "Europe/Berlin")
              for k in range(10)]  # fmt: skip

@@ -1,73 +1,94 @@
 """
 ### Model performance monitoring
 
-Every day (one full UTC day per run, from the run's data interval), modelwatch:
+For each window (a full UTC day for `model_performance_monitoring`, a full hour for
+`model_performance_monitoring_hourly`), taken from the run's data interval, modelwatch:
 
 1. runs the PromQL queries of `include/thresholds.yaml` over the window (`extract_resources`) and reads the
    prediction records of the configured MLflow experiments (`extract_predictions`), each into a Parquet
-   partition `<lake>/<dataset>/dt=YYYY-MM-DD/`;
+   partition `<lake>/<dataset>/dt=YYYY-MM-DD/` (hourly: `<lake>/intraday/<dataset>/dt=.../hour=HH/`);
 2. joins every prediction to the resource samples at its time (`correlate`);
 3. gives every model a verdict: `healthy`, `degraded`, `slow_unexplained` or `no_data` (`evaluate`);
 4. posts to Alertmanager when a model is degraded (`post_alert`), unless the run is a dry run or a
-   backfill that was not asked to page (`no_alert`).
+   backfill that was not asked to page (`no_alert`, which says why).
 
-Trigger with parameters to pick models, a window, or a dry run. A failed task emails `MODELWATCH_ALERT_EMAIL`.
-Where the partitions are: the `evaluate` task's log and XCom, and the alert's `partition` annotation.
+**Trigger form**: pick models, override the window, make a dry run, or let a backfill page.
+**Where the results are**: the `evaluate` task's XCom and log (partitions, `_verdict.json`), and the
+alert's `partition` and `airflow_run` annotations.
+**Email**: a task that fails for good, or a run still unfinished `alerting.run_deadline` after it was
+queued, emails `alerting.failure_email`.
 """
 
 from __future__ import annotations
 
-import os
 from datetime import datetime, timedelta
 
-from airflow.sdk import DAG, Param
+from airflow.sdk import DAG, AsyncCallback, DeadlineAlert, DeadlineReference, Param
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 from modelwatch import tasks
 from modelwatch.config import load_config
-from modelwatch.notify import failure_email
+from modelwatch.notify import deadline_missed, failure_email
 
 # Validated at parse time: a bad thresholds.yaml is an import error naming file, key and problem.
 CONFIG = load_config()
-ASSETS = tasks.assets(CONFIG)
-INTERVAL = timedelta(days=1)
+ALERTING = CONFIG.alerting
 
-with DAG(
-    dag_id="model_performance_monitoring",
-    doc_md=__doc__,
-    description="Correlate ML prediction latency with resource saturation and alert on degradation",
-    # An interval timetable: a cron string alone gives zero-length intervals in Airflow 3.
-    schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
-    start_date=datetime(2026, 1, 1),
-    catchup=False,
-    max_active_runs=4,
-    tags=["modelwatch", "monitoring", "ml"],
-    default_args={
-        "owner": "ml-platform",
-        "retries": 2,
-        "retry_delay": timedelta(seconds=30),
-        "retry_exponential_backoff": True,
-        "max_retry_delay": timedelta(minutes=10),
-        "on_failure_callback": failure_email(os.environ.get("MODELWATCH_ALERT_EMAIL", "ml-oncall@localhost")),
-    },
-    params={
-        "models": Param([], type="array", items={"type": "string"},
-                        description="Only these models (empty: every model with predictions)."),
-        "window_start": Param("", type="string",
-                              description="ISO start of the window (empty: the run's data interval)."),
-        "window_end": Param("", type="string", description="ISO end of the window, exclusive."),
-        "dry_run": Param(False, type="boolean", description="Evaluate and store verdicts, but do not page."),
-        "page_on_backfill": Param(CONFIG.alerting.page_on_backfill, type="boolean",
-                                  description="Let a backfill run post to Alertmanager."),
-    },  # fmt: skip
-):
-    resources = tasks.extract_resources.override(outlets=[ASSETS["resources"]])(INTERVAL)
-    predictions = tasks.extract_predictions.override(outlets=[ASSETS["predictions"]])(INTERVAL)
-    correlated = tasks.correlate.override(outlets=[ASSETS["joined"], ASSETS["correlation"]])(
-        resources, predictions, INTERVAL
-    )
-    evaluation = tasks.evaluate.override(outlets=[ASSETS["verdicts"]])(correlated, INTERVAL)
-    tasks.choose_alert_path(evaluation) >> [
-        tasks.post_alert.override(outlets=[ASSETS["alerts"]])(evaluation, INTERVAL),
-        tasks.no_alert(evaluation),
-    ]
+# dag_id -> (interval, cron of the interval boundaries, paused when first seen)
+VARIANTS = {
+    "model_performance_monitoring": (timedelta(days=1), "0 0 * * *", False),
+    # for teams that need faster detection; opt in by unpausing it
+    "model_performance_monitoring_hourly": (timedelta(hours=1), "0 * * * *", True),
+}
+
+for dag_id, (interval, cron, paused) in VARIANTS.items():
+    assets = tasks.assets(CONFIG, intraday=interval < timedelta(days=1))
+    with DAG(
+        dag_id=dag_id,
+        doc_md=__doc__,
+        description="Correlate ML prediction latency with resource saturation and alert on degradation",
+        # An interval timetable: a cron string alone gives zero-length intervals in Airflow 3.
+        schedule=CronDataIntervalTimetable(cron, timezone="UTC"),
+        start_date=datetime(2026, 1, 1),
+        catchup=False,
+        is_paused_upon_creation=paused,
+        max_active_runs=4,
+        tags=["modelwatch", "monitoring", "ml"],
+        default_args={
+            "owner": "ml-platform",
+            "retries": 2,
+            "retry_delay": timedelta(seconds=30),
+            "retry_exponential_backoff": True,
+            "max_retry_delay": timedelta(minutes=10),
+            "on_failure_callback": failure_email(ALERTING.failure_email, ALERTING.smtp_conn_id),
+        },
+        deadline=DeadlineAlert(
+            reference=DeadlineReference.DAGRUN_QUEUED_AT,
+            interval=ALERTING.run_deadline,
+            callback=AsyncCallback(
+                deadline_missed, kwargs={"to": ALERTING.failure_email, "smtp_conn_id": ALERTING.smtp_conn_id}
+            ),
+        ),
+        params={
+            "models": Param([], type="array", items={"type": "string"}, title="Models",
+                            description="Only these models (empty: every model with predictions)."),
+            "window_start": Param("", type="string", title="Window start",
+                                  description="ISO 8601 start, e.g. 2026-03-03T00:00:00Z (empty: the data interval)."),
+            "window_end": Param("", type="string", title="Window end",
+                                description="ISO 8601 end, exclusive (empty: the data interval)."),
+            "dry_run": Param(False, type="boolean", title="Dry run",
+                             description="Evaluate and store verdicts, but do not post to Alertmanager."),
+            "page_on_backfill": Param(ALERTING.page_on_backfill, type="boolean", title="Page on backfill",
+                                      description="Let a backfill run post to Alertmanager."),
+        },  # fmt: skip
+    ):
+        resources = tasks.extract_resources.override(outlets=[assets["resources"]])(interval)
+        predictions = tasks.extract_predictions.override(outlets=[assets["predictions"]])(interval)
+        correlated = tasks.correlate.override(outlets=[assets["joined"], assets["correlation"]])(
+            resources, predictions, interval
+        )
+        evaluation = tasks.evaluate.override(outlets=[assets["verdicts"]])(correlated, interval)
+        tasks.choose_alert_path(evaluation) >> [
+            tasks.post_alert.override(outlets=[assets["alerts"]])(evaluation, interval),
+            tasks.no_alert(evaluation),
+        ]

@@ -176,7 +176,13 @@ class AlertingConfig(_Strict):
     #: active this long after it is posted; the incident's own times are in its annotations.
     active_for: Duration = timedelta(hours=4)
 
-    _active = field_validator("active_for", mode="before")(lambda v: parse_duration(v))
+    #: who gets the email when a task fails for good, or a run misses its deadline
+    failure_email: list[str] = Field(default_factory=lambda: ["ml-oncall@localhost"], min_length=1)
+    smtp_conn_id: str = "smtp_default"
+    #: a run not finished this long after it was queued (its interval's end, for a scheduled run) emails
+    run_deadline: Duration = timedelta(hours=3)
+
+    _active = field_validator("active_for", "run_deadline", mode="before")(lambda v: parse_duration(v))
 
 
 class ModelwatchConfig(_Strict):

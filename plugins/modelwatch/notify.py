@@ -29,3 +29,32 @@ def failure_email(to: str | list[str], smtp_conn_id: str = "smtp_default") -> An
         html_content=FAILURE_HTML,
         smtp_conn_id=smtp_conn_id,
     )
+
+
+async def deadline_missed(
+    context: dict[str, Any] | None = None, *, to: list[str], smtp_conn_id: str = "smtp_default"
+) -> str:
+    """Deadline Alert callback (runs in the triggerer): email that a run has not finished in time.
+
+    The triggerer hands over a small context: ``dag_run`` (the run as the REST API shows it) and
+    ``deadline`` (its ``deadline_time``).
+    """
+    import asyncio
+
+    from airflow.providers.smtp.hooks.smtp import SmtpHook
+
+    run = (context or {}).get("dag_run") or {}
+    deadline = (context or {}).get("deadline") or {}
+    subject = f"[modelwatch] {run.get('dag_id')} run {run.get('run_id')} missed its deadline"
+    html = (
+        f"<p>Run <b>{run.get('run_id')}</b> of DAG <b>{run.get('dag_id')}</b> had not finished by "
+        f"{deadline.get('deadline_time')} (state: {run.get('state')}; window {run.get('data_interval_start')} "
+        f"to {run.get('data_interval_end')}). Its verdicts are late: check the scheduler and the run's tasks.</p>"
+    )
+
+    def send() -> None:
+        with SmtpHook(smtp_conn_id=smtp_conn_id) as hook:
+            hook.send_email_smtp(to=to, subject=subject, html_content=html, from_email="modelwatch@localhost")
+
+    await asyncio.to_thread(send)
+    return subject

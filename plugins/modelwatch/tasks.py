@@ -32,12 +32,21 @@ def assets(cfg: ModelwatchConfig, *, intraday: bool = False) -> dict[str, Asset]
 
 
 def _run(interval: timedelta) -> tuple[ModelwatchConfig, Any, Any, dict[str, Any]]:
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from modelwatch.config import ConfigError
     from modelwatch.storage import Lake
     from modelwatch.window import window_from_context
 
     context = get_current_context()
-    cfg = load_config()
-    window = window_from_context(context, interval)
+    # Bad configuration or run parameters do not fix themselves: fail now, without retries.
+    try:
+        cfg = load_config()
+        window = window_from_context(context, interval)
+    except ConfigError as exc:
+        raise AirflowFailException(str(exc)) from None
+    except ValueError as exc:
+        raise AirflowFailException(f"invalid window for this run (params window_start/window_end): {exc}") from None
     return cfg, window, Lake(cfg.storage.base_url, cfg.storage.aws_conn_id), context
 
 

@@ -62,3 +62,37 @@ def test_importing_a_dag_file_loads_no_heavy_library(path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     loaded = json.loads(out.stdout.strip().splitlines()[-1])
     assert loaded == [], f"importing {path.name} loaded {loaded}"
+
+
+def test_hourly_variant_covers_full_hours_from_the_same_tasks(dagbag):
+    from datetime import UTC, datetime, timedelta
+
+    import pendulum
+
+    daily, hourly = dagbag.dags["model_performance_monitoring"], dagbag.dags["model_performance_monitoring_hourly"]
+    # the timetable wants pendulum datetimes for hourly crons
+    interval = hourly.timetable.infer_manual_data_interval(run_after=pendulum.datetime(2026, 3, 4, 6, 20, tz="UTC"))
+    assert (interval.start, interval.end) == (datetime(2026, 3, 4, 5, tzinfo=UTC), datetime(2026, 3, 4, 6, tzinfo=UTC))
+    assert {t.task_id for t in hourly.tasks} == {t.task_id for t in daily.tasks}
+    assert hourly.is_paused_upon_creation and not daily.is_paused_upon_creation
+    assert timedelta(hours=1) in hourly.get_task("extract_resources").op_args
+
+
+def test_trigger_form_params_are_typed_and_described(dagbag):
+    dag = dagbag.dags["model_performance_monitoring"]
+    params = dag.params
+    for name, kind in {"models": "array", "window_start": "string", "window_end": "string",
+                       "dry_run": "boolean", "page_on_backfill": "boolean"}.items():  # fmt: skip
+        param = params.get_param(name)
+        assert param.schema["type"] == kind, name
+        assert param.description, name
+    assert params["dry_run"] is False and params["page_on_backfill"] is False
+
+
+def test_runs_have_a_deadline_alert_from_the_config(dagbag):
+    from modelwatch.config import load_config
+
+    for dag in dagbag.dags.values():
+        deadlines = dag.deadline if isinstance(dag.deadline, list) else [dag.deadline]
+        assert deadlines and deadlines[0].interval == load_config().alerting.run_deadline
+        assert deadlines[0].callback.path == "modelwatch.notify.deadline_missed"

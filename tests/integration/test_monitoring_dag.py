@@ -139,3 +139,58 @@ def test_rerunning_a_day_replaces_its_partition(runs, seeded_stack, monitoring_d
     after = {p.name: p.read_bytes() for p in part.iterdir() if p.suffix == ".parquet"}
     assert list(after) == ["part-00000.parquet"]
     assert after == before  # deterministic: the same window gives the same bytes
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_failed_run_emails_dag_run_task_and_log_link(seeded_stack, monitoring_dag, lake, monkeypatch):
+    import copy
+
+    for key, value in seeded_stack.config.airflow_env().items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("MODELWATCH_STORAGE_URL", lake)
+    # Prometheus "down": nothing listens on this port
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_PROMETHEUS_DEFAULT", json.dumps({"conn_type": "prometheus", "host": "127.0.0.1", "port": _free_port()})
+    )
+    dag = copy.deepcopy(monitoring_dag)
+    for t in dag.tasks:
+        t.retries = 0  # the failure path, not the retry schedule, is under test here
+    before = len(seeded_stack.mail())
+    day = _day("normal")
+    run = dag.test(logical_date=datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1))
+    assert str(getattr(run.state, "value", run.state)) == "failed"
+    deadline = time.monotonic() + 20
+    while len(seeded_stack.mail()) == before and time.monotonic() < deadline:
+        time.sleep(0.5)
+    mails = seeded_stack.mail()[before:]
+    assert len(mails) == 1, mails
+    mail = mails[0]
+    assert DAG_ID in mail["subject"] and "extract_resources" in mail["subject"] and run.run_id in mail["subject"]
+    assert f"/dags/{DAG_ID}/runs/" in mail["body"] and "/tasks/extract_resources" in mail["body"]
+    assert "127.0.0.1" in mail["body"]  # the error names the server it could not reach
+
+
+def test_a_day_written_to_s3_through_the_aws_connection(seeded_stack, monitoring_dag, monkeypatch):
+    for key, value in seeded_stack.config.airflow_env().items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("MODELWATCH_STORAGE_URL", "s3://modelwatch/lake")
+    day = _day("cpu_saturation")
+    run = monitoring_dag.test(logical_date=datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1))
+    assert str(getattr(run.state, "value", run.state)) == "success"
+    s3 = seeded_stack.s3_client()
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket="modelwatch", Prefix="lake/")["Contents"]}
+    for dataset in ("resources", "predictions", "joined", "correlation", "verdicts"):
+        assert f"lake/{dataset}/dt={day.isoformat()}/part-00000.parquet" in keys
+        assert f"lake/{dataset}/dt={day.isoformat()}/_manifest.json" in keys
+    doc = json.loads(
+        s3.get_object(Bucket="modelwatch", Key=f"lake/verdicts/dt={day.isoformat()}/_verdict.json")["Body"].read()
+    )
+    assert {v["model"]: v["verdict"] for v in doc["verdicts"]} == EXPECTED["cpu_saturation"]
+    assert not any(k.endswith(".partial") for k in keys)

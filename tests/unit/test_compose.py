@@ -1,0 +1,661 @@
+"""docker-compose.yaml: valid, wired to the services it defines, pinned, loopback-only, no stray secrets.
+
+Nothing is started and no Docker engine is needed. The file is validated against the compose-spec schema
+(check-jsonschema) and, when a compose binary is installed, by ``docker-compose config -q``; the rest reads
+the YAML. Values are taken with compose's interpolation defaults (``${VAR:-default}`` -> ``default``),
+i.e. as the file runs when no variable is set.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+
+from modelwatch.config import load_config
+
+REPO = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = REPO / "docker-compose.yaml"
+COMPOSE_DIR = REPO / "compose"
+DOC = REPO / "docs" / "docker-compose.md"
+THRESHOLDS = REPO / "include" / "thresholds.yaml"
+BIN = Path(sys.executable).parent
+
+#: The long-running Airflow services of the official file (LocalExecutor: no worker).
+AIRFLOW_SERVICES = ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer")
+#: Connection variable -> its conn_type.
+CONNECTIONS = {
+    "AIRFLOW_CONN_PROMETHEUS_DEFAULT": "prometheus",
+    "AIRFLOW_CONN_MLFLOW_DEFAULT": "mlflow",
+    "AIRFLOW_CONN_ALERTMANAGER_DEFAULT": "alertmanager",
+    "AIRFLOW_CONN_AWS_DEFAULT": "aws",
+    "AIRFLOW_CONN_SMTP_DEFAULT": "smtp",
+}
+#: The local development credentials docs/docker-compose.md documents; nothing else may appear.
+DEV_DEFAULTS = frozenset({
+    "airflow",
+    "minioadmin",
+    "modelwatch-local-dev-jwt-secret-not-for-production",
+    "modelwatch-local-dev-secret-key-not-for-production",
+})  # fmt: skip
+
+_VAR = re.compile(
+    r"\$(?:\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?+])(?P<arg>[^}]*))?\}|(?P<bare>[A-Za-z_][A-Za-z0-9_]*))"
+)
+_SECRET_NAME = re.compile(r"(PASSWORD|PASSWD|SECRET|TOKEN|_KEY$|ACCESS_KEY|CREDENTIAL)", re.IGNORECASE)
+_URL_PASSWORD = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s:@'\"]+:([^/\s@'\"]+)@", re.IGNORECASE)
+_KEY_PATTERNS = (
+    re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"),  # AWS access key ids
+    re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"),
+    re.compile(r"\bgh[pousr]_[A-Za-z0-9]{30,}\b"),  # GitHub tokens
+    re.compile(r"\bxox[abprs]-[A-Za-z0-9-]{10,}\b"),  # Slack tokens
+)
+
+
+# -- helpers ---------------------------------------------------------------------------------------------
+
+
+def interpolate(text: str) -> str:
+    """Compose interpolation with every variable unset: ``${X:-d}``/``${X-d}`` give ``d``, ``${X}`` and
+    ``${X:+v}`` give ``""``, ``$$`` gives ``$``."""
+    parts = text.split("$$")
+
+    def sub(m: re.Match[str]) -> str:
+        if m.group("braced") and m.group("op") in (":-", "-"):
+            return m.group("arg")
+        if m.group("op") in (":?", "?"):
+            raise AssertionError(f"{m.group(0)!r} requires a variable; the file must run without one")
+        return ""
+
+    return "$".join(_VAR.sub(sub, p) for p in parts)
+
+
+def _resolve(node: Any) -> Any:
+    if isinstance(node, str):
+        return interpolate(node)
+    if isinstance(node, dict):
+        return {k: _resolve(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_resolve(v) for v in node]
+    return node
+
+
+def _strings(node: Any) -> Iterator[str]:
+    if isinstance(node, str):
+        yield node
+    elif isinstance(node, dict):
+        for k, v in node.items():
+            yield str(k)
+            yield from _strings(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from _strings(v)
+
+
+def _env(service: dict[str, Any]) -> dict[str, str]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) if "=" in item else (item, "") for item in env)
+    return {str(k): "" if v is None else str(v) for k, v in env.items()}
+
+
+def _as_text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        return " ".join(str(v) for v in value)
+    if isinstance(value, dict):
+        return " ".join(f"{k}={v}" for k, v in value.items())
+    return str(value)
+
+
+def _published(entry: Any) -> tuple[str, str, str]:
+    """(host ip, host port, container port) of a ``ports`` entry, short or long syntax."""
+    if isinstance(entry, dict):
+        return str(entry.get("host_ip", "")), str(entry.get("published", "")), str(entry["target"])
+    text = str(entry).split("/")[0]
+    # [ip:][host:]container; an IPv6 ip is bracketed.
+    m = re.fullmatch(r"(?:(\[[^\]]+\]|[^:\[\]]+):)?(?:(\d[\d-]*)?:)?(\d[\d-]*)", text)
+    assert m, f"unreadable ports entry {entry!r}"
+    ip, host, container = m.groups()
+    if ip and ip.isdigit() and host is None:  # "8080:8080" -> host port, not an ip
+        ip, host = None, ip
+    return ip or "", host or "", container
+
+
+def declared_ports(service: dict[str, Any]) -> set[int]:
+    """Container ports a service declares: the container side of ``ports`` plus ``expose``."""
+    ports = {int(_published(p)[2]) for p in service.get("ports") or []}
+    ports |= {int(str(p).split("/")[0]) for p in service.get("expose") or []}
+    return ports
+
+
+def configured_ports(service: dict[str, Any]) -> set[int]:
+    """Ports the service's own command, environment or health check says it listens on or probes."""
+    text = (
+        " ".join(_as_text(service.get(key)) for key in ("command", "entrypoint", "environment"))
+        + " "
+        + _as_text((service.get("healthcheck") or {}).get("test"))
+    )
+    found = {int(p) for p in re.findall(r"(?<![\w.])(?:[\w.-]*):(\d{2,5})\b", text)}
+    found |= {int(p) for p in re.findall(r"--(?:port|listen-port)[ =](\d{2,5})\b", text)}
+    found |= {int(p) for p in re.findall(r"\s-p\s(\d{2,5})\b", text)}
+    return found
+
+
+def listens_on(services: dict[str, Any], host: str, port: int) -> None:
+    assert host in services, (
+        f"{host!r} is not a service of docker-compose.yaml (services: {sorted(services)})"
+    )
+    svc = services[host]
+    assert port in declared_ports(svc), (
+        f"service {host!r} does not declare port {port} (ports/expose: {sorted(declared_ports(svc))})"
+    )
+    assert port in configured_ports(svc), (
+        f"service {host!r} is not configured to listen on {port} (its command/environment/healthcheck name "
+        f"{sorted(configured_ports(svc))})"
+    )
+
+
+def _load_module(name: str, path: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def raw() -> dict[str, Any]:
+    return yaml.safe_load(COMPOSE_FILE.read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def compose(raw: dict[str, Any]) -> dict[str, Any]:
+    return _resolve(raw)
+
+
+@pytest.fixture(scope="module")
+def services(compose: dict[str, Any]) -> dict[str, Any]:
+    return compose["services"]
+
+
+@pytest.fixture(scope="module")
+def doc() -> str:
+    assert DOC.is_file(), "docs/docker-compose.md is missing"
+    return DOC.read_text(encoding="utf-8")
+
+
+def _run(cmd: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, **kwargs)
+
+
+# -- the helpers themselves --------------------------------------------------------------------------------
+
+
+def test_interpolation_and_port_parsing_helpers() -> None:
+    assert interpolate("${A:-x}:${B-y}:${C}:$$HOME:$D") == "x:y::$HOME:"
+    assert interpolate('{"login":"${U:-minioadmin}"}') == '{"login":"minioadmin"}'
+    assert _published("127.0.0.1:8080:8080") == ("127.0.0.1", "8080", "8080")
+    assert _published("8080:80") == ("", "8080", "80")
+    assert _published("9000") == ("", "", "9000")
+    assert _published({"target": 80, "published": "8080", "host_ip": "127.0.0.1"}) == (
+        "127.0.0.1",
+        "8080",
+        "80",
+    )
+    assert configured_ports({"command": ["--web.listen-address=:9090"]}) == {9090}
+    assert configured_ports({"command": ["serve", "--port", "9095"]}) == {9095}
+
+
+# -- validity --------------------------------------------------------------------------------------------
+
+
+def test_validates_against_the_compose_spec() -> None:
+    exe = BIN / "check-jsonschema"
+    assert exe.exists(), f"{exe} is missing: it comes with requirements.lock (`make install`)"
+    proc = _run([str(exe), "--builtin-schema", "vendor.compose-spec", str(COMPOSE_FILE)])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_compose_cli_accepts_the_file() -> None:
+    if shutil.which("docker-compose"):
+        cmd = ["docker-compose", "-f", str(COMPOSE_FILE), "config", "-q"]
+    elif shutil.which("docker") and _run(["docker", "compose", "version"]).returncode == 0:
+        cmd = ["docker", "compose", "-f", str(COMPOSE_FILE), "config", "-q"]
+    else:
+        pytest.skip(
+            "neither `docker-compose` nor the `docker compose` plugin is installed (not needed: the "
+            "compose-spec schema check covers the file; `apt-get install docker-compose` enables this one)"
+        )
+    proc = _run(cmd, cwd=REPO)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+# -- wiring ----------------------------------------------------------------------------------------------
+
+
+def test_airflow_services_follow_the_official_layout(services: dict[str, Any]) -> None:
+    for name in (*AIRFLOW_SERVICES, "airflow-init", "postgres"):
+        assert name in services, f"service {name!r} is missing"
+    assert "redis" not in services and "airflow-worker" not in services, "LocalExecutor needs no Celery"
+    for name in (*AIRFLOW_SERVICES, "airflow-init"):
+        svc = services[name]
+        env = _env(svc)
+        assert env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor", name
+        assert "postgres" in urlsplit(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]).hostname, name
+        assert svc.get("build"), f"{name}: the Airflow image is built from compose/ (see the Dockerfile)"
+        mounts = {str(v).split(":")[1]: str(v).split(":")[0] for v in svc.get("volumes", [])}
+        for folder in ("dags", "plugins", "include"):
+            assert mounts.get(f"/opt/airflow/{folder}") == f"./{folder}", f"{name} does not mount ./{folder}"
+        deps = svc.get("depends_on") or {}
+        assert deps.get("postgres", {}).get("condition") == "service_healthy", name
+        if name != "airflow-init":
+            assert deps.get("airflow-init", {}).get("condition") == "service_completed_successfully", name
+            assert (svc.get("healthcheck") or {}).get("test"), f"{name} has no health check"
+    url = urlsplit(_env(services["airflow-scheduler"])["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"])
+    listens_on(services, url.hostname or "", url.port or 80)
+
+
+@pytest.mark.parametrize("variable", sorted(CONNECTIONS))
+def test_connections_name_services_on_their_ports(services: dict[str, Any], variable: str) -> None:
+    values = {name: _env(services[name]).get(variable) for name in AIRFLOW_SERVICES}
+    assert all(values.values()), f"{variable} missing in {[n for n, v in values.items() if not v]}"
+    assert len(set(values.values())) == 1, f"{variable} differs between the Airflow services"
+    conn = json.loads(next(iter(values.values())))
+    assert conn["conn_type"] == CONNECTIONS[variable]
+    if conn["conn_type"] == "aws":
+        endpoint = urlsplit(conn["extra"]["endpoint_url"])
+        host, port = endpoint.hostname or "", endpoint.port or 80
+    else:
+        host, port = conn["host"], int(conn["port"])
+    listens_on(services, host, port)
+
+
+def test_every_connection_id_of_the_config_has_a_variable(services: dict[str, Any]) -> None:
+    cfg = load_config(THRESHOLDS)
+    # smtp_default: the failure email's connection (modelwatch.notify.failure_email's default).
+    ids = {
+        cfg.prometheus.conn_id,
+        cfg.mlflow.conn_id,
+        cfg.alerting.conn_id,
+        cfg.storage.aws_conn_id,
+        "smtp_default",
+    }
+    for name in AIRFLOW_SERVICES:
+        env = _env(services[name])
+        missing = sorted(i for i in ids if f"AIRFLOW_CONN_{i.upper()}" not in env)
+        assert not missing, f"{name}: no AIRFLOW_CONN_* variable for connection(s) {missing}"
+        assert env.get("MODELWATCH_CONFIG", "/opt/airflow/include/thresholds.yaml").startswith(
+            "/opt/airflow/include/"
+        )
+
+
+def test_hooks_resolve_the_compose_connections(
+    services: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+    from airflow.sdk import BaseHook
+
+    from modelwatch.hooks import AlertmanagerHook, MlflowHook, PrometheusHook
+
+    env = _env(services["airflow-scheduler"])
+    for variable in CONNECTIONS:
+        # Own ids, so nothing another test registered under the default ids can interfere.
+        monkeypatch.setenv(variable.replace("_DEFAULT", "_COMPOSE"), env[variable])
+    assert PrometheusHook("prometheus_compose").base_url == "http://prometheus:9090"
+    assert AlertmanagerHook("alertmanager_compose").base_url == "http://alertmanager:9093"
+    assert MlflowHook("mlflow_compose").tracking_uri == "http://mlflow:5000"
+    assert S3Hook(aws_conn_id="aws_compose").conn_config.endpoint_url == "http://minio:9000"
+    smtp = BaseHook.get_connection("smtp_compose")
+    assert (smtp.host, smtp.port, smtp.extra_dejson.get("disable_tls")) == ("mailpit", 1025, True)
+
+
+def test_lake_bucket_is_the_one_the_init_service_creates(
+    services: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    urls = {_env(services[name]).get("MODELWATCH_STORAGE_URL") for name in AIRFLOW_SERVICES}
+    assert len(urls) == 1 and None not in urls, f"MODELWATCH_STORAGE_URL differs or is missing: {urls}"
+    url = urls.pop()
+    assert url.startswith("s3://")
+    bucket = urlsplit(url).netloc
+    monkeypatch.setenv("MODELWATCH_STORAGE_URL", url)
+    assert load_config(THRESHOLDS).storage.base_url == url  # the DAG's schema accepts it
+
+    inits = [
+        n
+        for n, s in services.items()
+        if str(s.get("image", "")).startswith(("minio/mc:", "quay.io/minio/mc:"))
+    ]
+    assert len(inits) == 1, f"expected one mc init service, found {inits}"
+    init = services[inits[0]]
+    script = _as_text(init.get("entrypoint")) + "\n" + _as_text(init.get("command"))
+    alias = re.search(r"mc alias set (\S+) (http://[^\s]+)", script)
+    assert alias, "the init service sets no mc alias"
+    target = urlsplit(alias.group(2))
+    listens_on(services, target.hostname or "", target.port or 80)
+    created = re.findall(rf"mc mb\b[^\n]*?\b{re.escape(alias.group(1))}/([a-z0-9][a-z0-9.-]+)", script)
+    assert bucket in created, (
+        f"the lake bucket {bucket!r} is not created by {inits[0]} (it creates {created})"
+    )
+    assert init["depends_on"][target.hostname]["condition"] == "service_healthy"
+    sched_deps = services["airflow-scheduler"]["depends_on"]
+    assert sched_deps[inits[0]]["condition"] == "service_completed_successfully"
+    aws = json.loads(_env(services["airflow-scheduler"])["AIRFLOW_CONN_AWS_DEFAULT"])
+    minio_env = _env(services[target.hostname or ""])
+    assert (aws["login"], aws["password"]) == (minio_env["MINIO_ROOT_USER"], minio_env["MINIO_ROOT_PASSWORD"])
+
+
+def test_mlflow_init_creates_the_configured_experiments(services: dict[str, Any]) -> None:
+    mod = _load_module("compose_mlflow_init", COMPOSE_DIR / "mlflow_init.py")
+    cfg = load_config(THRESHOLDS)
+    assert mod.experiment_names(THRESHOLDS) == [e.name for e in cfg.mlflow.experiments]
+
+    class Exp:
+        def __init__(self, eid: str, stage: str) -> None:
+            self.experiment_id, self.lifecycle_stage = eid, stage
+
+    class FakeClient:
+        def __init__(self) -> None:
+            self.known = {"a": Exp("1", "active"), "b": Exp("2", "deleted")}
+            self.calls: list[tuple[str, str]] = []
+
+        def get_experiment_by_name(self, name: str) -> Exp | None:
+            return self.known.get(name)
+
+        def create_experiment(self, name: str) -> str:
+            self.calls.append(("create", name))
+            return "3"
+
+        def restore_experiment(self, eid: str) -> None:
+            self.calls.append(("restore", eid))
+
+    client = FakeClient()
+    assert mod.ensure_experiments(client, ["a", "b", "c"]) == {"a": "exists", "b": "restored", "c": "created"}
+    assert client.calls == [("restore", "2"), ("create", "c")]
+
+    init = services["mlflow-init"]
+    args = _as_text(init["command"])
+    uri = urlsplit(re.search(r"--tracking-uri[ =](\S+)", args).group(1))
+    listens_on(services, uri.hostname or "", uri.port or 80)
+    config_arg = re.search(r"--config[ =](\S+)", args).group(1)
+    mounts = dict(reversed(str(v).split(":")[:2]) for v in init["volumes"])
+    assert any(config_arg.startswith(target + "/") and src == "./include" for target, src in mounts.items())
+    assert (
+        services["airflow-scheduler"]["depends_on"]["mlflow-init"]["condition"]
+        == "service_completed_successfully"
+    )
+    assert "--workers=1" in args or "--workers=1" in _as_text(services["mlflow"]["command"])
+
+
+# -- mounted configuration -------------------------------------------------------------------------------
+
+
+def test_bind_mounts_and_build_context_exist(services: dict[str, Any]) -> None:
+    for name, svc in services.items():
+        for volume in svc.get("volumes") or []:
+            source = volume["source"] if isinstance(volume, dict) else str(volume).split(":")[0]
+            if source.startswith("./"):
+                assert (REPO / source).exists(), f"{name} mounts {source}, which does not exist"
+        build = svc.get("build")
+        if build:
+            context = REPO / (build if isinstance(build, str) else build.get("context", "."))
+            dockerfile = context / (
+                build.get("dockerfile", "Dockerfile") if isinstance(build, dict) else "Dockerfile"
+            )
+            assert dockerfile.is_file(), f"{name}: {dockerfile} is missing"
+    assert "./compose/prometheus.yml" in _as_text(services["prometheus"]["volumes"])
+    assert "./compose/alertmanager.yml" in _as_text(services["alertmanager"]["volumes"])
+
+
+@pytest.mark.parametrize(
+    ("tool", "args", "path"),
+    [("promtool", ["check", "config"], "prometheus.yml"), ("amtool", ["check-config"], "alertmanager.yml")],
+)
+def test_mounted_configs_pass_their_checker(tool: str, args: list[str], path: str) -> None:
+    exe = shutil.which(tool)
+    if exe is None:
+        pytest.skip(
+            f"`{tool}` is not installed (Debian: apt-get install prometheus / prometheus-alertmanager)"
+        )
+    proc = _run([exe, *args, str(COMPOSE_DIR / path)])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_prometheus_and_alertmanager_targets_are_services(services: dict[str, Any]) -> None:
+    prom = yaml.safe_load((COMPOSE_DIR / "prometheus.yml").read_text(encoding="utf-8"))
+    targets = [
+        t
+        for section in [*prom["scrape_configs"], *prom["alerting"]["alertmanagers"]]
+        for sc in section.get("static_configs", [])
+        for t in sc["targets"]
+    ]
+    assert "node-exporter:9100" in targets, "Prometheus must scrape node-exporter (the DAG's resource series)"
+    for target in targets:
+        host, port = target.rsplit(":", 1)
+        listens_on(services, host, int(port))
+
+    am = yaml.safe_load((COMPOSE_DIR / "alertmanager.yml").read_text(encoding="utf-8"))
+    endpoints = [am["global"]["smtp_smarthost"]]
+    for receiver in am["receivers"]:
+        endpoints += [urlsplit(w["url"]).netloc for w in receiver.get("webhook_configs", [])]
+        endpoints += [e["smarthost"] for e in receiver.get("email_configs", []) if "smarthost" in e]
+    for endpoint in endpoints:
+        host, port = endpoint.rsplit(":", 1)
+        listens_on(services, host, int(port))
+
+
+def test_webhook_receiver_stores_and_lists_notifications(tmp_path: Path) -> None:
+    mod = _load_module("compose_webhook_receiver", COMPOSE_DIR / "webhook_receiver.py")
+    server = mod.make_server("127.0.0.1", 0, tmp_path / "received.jsonl")
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        note = {
+            "status": "firing",
+            "alerts": [{"status": "firing", "labels": {"alertname": "X", "model": "m"}}],
+        }
+        req = urllib.request.Request(
+            f"{base}/alerts", data=json.dumps(note).encode(), headers={"Content-Type": "application/json"}
+        )
+        with opener.open(req, timeout=5) as resp:
+            assert resp.status == 200
+        with opener.open(f"{base}/alerts", timeout=5) as resp:
+            assert json.loads(resp.read()) == [note]
+        with opener.open(f"{base}/health", timeout=5) as resp:
+            assert resp.status == 200
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+# -- hygiene ---------------------------------------------------------------------------------------------
+
+
+def test_published_ports_bind_loopback_only(services: dict[str, Any]) -> None:
+    for name, svc in services.items():
+        assert svc.get("network_mode") != "host", f"{name} uses the host network, bypassing 127.0.0.1 binding"
+        for entry in svc.get("ports") or []:
+            ip, host_port, _ = _published(entry)
+            assert ip == "127.0.0.1", (
+                f"{name} publishes {entry!r} on all interfaces; use 127.0.0.1:HOST:CONTAINER"
+            )
+            assert host_port, f"{name}: {entry!r} publishes on a random port; name the host port"
+
+
+def test_images_are_pinned(services: dict[str, Any]) -> None:
+    for name, svc in services.items():
+        image = svc.get("image")
+        assert image or svc.get("build"), f"{name} has neither image nor build"
+        if image:
+            last = image.rsplit("/", 1)[-1]
+            assert ":" in last or "@sha256:" in image, f"{name}: image {image!r} has no tag"
+            assert not image.endswith(":latest"), f"{name}: image {image!r} uses :latest"
+    dockerfile = (COMPOSE_DIR / "airflow.Dockerfile").read_text(encoding="utf-8")
+    bases = re.findall(r"^FROM\s+(\S+)", dockerfile, re.MULTILINE)
+    assert bases == ["apache/airflow:3.3.2"], bases
+    pinned = re.search(r"^apache-airflow==(\S+)$", (REPO / "requirements.txt").read_text(), re.MULTILINE)
+    assert pinned and bases[0].endswith(":" + pinned.group(1)), (
+        "the image's Airflow differs from requirements.txt"
+    )
+
+
+def test_image_requirements_match_the_lock() -> None:
+    def pins(path: Path) -> dict[str, str]:
+        out = {}
+        for line in path.read_text(encoding="utf-8").splitlines():
+            m = re.match(r"^([A-Za-z0-9_.-]+)(?:\[[^\]]*\])?==(\S+)", line.strip())
+            if m:
+                out[re.sub(r"[-_.]+", "-", m.group(1)).lower()] = m.group(2)
+        return out
+
+    wanted = pins(COMPOSE_DIR / "requirements-airflow.txt")
+    lock = pins(REPO / "requirements.lock")
+    assert {"mlflow", "apache-airflow-providers-amazon"} <= wanted.keys()
+    assert "[s3fs]" in (COMPOSE_DIR / "requirements-airflow.txt").read_text()
+    drift = {name: (v, lock.get(name)) for name, v in wanted.items() if lock.get(name) != v}
+    assert not drift, f"compose/requirements-airflow.txt differs from requirements.lock: {drift}"
+
+
+def _secret_values(doc: Any, where: str) -> Iterator[tuple[str, str]]:
+    """(where, value) of every credential-looking value in a parsed YAML document."""
+
+    def walk(node: Any, path: str) -> Iterator[tuple[str, str]]:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                sub = f"{path}.{key}"
+                if isinstance(value, str | int) and _SECRET_NAME.search(str(key)):
+                    yield sub, str(value)
+                if isinstance(value, str) and str(key).startswith("AIRFLOW_CONN_"):
+                    conn = json.loads(value)
+                    if conn.get("password"):
+                        yield f"{sub}.password", str(conn["password"])
+                    yield from walk(conn.get("extra") or {}, f"{sub}.extra")
+                yield from walk(value, sub)
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                yield from walk(value, f"{path}[{i}]")
+        elif isinstance(node, str):
+            for m in _URL_PASSWORD.finditer(node):
+                yield f"{path} (URL)", m.group(1)
+
+    yield from walk(doc, where)
+
+
+def test_secret_scanner_finds_what_it_should() -> None:
+    doc = {
+        "environment": {
+            "X_PASSWORD": "hunter2",
+            "DB": "postgresql://u:pw@db/x",
+            "AIRFLOW_CONN_A": '{"password":"p"}',
+        }
+    }
+    assert {v for _, v in _secret_values(doc, "t")} == {"hunter2", "pw", "p"}
+
+
+def test_no_secret_but_the_documented_dev_defaults(compose: dict[str, Any], doc: str) -> None:
+    found = list(_secret_values(compose, "docker-compose.yaml"))
+    for path in sorted(COMPOSE_DIR.glob("*.yml")):
+        found += _secret_values(yaml.safe_load(path.read_text(encoding="utf-8")), f"compose/{path.name}")
+    found = [(where, value) for where, value in found if value and not value.startswith("$")]
+    assert found, "the scanner found nothing at all: it is broken"
+    unexpected = [(where, value) for where, value in found if value not in DEV_DEFAULTS]
+    assert not unexpected, f"credentials other than the documented local defaults: {unexpected}"
+    for value in {v for _, v in found}:
+        assert f"`{value}`" in doc, f"{value!r} is used but not documented in docs/docker-compose.md"
+    texts = [COMPOSE_FILE, DOC, *sorted(p for p in COMPOSE_DIR.iterdir() if p.is_file())]
+    for path in texts:
+        text = path.read_text(encoding="utf-8")
+        for pattern in _KEY_PATTERNS:
+            assert not pattern.search(text), f"{path.relative_to(REPO)} contains what looks like a real key"
+
+
+# -- the documentation -----------------------------------------------------------------------------------
+
+
+def test_doc_covers_running_services_and_real_systems(doc: str, services: dict[str, Any]) -> None:
+    for needle in (
+        "docker compose up -d",
+        "http://127.0.0.1:8080",
+        "airflow / airflow",
+        "endpoint_url",
+        "s3://your-bucket/prefix",
+        "sigv4",
+        "aws_conn_id",
+        "region",
+        "path_prefix: /alertmanager",
+        "_PIP_ADDITIONAL_REQUIREMENTS",
+    ):
+        assert needle in doc, f"docs/docker-compose.md does not mention {needle!r}"
+    for name in services:
+        assert f"`{name}`" in doc, f"service {name!r} is not described in docs/docker-compose.md"
+    for name, svc in services.items():
+        for entry in svc.get("ports") or []:
+            _, host_port, _ = _published(entry)
+            assert f"127.0.0.1:{host_port}" in doc, (
+                f"{name}'s address 127.0.0.1:{host_port} is not in the doc"
+            )
+
+
+def _doc_overrides(doc: str) -> list[dict[str, Any]]:
+    blocks = re.findall(r"```yaml\n(.*?)```", doc, re.DOTALL)
+    return [yaml.safe_load(b) for b in blocks if "docker-compose.override.yaml" in b]
+
+
+def test_doc_override_examples_resolve_through_the_hooks(
+    doc: str, services: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from modelwatch.hooks import AlertmanagerHook, PrometheusHook
+
+    overrides = _doc_overrides(doc)
+    assert len(overrides) >= 3, "expected override examples for S3, AMP and an existing Alertmanager"
+    seen: set[str] = set()
+    for n, override in enumerate(overrides):
+        assert set(override["services"]) == set(AIRFLOW_SERVICES), (
+            "an override must reach every Airflow service"
+        )
+        env = _env(_resolve(override["services"]["airflow-scheduler"]))
+        for variable, value in env.items():
+            if not variable.startswith("AIRFLOW_CONN_"):
+                continue
+            conn = json.loads(value)
+            conn_type = conn["conn_type"]
+            seen.add(conn_type)
+            conn_id = f"doc_{n}_{variable.removeprefix('AIRFLOW_CONN_').lower()}"
+            monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", value)
+            if conn_type == "prometheus":
+                hook = PrometheusHook(conn_id)
+            elif conn_type == "alertmanager":
+                hook = AlertmanagerHook(conn_id)
+            else:
+                if conn_type == "aws":
+                    assert "endpoint_url" not in conn.get("extra", {}), "real AWS needs no endpoint_url"
+                continue
+            hook.get_conn()  # raises on a bad auth mode or an incomplete SigV4 setup
+            extra = conn.get("extra", {})
+            if extra.get("auth") == "sigv4":
+                assert hook.base_url.startswith("https://aps-workspaces.")
+                assert extra.get("aws_conn_id"), "SigV4 examples must name their AWS connection"
+                aws_var = f"AIRFLOW_CONN_{extra['aws_conn_id'].upper()}"
+                assert aws_var in env, f"{aws_var} is used but not defined in the same example"
+                if conn_type == "alertmanager":
+                    assert hook.base_url.endswith("/alertmanager")
+        if "MODELWATCH_STORAGE_URL" in env:
+            assert env["MODELWATCH_STORAGE_URL"] == "s3://your-bucket/prefix"
+    assert {"aws", "prometheus", "alertmanager"} <= seen

@@ -14,14 +14,13 @@ import time
 from types import ModuleType
 
 import bench  # noqa: F401  (puts plugins/ on sys.path)
-from bench import correlation
+from bench import correlation, day
 
 
 def _benchmarks() -> dict[str, ModuleType]:
-    # Hook for more benchmarks: "prometheus" (requests and bytes per day of queries), "day_run" (a whole
-    # day through the DAG's tasks) go here, in the order they should run.
     return {
         "correlation": correlation,
+        "day": day,
     }
 
 

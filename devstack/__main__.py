@@ -1,4 +1,4 @@
-"""Command line of the local stack: ``python -m devstack up|down|status|env|seed|demo``.
+"""Command line of the local stack: ``python -m devstack up|down|status|airflow-status|env|seed|demo``.
 
 Configuration comes from the environment (``MODELWATCH_STACK_DIR``, ``MODELWATCH_<SERVICE>_PORT``, see
 ``devstack/CONTRACT.md``), so ``down`` in one shell stops what ``up`` started in another.
@@ -115,6 +115,93 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return int(demo_main(args) or 0)
 
 
+# ---------------------------------------------------------------------------------------------------
+# Airflow beside the stack (devstack/airflow_services.py): `up` starts the stack and then Airflow's API
+# server, scheduler, DAG processor and triggerer; `down` stops Airflow and then the stack; `airflow-status`
+# shows Airflow alone. `up --no-airflow` (or `up --only ...`) is the stack alone, as before.
+# ---------------------------------------------------------------------------------------------------
+def cmd_up_with_airflow(args: argparse.Namespace) -> int:
+    """Start the stack (:func:`cmd_up`), then Airflow beside it, and print the UI address and the login.
+
+    :param args: parsed arguments.
+    :returns: exit code.
+    """
+    if args.only or args.no_airflow:
+        return cmd_up(args)
+    from devstack.airflow_services import AirflowConfig, AirflowServices
+
+    stack = Stack(StackConfig.from_env())
+    was_running = {s for s, running in stack.status().items() if running}
+    code = cmd_up(args)
+    if code:
+        return code
+    services = AirflowServices(AirflowConfig.from_stack(stack.config))
+    t0 = time.monotonic()
+    try:
+        services.start()
+    except BaseException:
+        # Like Stack.start(): a failed `up` leaves nothing behind that it started.
+        for name in reversed(SERVICES):
+            if name not in was_running:
+                stack.stop_service(name)
+        raise
+    c = services.config
+    print(f"\nAirflow up in {time.monotonic() - t0:.1f} s (AIRFLOW_HOME: {c.home})\n")
+    rows = [["COMPONENT", "PID", "READY", "LOG"]]
+    for row in services.describe():
+        took = services.ready_seconds.get(row["component"])
+        rows.append([row["component"], str(row["pid"] or "-"), f"{took:.1f} s" if took else "-", row["log"]])
+    print(_table(rows))
+    print(f"\nAirflow UI:  {c.base_url}")
+    print(f"login:       admin / {services.password()}   (kept in {c.passwords_file})")
+    print(f"lake:        {c.lake_url}")
+    print(f"CLI env:     set -a; . {c.env_file}; set +a   (then e.g. .venv/bin/airflow backfill create ...)")
+    print("Stop everything with: make down   (or: .venv/bin/python -m devstack down)")
+    return 0
+
+
+def cmd_down_with_airflow(args: argparse.Namespace) -> int:
+    """Stop Airflow (if it runs), then the stack (:func:`cmd_down`).
+
+    :param args: parsed arguments.
+    :returns: exit code.
+    """
+    from devstack.airflow_services import AirflowConfig, AirflowServices
+
+    t0 = time.monotonic()
+    stopped = AirflowServices(AirflowConfig.from_stack(StackConfig.from_env())).stop()
+    if stopped:
+        print(f"stopped airflow {', '.join(stopped)} in {time.monotonic() - t0:.1f} s")
+    return cmd_down(args)
+
+
+def cmd_airflow_status(args: argparse.Namespace) -> int:
+    """Print Airflow's components, their health and where to log in; exit code 0 only when all are healthy.
+
+    :param args: parsed arguments.
+    :returns: exit code.
+    """
+    from devstack.airflow_services import AirflowConfig, AirflowServices
+
+    services = AirflowServices(AirflowConfig.from_stack(StackConfig.from_env()))
+    health = services.health() or {}
+    keys = {"scheduler": "scheduler", "dag-processor": "dag_processor", "triggerer": "triggerer"}
+    rows = [["COMPONENT", "STATE", "HEALTH", "PID", "LOG"]]
+    healthy = True
+    for row in services.describe():
+        name = row["component"]
+        if name == "api-server":
+            status = "healthy" if health else "-"
+        else:
+            status = (health.get(keys[name]) or {}).get("status") or "-"
+        healthy = healthy and bool(row["pid"]) and status == "healthy"
+        rows.append([name, "running" if row["pid"] else "stopped", status, str(row["pid"] or "-"), row["log"]])
+    print(_table(rows))
+    c = services.config
+    print(f"\nAirflow UI: {c.base_url}   login: admin / password in {c.passwords_file}")
+    return 0 if healthy else 3
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """Build the argument parser of ``python -m devstack``.
 
@@ -125,8 +212,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m devstack", description="modelwatch local stack")
     sub = parser.add_subparsers(dest="command", required=True)
     commands: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
-        "up": (cmd_up, "start the stack and wait until every service is ready"),
-        "down": (cmd_down, "stop every service of the stack"),
+        "up": (cmd_up_with_airflow, "start the stack and Airflow beside it; wait until all are ready"),
+        "down": (cmd_down_with_airflow, "stop Airflow and every service of the stack"),
+        "airflow-status": (cmd_airflow_status, "show Airflow's components and health (exit 3 unless all healthy)"),
         "status": (cmd_status, "show which services run (exit 3 unless all do)"),
         "env": (cmd_env, "print the AIRFLOW_CONN_* variables for this stack"),
         "seed": (cmd_seed, "load the synthetic history into the stack (devstack/seed.py)"),
@@ -139,6 +227,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parsers["up"].add_argument(
         "--only", nargs="+", choices=SERVICES, metavar="SERVICE", help="start only these"
     )
+    parsers["up"].add_argument("--no-airflow", action="store_true", help="start the stack alone, without Airflow")
     parsers["env"].add_argument("--defaults", action="store_true", help="use the contract's default ports")
     if command in ("seed", "demo"):
         try:

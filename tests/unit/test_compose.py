@@ -287,13 +287,14 @@ def test_connections_name_services_on_their_ports(services: dict[str, Any], vari
 
 def test_every_connection_id_of_the_config_has_a_variable(services: dict[str, Any]) -> None:
     cfg = load_config(THRESHOLDS)
-    # smtp_default: the failure email's connection (modelwatch.notify.failure_email's default).
+    # The failure and missed-deadline emails' connection: alerting.smtp_conn_id (smtp_default by default).
+    smtp_conn_id = getattr(cfg.alerting, "smtp_conn_id", "smtp_default")
     ids = {
         cfg.prometheus.conn_id,
         cfg.mlflow.conn_id,
         cfg.alerting.conn_id,
         cfg.storage.aws_conn_id,
-        "smtp_default",
+        smtp_conn_id,
     }
     for name in AIRFLOW_SERVICES:
         env = _env(services[name])
@@ -301,6 +302,10 @@ def test_every_connection_id_of_the_config_has_a_variable(services: dict[str, An
         assert not missing, f"{name}: no AIRFLOW_CONN_* variable for connection(s) {missing}"
         assert env.get("MODELWATCH_CONFIG", "/opt/airflow/include/thresholds.yaml").startswith(
             "/opt/airflow/include/"
+        )
+        # The modelwatch package must import in every process: tasks, and the triggerer's Deadline callback.
+        assert "/opt/airflow/plugins" in env.get("PYTHONPATH", "").split(":"), (
+            f"{name}: plugins not on PYTHONPATH"
         )
 
 

@@ -1,0 +1,79 @@
+"""Fixtures of the end-to-end tests: the real local stack seeded with CONTRACT.md's days (the fixtures of
+``tests/integration``) and real Airflow components beside it (:mod:`devstack.airflow_services`).
+
+``stack`` and ``seeded_stack`` are the very fixture functions of ``tests/integration``: that folder's
+``conftest.py`` is loaded here under its own module name (``pytest_plugins`` is only allowed in the root
+conftest, and ``import conftest`` would find ``tests/conftest.py``). Its hooks are not taken over: only the
+two fixtures are bound here. ``tests/integration`` goes on ``sys.path`` because its conftest imports its
+neighbour ``seeded`` by name, as pytest's rootdir-relative imports allow there.
+
+Note: pytest caches a session fixture per defining conftest, so a session collecting both
+``tests/integration`` and ``tests/e2e`` starts two stacks. Moving ``stack``/``seeded_stack`` into
+``tests/conftest.py`` (or a plugin module it names in ``pytest_plugins``) would share one.
+"""
+
+from __future__ import annotations
+
+import atexit
+import importlib.util
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from devstack.airflow_services import COMPONENTS, AirflowConfig, AirflowServices, free_port, session_members
+from devstack.stack import DEFAULT_PORTS, Stack
+
+INTEGRATION = Path(__file__).resolve().parents[1] / "integration"
+
+
+def _integration_conftest() -> ModuleType:
+    if str(INTEGRATION) not in sys.path:
+        sys.path.insert(0, str(INTEGRATION))
+    spec = importlib.util.spec_from_file_location("modelwatch_tests_integration_conftest", INTEGRATION / "conftest.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_fixtures = _integration_conftest()
+stack = _fixtures.stack
+seeded_stack = _fixtures.seeded_stack
+
+
+@pytest.fixture(scope="session")
+def airflow(seeded_stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowServices]:
+    """Airflow's API server, scheduler, DAG processor and triggerer, running this repo's DAGs against the
+    seeded stack: AIRFLOW_HOME and the lake in a temporary folder, the API on a free port.
+
+    Stopped at the end of the session; the teardown fails if any of their processes is left.
+
+    :returns: the started :class:`~devstack.airflow_services.AirflowServices`.
+    """
+    state = tmp_path_factory.mktemp("airflow-e2e")
+    stack_ports = [seeded_stack.config.port(s) for s in ("prometheus", "alertmanager", "mlflow", "s3", "smtp", "webhook")]
+    cfg = AirflowConfig(
+        state_dir=state,
+        port=free_port(avoid=[*stack_ports, *DEFAULT_PORTS.values()]),
+        connections=seeded_stack.config.airflow_env(),
+    )
+    services = AirflowServices(cfg)
+    atexit.register(services.stop)
+    t0 = time.perf_counter()
+    try:
+        services.start()
+        took = ", ".join(f"{k} {v:.1f} s" for k, v in services.ready_seconds.items())
+        print(f"\nairflow: healthy in {time.perf_counter() - t0:.1f} s ({took}) at {cfg.base_url}")
+        yield services
+    finally:
+        sessions = {name: services.pid(name) for name in COMPONENTS}
+        t1 = time.perf_counter()
+        services.stop()
+        atexit.unregister(services.stop)
+        print(f"\nairflow: stopped in {time.perf_counter() - t1:.1f} s")
+        left = {name: session_members(sid) for name, sid in sessions.items() if sid and session_members(sid)}
+        assert not left, f"Airflow processes left after stop: {left}"

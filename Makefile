@@ -36,7 +36,7 @@ seed: install
 	$(PY) -m devstack seed
 
 demo: install
-	$(PY) -m devstack demo
+	$(PY) -m devstack demo $(DEMO_ARGS)
 
 bench: install
 	$(PY) -m bench

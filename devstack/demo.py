@@ -1,248 +1,173 @@
-"""``python -m devstack demo``: start the local stack, seed recent days, summarise what was seeded.
+"""``python -m devstack demo`` (``make demo``): the whole job on a local real stack.
 
-For now the demo prints, per seeded day, what the product will find: the maximum of every
-``include/thresholds.yaml`` query per instance (run through Prometheus ``query_range``) and the MLflow
-run/prediction/slow counts per model. The helpers (:func:`summarise_day`, :func:`format_summary`)
-are meant to be reused once the demo runs the DAG.
+1. start the stack (Prometheus, Alertmanager, node-exporter, MLflow, moto S3, SMTP sink, webhook receiver);
+2. seed the synthetic history: one scenario per day for the last six full days;
+3. run the monitoring DAG over those days (``dag.test()`` in a child process, its Airflow log in a file);
+4. print, per day and model, the verdict, the slow predictions, the resources that coincided (with values
+   against thresholds) and whether an alert was posted; then the alerts as Alertmanager holds them, what
+   its receivers got, and where the partitions are;
+5. stop the stack (``--keep`` leaves it running for a look around; ``make stack-down`` stops it).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
+import sys
 import time
-from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any
 
-import requests
-import yaml
-
-from devstack.scenarios import MODELS, STEP_S, day_start, get_scenario
-from devstack.seed import DEFAULT_THREADS, days_from_args, search_all_runs, seed_stack
+from devstack.runner import PROGRESS, airflow_env, migrate
+from devstack.seed import DEFAULT_THREADS, days_from_args, seed_stack
 from devstack.seed import add_arguments as _seed_arguments
-
-THRESHOLDS_PATH = Path(__file__).resolve().parent.parent / "include" / "thresholds.yaml"
-#: Prometheus looks back up to 5 minutes for an instant value: a query at 00:00 would still see the
-#: day before, so summaries start at 00:05.
-LOOKBACK_S = 300
-
-
-@dataclass(frozen=True)
-class Query:
-    """A thresholds.yaml query: name, PromQL and saturation threshold (``None`` when informative only)."""
-
-    name: str
-    promql: str
-    saturation: float | None = None
-    unit: str = ""
-
-
-@dataclass
-class DaySummary:
-    """What the stores hold for one day.
-
-    :ivar resources: ``{instance (no port): {query name: max over the day}}``.
-    :ivar models: ``{model: {"runs": n, "predictions": n, "slow": n}}``.
-    """
-
-    day: date
-    scenario: str
-    resources: dict[str, dict[str, float]] = field(default_factory=dict)
-    models: dict[str, dict[str, int]] = field(default_factory=dict)
-
-
-def load_thresholds(path: str | Path = THRESHOLDS_PATH) -> dict[str, Any]:
-    """Read ``include/thresholds.yaml`` as plain YAML.
-
-    :param path: the file.
-    :returns: the parsed document.
-    """
-    return yaml.safe_load(Path(path).read_text())
-
-
-def load_queries(path: str | Path = THRESHOLDS_PATH) -> list[Query]:
-    """The Prometheus queries of ``include/thresholds.yaml``.
-
-    :param path: the file.
-    :returns: one :class:`Query` per entry, in file order.
-    """
-    return [
-        Query(q["name"], q["promql"], q.get("saturation"), q.get("unit", ""))
-        for q in load_thresholds(path)["prometheus"]["queries"]
-    ]
-
-
-def slow_thresholds(path: str | Path = THRESHOLDS_PATH) -> dict[str, float]:
-    """Seconds above which a prediction is slow, per model (``evaluation`` section of thresholds.yaml).
-
-    :param path: the file.
-    :returns: ``{model: seconds}`` for every model of :data:`~devstack.scenarios.MODELS`.
-    """
-    ev = load_thresholds(path)["evaluation"]
-    per_model = ev.get("models") or {}
-    return {
-        m: float((per_model.get(m) or {}).get("slow_prediction_seconds", ev["slow_prediction_seconds"]))
-        for m in MODELS
-    }
-
-
-def query_range(
-    prometheus_url: str, promql: str, start: float, end: float, step: float = STEP_S
-) -> list[dict]:
-    """Run a PromQL range query.
-
-    :param prometheus_url: e.g. ``http://127.0.0.1:19090``.
-    :param promql: the expression.
-    :param start: Unix seconds.
-    :param end: Unix seconds (included).
-    :param step: seconds between points (at most 11,000 points per series).
-    :returns: the ``data.result`` list: ``{"metric": {...}, "values": [[t, "v"], ...]}`` per series.
-    :raises RuntimeError: on an error answer, with Prometheus' message.
-    """
-    resp = requests.get(
-        f"{prometheus_url}/api/v1/query_range",
-        params={"query": promql, "start": start, "end": end, "step": step},
-        timeout=60,
-    )
-    body = resp.json()
-    if resp.status_code != 200 or body.get("status") != "success":
-        raise RuntimeError(f"query_range {promql!r} failed ({resp.status_code}): {body.get('error', body)}")
-    return body["data"]["result"]
-
-
-def _instance(labels: dict[str, str]) -> str:
-    return labels.get("instance", "?").split(":", 1)[0]
-
-
-def summarise_day(
-    prometheus_url: str,
-    mlflow_url: str,
-    day: date,
-    scenario: str,
-    queries: list[Query] | None = None,
-    slow_s: dict[str, float] | None = None,
-) -> DaySummary:
-    """Summarise what Prometheus and MLflow hold for ``day``.
-
-    :param prometheus_url: Prometheus base URL.
-    :param mlflow_url: MLflow tracking URI.
-    :param day: the UTC day.
-    :param scenario: its scenario name (only carried into the summary).
-    :param queries: the queries (default: :func:`load_queries`).
-    :param slow_s: slow thresholds per model (default: :func:`slow_thresholds`).
-    :returns: the maxima per instance and query from 00:05 to 23:59:45 (see :data:`LOOKBACK_S`), and
-        per model the runs started that day, their predictions and how many were slow.
-    """
-    from mlflow import MlflowClient
-
-    queries = load_queries() if queries is None else queries
-    slow_s = slow_thresholds() if slow_s is None else slow_s
-    start = day_start(day)
-    summary = DaySummary(day, scenario)
-    for q in queries:
-        for series in query_range(prometheus_url, q.promql, start + LOOKBACK_S, start + 86400 - STEP_S):
-            values = [float(v) for _, v in series["values"]]
-            inst = summary.resources.setdefault(_instance(series["metric"]), {})
-            inst[q.name] = max(values + [inst.get(q.name, float("-inf"))])
-
-    client = MlflowClient(tracking_uri=mlflow_url)
-    window = f"attributes.start_time >= {start * 1000} AND attributes.start_time < {(start + 86400) * 1000}"
-    for spec in MODELS.values():
-        exp = client.get_experiment_by_name(spec.experiment)
-        runs = search_all_runs(client, [exp.experiment_id], window) if exp is not None else []
-        counts = {"runs": len(runs), "predictions": 0, "slow": 0}
-        for run in runs:
-            if spec.layout == "run_per_prediction":
-                times = [run.data.metrics.get("prediction_time", 0.0)]
-            else:
-                times = [m.value for m in client.get_metric_history(run.info.run_id, "prediction_time")]
-            counts["predictions"] += len(times)
-            counts["slow"] += sum(t > slow_s[spec.name] for t in times)
-        summary.models[spec.name] = counts
-    return summary
-
-
-def _fmt(value: float | None) -> str:
-    if value is None:
-        return "-"
-    if abs(value) >= 10_000:
-        return f"{value / 1000:.0f}k"
-    return f"{value:.3g}"
-
-
-def format_summary(summary: DaySummary, queries: list[Query] | None = None) -> str:
-    """Render a :class:`DaySummary` as a small text table.
-
-    Values at or above their saturation threshold are marked ``*``.
-
-    :param summary: the summary.
-    :param queries: the queries, for their order and thresholds (default: :func:`load_queries`).
-    :returns: several lines of text.
-    """
-    queries = load_queries() if queries is None else queries
-    sc = get_scenario(summary.scenario)
-    lines = [f"{summary.day}  {sc.name}: {sc.doc}"]
-    rows = [["  instance", *[q.name for q in queries]]]
-    for inst in sorted(summary.resources):
-        row = [f"  {inst}"]
-        for q in queries:
-            v = summary.resources[inst].get(q.name)
-            hot = v is not None and q.saturation is not None and v >= q.saturation
-            row.append(_fmt(v) + ("*" if hot else ""))
-        rows.append(row)
-    if len(rows) == 1:
-        lines.append("  prometheus: no series")
-    else:
-        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-        lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
-    parts = [
-        f"{m} {c['runs']} run{'' if c['runs'] == 1 else 's'} / {c['predictions']} predictions / {c['slow']} slow"
-        for m, c in summary.models.items()
-    ]
-    lines.append("  mlflow: " + "; ".join(parts))
-    lines.append("  expected: " + ", ".join(f"{m} {v}" for m, v in sc.expected))
-    return "\n".join(lines)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``python -m devstack demo`` (the same as ``seed``).
-
-    :param parser: the sub-command's parser.
-    """
+    """Options of ``python -m devstack demo``: those of ``seed`` plus ``--keep``."""
     _seed_arguments(parser)
+    parser.add_argument("--keep", action="store_true", help="leave the stack running at the end")
+
+
+def _say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _fmt(x: Any) -> str:
+    if x is None:
+        return "n/a"
+    if isinstance(x, str):
+        return x
+    return f"{x:.3g}"
+
+
+def run_days(days: list[date], env: dict[str, str], log_path: Path) -> dict[date, str]:
+    """Run the DAG for ``days`` in a child process, echoing progress; its full Airflow log goes to ``log_path``."""
+    states: dict[date, str] = {}
+    started: dict[str, float] = {}
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "devstack.runner", *(d.isoformat() for d in days)],
+            env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            log.write(line)
+            if not line.startswith(PROGRESS):
+                continue
+            _, what, day, *rest = line.split()
+            if what == "start":
+                started[day] = time.monotonic()
+                _say(f"  [{len(started)}/{len(days)}] {day} ...")
+            else:
+                states[date.fromisoformat(day)] = rest[0]
+                _say(f"        {day}: run {rest[0]} in {time.monotonic() - started[day]:.1f} s")
+        proc.wait()
+    return states
+
+
+def verdict_rows(lake: Any, days: dict[date, str]) -> list[list[str]]:
+    """One row per day and model from the ``_verdict.json`` documents in the lake."""
+    from datetime import UTC, datetime, timedelta
+
+    from modelwatch.window import Window
+
+    rows = [["DAY", "SCENARIO", "MODEL", "VERDICT", "SLOW", "COINCIDING RESOURCES (median / max at slow vs threshold)",
+             "ALERT"]]  # fmt: skip
+    for day, scenario in sorted(days.items()):
+        start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+        window = Window(start, start + timedelta(days=1))
+        doc = lake.read_document(f"{lake.partition_url('verdicts', window)}/_verdict.json")
+        if doc is None:
+            rows.append([day.isoformat(), scenario, "-", "(no verdict: the run failed)", "", "", ""])
+            continue
+        delivery = lake.read_document(f"{lake.partition_url('alerts', window)}/_delivery.json")
+        posted = {a["labels"]["model"] for a in (delivery or {}).get("alerts", [])}
+        for v in doc["verdicts"]:
+            evidence = "; ".join(
+                f"{e['resource']} {_fmt(e['slow_value_median'])} / {_fmt(e['slow_value_max'])} vs {_fmt(e['threshold'])}"
+                for e in v["saturated_resources"]
+            )
+            if v["model"] in posted:
+                alert = "posted"
+            elif v["verdict"] == "degraded":
+                alert = f"not sent: {doc['alert']['reason']}"
+            else:
+                alert = "-"
+            slow = f"{v['n_slow']}/{v['n_predictions']}" if v["n_predictions"] else "0/0"
+            rows.append([day.isoformat(), scenario, v["model"], v["verdict"], slow, evidence or "-", alert])
+    return rows
 
 
 def demo_main(args: argparse.Namespace | None = None) -> int:
-    """``python -m devstack demo``: start the whole stack, seed the recent days, print a summary per day.
-
-    :param args: parsed arguments (see :func:`add_arguments`); ``None`` means defaults.
-    :returns: exit code.
-    """
+    """Run the demo; returns the exit code (non-zero if a day's run did not succeed)."""
     from devstack.stack import Stack, StackConfig
+    from modelwatch.hooks.alertmanager import AlertmanagerHook
+    from modelwatch.storage import Lake
 
     args = args or argparse.Namespace()
     days = days_from_args(args)
     stack = Stack(StackConfig.from_env())
-    t0 = time.perf_counter()
-    print(f"starting the stack in {stack.config.state_dir} ...")
-    stack.start()
-    print(f"stack up in {time.perf_counter() - t0:.1f} s; seeding {len(days)} days:")
-    seed_stack(
-        stack,
-        days,
-        threads=getattr(args, "threads", DEFAULT_THREADS),
-        work_dir=stack.config.state_dir / "seed",
-        progress=lambda line: print(f"  {line}"),
-    )
-    queries = load_queries()
-    slow_s = slow_thresholds()
-    print("\nWhat the product will find (max per instance from 00:05 to 23:59:45; * = saturated):\n")
-    for day, scenario in sorted(days.items()):
-        summary = summarise_day(
-            stack.config.prometheus_url, stack.config.mlflow_url, day, scenario, queries, slow_s
-        )
-        print(format_summary(summary, queries) + "\n")
-    print(f"Prometheus: {stack.config.prometheus_url}   MLflow: {stack.config.mlflow_url}")
-    print("Stop the stack with: make stack-down")
-    return 0
+    state = stack.config.state_dir
+    lake_url = f"file://{state / 'lake'}"
+    t_all = time.monotonic()
+    try:
+        _say(f"1/4 starting the local stack in {state} ...")
+        stack.start()
+        _say(f"    up: Prometheus {stack.config.prometheus_url}, Alertmanager {stack.config.alertmanager_url}, "
+             f"MLflow {stack.config.mlflow_url}, S3 {stack.config.s3_url}")  # fmt: skip
+        _say(f"2/4 seeding {len(days)} days of synthetic history ({', '.join(sorted(set(days.values())))}) ...")
+        seed_stack(stack, days, threads=getattr(args, "threads", DEFAULT_THREADS), work_dir=state / "seed",
+                   progress=lambda line: _say(f"    {line}"))  # fmt: skip
+        env = airflow_env(state / "airflow-demo", stack.config.airflow_env(), lake_url)
+        log_path = state / "demo-airflow.log"
+        _say(f"3/4 running the DAG model_performance_monitoring over {len(days)} days (Airflow log: {log_path}) ...")
+        migrate(env)
+        states = run_days(sorted(days), env, log_path)
+        time.sleep(2)  # Alertmanager's group_wait before the receivers get the last alerts
+
+        _say("\n4/4 what modelwatch found and sent\n")
+        lake = Lake(lake_url)
+        _say(_table(verdict_rows(lake, days)))
+        os.environ.update(stack.config.airflow_env())
+        held = AlertmanagerHook().get_alerts(filters={"source": "modelwatch"})
+        _say(f"\nAlerts as Alertmanager holds them ({stack.config.alertmanager_url}/api/v2/alerts):\n")
+        if held:
+            rows = [["ALERTNAME", "MODEL", "RESOURCES", "SEVERITY", "STARTS", "ENDS", "STATE", "WINDOW"]]
+            for a in sorted(held, key=lambda a: (a["labels"]["model"], a["startsAt"])):
+                rows.append([a["labels"]["alertname"], a["labels"]["model"], a["labels"].get("resources", ""),
+                             a["labels"].get("severity", ""), a["startsAt"][:19], a["endsAt"][:19],
+                             a["status"]["state"], a["annotations"].get("window", "")[:10]])  # fmt: skip
+            _say(_table(rows))
+        else:
+            _say("  (none)")
+        notifications = stack.webhook_notifications()
+        mails = stack.mail()
+        _say(f"\nAlertmanager delivered {len(notifications)} notification(s) to the webhook receiver "
+             f"({stack.config.webhook_file}) and {len(mails)} email(s) to the SMTP sink ({stack.config.mail_dir}).")  # fmt: skip
+        _say(f"\nPartitions (Hive-style, readable by DuckDB/Athena/Spark) under {lake_url}:")
+        for dataset in ("resources", "predictions", "joined", "correlation", "verdicts", "alerts"):
+            parts = sorted(p.name for p in (state / "lake" / dataset).glob("dt=*"))
+            _say(f"  {dataset + '/':<13} {', '.join(parts)}")
+        _say(f"  e.g. duckdb -c \"select * from read_parquet('{state}/lake/verdicts/*/*.parquet', hive_partitioning=true)\"")
+        _say(f"  verdict documents: {state}/lake/verdicts/dt=*/_verdict.json")
+        failed = {d: s for d, s in states.items() if s != "success"}
+        if failed or len(states) != len(days):
+            _say(f"\nRuns that did not succeed: {failed or 'some days did not run'}; see {log_path}")
+        _say(f"\ndemo finished in {time.monotonic() - t_all:.0f} s")
+        return 1 if failed or len(states) != len(days) else 0
+    finally:
+        if getattr(args, "keep", False):
+            _say("\nThe stack is still running (--keep): stop it with `make stack-down`.")
+        else:
+            stopped = stack.stop()
+            _say(f"stopped {', '.join(stopped)}; no process left behind." if stopped else "")

@@ -12,6 +12,12 @@ can sit beside the data. A re-run of a day replaces its partition: the manifest 
 is visibly incomplete), the data file is replaced by one atomic object write (``rename`` on a local disk, a
 single PUT on S3), stray files are removed and the new manifest is written. Readers that glob
 ``*.parquet`` see the old file or the new one, never a mix and never a duplicate.
+
+Two runs writing the same partition at once (a retry racing a re-run): each writer reads the data file
+back after writing its manifest and writes again if it is no longer its own, so the partition ends as one
+run's data under that run's manifest. Readers check the data against the manifest's sha256 and get
+:class:`IncompletePartition` while a rewrite is under way. On S3 nothing creates a bucket: a missing
+bucket is an error, not a new bucket.
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ import hashlib
 import io
 import json
 import logging
+import os
+import time
 import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -35,6 +43,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DATA_FILE = "part-00000.parquet"
+#: Attempts of one partition write when concurrent runs of the same window keep replacing the data.
+MAX_WRITE_ATTEMPTS = 5
+#: A local temporary file younger than this belongs to a write in progress and is not a leftover.
+STALE_TMP_SECONDS = 3600.0
+_TMP_PREFIX = "_tmp-"
 MANIFEST = "_manifest.json"
 #: The datasets modelwatch writes; each is also an Airflow Asset.
 DATASETS = ("resources", "predictions", "joined", "correlation", "verdicts", "alerts")
@@ -118,19 +131,30 @@ class Lake:
             "columns": [str(c) for c in frame.columns],
             **(extra or {}),
         }
+        sha = manifest["files"][0]["sha256"]
         try:
             part = self._path(url)
-            part.mkdir(parents=True, exist_ok=True)
-            (part / MANIFEST).unlink(missing_ok=True)
-            self._atomic_write(part, DATA_FILE, payload)
-            keep = {DATA_FILE}
-            for child in part.iterdir():
-                if child.is_dir():
-                    continue
-                if child.name not in keep and not (child.name.startswith("_") and child.name.endswith(".json")):
-                    # leftovers of an older layout or of a write that died before its rename
-                    child.unlink()
-            self._atomic_write(part, MANIFEST, _json_bytes(manifest))
+            _mkdir(part)
+            for attempt in range(1, MAX_WRITE_ATTEMPTS + 1):
+                (part / MANIFEST).unlink(missing_ok=True)
+                self._atomic_write(part, DATA_FILE, payload)
+                self._remove_strays(part)
+                self._atomic_write(part, MANIFEST, _json_bytes(manifest))
+                # Another run writing the same partition at the same moment may have replaced the data
+                # between our data write and our manifest write. Whoever writes the last manifest checks
+                # the data after it, so the partition ends up as one run's data with that run's manifest.
+                if _sha256((part / DATA_FILE).read_bytes()) == sha:
+                    break
+                log.warning(
+                    "%s/%s was replaced by a concurrent write after ours (attempt %d/%d); writing again",
+                    url, DATA_FILE, attempt, MAX_WRITE_ATTEMPTS,
+                )
+            else:
+                (part / MANIFEST).unlink(missing_ok=True)
+                raise StorageError(
+                    f"writing {dataset} partition {url} failed: other runs kept rewriting it at the same time "
+                    f"({MAX_WRITE_ATTEMPTS} attempts); left without a manifest"
+                )
         except StorageError:
             raise
         except Exception as exc:
@@ -143,11 +167,28 @@ class Lake:
         url = self.partition_url(dataset, window)
         try:
             part = self._path(url)
-            part.mkdir(parents=True, exist_ok=True)
+            _mkdir(part)
             self._atomic_write(part, f"_{name}.json", _json_bytes(document))
         except Exception as exc:
             raise StorageError(f"writing {url}/_{name}.json failed: {type(exc).__name__}: {exc}") from exc
         return f"{url}/_{name}.json"
+
+    @staticmethod
+    def _remove_strays(part: ObjectStoragePath) -> None:
+        # Leftovers of an older layout, or of a local write that died before its rename. Another run's
+        # temporary file is young and about to be renamed: leave it alone.
+        for child in part.iterdir():
+            name = child.name
+            if name == DATA_FILE or (name.startswith("_") and name.endswith(".json")):
+                continue
+            try:
+                if child.is_dir():
+                    continue
+                if name.startswith(_TMP_PREFIX) and time.time() - os.path.getmtime(child.path) < STALE_TMP_SECONDS:
+                    continue
+                child.unlink(missing_ok=True)
+            except FileNotFoundError:
+                continue  # removed meanwhile by a concurrent write of the same partition
 
     def _atomic_write(self, part: ObjectStoragePath, name: str, payload: bytes) -> None:
         target = part / name
@@ -155,7 +196,7 @@ class Lake:
             # A local write is visible while it grows: write under a name readers skip, then rename,
             # which is atomic within one filesystem.
             # (".partial", not ".parquet": a "*.parquet" glob must not pick it up)
-            tmp = part / f"_tmp-{uuid.uuid4().hex}.partial"
+            tmp = part / f"{_TMP_PREFIX}{uuid.uuid4().hex}.partial"
             try:
                 with tmp.open("wb") as fh:
                     fh.write(payload)
@@ -220,6 +261,13 @@ class Lake:
             return None
         except Exception as exc:
             raise StorageError(f"reading {url} failed: {type(exc).__name__}: {exc}") from exc
+
+
+def _mkdir(part: ObjectStoragePath) -> None:
+    # Object stores have no folders, and s3fs's mkdir creates a missing *bucket*: a mistyped bucket name
+    # would silently become a new bucket. Only a local disk needs its folders made.
+    if part.protocol in ("file", "local"):
+        part.mkdir(parents=True, exist_ok=True)
 
 
 def frame_to_parquet(frame: pd.DataFrame) -> bytes:

@@ -96,3 +96,19 @@ def test_runs_have_a_deadline_alert_from_the_config(dagbag):
         deadlines = dag.deadline if isinstance(dag.deadline, list) else [dag.deadline]
         assert deadlines and deadlines[0].interval == load_config().alerting.run_deadline
         assert deadlines[0].callback.path == "modelwatch.notify.deadline_missed"
+
+
+def test_airflow_plugin_loader_does_not_shadow_real_packages(tmp_path):
+    # Airflow imports every .py under plugins/ as a top-level module named after the file unless
+    # plugins/.airflowignore excludes it: hooks/mlflow.py would then replace the real mlflow package.
+    code = (
+        "import sys\n"
+        "from airflow import plugins_manager\n"
+        "plugins_manager.ensure_plugins_loaded()\n"
+        "import mlflow.tracking\n"
+        "print(sorted(m for m in ('mlflow', 'config', 'tasks', 'storage', 'base', 'prometheus') if m in sys.modules"
+        " and 'plugins' in (getattr(sys.modules[m], '__file__', '') or '')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"

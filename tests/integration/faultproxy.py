@@ -253,7 +253,7 @@ class _Handler(BaseHTTPRequestHandler):
     owner: FaultProxy
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - BaseHTTPRequestHandler's name
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
     def _read_body(self) -> bytes:
@@ -273,10 +273,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send(self, status: int, body: bytes, headers: Mapping[str, str]) -> None:
         self.send_response(status)
+        length = str(len(body))
         for name, value in headers.items():
-            if name.lower() not in HOP_BY_HOP and name.lower() != "content-length":
+            if name.lower() == "content-length" and self.command == "HEAD":
+                length = value  # a HEAD answer has no body but tells the object's size
+            elif name.lower() not in HOP_BY_HOP and name.lower() != "content-length":
                 self.send_header(name, value)
-        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Length", length)
         self.send_header("Connection", "close")
         self.end_headers()
         if self.command != "HEAD":

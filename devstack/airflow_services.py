@@ -57,11 +57,9 @@ from devstack.stack import (
     port_is_free,
 )
 
-#: Components in start order. The API server comes first: the others need nothing from it to start, but
-#: running tasks report to its execution API, so it is also the last one stopped.
+#: The components. Task processes report to the API server's execution API, so the scheduler (which starts
+#: them) is launched once the API server answers, and the API server is stopped after the scheduler.
 COMPONENTS: tuple[str, ...] = ("api-server", "scheduler", "dag-processor", "triggerer")
-#: Stop order: first what creates and runs work, the API server last (tasks being stopped still report to it).
-STOP_ORDER: tuple[tuple[str, ...], ...] = (("scheduler", "triggerer", "dag-processor"), ("api-server",))
 #: Text that must appear in /proc/<pid>/cmdline of the component's leader (the API server renames itself
 #: ``airflow api_server -- host:... port:...``), so a recycled PID is never taken for ours.
 _MARKERS: dict[str, tuple[str, ...]] = {
@@ -71,7 +69,11 @@ _MARKERS: dict[str, tuple[str, ...]] = {
     "triggerer": ("triggerer",),
 }
 #: Components reported by /api/v2/monitor/health.
-_HEALTH_KEYS: dict[str, str] = {"scheduler": "scheduler", "dag-processor": "dag_processor", "triggerer": "triggerer"}
+_HEALTH_KEYS: dict[str, str] = {
+    "scheduler": "scheduler",
+    "dag-processor": "dag_processor",
+    "triggerer": "triggerer",
+}
 
 DEFAULT_PORT = 18080
 PORT_ENV = "MODELWATCH_AIRFLOW_PORT"
@@ -309,6 +311,10 @@ class AirflowServices:
         self.config = config
         self.ready_timeout = ready_timeout
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._since: datetime | None = None
+        self._started = time.monotonic()
+        self._launched: list[str] = []
+        self._deferred: list[str] = []
         #: seconds from launch to healthy per component, plus ``migrate``; for reports
         self.ready_seconds: dict[str, float] = {}
 
@@ -333,6 +339,28 @@ class AirflowServices:
         :raises ServiceNotReadyError: a component exited or was not healthy in time (what this call
             launched is stopped again).
         """
+        self.launch()
+        try:
+            self.wait_ready()
+        except BaseException:
+            self._stop(self._launched)
+            raise
+        return self
+
+    def launch(self) -> list[str]:
+        """The first half of :meth:`start`: migrate, launch the API server, the DAG processor and the triggerer
+        if they are not running, and return without waiting. The scheduler follows in :meth:`wait_ready` once
+        the API server answers: task processes report to its execution API, and a task started before it
+        answers fails and waits for a retry.
+
+        For callers with other work to do meanwhile (the e2e fixture seeds the stack); call
+        :meth:`wait_ready` afterwards and :meth:`stop` whatever happens.
+
+        :returns: the components launched.
+        :raises MissingBinaryError: Airflow is not installed.
+        :raises PortInUseError: the API port is taken by another process (nothing is started).
+        :raises ServiceNotReadyError: ``airflow db migrate`` failed.
+        """
         c = self.config
         todo = [name for name in COMPONENTS if not self.is_running(name)]
         exe = airflow_binary()
@@ -342,21 +370,65 @@ class AirflowServices:
         self.password()  # written before the API server starts, so it never generates one of its own
         self.write_env_file()
         env = self._env()
-        launched: list[str] = []
+        self._launched = []
+        self._deferred = [n for n in todo if n == "scheduler"]
+        # A health record older than the launch may be a previous instance's last heartbeat.
+        self._since = None
         try:
             if todo:
                 self._migrate(exe, env)
-            since = datetime.now(UTC)
-            started = time.monotonic()
+                self._since = datetime.now(UTC)
+            self._started = time.monotonic()
             for name in todo:
-                self._spawn(name, self._argv(exe, name), env)
-                launched.append(name)
-            # A health record older than this launch may be a previous instance's last heartbeat.
-            self._wait_healthy(since if todo else None, started)
+                if name not in self._deferred:
+                    self._spawn(name, self._argv(exe, name), env)
+                    self._launched.append(name)
         except BaseException:
-            self._stop(launched)
+            self._stop(self._launched)
             raise
-        return self
+        return list(self._launched)
+
+    def wait_ready(self) -> AirflowServices:
+        """Wait until the API server answers (then launch the scheduler if :meth:`launch` left it) and reports
+        scheduler, DAG processor and triggerer healthy with heartbeats from after the launch, within
+        ``ready_timeout`` of the launch.
+
+        :returns: ``self``.
+        :raises ServiceNotReadyError: a component exited or was not healthy in time.
+        """
+        deadline = self._started + self.ready_timeout
+        pending = set(COMPONENTS)
+        health: dict[str, Any] | None = None
+        while True:
+            for name in COMPONENTS:
+                if name not in self._deferred:
+                    self._check_alive(name)
+            health = self.health()
+            now = time.monotonic() - self._started
+            if health is not None:
+                if "api-server" in pending:
+                    self.ready_seconds["api-server"] = now
+                    pending.discard("api-server")
+                for name in self._deferred:
+                    self._spawn(name, self._argv(airflow_binary(), name), self._env())
+                    self._launched.append(name)
+                self._deferred = []
+                for name, key in _HEALTH_KEYS.items():
+                    if name in pending and _fresh_and_healthy(health.get(key), self._since):
+                        self.ready_seconds[name] = now
+                        pending.discard(name)
+                if not pending:
+                    return self
+            if time.monotonic() > deadline:
+                logs = "\n".join(
+                    f"--- last lines of {self.config.log_file(n)}:\n{self.log_tail(n, 15)}"
+                    for n in sorted(pending)
+                )
+                raise ServiceNotReadyError(
+                    f"Airflow was not healthy after {self.ready_timeout:.0f} s: {', '.join(sorted(pending))} not "
+                    f"ready (health: {health}).\n{logs}"
+                )
+            time.sleep(0.5)
 
     def stop(self) -> list[str]:
         """Stop every component with a live PID file, and every process left in their sessions.
@@ -423,9 +495,7 @@ class AirflowServices:
 
     def describe(self) -> list[dict[str, Any]]:
         """:returns: one row per component: ``component``, ``pid`` (or None), ``log``."""
-        return [
-            {"component": n, "pid": self.pid(n), "log": str(self.config.log_file(n))} for n in COMPONENTS
-        ]
+        return [{"component": n, "pid": self.pid(n), "log": str(self.config.log_file(n))} for n in COMPONENTS]
 
     def log_tail(self, name: str, lines: int = 30) -> str:
         """:param name: a component. :param lines: how many. :returns: the end of its log."""
@@ -440,7 +510,7 @@ class AirflowServices:
         path.parent.mkdir(parents=True, exist_ok=True)
         lines = ["# Environment of this modelwatch Airflow, for `airflow` CLI commands (written by devstack).",
                  "# Use: set -a; . " + shlex.quote(str(path)) + "; set +a"]  # fmt: skip
-        lines += [f"export {k}={shlex.quote(v)}" for k, v in sorted(self.config.env().items())]
+        lines += [f"export {k}={shlex.quote(v)}" for k, v in sorted(self._own_env().items())]
         tmp = path.with_suffix(".tmp")
         tmp.write_text("\n".join(lines) + "\n")
         tmp.chmod(0o600)
@@ -452,8 +522,27 @@ class AirflowServices:
         return self._env()
 
     # -- internals -------------------------------------------------------------------------------------
+    def _own_env(self) -> dict[str, str]:
+        """:meth:`AirflowConfig.env` plus the JWT secret of this state folder."""
+        return {"AIRFLOW__API_AUTH__JWT_SECRET": self._jwt_secret(), **self.config.env()}
+
+    def _jwt_secret(self) -> str:
+        # One per state folder, shared by every component (the API server checks the tokens the scheduler
+        # gives its tasks), and 64 bytes: the 16 Airflow generates make PyJWT warn in every task log.
+        path = self.config.home / "jwt_secret"
+        try:
+            secret = path.read_text().strip()
+        except OSError:
+            secret = ""
+        if not secret:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            secret = secrets.token_urlsafe(64)
+            path.touch(mode=0o600)
+            path.write_text(secret + "\n")
+        return secret
+
     def _env(self) -> dict[str, str]:
-        env = {**os.environ, **self.config.env()}
+        env = {**os.environ, **self._own_env()}
         # Without bytecode every component would compile Airflow from source (PYTHONDONTWRITEBYTECODE).
         _use_bytecode_cache(env)
         return env
@@ -494,33 +583,6 @@ class AirflowServices:
         self._procs[name] = proc
         self.config.pid_file(name).write_text(f"{proc.pid}\n")
 
-    def _wait_healthy(self, since: datetime | None, started: float) -> None:
-        deadline = started + self.ready_timeout
-        pending = set(COMPONENTS)
-        while True:
-            for name in COMPONENTS:
-                self._check_alive(name)
-            health = self.health()
-            if health is not None:
-                now = time.monotonic() - started
-                self.ready_seconds.setdefault("api-server", now)
-                pending.discard("api-server")
-                for name, key in _HEALTH_KEYS.items():
-                    if name in pending and _fresh_and_healthy(health.get(key), since):
-                        self.ready_seconds[name] = now
-                        pending.discard(name)
-                if not pending:
-                    return
-            if time.monotonic() > deadline:
-                logs = "\n".join(
-                    f"--- last lines of {self.config.log_file(n)}:\n{self.log_tail(n, 15)}" for n in sorted(pending)
-                )
-                raise ServiceNotReadyError(
-                    f"Airflow was not healthy after {self.ready_timeout:.0f} s: {', '.join(sorted(pending))} not "
-                    f"ready (health: {health}).\n{logs}"
-                )
-            time.sleep(0.5)
-
     def _check_alive(self, name: str) -> None:
         proc = self._procs.get(name)
         log = self.config.log_file(name)
@@ -552,40 +614,50 @@ class AirflowServices:
         return not _pid_alive(sid)
 
     def _stop(self, names: list[str]) -> list[str]:
-        stopped: list[str] = []
-        for phase in STOP_ORDER:
-            victims: dict[str, int] = {}
-            for name in phase:
-                if name not in names:
-                    continue
-                sid = self._read_pid(name)
-                if sid is not None and self._may_signal(name, sid) and session_members(sid):
-                    victims[name] = sid
-                    if self._owned(name, sid):
-                        with contextlib.suppress(ProcessLookupError):
-                            os.killpg(sid, signal.SIGTERM)
-                    else:
-                        # The leader is gone; what is left of its session are orphans.
-                        _signal_all(session_members(sid), signal.SIGTERM)
-                else:
-                    self.config.pid_file(name).unlink(missing_ok=True)
-            self._wait_gone(victims, STOP_TIMEOUT, leaders_only=True)
-            # Task processes live in process groups of their own; the supervisor that would stop them may
-            # have died first. Give what is left of each session a SIGTERM, then a SIGKILL.
-            for sid in victims.values():
-                _signal_all(session_members(sid), signal.SIGTERM)
-            self._wait_gone(victims, 3.0)
-            for sid in victims.values():
-                _signal_all(session_members(sid), signal.SIGKILL)
-            self._wait_gone(victims, 5.0)
-            for name in victims:
-                proc = self._procs.pop(name, None)
-                if proc is not None:
-                    with contextlib.suppress(subprocess.TimeoutExpired):
-                        proc.wait(timeout=1)
+        victims: dict[str, int] = {}
+        for name in COMPONENTS:
+            if name not in names:
+                continue
+            sid = self._read_pid(name)
+            if sid is not None and self._may_signal(name, sid) and session_members(sid):
+                victims[name] = sid
+            else:
                 self.config.pid_file(name).unlink(missing_ok=True)
-                stopped.append(name)
-        return [n for n in COMPONENTS if n in stopped]
+        t0 = time.monotonic()
+        # Everything but the API server at once; the API server once the scheduler has exited, because the
+        # task processes the scheduler stops still report their state to the API server's execution API.
+        for name, sid in victims.items():
+            if name != "api-server":
+                self._terminate(name, sid)
+        self._wait_gone(
+            {n: s for n, s in victims.items() if n == "scheduler"}, STOP_TIMEOUT, leaders_only=True
+        )
+        if "api-server" in victims:
+            self._terminate("api-server", victims["api-server"])
+        self._wait_gone(victims, max(3.0, STOP_TIMEOUT - (time.monotonic() - t0)), leaders_only=True)
+        # Task processes live in process groups of their own; the supervisor that would stop them may have
+        # died first. What is left of each session gets a SIGTERM, then a SIGKILL.
+        for sid in victims.values():
+            _signal_all(session_members(sid), signal.SIGTERM)
+        self._wait_gone(victims, 3.0)
+        for sid in victims.values():
+            _signal_all(session_members(sid), signal.SIGKILL)
+        self._wait_gone(victims, 5.0)
+        for name in victims:
+            proc = self._procs.pop(name, None)
+            if proc is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=1)
+            self.config.pid_file(name).unlink(missing_ok=True)
+        return list(victims)
+
+    def _terminate(self, name: str, sid: int) -> None:
+        """SIGTERM a component's process group, or what is left of its session when its leader is gone."""
+        if self._owned(name, sid):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(sid, signal.SIGTERM)
+        else:
+            _signal_all(session_members(sid), signal.SIGTERM)
 
     def _wait_gone(self, victims: dict[str, int], timeout: float, *, leaders_only: bool = False) -> None:
         """Wait until the sessions of ``victims`` are empty (or, with ``leaders_only``, their leaders gone)."""
@@ -616,6 +688,8 @@ def _fresh_and_healthy(info: dict[str, Any] | None, since: datetime | None) -> b
 
 # -- REST client ---------------------------------------------------------------------------------------
 TERMINAL_RUN_STATES = frozenset({"success", "failed"})
+#: How long :meth:`AirflowApi.create_backfill` retries Airflow's 503 "Database is locked" (SQLite only).
+LOCKED_RETRY_SECONDS = 60.0
 
 
 class AirflowApi:
@@ -649,7 +723,13 @@ class AirflowApi:
         return self._token
 
     def request(
-        self, method: str, path: str, body: Any = None, query: dict[str, Any] | None = None, *, raw: bool = False
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        *,
+        raw: bool = False,
     ) -> Any:
         """Send an authenticated request; logs in first, and again once when the token has expired.
 
@@ -732,7 +812,9 @@ class AirflowApi:
         """:returns: ``GET /api/v2/importErrors``: ``filename``, ``stack_trace``, ``timestamp``, ... per file."""
         return self._paged("/api/v2/importErrors", "import_errors")
 
-    def wait_for_dag(self, dag_id: str, timeout: float = 120.0, file_hint: str | None = None) -> dict[str, Any]:
+    def wait_for_dag(
+        self, dag_id: str, timeout: float = 120.0, file_hint: str | None = None
+    ) -> dict[str, Any]:
         """Wait until the DAG processor has parsed and serialised ``dag_id``.
 
         :param dag_id: DAG id. :param timeout: seconds.
@@ -756,7 +838,9 @@ class AirflowApi:
                     f"{e['filename']}:\n{e['stack_trace']}" for e in errors
                 ))  # fmt: skip
             if time.monotonic() > deadline:
-                raise TimeoutError(f"DAG {dag_id} was not parsed within {timeout:.0f} s (import errors: {errors})")
+                raise TimeoutError(
+                    f"DAG {dag_id} was not parsed within {timeout:.0f} s (import errors: {errors})"
+                )
             time.sleep(1.0)
 
     # -- runs ------------------------------------------------------------------------------------------
@@ -805,7 +889,9 @@ class AirflowApi:
         path = f"/api/v2/dags/{_q(dag_id)}/dagRuns/{_q(run_id)}/taskInstances/{_q(task_id)}/logs/{try_number}"
         return self.request("GET", path, query={"full_content": "true"}, raw=True)
 
-    def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 300.0, interval: float = 2.0) -> dict[str, Any]:
+    def wait_for_run(
+        self, dag_id: str, run_id: str, timeout: float = 300.0, interval: float = 2.0
+    ) -> dict[str, Any]:
         """Poll a run until it is ``success`` or ``failed``.
 
         :param dag_id: DAG id. :param run_id: run id. :param timeout: seconds. :param interval: seconds
@@ -820,7 +906,9 @@ class AirflowApi:
                 return run
             if time.monotonic() > deadline:
                 tasks = {t["task_id"]: t["state"] for t in self.task_instances(dag_id, run_id)}
-                raise TimeoutError(f"run {run_id} of {dag_id} still {run['state']} after {timeout:.0f} s; tasks {tasks}")
+                raise TimeoutError(
+                    f"run {run_id} of {dag_id} still {run['state']} after {timeout:.0f} s; tasks {tasks}"
+                )
             time.sleep(interval)
 
     def wait_for_runs(
@@ -857,7 +945,7 @@ class AirflowApi:
             what to do about days that already have a run. :param run_backwards: newest day first.
         :returns: the backfill (``id``, ``from_date``, ``to_date``, ``completed_at``, ...).
         """
-        body = {
+        body: dict[str, Any] = {
             "dag_id": dag_id,
             "from_date": _iso(from_date),
             "to_date": _iso(to_date),
@@ -866,7 +954,18 @@ class AirflowApi:
             "run_backwards": run_backwards,
             "dag_run_conf": conf or {},
         }
-        return self.request("POST", "/api/v2/backfills", body)
+        # On SQLite, Airflow answers 503 "Database is locked" (and rolls back) when the scheduler holds the
+        # database at that moment; it says so itself: retrying is the documented answer.
+        deadline = time.monotonic() + LOCKED_RETRY_SECONDS
+        delay = 0.5
+        while True:
+            try:
+                return self.request("POST", "/api/v2/backfills", body)
+            except AirflowApiError as exc:
+                if exc.status != 503 or "locked" not in exc.detail.lower() or time.monotonic() > deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
     def backfill(self, backfill_id: int) -> dict[str, Any]:
         """:param backfill_id: id. :returns: the backfill; ``completed_at`` is set once all its runs ended."""
@@ -876,7 +975,10 @@ class AirflowApi:
         """:param dag_id: DAG id. :param backfill: a backfill from :meth:`create_backfill`.
         :returns: the DAG's backfill runs whose logical dates fall in the backfill's range."""
         return self.dag_runs(
-            dag_id, run_type="backfill", logical_date_gte=backfill["from_date"], logical_date_lte=backfill["to_date"]
+            dag_id,
+            run_type="backfill",
+            logical_date_gte=backfill["from_date"],
+            logical_date_lte=backfill["to_date"],
         )
 
     # -- helpers ---------------------------------------------------------------------------------------

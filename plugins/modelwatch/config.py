@@ -212,6 +212,29 @@ class ModelwatchConfig(_Strict):
         return {q.name: q.saturation for q in self.prometheus.queries if q.saturation is not None}
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice in one mapping is an error.
+
+    Plain YAML keeps the last value silently: a second ``evaluation:`` section pasted below the first
+    would replace it without a word.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            try:
+                key = self.construct_object(key_node, deep=deep)
+                hash(key)
+            except (TypeError, yaml.YAMLError):
+                continue  # left to the base class, which reports it
+            if key in first and key != "<<":
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice (first at line {first[key] + 1})", key_node.start_mark
+                )
+            first[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
 def _format_errors(path: Path, exc: ValidationError) -> str:
     lines = [f"{path}: {exc.error_count()} problem(s) in the modelwatch configuration"]
     for err in exc.errors():
@@ -243,7 +266,7 @@ def load_config(path: str | Path | None = None) -> ModelwatchConfig:
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the modelwatch configuration: {exc.strerror}") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass: no arbitrary objects
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""

@@ -35,10 +35,24 @@ CORRELATION_COLUMNS = [
 ]  # fmt: skip
 
 
+def usable_prediction_times(prediction_time: pd.Series) -> np.ndarray:
+    """``True`` where ``prediction_time`` can be judged: a finite number of seconds, not negative.
+
+    A run that never logged the metric (NaN), logged NaN, or logged an infinity (which MLflow stores as
+    the largest float) says nothing about speed: it is neither slow nor normal, and never makes a model
+    look healthy.
+    """
+    values = prediction_time.to_numpy(dtype="float64", na_value=np.nan)
+    with np.errstate(invalid="ignore"):
+        return np.isfinite(values) & (values >= 0) & (values < np.finfo("float64").max)
+
+
 def slow_flags(predictions: pd.DataFrame, slow_seconds_for: Callable[[str], float]) -> pd.Series:
-    """``True`` where a prediction took longer than its model's ``slow_prediction_seconds``."""
+    """``True`` where a prediction took longer than its model's ``slow_prediction_seconds`` (never for a
+    prediction without a usable ``prediction_time``)."""
     limits = predictions["model"].map({m: slow_seconds_for(m) for m in predictions["model"].unique()})
-    return predictions["prediction_time"].astype("float64") > limits.astype("float64")
+    slow = predictions["prediction_time"].astype("float64") > limits.astype("float64")
+    return slow & usable_prediction_times(predictions["prediction_time"])
 
 
 def join_resources(
@@ -111,7 +125,9 @@ def correlate(
     joined["slow_threshold"] = joined["model"].map(
         {m: thresholds.evaluation.for_model(m).slow_prediction_seconds for m in joined["model"].unique()}
     ).astype("float64")
-    joined["slow"] = joined["prediction_time"].astype("float64") > joined["slow_threshold"]
+    joined["slow"] = (joined["prediction_time"].astype("float64") > joined["slow_threshold"]) & usable_prediction_times(
+        joined["prediction_time"]
+    )
     saturated = np.zeros((len(joined), len(limits)), dtype=bool)
     for j, (name, limit) in enumerate(limits.items()):
         flags = (joined[f"{VALUE_PREFIX}{name}"] >= limit).to_numpy()
@@ -127,13 +143,15 @@ def summarise(joined: pd.DataFrame, thresholds: ModelwatchConfig) -> pd.DataFram
     units = {q.name: q.unit for q in thresholds.prometheus.queries}
     limits = thresholds.saturation_thresholds
     for model, group in joined.groupby("model", sort=True):
-        slow = group["slow"].to_numpy()
+        # predictions without a usable prediction_time are neither slow nor normal
+        usable = usable_prediction_times(group["prediction_time"])
+        slow = group["slow"].to_numpy() & usable
         pt = group["prediction_time"].to_numpy(dtype="float64")
         for name in units:
             values = group[f"{VALUE_PREFIX}{name}"].to_numpy(dtype="float64")
-            has = ~np.isnan(values)
+            has = ~np.isnan(values) & usable
             limit = limits.get(name)
-            sat = values >= limit if limit is not None else np.zeros(len(values), dtype=bool)
+            sat = (values >= limit) & usable if limit is not None else np.zeros(len(values), dtype=bool)
             n_slow_with = int((slow & has).sum())
             n_norm_with = int((~slow & has).sum())
             n_slow_sat = int((slow & sat).sum())

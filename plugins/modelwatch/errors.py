@@ -14,14 +14,21 @@ class UpstreamUnavailable(ModelwatchError):
     :param path: request path that was attempted.
     :param last_error: text of the last failure (already redacted).
     :param attempts: how many attempts were made.
+    :param what: what was being done (e.g. ``Prometheus query 'cpu'``), put first in the message.
     """
 
-    def __init__(self, server: str, path: str, last_error: str, attempts: int) -> None:
+    def __init__(self, server: str, path: str, last_error: str, attempts: int, *, what: str = "") -> None:
         self.server = server
         self.path = path
         self.last_error = last_error
         self.attempts = attempts
-        super().__init__(f"{server}{path} unavailable after {attempts} attempt(s): {last_error}")
+        self.what = what
+        prefix = f"{what}: " if what else ""
+        super().__init__(f"{prefix}{server}{path} unavailable after {attempts} attempt(s): {last_error}")
+
+    def doing(self, what: str) -> UpstreamUnavailable:
+        """The same failure, saying what was being done."""
+        return UpstreamUnavailable(self.server, self.path, self.last_error, self.attempts, what=what)
 
 
 class PrometheusQueryError(ModelwatchError):

@@ -5,6 +5,7 @@ Pure functions: the correlation frames in, one verdict per model out.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -14,6 +15,8 @@ if TYPE_CHECKING:
 
     from modelwatch.config import ModelwatchConfig
     from modelwatch.window import Window
+
+log = logging.getLogger(__name__)
 
 Verdict = Literal["healthy", "degraded", "slow_unexplained", "no_data"]
 
@@ -63,15 +66,26 @@ def evaluate(
 ) -> list[ModelVerdict]:
     """One verdict per model seen in the window or listed in ``evaluation.expected_models``.
 
-    - ``no_data``: the model has no predictions, or Prometheus returned no sample of any saturation
-      query for its instances (without evidence a model is never called healthy);
+    - ``no_data``: the model has no predictions, none with a usable ``prediction_time`` (missing, NaN or
+      infinite), or Prometheus returned no sample of any saturation query for its instances (without
+      evidence a model is never called healthy);
     - ``healthy``: fewer slow predictions than ``min_slow_count`` and a share below ``min_slow_share``;
     - ``degraded``: slow enough, and at least one resource was saturated at ``min_coincidence_share`` of
       the slow predictions, ``min_lift`` times more often than at normal ones;
     - ``slow_unexplained``: slow enough, but no resource explains it.
     """
+    from modelwatch.correlate import usable_prediction_times
+
     limits = config.saturation_thresholds
-    models = sorted(set(joined["model"].unique()) | set(config.evaluation.expected_models))
+    seen = set(joined["model"].unique())
+    if "" in seen:
+        untagged = joined[joined["model"] == ""]
+        # No model to give a verdict (or an alert label) to: say so instead of judging a nameless model.
+        log.warning(
+            "%d prediction(s) without a model tag are not judged (run ids %s)",
+            len(untagged), ", ".join(sorted(set(untagged["run_id"].astype(str)))[:5]),
+        )  # fmt: skip
+    models = sorted((seen - {""}) | set(config.evaluation.expected_models))
     verdicts = []
     for model in models:
         rules = config.evaluation.for_model(model)
@@ -81,6 +95,19 @@ def evaluate(
         if rows.empty:
             verdicts.append(ModelVerdict(verdict="no_data", reason="no predictions in the window", **base))
             continue
+        usable = usable_prediction_times(rows["prediction_time"])
+        unusable = int((~usable).sum())
+        if not usable.any():
+            verdicts.append(ModelVerdict(
+                verdict="no_data", n_predictions=len(rows),
+                model_versions=sorted(set(rows["model_version"].astype(str))),
+                reason=f"{len(rows)} predictions but none with a usable prediction_time (missing, NaN or infinite)",
+                **base,
+            ))  # fmt: skip
+            continue
+        # a prediction without a usable prediction_time is neither slow nor normal: judge the others
+        not_judged = f"; {unusable} prediction(s) without a usable prediction_time not judged" if unusable else ""
+        rows = rows[usable]
         instances = set(rows["instance"])
         covered = set(resources.loc[resources["instance"].isin(instances | {""}), "query"].unique())
         without = sorted(q for q in limits if q not in covered)
@@ -93,7 +120,8 @@ def evaluate(
         if len(without) == len(limits):
             verdicts.append(ModelVerdict(
                 verdict="no_data",
-                reason=f"{len(rows)} predictions but no resource samples for instances {', '.join(sorted(instances))}",
+                reason=(f"{len(rows)} predictions but no resource samples for instances {', '.join(sorted(instances))}"
+                        f"{not_judged}"),
                 **common,
             ))  # fmt: skip
             continue
@@ -101,7 +129,7 @@ def evaluate(
         if not is_slow:
             verdicts.append(ModelVerdict(
                 verdict="healthy",
-                reason=f"{len(slow)} of {len(rows)} predictions slower than {rules.slow_prediction_seconds:g} s",
+                reason=f"{len(slow)} of {len(rows)} predictions slower than {rules.slow_prediction_seconds:g} s{not_judged}",
                 **common,
             ))  # fmt: skip
             continue
@@ -113,7 +141,7 @@ def evaluate(
             verdicts.append(ModelVerdict(
                 verdict="degraded",
                 reason=(f"{len(slow)} of {len(rows)} predictions slower than {rules.slow_prediction_seconds:g} s, "
-                        f"coinciding with saturated {', '.join(names)}"),
+                        f"coinciding with saturated {', '.join(names)}{not_judged}"),
                 saturated_resources=evidence,
                 incident_start=hit.min().isoformat() if len(hit) else None,
                 incident_end=hit.max().isoformat() if len(hit) else None,
@@ -127,7 +155,7 @@ def evaluate(
             verdicts.append(ModelVerdict(
                 verdict="slow_unexplained",
                 reason=(f"{len(slow)} of {len(rows)} predictions slower than {rules.slow_prediction_seconds:g} s "
-                        f"with no resource saturated at the time{gap}"),
+                        f"with no resource saturated at the time{gap}{not_judged}"),
                 incident_start=slow["timestamp"].min().isoformat(),
                 incident_end=slow["timestamp"].max().isoformat(),
                 **common,

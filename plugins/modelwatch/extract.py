@@ -377,6 +377,29 @@ def history_to_frame(
     return _prediction_frame(rows)
 
 
+def _warn_incomplete(frame: pd.DataFrame, experiment: str, keys: Mapping[str, str]) -> None:
+    """Log the predictions that cannot be judged as they are (kept in the partition all the same)."""
+    from modelwatch.correlate import usable_prediction_times
+
+    def ids(mask: Any) -> str:
+        run_ids = sorted(set(frame.loc[mask, "run_id"].astype(str)))
+        return ", ".join(run_ids[:5]) + (f" and {len(run_ids) - 5} more" if len(run_ids) > 5 else "")
+
+    for column in ("model", "instance"):
+        mask = frame[column] == ""
+        if mask.any():
+            log.warning(
+                "experiment %s: %d prediction(s) without tag %r (runs %s)", experiment, int(mask.sum()),
+                keys[column], ids(mask),
+            )  # fmt: skip
+    bad = ~usable_prediction_times(frame["prediction_time"])
+    if bad.any():
+        log.warning(
+            "experiment %s: %d prediction(s) without a usable prediction_time (missing, NaN, negative or "
+            "infinite; not judged) (runs %s)", experiment, int(bad.sum()), ids(bad),
+        )  # fmt: skip
+
+
 def sort_predictions(frame: pd.DataFrame) -> pd.DataFrame:
     """Predictions in their canonical order: timestamp, model, instance (then experiment, run id)."""
     return frame.sort_values(
@@ -442,5 +465,6 @@ def extract_predictions(
             experiment.name, experiment.layout, start.isoformat(), end.isoformat(),
             len(runs), len(frame), time.monotonic() - started,
         )
+        _warn_incomplete(frame, experiment.name, _tag_keys(tag_keys))
         frames.append(frame)
     return sort_predictions(pd.concat(frames, ignore_index=True))

@@ -27,6 +27,7 @@ import io
 import json
 import logging
 import os
+import random
 import time
 import uuid
 from dataclasses import dataclass
@@ -44,10 +45,10 @@ log = logging.getLogger(__name__)
 
 DATA_FILE = "part-00000.parquet"
 #: Attempts of one partition write when concurrent runs of the same window keep replacing the data.
-MAX_WRITE_ATTEMPTS = 5
+MAX_WRITE_ATTEMPTS = 8
 #: A local temporary file younger than this belongs to a write in progress and is not a leftover.
 STALE_TMP_SECONDS = 3600.0
-_TMP_PREFIX = "_tmp-"
+_TMP_PREFIX, _TMP_SUFFIX = "_tmp-", ".partial"
 MANIFEST = "_manifest.json"
 #: The datasets modelwatch writes; each is also an Airflow Asset.
 DATASETS = ("resources", "predictions", "joined", "correlation", "verdicts", "alerts")
@@ -136,7 +137,7 @@ class Lake:
             part = self._path(url)
             _mkdir(part)
             for attempt in range(1, MAX_WRITE_ATTEMPTS + 1):
-                (part / MANIFEST).unlink(missing_ok=True)
+                _unlink(part / MANIFEST)
                 self._atomic_write(part, DATA_FILE, payload)
                 self._remove_strays(part)
                 self._atomic_write(part, MANIFEST, _json_bytes(manifest))
@@ -149,11 +150,13 @@ class Lake:
                     "%s/%s was replaced by a concurrent write after ours (attempt %d/%d); writing again",
                     url, DATA_FILE, attempt, MAX_WRITE_ATTEMPTS,
                 )
+                # jitter breaks the lockstep of writers that started together
+                time.sleep(random.uniform(0.05, 0.25) * attempt)
             else:
-                (part / MANIFEST).unlink(missing_ok=True)
+                self._drop_mismatched_manifest(part)
                 raise StorageError(
                     f"writing {dataset} partition {url} failed: other runs kept rewriting it at the same time "
-                    f"({MAX_WRITE_ATTEMPTS} attempts); left without a manifest"
+                    f"({MAX_WRITE_ATTEMPTS} attempts)"
                 )
         except StorageError:
             raise
@@ -184,11 +187,27 @@ class Lake:
             try:
                 if child.is_dir():
                     continue
-                if name.startswith(_TMP_PREFIX) and time.time() - os.path.getmtime(child.path) < STALE_TMP_SECONDS:
+                if (
+                    name.startswith(_TMP_PREFIX)
+                    and name.endswith(_TMP_SUFFIX)
+                    and time.time() - os.path.getmtime(child.path) < STALE_TMP_SECONDS
+                ):
                     continue
-                child.unlink(missing_ok=True)
+                _unlink(child)
             except FileNotFoundError:
                 continue  # removed meanwhile by a concurrent write of the same partition
+
+    @staticmethod
+    def _drop_mismatched_manifest(part: ObjectStoragePath) -> None:
+        # Giving up must not leave a manifest that describes other data: make the partition incomplete.
+        try:
+            manifest = json.loads((part / MANIFEST).read_bytes())
+            data = (part / DATA_FILE).read_bytes()
+        except FileNotFoundError:
+            _unlink(part / MANIFEST)
+            return
+        if manifest["files"][0]["sha256"] != _sha256(data):
+            _unlink(part / MANIFEST)
 
     def _atomic_write(self, part: ObjectStoragePath, name: str, payload: bytes) -> None:
         target = part / name
@@ -196,13 +215,13 @@ class Lake:
             # A local write is visible while it grows: write under a name readers skip, then rename,
             # which is atomic within one filesystem.
             # (".partial", not ".parquet": a "*.parquet" glob must not pick it up)
-            tmp = part / f"{_TMP_PREFIX}{uuid.uuid4().hex}.partial"
+            tmp = part / f"{_TMP_PREFIX}{uuid.uuid4().hex}{_TMP_SUFFIX}"
             try:
                 with tmp.open("wb") as fh:
                     fh.write(payload)
                 tmp.rename(target)
             finally:
-                tmp.unlink(missing_ok=True)
+                _unlink(tmp)
         else:
             # An S3 object appears whole or not at all (single PUT or a completed multipart upload).
             with target.open("wb") as fh:
@@ -261,6 +280,14 @@ class Lake:
             return None
         except Exception as exc:
             raise StorageError(f"reading {url} failed: {type(exc).__name__}: {exc}") from exc
+
+
+def _unlink(path: ObjectStoragePath) -> None:
+    # unlink(missing_ok=True) checks, then removes: a concurrent writer can remove the file in between.
+    try:
+        path.unlink(missing_ok=True)
+    except FileNotFoundError:
+        pass
 
 
 def _mkdir(part: ObjectStoragePath) -> None:

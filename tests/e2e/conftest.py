@@ -25,7 +25,7 @@ from types import ModuleType
 import pytest
 
 from devstack.airflow_services import COMPONENTS, AirflowConfig, AirflowServices, free_port, session_members
-from devstack.stack import DEFAULT_PORTS, Stack
+from devstack.stack import DEFAULT_PORTS, SERVICES, Stack
 
 INTEGRATION = Path(__file__).resolve().parents[1] / "integration"
 
@@ -33,7 +33,9 @@ INTEGRATION = Path(__file__).resolve().parents[1] / "integration"
 def _integration_conftest() -> ModuleType:
     if str(INTEGRATION) not in sys.path:
         sys.path.insert(0, str(INTEGRATION))
-    spec = importlib.util.spec_from_file_location("modelwatch_tests_integration_conftest", INTEGRATION / "conftest.py")
+    spec = importlib.util.spec_from_file_location(
+        "modelwatch_tests_integration_conftest", INTEGRATION / "conftest.py"
+    )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -46,28 +48,35 @@ seeded_stack = _fixtures.seeded_stack
 
 
 @pytest.fixture(scope="session")
-def airflow(seeded_stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowServices]:
+def airflow(
+    stack: Stack, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[AirflowServices]:
     """Airflow's API server, scheduler, DAG processor and triggerer, running this repo's DAGs against the
     seeded stack: AIRFLOW_HOME and the lake in a temporary folder, the API on a free port.
 
-    Stopped at the end of the session; the teardown fails if any of their processes is left.
+    The components are launched first and the stack is seeded (``seeded_stack``) while they start up: the
+    two largest costs of the module overlap. Stopped at the end of the session; the teardown fails if any of
+    their processes is left.
 
     :returns: the started :class:`~devstack.airflow_services.AirflowServices`.
     """
     state = tmp_path_factory.mktemp("airflow-e2e")
-    stack_ports = [seeded_stack.config.port(s) for s in ("prometheus", "alertmanager", "mlflow", "s3", "smtp", "webhook")]
     cfg = AirflowConfig(
         state_dir=state,
-        port=free_port(avoid=[*stack_ports, *DEFAULT_PORTS.values()]),
-        connections=seeded_stack.config.airflow_env(),
+        port=free_port(avoid=[*(stack.config.port(s) for s in SERVICES), *DEFAULT_PORTS.values()]),
+        connections=stack.config.airflow_env(),
     )
     services = AirflowServices(cfg)
     atexit.register(services.stop)
     t0 = time.perf_counter()
     try:
-        services.start()
+        services.launch()
+        request.getfixturevalue("seeded_stack")
+        services.wait_ready()
         took = ", ".join(f"{k} {v:.1f} s" for k, v in services.ready_seconds.items())
-        print(f"\nairflow: healthy in {time.perf_counter() - t0:.1f} s ({took}) at {cfg.base_url}")
+        print(
+            f"\nairflow: launched, stack seeded and Airflow healthy in {time.perf_counter() - t0:.1f} s ({took}) at {cfg.base_url}"
+        )
         yield services
     finally:
         sessions = {name: services.pid(name) for name in COMPONENTS}

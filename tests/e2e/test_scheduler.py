@@ -92,7 +92,13 @@ def submitted(api: AirflowApi) -> dict[str, Any]:
     triggered = api.trigger(DAG_ID, conf=TRIGGER_CONF)
     bad = api.trigger(DAG_ID, conf=BAD_CONF)
     backfill = api.create_backfill(DAG_ID, BACKFILL_DAYS[0], BACKFILL_DAYS[-1], max_active_runs=3)
-    return {"dag": dag, "triggered": triggered, "bad": bad, "backfill": backfill, "deadline": time.monotonic() + RUN_TIMEOUT}
+    return {
+        "dag": dag,
+        "triggered": triggered,
+        "bad": bad,
+        "backfill": backfill,
+        "deadline": time.monotonic() + RUN_TIMEOUT,
+    }
 
 
 def _remaining(submitted: dict[str, Any]) -> float:
@@ -114,7 +120,9 @@ def backfill_runs(api: AirflowApi, submitted: dict[str, Any]) -> dict[date, dict
         if len(runs) == len(BACKFILL_DAYS) and all(r["state"] in ("success", "failed") for r in runs):
             break
         if time.monotonic() > deadline:
-            pytest.fail(f"backfill {backfill['id']} not finished: {[(r['dag_run_id'], r['state']) for r in runs]}")
+            pytest.fail(
+                f"backfill {backfill['id']} not finished: {[(r['dag_run_id'], r['state']) for r in runs]}"
+            )
         time.sleep(2)
     return {_when(r["data_interval_start"]).date(): r for r in runs}  # type: ignore[union-attr]
 
@@ -131,7 +139,9 @@ def _verdict(lake: Path, day: date) -> dict[str, Any]:
 
 
 # -- parsing and the trigger form ----------------------------------------------------------------------
-def test_the_dag_is_parsed_without_import_errors_and_unpaused(api: AirflowApi, submitted: dict[str, Any]) -> None:
+def test_the_dag_is_parsed_without_import_errors_and_unpaused(
+    api: AirflowApi, submitted: dict[str, Any]
+) -> None:
     assert not [e for e in api.import_errors() if "model_performance_monitoring" in e["filename"]]
     assert submitted["dag"]["is_paused"] is False
     assert api.dag(DAG_ID)["is_paused"] is False
@@ -147,7 +157,9 @@ def test_a_triggered_run_covers_the_form_window_and_pages(
     assert triggered_run["conf"] == TRIGGER_CONF
     doc = _verdict(lake, CPU_DAY)
     assert doc["run_id"] == run_id
-    assert doc["window"]["start"].startswith("2026-03-03T00:00:00") and doc["window"]["end"].startswith("2026-03-04")
+    assert doc["window"]["start"].startswith("2026-03-03T00:00:00") and doc["window"]["end"].startswith(
+        "2026-03-04"
+    )
     assert {v["model"]: v["verdict"] for v in doc["verdicts"]} == EXPECTED[CPU_DAY]
     assert doc["alert"]["post"] is True, doc["alert"]
     tasks = _tasks(api, run_id)
@@ -233,7 +245,9 @@ def test_an_invalid_window_fails_at_once_and_emails(
         if len(mails) >= len(failed) or time.monotonic() > deadline:
             break
         time.sleep(1)
-    assert sorted(m["subject"].split("task ")[1].split()[0] for m in mails) == failed, [m["subject"] for m in mails]
+    assert sorted(m["subject"].split("task ")[1].split()[0] for m in mails) == failed, [
+        m["subject"] for m in mails
+    ]
     for mail in mails:
         assert DAG_ID in mail["subject"]
         assert "ml-oncall@localhost" in str(mail["to"])

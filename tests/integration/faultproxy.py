@@ -23,6 +23,7 @@ delays end early when it stops. It binds 127.0.0.1 only.
 from __future__ import annotations
 
 import http.client
+import json
 import re
 import socket
 import struct
@@ -33,6 +34,25 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
+
+
+def airflow_conn(
+    conn_type: str, url: str, *, login: str | None = None, password: str | None = None, **extra: Any
+) -> str:
+    """An Airflow connection to ``url`` (e.g. :attr:`FaultProxy.url`) in the JSON form of ``AIRFLOW_CONN_*``.
+
+    :param extra: connection extras (``timeout``, ``auth``, ``max_retries``...).
+    """
+    parts = urlsplit(url)
+    conn: dict[str, Any] = {"conn_type": conn_type, "host": parts.hostname, "port": parts.port, "schema": parts.scheme}
+    if login is not None:
+        conn["login"] = login
+    if password is not None:
+        conn["password"] = password
+    if extra:
+        conn["extra"] = extra
+    return json.dumps(conn)
+
 
 HOP_BY_HOP = {
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",

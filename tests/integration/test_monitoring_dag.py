@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from devstack.runner import run_day
 from devstack.scenarios import TEST_DAYS
 
 DAG_ID = "model_performance_monitoring"
@@ -34,13 +35,12 @@ def _webhook_alerts(stack) -> list[dict]:
     return [a for n in notifications for a in n.get("alerts", [])]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def monitoring_dag(airflow_db):
-    from airflow.dag_processing.dagbag import DagBag
+    """A freshly parsed DAG: one object per ``dag.test()`` (see :func:`devstack.runner.load_dag`)."""
+    from devstack.runner import load_dag
 
-    bag = DagBag(dag_folder=str(Path(__file__).resolve().parents[2] / "dags"))
-    assert bag.import_errors == {}
-    return bag.dags[DAG_ID]
+    return load_dag(DAG_ID)
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,7 @@ def lake(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def runs(seeded_stack, monitoring_dag, lake):
+def runs(seeded_stack, airflow_db, lake):
     """Run the DAG once per scenario day; return {scenario: (dag_run, verdict document)}."""
     from modelwatch.storage import Lake
     from modelwatch.window import Window
@@ -62,8 +62,7 @@ def runs(seeded_stack, monitoring_dag, lake):
     try:
         for day, scenario in sorted(TEST_DAYS.items()):
             start = datetime(day.year, day.month, day.day, tzinfo=UTC)
-            # A manual run covers the last full interval before its date: the day that ends at midnight.
-            dag_run = monitoring_dag.test(logical_date=start + timedelta(days=1))
+            dag_run = run_day(day, DAG_ID)
             window = Window(start, start + timedelta(days=1))
             doc = Lake(lake).read_document(f"{Lake(lake).partition_url('verdicts', window)}/_verdict.json")
             results[scenario] = (dag_run, doc)
@@ -135,7 +134,7 @@ def test_rerunning_a_day_replaces_its_partition(runs, seeded_stack, monitoring_d
     for key, value in seeded_stack.config.airflow_env().items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("MODELWATCH_STORAGE_URL", lake)
-    monitoring_dag.test(logical_date=datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1))
+    run_day(day, DAG_ID, monitoring_dag)
     after = {p.name: p.read_bytes() for p in part.iterdir() if p.suffix == ".parquet"}
     assert list(after) == ["part-00000.parquet"]
     assert after == before  # deterministic: the same window gives the same bytes
@@ -164,7 +163,7 @@ def test_a_failed_run_emails_dag_run_task_and_log_link(seeded_stack, monitoring_
         t.retries = 0  # the failure path, not the retry schedule, is under test here
     before = len(seeded_stack.mail())
     day = _day("normal")
-    run = dag.test(logical_date=datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1))
+    run = run_day(day, DAG_ID, dag)
     assert str(getattr(run.state, "value", run.state)) == "failed"
     deadline = time.monotonic() + 20
     while len(seeded_stack.mail()) == before and time.monotonic() < deadline:
@@ -182,7 +181,7 @@ def test_a_day_written_to_s3_through_the_aws_connection(seeded_stack, monitoring
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("MODELWATCH_STORAGE_URL", "s3://modelwatch/lake")
     day = _day("cpu_saturation")
-    run = monitoring_dag.test(logical_date=datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1))
+    run = run_day(day, DAG_ID, monitoring_dag)
     assert str(getattr(run.state, "value", run.state)) == "success"
     s3 = seeded_stack.s3_client()
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket="modelwatch", Prefix="lake/")["Contents"]}

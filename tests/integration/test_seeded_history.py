@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 import requests
 
-from devstack.demo import load_queries, query_range
 from devstack.scenarios import (
     MODELS,
     STEP_S,
@@ -20,8 +19,9 @@ from devstack.scenarios import (
 )
 from devstack.seed import DAY_TAG, search_all_runs, seed_stack
 from devstack.stack import Stack
+from modelwatch.config import load_config
 
-QUERIES = {q.name: q for q in load_queries()}
+QUERIES = {q.name: q for q in load_config().prometheus.queries}
 DATA_DAYS = [d for d, s in TEST_DAYS.items() if get_scenario(s).has_data]
 NO_DATA_DAY = date(2026, 3, 7)
 #: Which thresholds.yaml queries each kind of saturation drives over its threshold.
@@ -32,6 +32,16 @@ def _instant(prom: str, promql: str, at: float) -> list[dict]:
     resp = requests.get(f"{prom}/api/v1/query", params={"query": promql, "time": at}, timeout=60)
     body = resp.json()
     assert body["status"] == "success", body
+    return body["data"]["result"]
+
+
+def query_range(prom: str, promql: str, start: float, end: float, step: float = STEP_S) -> list[dict]:
+    # Plain HTTP on purpose: this checks what Prometheus serves, independently of modelwatch's hook.
+    resp = requests.get(
+        f"{prom}/api/v1/query_range", params={"query": promql, "start": start, "end": end, "step": step}, timeout=60
+    )
+    body = resp.json()
+    assert resp.status_code == 200 and body["status"] == "success", body
     return body["data"]["result"]
 
 
@@ -82,7 +92,7 @@ def test_memory_available_samples_at_given_timestamps(seeded_stack: Stack) -> No
 
 
 @pytest.mark.parametrize("day", DATA_DAYS, ids=str)
-@pytest.mark.parametrize("query", [q.name for q in load_queries() if q.saturation is not None])
+@pytest.mark.parametrize("query", [name for name, q in QUERIES.items() if q.saturation is not None])
 def test_saturated_exactly_where_the_scenario_says(seeded_stack: Stack, day: date, query: str) -> None:
     """Every thresholds.yaml query with a threshold, every day: over it only on the incident instance,
     inside the incident window (give or take the query's own range), and under it everywhere else."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from modelwatch.errors import AlertmanagerError
+from modelwatch.errors import AlertmanagerError, UpstreamUnavailable
 from modelwatch.hooks.base import ApiHook
 
 ALERTS_PATH = "/api/v2/alerts"
@@ -50,7 +50,10 @@ class AlertmanagerHook(ApiHook):
         if not alerts:
             self.log.info("no alerts to post")
             return
-        response = self._request("POST", ALERTS_PATH, json=alerts)
+        try:
+            response = self._request("POST", ALERTS_PATH, json=alerts)
+        except UpstreamUnavailable as exc:
+            raise exc.doing(f"posting {len(alerts)} alert(s) to Alertmanager") from None
         if not 200 <= response.status_code < 300:
             raise AlertmanagerError(
                 response.status_code, self.body_excerpt(response), server=self.base_url, path=ALERTS_PATH

@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 import requests
 
-from modelwatch.errors import PrometheusQueryError
+from modelwatch.errors import PrometheusQueryError, UpstreamUnavailable
 from modelwatch.extract import epoch_ms, merge_matrices, plan_chunks, step_to_ms
 from modelwatch.hooks.base import ApiHook
 
@@ -63,14 +63,17 @@ class PrometheusHook(ApiHook):
         :return: the matrix: ``[{"metric": {label: value}, "values": [[unix_seconds, "value"], ...]}]``.
         :raises PrometheusQueryError: on any Prometheus error answer, naming the query, the PromQL and
             Prometheus's ``errorType``/``error``.
-        :raises UpstreamUnavailable: when Prometheus cannot be reached.
+        :raises UpstreamUnavailable: when Prometheus cannot be reached (naming the query).
         """
         start_ms, end_ms, step_ms = epoch_ms(start), epoch_ms(end), step_to_ms(step_seconds)
-        response = self._request(
-            "POST",
-            QUERY_RANGE_PATH,
-            data={"query": promql, "start": _seconds(start_ms), "end": _seconds(end_ms), "step": _seconds(step_ms)},
-        )
+        try:
+            response = self._request(
+                "POST",
+                QUERY_RANGE_PATH,
+                data={"query": promql, "start": _seconds(start_ms), "end": _seconds(end_ms), "step": _seconds(step_ms)},
+            )
+        except UpstreamUnavailable as exc:
+            raise exc.doing(f"Prometheus query {query_name!r}") from None
         return self._matrix(response, promql=promql, query_name=query_name)
 
     def query_range_chunked(

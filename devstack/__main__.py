@@ -131,11 +131,12 @@ def cmd_up_with_airflow(args: argparse.Namespace) -> int:
     from devstack.airflow_services import AirflowConfig, AirflowServices
 
     stack = Stack(StackConfig.from_env())
+    services = AirflowServices(AirflowConfig.from_stack(stack.config))
+    services.check_port()  # before the stack starts: a taken Airflow port must not leave half of it running
     was_running = {s for s, running in stack.status().items() if running}
     code = cmd_up(args)
     if code:
         return code
-    services = AirflowServices(AirflowConfig.from_stack(stack.config))
     t0 = time.monotonic()
     try:
         services.start()

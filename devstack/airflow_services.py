@@ -75,6 +75,8 @@ _HEALTH_KEYS: dict[str, str] = {
     "triggerer": "triggerer",
 }
 
+_PASSWORD_ALPHABET = "abcdefghkmnpqrstuvwxyzABCDEFGHKMNPQRSTUVWXYZ23456789"
+
 DEFAULT_PORT = 18080
 PORT_ENV = "MODELWATCH_AIRFLOW_PORT"
 ADMIN_USER = "admin"
@@ -364,8 +366,7 @@ class AirflowServices:
         c = self.config
         todo = [name for name in COMPONENTS if not self.is_running(name)]
         exe = airflow_binary()
-        if "api-server" in todo and not port_is_free(c.port):
-            raise PortInUseError("airflow", c.port)
+        self.check_port()
         c.home.mkdir(parents=True, exist_ok=True)
         self.password()  # written before the API server starts, so it never generates one of its own
         self.write_env_file()
@@ -387,6 +388,14 @@ class AirflowServices:
             self._stop(self._launched)
             raise
         return list(self._launched)
+
+    def check_port(self) -> None:
+        """Fail early when the API server is not running and its port is taken.
+
+        :raises PortInUseError: naming the port and ``MODELWATCH_AIRFLOW_PORT``.
+        """
+        if not self.is_running("api-server") and not port_is_free(self.config.port):
+            raise PortInUseError("airflow", self.config.port)
 
     def wait_ready(self) -> AirflowServices:
         """Wait until the API server answers (then launch the scheduler if :meth:`launch` left it) and reports
@@ -474,7 +483,9 @@ class AirflowServices:
         except (OSError, ValueError):
             stored = {}
         if not isinstance(stored, dict) or not stored.get(ADMIN_USER):
-            stored = {**(stored if isinstance(stored, dict) else {}), ADMIN_USER: secrets.token_urlsafe(12)}
+            # Letters and digits only (no leading "-" or look-alikes): it is typed into the login form.
+            password = "".join(secrets.choice(_PASSWORD_ALPHABET) for _ in range(20))
+            stored = {**(stored if isinstance(stored, dict) else {}), ADMIN_USER: password}
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp")
             tmp.write_text(json.dumps(stored) + "\n")
@@ -728,36 +739,31 @@ class AirflowApi:
         path: str,
         body: Any = None,
         query: dict[str, Any] | None = None,
-        *,
-        raw: bool = False,
     ) -> Any:
         """Send an authenticated request; logs in first, and again once when the token has expired.
 
         :param method: HTTP method. :param path: path below the base URL, e.g. ``/api/v2/dags``.
         :param body: JSON body. :param query: query parameters (lists repeat the key).
-        :param raw: return the body as text instead of decoded JSON.
         :returns: the decoded answer.
         :raises AirflowApiError: for any error status.
         """
         if self._token is None:
             self.token()
         try:
-            return self._send(method, path, body, query, raw=raw)
+            return self._send(method, path, body, query)
         except AirflowApiError as exc:
             if exc.status != 401:
                 raise
             self.token()
-            return self._send(method, path, body, query, raw=raw)
+            return self._send(method, path, body, query)
 
-    def _send(
-        self, method: str, path: str, body: Any, query: dict[str, Any] | None, *, raw: bool = False
-    ) -> Any:
+    def _send(self, method: str, path: str, body: Any, query: dict[str, Any] | None) -> Any:
         url = self.base_url + path
         if query:
             url += "?" + urllib.parse.urlencode({k: v for k, v in query.items() if v is not None}, doseq=True)
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(url, data=data, method=method)
-        req.add_header("Accept", "text/plain" if raw else "application/json")
+        req.add_header("Accept", "application/json")
         if data is not None:
             req.add_header("Content-Type", "application/json")
         if self._token and path != "/auth/token":
@@ -767,8 +773,6 @@ class AirflowApi:
                 payload = resp.read()
         except urllib.error.HTTPError as exc:
             raise AirflowApiError(method, url, exc.code, exc.read().decode(errors="replace")) from None
-        if raw:
-            return payload.decode(errors="replace")
         return json.loads(payload) if payload else None
 
     @staticmethod
@@ -885,9 +889,23 @@ class AirflowApi:
         return self._paged(f"/api/v2/dags/{_q(dag_id)}/dagRuns/{_q(run_id)}/taskInstances", "task_instances")
 
     def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1) -> str:
-        """:returns: the text of one try's log."""
+        """One try's log as text: ``timestamp level event`` per line, and the exception of a failed try.
+
+        :param dag_id: DAG id. :param run_id: run id. :param task_id: task id. :param try_number: the try.
+        :returns: the log.
+        """
         path = f"/api/v2/dags/{_q(dag_id)}/dagRuns/{_q(run_id)}/taskInstances/{_q(task_id)}/logs/{try_number}"
-        return self.request("GET", path, query={"full_content": "true"}, raw=True)
+        lines = []
+        for item in self.request("GET", path, query={"full_content": "true"}).get("content") or []:
+            if not isinstance(item, dict):
+                lines.append(str(item))
+                continue
+            lines.append(
+                f"{item.get('timestamp', '')} {item.get('level', '')} {item.get('event', '')}".strip()
+            )
+            for err in item.get("error_detail") or []:
+                lines.append(f"    {err.get('exc_type')}: {err.get('exc_value')}")
+        return "\n".join(lines)
 
     def wait_for_run(
         self, dag_id: str, run_id: str, timeout: float = 300.0, interval: float = 2.0

@@ -24,10 +24,13 @@ NO_ALERT_TASK = "no_alert"
 
 
 def assets(cfg: ModelwatchConfig, *, intraday: bool = False) -> dict[str, Asset]:
-    """One Airflow Asset per dataset, named ``modelwatch_[intraday_]<dataset>``, at its table location."""
-    prefix = "modelwatch_intraday_" if intraday else "modelwatch_"
+    """One Airflow Asset per dataset, named by its table location.
+
+    The location is the name (not ``modelwatch_<dataset>``): Airflow deactivates an asset whose name
+    comes back with another URI, so moving the lake (``file://`` to ``s3://``) must give new assets.
+    """
     return {
-        d: Asset(name=f"{prefix}{d}", uri=dataset_url(cfg.storage.base_url, d, intraday=intraday)) for d in DATASETS
+        d: Asset(uri=dataset_url(cfg.storage.base_url, d, intraday=intraday), group="modelwatch") for d in DATASETS
     }
 
 

@@ -5,15 +5,15 @@ S3) by pointing the Airflow connection at :attr:`FaultProxy.url`. Every request 
 to the upstream server unless a scripted :class:`Fault` matches it first::
 
     with FaultProxy(stack.config.prometheus_url) as proxy:
-        proxy.add(Fault.status(503, times=2))          # the next two requests get 503, then real answers
-        proxy.add(Fault.reset(match="PUT .*_manifest")) # a connection reset instead of that request
+        proxy.add(Fault.status_code(503, times=2))     # the next two requests get 503, then real answers
+        proxy.add(Fault.reset(match="^PUT .*_manifest"))  # a connection reset instead of those requests
         ...
         assert proxy.count(status=503) == 2
 
 Fault kinds: an HTTP status with a body (``status``), a 200 whose body is not JSON (``not_json``), a
-delay before forwarding or answering (``delay``), a connection reset (``reset``). Each fault applies to
-the next ``times`` matching requests (``None``: every one), after skipping ``skip`` of them. The proxy
-can also insist on a header (``require_headers``) and answer 401 without it, so a test can prove that a
+delay before forwarding or answering (``delay``), a connection reset (``reset``), an error that echoes
+the request's headers back (``echo``). Each fault applies to the next ``times`` matching requests
+(``None``: every one), after skipping ``skip`` of them. The proxy can also insist on a header (``require_headers``) and answer 401 without it, so a test can prove that a
 credential was actually sent.
 
 Bounded: the proxy serves at most ``max_requests`` requests and stops itself after ``lifetime`` seconds;
@@ -75,6 +75,7 @@ class Fault:
     :param headers: extra response headers (e.g. ``Retry-After``).
     :param seconds: delay for ``delay``.
     :param then: for ``delay``: ``forward`` the request after the delay, or ``drop`` it (close, no answer).
+    :param prometheus: for ``echo``: wrap the echo in a Prometheus error document.
     """
 
     kind: str
@@ -87,6 +88,7 @@ class Fault:
     headers: Mapping[str, str] = field(default_factory=dict)
     seconds: float = 0.0
     then: str = "forward"
+    prometheus: bool = True
     seen: int = 0
     applied: int = 0
 
@@ -109,6 +111,12 @@ class Fault:
     def delay(cls, seconds: float, *, then: str = "forward", **kw: Any) -> Fault:
         """Hold the request ``seconds`` before forwarding it (or dropping it)."""
         return cls("delay", seconds=seconds, then=then, **kw)
+
+    @classmethod
+    def echo(cls, status: int = 400, *, prometheus: bool = True, **kw: Any) -> Fault:
+        """Answer ``status`` with the request's own headers in the error text, as some misconfigured
+        servers and debugging proxies do (a credential sent in a header comes back in the error)."""
+        return cls("echo", status=status, prometheus=prometheus, **kw)
 
     @classmethod
     def reset(cls, **kw: Any) -> Fault:
@@ -146,7 +154,8 @@ class Seen:
     body: bytes
     action: str  # "forwarded" or the fault kind or "unauthorized"
     status: int | None  # status sent back (None for a reset or a drop)
-    at: float
+    at: float  # time.monotonic()
+    wall: float  # time.time(), to compare with file modification times
 
 
 class FaultProxy:
@@ -319,7 +328,7 @@ class _Handler(BaseHTTPRequestHandler):
         headers = {k: v for k, v in self.headers.items()}
 
         def record(action: str, status: int | None) -> None:
-            proxy._record(Seen(method, path, headers, body, action, status, time.monotonic()))
+            proxy._record(Seen(method, path, headers, body, action, status, time.monotonic(), time.time()))
 
         if len(proxy.seen) >= proxy.max_requests:
             record("limit", 503)
@@ -334,6 +343,12 @@ class _Handler(BaseHTTPRequestHandler):
         if fault is not None and fault.kind in ("status", "not_json"):
             record(fault.kind, fault.status)
             self._send(fault.status, fault.body, {"Content-Type": fault.content_type, **fault.headers})
+            return
+        if fault is not None and fault.kind == "echo":
+            echoed = f"bad request {method} {path} with headers {headers}"
+            doc = {"status": "error", "errorType": "bad_data", "error": echoed} if fault.prometheus else {"error": echoed}
+            record("echo", fault.status)
+            self._send(fault.status, json.dumps(doc).encode(), {"Content-Type": "application/json"})
             return
         if fault is not None and fault.kind == "reset":
             record("reset", None)

@@ -6,6 +6,7 @@ imported when a SigV4 connection is first used, so DAG parsing stays light.
 
 from __future__ import annotations
 
+import base64
 import email.utils
 import re
 import time
@@ -49,6 +50,13 @@ _RETRY_EXCEPTIONS: tuple[type[Exception], ...] = (
 _USERINFO = re.compile(r"//[^/@\s]*@")
 _AMP_REGION = re.compile(r"aps-workspaces\.([a-z0-9-]+)\.amazonaws\.com")
 _BODY_EXCERPT = 500
+
+
+def basic_auth_token(login: str | None, password: str | None) -> str | None:
+    """The credential part of an HTTP basic ``Authorization`` header (``base64(login:password)``)."""
+    if not password:
+        return None
+    return base64.b64encode(f"{login or ''}:{password}".encode()).decode()
 
 
 def _strip_userinfo(url: str) -> str:
@@ -214,6 +222,9 @@ class ApiHook(BaseHook):
         if auth == "basic":
             session.auth = (conn.login or "", conn.password or "")
             self._add_secret(conn.password)
+            # the Authorization header carries base64(login:password): a server or proxy that echoes
+            # request headers in an error would otherwise put the credential into our messages
+            self._add_secret(basic_auth_token(conn.login, conn.password))
         elif auth == "bearer":
             if not conn.password:
                 raise ModelwatchError(f"connection {self.conn_id!r}: auth=bearer needs the token in password")

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from airflow.sdk import BaseHook
 
 from modelwatch.errors import MlflowSourceError
+from modelwatch.hooks.base import basic_auth_token
 
 if TYPE_CHECKING:
     from mlflow.entities import Metric, Run
@@ -91,6 +92,8 @@ class MlflowHook(BaseHook):
             if conn.login:
                 env["MLFLOW_TRACKING_USERNAME"] = conn.login
                 env["MLFLOW_TRACKING_PASSWORD"] = conn.password
+                # sent as base64(login:password) in the Authorization header, which an error may echo
+                self._secrets.append(basic_auth_token(conn.login, conn.password) or "")
             else:
                 env["MLFLOW_TRACKING_TOKEN"] = conn.password
             self._secrets.append(conn.password)

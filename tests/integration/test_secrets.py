@@ -1,0 +1,162 @@
+"""Credentials never leave the connections: not in task logs, partitions, alerts, mails or reports.
+
+Every server is given a secret, and each is really used: Prometheus takes a bearer token and MLflow and
+Alertmanager basic auth, each through a :class:`faultproxy.FaultProxy` that refuses requests without
+exactly that credential; the lake is on S3 (moto) through an AWS connection with its own key pair. The
+DAG runs twice: once for a degraded day (partitions, an alert through Alertmanager to the webhook and the
+mail sink), and once with Prometheus and MLflow answering errors that echo the request headers back, so
+the credentials come back inside error messages, the task logs and the failure email. Then every task log
+(captured output and the AIRFLOW_HOME logs folder), every lake object, the webhook receiver's file, the
+mail folder and the Airflow metadata database are searched for each secret, raw and base64-encoded.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import time
+import uuid
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pytest
+from faultdag import fault_config, parse_dag, run_day, state, task_states, test_copy
+from faultproxy import Fault, FaultProxy, airflow_conn
+
+CPU_DAY = date(2026, 3, 3)
+TAG = uuid.uuid4().hex[:12]
+PROM_TOKEN = f"prom-token-{TAG}"
+MLFLOW_USER, MLFLOW_PASSWORD = "faults-mlflow", f"mlflow-pass-{TAG}"
+AM_USER, AM_PASSWORD = "faults-am", f"am-pass-{TAG}"
+AWS_KEY_ID, AWS_SECRET = f"AKIAFAULTS{TAG.upper()}", f"aws-secret-{TAG}/+x"
+
+
+def _basic(user: str, password: str) -> str:
+    return base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+SECRETS = {
+    "prometheus token": PROM_TOKEN,
+    "mlflow password": MLFLOW_PASSWORD,
+    "mlflow basic auth header": _basic(MLFLOW_USER, MLFLOW_PASSWORD),
+    "alertmanager password": AM_PASSWORD,
+    "alertmanager basic auth header": _basic(AM_USER, AM_PASSWORD),
+    "aws secret key": AWS_SECRET,
+}
+
+
+def _leaks(data: bytes) -> list[str]:
+    return [name for name, secret in SECRETS.items() if secret.encode() in data]
+
+
+@pytest.fixture(scope="module")
+def two_runs(
+    seeded_stack: Any, airflow_db: Any, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> dict[str, Any]:
+    """Run the DAG for a degraded day with every credential in use, then once more with error echoes.
+
+    :returns: the runs, the mails they caused, and the task logs (what ``dag.test`` printed).
+    """
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+    tmp = tmp_path_factory.mktemp("secrets")
+    aws_conn_id = f"aws_secrets_{TAG}"
+    prefix = f"secrets-{TAG}"
+    config, alertname = fault_config(tmp, storage={"aws_conn_id": aws_conn_id})
+    dag = test_copy(parse_dag(), retries=0)
+    mp = pytest.MonkeyPatch()
+    prom = FaultProxy(seeded_stack.config.prometheus_url, require_headers={"Authorization": f"Bearer {PROM_TOKEN}"})
+    mlflow = FaultProxy(seeded_stack.config.mlflow_url,
+                        require_headers={"Authorization": f"Basic {_basic(MLFLOW_USER, MLFLOW_PASSWORD)}"})  # fmt: skip
+    am = FaultProxy(seeded_stack.config.alertmanager_url,
+                    require_headers={"Authorization": f"Basic {_basic(AM_USER, AM_PASSWORD)}"})  # fmt: skip
+    out: dict[str, Any] = {"prefix": prefix, "alertname": alertname, "proxies": (prom, mlflow, am)}
+    try:
+        for proxy in (prom, mlflow, am):
+            proxy.start()
+        for key, value in seeded_stack.airflow_env().items():
+            mp.setenv(key, value)
+        mp.setenv("AIRFLOW_CONN_PROMETHEUS_DEFAULT", airflow_conn("prometheus", prom.url, password=PROM_TOKEN, auth="bearer"))
+        mp.setenv("AIRFLOW_CONN_MLFLOW_DEFAULT", airflow_conn(
+            "mlflow", mlflow.url, login=MLFLOW_USER, password=MLFLOW_PASSWORD, max_retries=1, backoff_factor=0))
+        mp.setenv("AIRFLOW_CONN_ALERTMANAGER_DEFAULT", airflow_conn(
+            "alertmanager", am.url, login=AM_USER, password=AM_PASSWORD, auth="basic"))
+        mp.setenv(f"AIRFLOW_CONN_{aws_conn_id.upper()}", json.dumps({
+            "conn_type": "aws", "login": AWS_KEY_ID, "password": AWS_SECRET,
+            "extra": {"endpoint_url": seeded_stack.config.s3_url, "region_name": "us-east-1"}}))
+        mp.setenv("MODELWATCH_CONFIG", str(config))
+        mp.setenv("MODELWATCH_STORAGE_URL", f"s3://modelwatch/{prefix}")  # fmt: skip
+        mails_before = len(seeded_stack.mail())
+        if capture is not None:
+            capture.read_global_capture()  # start the log from here
+        ok = run_day(dag, CPU_DAY)
+        # (read now: a second dag.test of the same logical date clears the first one's task instances)
+        out["ok"] = (state(ok), task_states(ok))
+        # the same day again, with both sources answering errors that repeat the credentials back
+        prom.add(Fault.echo(400, times=None))
+        mlflow.add(Fault.echo(400, prometheus=False, times=None))
+        failed = run_day(dag, CPU_DAY)
+        out["failed"] = (state(failed), task_states(failed))
+        deadline = time.monotonic() + 30  # the alert's mail, and one failure email per failed task
+        while len(seeded_stack.mail()) < mails_before + 3 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        out["mails"] = seeded_stack.mail()[mails_before:]
+        printed = capture.read_global_capture() if capture is not None else ("", "")
+        out["logs"] = printed[0] + printed[1]
+    finally:
+        mp.undo()
+        for proxy in (prom, mlflow, am):
+            proxy.stop()
+    return out
+
+
+def test_the_runs_used_every_credential(two_runs: dict[str, Any], seeded_stack: Any) -> None:
+    assert two_runs["ok"][0] == "success" and two_runs["ok"][1]["post_alert"][0] == "success"
+    run_state, states = two_runs["failed"]
+    assert run_state == "failed"
+    assert states["extract_resources"][0] == states["extract_predictions"][0] == "failed"
+    for proxy in two_runs["proxies"]:
+        assert proxy.count(action="unauthorized") == 0  # every request carried its credential ...
+        assert proxy.count(action="forwarded") > 0  # ... and the real server answered
+    s3_keys = {o["Key"] for o in seeded_stack.s3_client().list_objects_v2(
+        Bucket="modelwatch", Prefix=two_runs["prefix"])["Contents"]}  # fmt: skip
+    assert any(k.endswith("alerts/dt=2026-03-03/_payload.json") for k in s3_keys)
+    subjects = [m["subject"] for m in two_runs["mails"]]
+    assert any("extract_resources" in s for s in subjects) and any("extract_predictions" in s for s in subjects)
+    assert any(two_runs["alertname"] in json.dumps(m) for m in two_runs["mails"])
+
+
+def test_no_secret_in_task_logs(two_runs: dict[str, Any]) -> None:
+    logs = two_runs["logs"]
+    if "[DAG TEST]" not in logs:
+        pytest.skip("output capture is off (-s): the task logs went to the terminal")
+    # the logs did see the echoed errors, redacted
+    assert "bad request" in logs and "Bearer ***" in logs
+    assert not _leaks(logs.encode()), _leaks(logs.encode())
+    log_folder = Path(os.environ["AIRFLOW_HOME"]) / "logs"
+    for path in log_folder.rglob("*") if log_folder.exists() else ():
+        if path.is_file():
+            assert not _leaks(path.read_bytes()), (str(path), _leaks(path.read_bytes()))
+
+
+def test_no_secret_in_the_lake(two_runs: dict[str, Any], seeded_stack: Any) -> None:
+    s3 = seeded_stack.s3_client()
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="modelwatch", Prefix=two_runs["prefix"])["Contents"]]
+    assert len(keys) >= 12
+    for key in keys:
+        body = s3.get_object(Bucket="modelwatch", Key=key)["Body"].read()
+        assert not _leaks(body), (key, _leaks(body))
+
+
+def test_no_secret_in_alerts_mails_or_the_metadata_db(two_runs: dict[str, Any], seeded_stack: Any) -> None:
+    files = [seeded_stack.config.webhook_file, *Path(seeded_stack.config.mail_dir).rglob("*")]
+    files.append(Path(os.environ["AIRFLOW_HOME"]) / "airflow.db")
+    searched = 0
+    for path in files:
+        if Path(path).is_file():
+            searched += 1
+            assert not _leaks(Path(path).read_bytes()), (str(path), _leaks(Path(path).read_bytes()))
+    assert searched >= 4
+    error_mails = [m for m in two_runs["mails"] if "failed" in m["subject"]]
+    assert any("bad request" in m["body"] and "***" in m["body"] for m in error_mails), error_mails

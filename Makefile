@@ -28,8 +28,14 @@ lint: install
 test: install lint
 	$(PY) -m pytest
 
-stack-up: install
+up: install
 	$(PY) -m devstack up
+
+down:
+	@[ -x $(PY) ] && $(PY) -m devstack down || true
+
+stack-up: install
+	$(PY) -m devstack up --no-airflow
 
 stack-down:
 	@[ -x $(PY) ] && $(PY) -m devstack down || true

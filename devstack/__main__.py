@@ -41,7 +41,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         rows.append([row["service"], row["url"], str(row["pid"] or "-"), ready, row["log"]])
     print(_table(rows))
     print("\nAirflow connections: dev/connections.env (default ports) or `python -m devstack env`.")
-    print("Stop with: make stack-down   (or: .venv/bin/python -m devstack down)")
+    print("Stop with: make down   (or: .venv/bin/python -m devstack down)")
     return 0
 
 
@@ -139,6 +139,12 @@ def cmd_up_with_airflow(args: argparse.Namespace) -> int:
         return code
     t0 = time.monotonic()
     try:
+        # Seeded before the scheduler starts: its first scheduled run (yesterday) then finds data.
+        from devstack.scenarios import recent_days
+        from devstack.seed import seed_stack
+
+        print("\nseeding the last six days of synthetic history ...")
+        seed_stack(stack, recent_days(), work_dir=stack.config.state_dir / "seed", progress=lambda line: print(f"  {line}"))
         services.start()
     except BaseException:
         # Like Stack.start(): a failed `up` leaves nothing behind that it started.

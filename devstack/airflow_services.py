@@ -7,6 +7,8 @@ Layout under the stack's state folder (``MODELWATCH_STACK_DIR``, default ``<repo
 
     airflow/                         AIRFLOW_HOME: airflow.cfg, airflow.db (SQLite), logs/
     airflow/simple_auth_manager_passwords.json   the ``admin`` password, generated once per state folder
+    airflow/jwt_secret               the JWT secret all components share, generated once per state folder
+    airflow/airflow.env              ``export`` lines for ``airflow`` CLI commands against this Airflow
     airflow-<component>.pid          one per component, like the stack's services
     airflow-<component>.log          stdout and stderr of the component
     airflow-migrate.log              output of the last ``airflow db migrate``
@@ -14,9 +16,10 @@ Layout under the stack's state folder (``MODELWATCH_STACK_DIR``, default ``<repo
 
 Every component binds 127.0.0.1 only (the log servers of the scheduler and the triggerer, which would
 listen on all interfaces, are not started: the API server reads the local log files). Each component runs
-in its own session and process group; stopping signals the group (SIGTERM, then SIGKILL) and finally
-every process left in the session, which also reaches task processes the supervisor moved into process
-groups of their own. Processes are found again through their PID files only, never by name.
+in its own session and process group. Stopping sends SIGTERM to the groups (the API server's once the
+scheduler has exited), then SIGTERM and SIGKILL to every process left in the sessions, which also reaches
+task processes the supervisor moved into process groups of their own. Processes are found again through
+their PID files only, never by name.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from fixtures_stack import seeded_stack, stack  # noqa: F401 - session fixtures registered by import
 
 REPO = Path(__file__).resolve().parents[1]
 _HOME = Path(tempfile.mkdtemp(prefix="modelwatch-airflow-"))

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+from airflow.sdk.exceptions import AirflowFailException
+
 
 class ModelwatchError(Exception):
     """Base class of every error modelwatch raises on purpose."""
+
+
+def is_refusal(status: int) -> bool:
+    """An HTTP status saying the request itself is wrong (4xx but timeout/rate limit): no retry can help."""
+    return 400 <= status < 500 and status not in (408, 429)
 
 
 class UpstreamUnavailable(ModelwatchError):
@@ -65,6 +72,11 @@ class PrometheusQueryError(ModelwatchError):
         )
 
 
+class PrometheusQueryRefused(PrometheusQueryError, AirflowFailException):
+    """Prometheus refused the query itself (400 ``bad_data``, 422 ``execution``, 401/403/404): the same
+    query fails the same way on every try, so the task fails at once, without Airflow's retries."""
+
+
 class AlertmanagerError(ModelwatchError):
     """Alertmanager refused a request (non-2xx after retries).
 
@@ -82,6 +94,11 @@ class AlertmanagerError(ModelwatchError):
         super().__init__(f"Alertmanager {server}{path} answered HTTP {status}: {body}")
 
 
+class AlertmanagerRefused(AlertmanagerError, AirflowFailException):
+    """Alertmanager refused the alerts (4xx): the task fails at once, without Airflow's retries (the
+    payload stays in the lake for whoever fixes it)."""
+
+
 class MlflowSourceError(ModelwatchError):
     """MLflow could not give what was asked (unknown experiment, server error, unreachable server).
 
@@ -96,3 +113,8 @@ class MlflowSourceError(ModelwatchError):
         self.experiment = experiment
         where = f"experiment {experiment!r} on {server}" if experiment else server
         super().__init__(f"MLflow {where}: {reason}")
+
+
+class MlflowSourceRefused(MlflowSourceError, AirflowFailException):
+    """MLflow refused the request itself (no such experiment, permission denied, invalid parameter): the
+    task fails at once, without Airflow's retries."""

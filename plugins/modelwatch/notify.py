@@ -8,7 +8,8 @@ FAILURE_SUBJECT = "[modelwatch] {{ dag.dag_id }} failed: task {{ ti.task_id }} i
 FAILURE_HTML = (
     "<p>modelwatch run <b>{{ run_id }}</b> of DAG <b>{{ dag.dag_id }}</b> failed.</p>"
     "<ul><li>failed task: <b>{{ ti.task_id }}</b> (try {{ ti.try_number }})</li>"
-    "<li>window: {{ dag_run.data_interval_start }} to {{ dag_run.data_interval_end }}</li>"
+    "<li>data interval: {{ dag_run.data_interval_start }} to {{ dag_run.data_interval_end }}"
+    " (run after {{ dag_run.run_after }}; a trigger-form window is in the task log)</li>"
     "<li>error: {{ exception | e }}</li>"
     "<li>log: <a href=\"{{ ti.log_url }}\">{{ ti.log_url }}</a></li></ul>"
 )

@@ -1,50 +1,20 @@
 """Fixtures of the end-to-end tests: the real local stack seeded with CONTRACT.md's days (the fixtures of
 ``tests/integration``) and real Airflow components beside it (:mod:`devstack.airflow_services`).
 
-``stack`` and ``seeded_stack`` are the very fixture functions of ``tests/integration``: that folder's
-``conftest.py`` is loaded here under its own module name (``pytest_plugins`` is only allowed in the root
-conftest, and ``import conftest`` would find ``tests/conftest.py``). Its hooks are not taken over: only the
-two fixtures are bound here. ``tests/integration`` goes on ``sys.path`` because its conftest imports its
-neighbour ``seeded`` by name, as pytest's rootdir-relative imports allow there.
-
-Note: pytest caches a session fixture per defining conftest, so a session collecting both
-``tests/integration`` and ``tests/e2e`` starts two stacks. Moving ``stack``/``seeded_stack`` into
-``tests/conftest.py`` (or a plugin module it names in ``pytest_plugins``) would share one.
+``stack`` and ``seeded_stack`` come from ``tests/fixtures_stack.py`` through ``tests/conftest.py``, so a
+session that runs both folders starts one stack.
 """
 
 from __future__ import annotations
 
 import atexit
-import importlib.util
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
-from types import ModuleType
 
 import pytest
 
 from devstack.airflow_services import COMPONENTS, AirflowConfig, AirflowServices, free_port, session_members
 from devstack.stack import DEFAULT_PORTS, SERVICES, Stack
-
-INTEGRATION = Path(__file__).resolve().parents[1] / "integration"
-
-
-def _integration_conftest() -> ModuleType:
-    if str(INTEGRATION) not in sys.path:
-        sys.path.insert(0, str(INTEGRATION))
-    spec = importlib.util.spec_from_file_location(
-        "modelwatch_tests_integration_conftest", INTEGRATION / "conftest.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_fixtures = _integration_conftest()
-stack = _fixtures.stack
-seeded_stack = _fixtures.seeded_stack
 
 
 @pytest.fixture(scope="session")

@@ -188,6 +188,8 @@ class FaultProxy:
         self.upstream_timeout = upstream_timeout
         self.faults: list[Fault] = []
         self.seen: list[Seen] = []
+        #: requests received so far (counted on arrival; :attr:`seen` records them once answered)
+        self.received = 0
         self._lock = threading.Lock()
         self._stopped = threading.Event()
         self._server: ThreadingHTTPServer | None = None
@@ -324,6 +326,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _handle(self) -> None:
         proxy = self.owner
         method, path = self.command, self.path
+        with proxy._lock:
+            proxy.received += 1
         body = self._read_body()
         headers = {k: v for k, v in self.headers.items()}
 

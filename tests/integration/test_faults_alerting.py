@@ -16,6 +16,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
+from airflow.sdk.exceptions import AirflowFailException
 from faultdag import fault_config, parse_dag, run_day, state, task_states, test_copy
 from faultproxy import Fault, FaultProxy, airflow_conn
 
@@ -170,6 +171,7 @@ def test_alertmanager_5xx_every_time_names_status_and_body(am_proxy: FaultProxy)
         hook.post_alerts([_alert("faults-5xx")])
     assert info.value.status == 500 and "failed to store alerts" in str(info.value)
     assert hook.requests_made == 3 and am_proxy.url in str(info.value)
+    assert not isinstance(info.value, AirflowFailException)  # Airflow retries the task later
 
 
 def test_alertmanager_4xx_fails_at_once_with_its_own_message(env: Any) -> None:
@@ -179,7 +181,8 @@ def test_alertmanager_4xx_fails_at_once_with_its_own_message(env: Any) -> None:
     with pytest.raises(AlertmanagerError) as info:
         hook.post_alerts([bad])
     assert info.value.status == 400 and "start time must be before end time" in str(info.value)
-    assert hook.requests_made == 1  # a refusal is not retried
+    assert hook.requests_made == 1  # a refusal is not retried, by the hook ...
+    assert isinstance(info.value, AirflowFailException)  # ... nor by Airflow
 
 
 def test_posting_the_same_alert_twice_pages_once(env: Any) -> None:

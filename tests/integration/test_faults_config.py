@@ -281,3 +281,38 @@ def test_failure_email_escapes_html_in_the_error() -> None:
         exception=ValueError("MLflow experiment '<script>alert(1)</script>' on http://x: no such experiment"),
     )  # fmt: skip
     assert "<script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+
+
+# -- a PromQL mistake is found by Prometheus, at the first try ----------------------------------------------
+
+
+def test_bad_promql_fails_the_task_at_once_without_retries_and_emails_prometheus_words(
+    seeded_stack: Any, airflow_db: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The schema cannot parse PromQL; Prometheus answers 400 bad_data, which no retry can change: the task
+    fails on its first try (the DAG allows two retries) and the failure email carries Prometheus's words."""
+    from faultdag import parse_dag, run_day, state, task_states, test_copy
+
+    raw = _raw()
+    raw["prometheus"]["queries"][0]["promql"] = "1 - avg by (instance) (rate(node_cpu_seconds_total[1m])"
+    config = tmp_path / "thresholds.yaml"
+    config.write_text(yaml.safe_dump(raw, sort_keys=False))
+    for name, value in seeded_stack.airflow_env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("MODELWATCH_CONFIG", str(config))
+    monkeypatch.setenv("MODELWATCH_STORAGE_URL", f"file://{tmp_path}/lake")
+    mails_before = len(seeded_stack.mail())
+    started = time.monotonic()
+    run = run_day(test_copy(parse_dag(), retries=2, retry_delay=5), datetime(2026, 3, 2).date())
+    assert state(run) == "failed"
+    states = task_states(run)
+    assert states["extract_resources"] == ("failed", 1)  # no second try
+    assert states["extract_predictions"][0] == "success" and states["correlate"][0] == "upstream_failed"
+    assert time.monotonic() - started < 60
+    deadline = time.monotonic() + 20
+    while len(seeded_stack.mail()) == mails_before and time.monotonic() < deadline:
+        time.sleep(0.3)
+    mails = seeded_stack.mail()[mails_before:]
+    assert len(mails) == 1 and "extract_resources" in mails[0]["subject"]
+    for words in ("Prometheus query", "cpu", "bad_data", "parse error"):
+        assert words in mails[0]["body"], mails[0]["body"]

@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 
 import pandas as pd
 import pytest
+from airflow.sdk.exceptions import AirflowFailException
 from faultproxy import Fault, FaultProxy, airflow_conn
 
 from modelwatch.errors import MlflowSourceError, PrometheusQueryError, UpstreamUnavailable
@@ -183,6 +184,14 @@ def test_prometheus_5xx_is_retried_until_it_answers(prom_proxy: FaultProxy) -> N
     assert prom_proxy.count(action="forwarded") == 1 and len(result) == 2
 
 
+def test_prometheus_429_retry_after_is_honoured(prom_proxy: FaultProxy) -> None:
+    prom_proxy.add(Fault.status_code(429, json.dumps(PROM_ERROR), headers={"Retry-After": "1"}, times=1))
+    hook = PrometheusHook(**FAST)
+    started = time.monotonic()
+    assert len(hook.query_range("node_load1", DAY, DAY + timedelta(hours=1), 15, query_name="load")) == 2
+    assert time.monotonic() - started >= 1.0 and hook.requests_made == 2  # waited as asked, not 0.05 s
+
+
 @pytest.mark.parametrize(
     ("fault", "status", "error_type", "words"),
     [
@@ -201,6 +210,7 @@ def test_prometheus_5xx_every_time_names_query_and_server_words(
     err = info.value
     assert (err.status, err.error_type) == (status, error_type)
     assert hook.requests_made == 3  # retried: a 5xx may pass
+    assert not isinstance(err, AirflowFailException)  # and Airflow retries the task later
     for part in ("'load'", "node_load1", words, prom_proxy.url, f"HTTP {status}"):
         assert part in str(err), str(err)
 
@@ -221,7 +231,8 @@ def test_bad_promql_in_the_yaml_fails_at_once_naming_query_promql_and_parse_erro
         extract_resources(hook, cfg.prometheus.queries, DAY, DAY + timedelta(days=1), 15)
     err = info.value
     assert (err.status, err.error_type, err.query_name) == (400, "bad_data", "cpu")
-    assert hook.requests_made == 1  # a bad query is not retried
+    assert hook.requests_made == 1  # a bad query is not retried ...
+    assert isinstance(err, AirflowFailException)  # ... by the hook, nor by Airflow
     for part in ("'cpu'", bad, "parse error", env.config.prometheus_url):
         assert part in str(err), str(err)
 
@@ -233,6 +244,7 @@ def test_query_execution_error_422_is_not_retried_and_names_prometheus_words(env
         extract_resources(hook, [_Query("cpu_plus_load", promql)], DAY, DAY + timedelta(hours=1), 15)
     err = info.value
     assert (err.status, err.error_type) == (422, "execution") and hook.requests_made == 1
+    assert isinstance(err, AirflowFailException)
     assert "'cpu_plus_load'" in str(err) and "many-to-one matching must be explicit" in str(err)
 
 
@@ -362,6 +374,20 @@ def test_mlflow_down_names_server_experiment_and_reason(mlflow_proxy: FaultProxy
     assert mlflow_proxy.count(action="reset") == 3  # MLflow's client retried (max_retries=2)
 
 
+def test_mlflow_slow_past_its_timeout_names_server_and_timeout(
+    mlflow_proxy: FaultProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_DEFAULT",
+                       airflow_conn("mlflow", mlflow_proxy.url, max_retries=1, backoff_factor=0, timeout=1))  # fmt: skip
+    mlflow_proxy.add(Fault.delay(4, then="drop", times=None))
+    started = time.monotonic()
+    with pytest.raises(MlflowSourceError) as info:
+        _predictions(_cfg().mlflow.experiments, DAY, DAY + timedelta(days=1))
+    assert time.monotonic() - started < 10
+    assert "Read timed out" in str(info.value) and mlflow_proxy.url in str(info.value)
+    assert mlflow_proxy.received == 2  # MLflow's client retried once (max_retries=1)
+
+
 def test_mlflow_5xx_is_retried_until_it_answers(mlflow_proxy: FaultProxy) -> None:
     cfg = _cfg()
     mlflow_proxy.add(Fault.status_code(503, '{"error_code":"TEMPORARILY_UNAVAILABLE","message":"busy"}', times=2))
@@ -390,6 +416,8 @@ def test_mlflow_error_answers_name_server_experiment_and_reason(
     err = info.value
     assert err.server == mlflow_proxy.url and err.experiment == "fraud-detector-predictions"
     assert words in str(err), str(err)
+    # a refusal is final (no Airflow retries); a server failure is retried by Airflow
+    assert isinstance(err, AirflowFailException) == words.startswith("user faults")
 
 
 def test_unknown_experiment_in_the_config_names_it(env: Any) -> None:
@@ -399,6 +427,7 @@ def test_unknown_experiment_in_the_config_names_it(env: Any) -> None:
     with pytest.raises(MlflowSourceError) as info:
         _predictions([_cfg().mlflow.experiments[0], missing], DAY, DAY + timedelta(days=1))
     assert info.value.experiment == "fraud-detector-predictons" and "no such experiment" in str(info.value)
+    assert isinstance(info.value, AirflowFailException)  # a typo does not fix itself: no Airflow retries
     assert env.config.mlflow_url in str(info.value)
 
 
@@ -425,6 +454,12 @@ def test_runs_missing_a_metric_or_tag_or_with_nan_are_kept_but_never_judged_heal
                        prediction_time=float("nan") if nan else 0.2)  # fmt: skip
     untagged = exp.client.create_run(exp.id, start_time=epoch_ms(start), tags={"instance": "model-a"})
     exp.client.log_metric(untagged.info.run_id, "prediction_time", 5.0, timestamp=epoch_ms(start))
+    # a non-numeric prediction_time cannot be logged at all: MLflow's server refuses it
+    import requests
+
+    refused = requests.post(f"{env.config.mlflow_url}/api/2.0/mlflow/runs/log-metric", timeout=10, json={
+        "run_id": untagged.info.run_id, "key": "prediction_time", "value": "slow", "timestamp": 0, "step": 1})
+    assert refused.status_code == 400 and "INVALID_PARAMETER_VALUE" in refused.text
 
     window = Window(start, start + timedelta(hours=1))
     with caplog.at_level("WARNING"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from modelwatch.errors import AlertmanagerError, UpstreamUnavailable
+from modelwatch.errors import AlertmanagerError, AlertmanagerRefused, UpstreamUnavailable, is_refusal
 from modelwatch.hooks.base import ApiHook
 
 ALERTS_PATH = "/api/v2/alerts"
@@ -43,8 +43,8 @@ class AlertmanagerHook(ApiHook):
 
         An empty list sends nothing.
 
-        :raises AlertmanagerError: when Alertmanager answers non-2xx (4xx at once, 5xx after retries),
-            with its status and body text.
+        :raises AlertmanagerError: when Alertmanager answers non-2xx (4xx at once, as
+            :class:`~modelwatch.errors.AlertmanagerRefused`; 5xx after retries), with its status and body text.
         :raises UpstreamUnavailable: when Alertmanager cannot be reached.
         """
         if not alerts:
@@ -55,9 +55,9 @@ class AlertmanagerHook(ApiHook):
         except UpstreamUnavailable as exc:
             raise exc.doing(f"posting {len(alerts)} alert(s) to Alertmanager") from None
         if not 200 <= response.status_code < 300:
-            raise AlertmanagerError(
-                response.status_code, self.body_excerpt(response), server=self.base_url, path=ALERTS_PATH
-            )
+            # a refusal (4xx) fails the task without Airflow's retries: the same payload would be refused again
+            kind = AlertmanagerRefused if is_refusal(response.status_code) else AlertmanagerError
+            raise kind(response.status_code, self.body_excerpt(response), server=self.base_url, path=ALERTS_PATH)
         self.log.info("posted %d alert(s)", len(alerts))
 
     def get_alerts(self, filters: Mapping[str, str] | None = None, active: bool = True) -> list[dict[str, Any]]:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from airflow.sdk import BaseHook
 
-from modelwatch.errors import MlflowSourceError
+from modelwatch.errors import MlflowSourceError, MlflowSourceRefused
 from modelwatch.hooks.base import basic_auth_token
 
 if TYPE_CHECKING:
@@ -34,6 +34,10 @@ _EXTRA_ENV = {
     "timeout": "MLFLOW_HTTP_REQUEST_TIMEOUT",
     "insecure_tls": "MLFLOW_TRACKING_INSECURE_TLS",
 }
+#: MLflow error codes that say the request itself is wrong: retrying the task cannot help.
+REFUSAL_CODES = frozenset({
+    "INVALID_PARAMETER_VALUE", "BAD_REQUEST", "RESOURCE_DOES_NOT_EXIST", "PERMISSION_DENIED", "UNAUTHENTICATED",
+})
 _AUTH_ENV = ("MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
 _USERINFO = re.compile(r"//[^/@\s]*@")
 # MLflow reads credentials from the process environment: serialise our temporary changes to it.
@@ -150,9 +154,9 @@ class MlflowHook(BaseHook):
             message = getattr(exc, "message", None) or str(exc)
             code = getattr(exc, "error_code", None)
             reason = f"{what} failed after {time.monotonic() - started:.1f} s" + (f" ({code})" if code else "")
-            raise MlflowSourceError(
-                self.tracking_uri, f"{reason}: {self._redact(str(message))}", experiment=experiment
-            ) from None
+            # a refusal fails the task without Airflow's retries; anything else (unreachable, 5xx) is retried
+            kind = MlflowSourceRefused if code in REFUSAL_CODES else MlflowSourceError
+            raise kind(self.tracking_uri, f"{reason}: {self._redact(str(message))}", experiment=experiment) from None
 
     # -- API --------------------------------------------------------------------------------------
 
@@ -167,9 +171,9 @@ class MlflowHook(BaseHook):
         for name in names:
             experiment = self._call("get_experiment_by_name", client.get_experiment_by_name, name, experiment=name)
             if experiment is None:
-                raise MlflowSourceError(self.tracking_uri, "no such experiment", experiment=name)
+                raise MlflowSourceRefused(self.tracking_uri, "no such experiment", experiment=name)
             if experiment.lifecycle_stage != "active":
-                raise MlflowSourceError(
+                raise MlflowSourceRefused(
                     self.tracking_uri, f"experiment is {experiment.lifecycle_stage}", experiment=name
                 )
             ids[name] = str(experiment.experiment_id)

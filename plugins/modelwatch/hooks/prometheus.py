@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 import requests
 
-from modelwatch.errors import PrometheusQueryError, UpstreamUnavailable
+from modelwatch.errors import PrometheusQueryError, PrometheusQueryRefused, UpstreamUnavailable, is_refusal
 from modelwatch.extract import epoch_ms, merge_matrices, plan_chunks, step_to_ms
 from modelwatch.hooks.base import ApiHook
 
@@ -106,7 +106,9 @@ class PrometheusHook(ApiHook):
 
     def _matrix(self, response: requests.Response, *, promql: str, query_name: str) -> list[dict[str, Any]]:
         def fail(error_type: str, error: str) -> PrometheusQueryError:
-            return PrometheusQueryError(
+            # a refusal (bad PromQL, 422 execution, auth) fails the task without Airflow's retries
+            kind = PrometheusQueryRefused if is_refusal(response.status_code) else PrometheusQueryError
+            return kind(
                 query_name=query_name,
                 promql=promql,
                 status=response.status_code,

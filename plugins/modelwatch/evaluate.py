@@ -66,7 +66,7 @@ def evaluate(
 ) -> list[ModelVerdict]:
     """One verdict per model seen in the window or listed in ``evaluation.expected_models``.
 
-    - ``no_data``: the model has no predictions, none with a usable ``prediction_time`` (missing, NaN or
+    - ``no_data``: the model has no predictions, none with a usable ``prediction_time`` (missing, NaN, negative or
       infinite), or Prometheus returned no sample of any saturation query for its instances (without
       evidence a model is never called healthy);
     - ``healthy``: fewer slow predictions than ``min_slow_count`` and a share below ``min_slow_share``;
@@ -101,7 +101,7 @@ def evaluate(
             verdicts.append(ModelVerdict(
                 verdict="no_data", n_predictions=len(rows),
                 model_versions=sorted(set(rows["model_version"].astype(str))),
-                reason=f"{len(rows)} predictions but none with a usable prediction_time (missing, NaN or infinite)",
+                reason=f"{len(rows)} predictions but none with a usable prediction_time (missing, NaN, negative or infinite)",
                 **base,
             ))  # fmt: skip
             continue

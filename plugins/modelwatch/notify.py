@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 FAILURE_SUBJECT = "[modelwatch] {{ dag.dag_id }} failed: task {{ ti.task_id }} in run {{ run_id }}"
@@ -15,21 +16,26 @@ FAILURE_HTML = (
 )
 
 
-def failure_email(to: str | list[str], smtp_conn_id: str = "smtp_default") -> Any:
-    """An ``SmtpNotifier`` for ``on_failure_callback`` that names DAG, run, failed task and log link.
+def failure_email(to: str | list[str], smtp_conn_id: str = "smtp_default") -> Callable[[Any], None]:
+    """An ``on_failure_callback`` that emails, through ``SmtpNotifier``, the DAG, run, failed task and log link.
 
     It runs when a task has failed for good (after its retries). A failed send is logged by Airflow and
-    does not change the run's state.
+    does not change the run's state. A new notifier per call: a notifier renders its templates in place,
+    so one shared object would repeat the first failure's subject in every later email of the process.
     """
-    from airflow.providers.smtp.notifications.smtp import SmtpNotifier
 
-    return SmtpNotifier(
-        to=to,
-        from_email="modelwatch@localhost",
-        subject=FAILURE_SUBJECT,
-        html_content=FAILURE_HTML,
-        smtp_conn_id=smtp_conn_id,
-    )
+    def notify(context: Any) -> None:
+        from airflow.providers.smtp.notifications.smtp import SmtpNotifier
+
+        SmtpNotifier(
+            to=to,
+            from_email="modelwatch@localhost",
+            subject=FAILURE_SUBJECT,
+            html_content=FAILURE_HTML,
+            smtp_conn_id=smtp_conn_id,
+        )(context)
+
+    return notify
 
 
 async def deadline_missed(

@@ -144,7 +144,7 @@ class Lake:
                 # Another run writing the same partition at the same moment may have replaced the data
                 # between our data write and our manifest write. Whoever writes the last manifest checks
                 # the data after it, so the partition ends up as one run's data with that run's manifest.
-                if _sha256((part / DATA_FILE).read_bytes()) == sha:
+                if _still_ours(part, sha):
                     break
                 log.warning(
                     "%s/%s was replaced by a concurrent write after ours (attempt %d/%d); writing again",
@@ -203,7 +203,7 @@ class Lake:
         try:
             manifest = json.loads((part / MANIFEST).read_bytes())
             data = (part / DATA_FILE).read_bytes()
-        except FileNotFoundError:
+        except _replaced_errors():
             _unlink(part / MANIFEST)
             return
         if manifest["files"][0]["sha256"] != _sha256(data):
@@ -263,6 +263,10 @@ class Lake:
         for entry in manifest["files"]:
             try:
                 payload = (self._path(url) / entry["name"]).read_bytes()
+            except _replaced_errors() as exc:
+                raise IncompletePartition(
+                    f"{url}/{entry['name']} changed while it was read (rewritten by another run?); retry: {exc}"
+                ) from None
             except Exception as exc:
                 raise StorageError(f"reading {url}/{entry['name']} failed: {type(exc).__name__}: {exc}") from exc
             if _sha256(payload) != entry["sha256"]:
@@ -280,6 +284,23 @@ class Lake:
             return None
         except Exception as exc:
             raise StorageError(f"reading {url} failed: {type(exc).__name__}: {exc}") from exc
+
+
+def _replaced_errors() -> tuple[type[Exception], ...]:
+    """What reading a file raises when another writer replaces or removes it meanwhile."""
+    try:
+        from s3fs.utils import FileExpired  # the object's ETag changed between opening and reading it
+    except ImportError:  # pragma: no cover - s3fs is installed with the Amazon provider's [s3fs] extra
+        return (FileNotFoundError,)
+    return (FileNotFoundError, FileExpired)
+
+
+def _still_ours(part: ObjectStoragePath, sha: str) -> bool:
+    """Whether the partition's data file is still the one we wrote."""
+    try:
+        return _sha256((part / DATA_FILE).read_bytes()) == sha
+    except _replaced_errors():
+        return False  # replaced or removed while we read it back: another run is writing
 
 
 def _unlink(path: ObjectStoragePath) -> None:

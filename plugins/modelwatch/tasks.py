@@ -153,8 +153,8 @@ def evaluate(correlated: dict[str, Any], interval: timedelta) -> dict[str, Any]:
     alerts = build_alerts(as_dicts, cfg.alerting, run_url=url_of_run, partition_url=ref.url)
     payload_url = None
     if alerts:
-        # Kept before posting, so an alert that cannot be delivered now is never lost: a retry or a
-        # later run posts it from here.
+        # Kept before posting, so an alert that cannot be delivered now is never lost: a retry of
+        # post_alert, or clearing it once Alertmanager is back, posts it from here.
         payload_url = lake.write_document("alerts", window, "payload", alerts)
     document = {
         "window": window.to_dict(), "run_id": context["run_id"], "run_url": url_of_run,

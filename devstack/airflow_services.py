@@ -24,7 +24,6 @@ their PID files only, never by name.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import random
@@ -46,19 +45,18 @@ from types import TracebackType
 from typing import Any
 
 from devstack import runner
-from devstack.stack import (
-    HOST,
-    MissingBinaryError,
-    PortInUseError,
+from devstack.processes import (
+    ManagedProcesses,
     ServiceNotReadyError,
-    StackConfig,
     StackError,
-    _cmdline,  # private helpers of devstack.stack, reused rather than copied
-    _pid_alive,
-    _tail,
-    _use_bytecode_cache,
-    port_is_free,
+    pid_alive,
+    session_members,
+    signal_group,
+    signal_session,
+    tail,
+    use_bytecode_cache,
 )
+from devstack.stack import HOST, MissingBinaryError, PortInUseError, StackConfig, port_is_free
 
 #: The components. Task processes report to the API server's execution API, so the scheduler (which starts
 #: them) is launched once the API server answers, and the API server is stopped after the scheduler.
@@ -271,51 +269,23 @@ def airflow_binary() -> str:
     )
 
 
-# -- processes -----------------------------------------------------------------------------------------
-def _session_of(pid: int) -> int | None:
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = raw[raw.rindex(")") + 2 :].split()
-    return None if fields[0] in ("Z", "X") else int(fields[3])
-
-
-def session_members(sid: int) -> list[int]:
-    """Live (non-zombie) processes of session ``sid``.
-
-    Every component is started as a session leader, so this is the component and everything it started,
-    including task processes that moved into process groups of their own. Linux does not hand out a PID
-    again while it is still some process' session id, so members of a dead leader's session are still ours.
-
-    :param sid: the session id (the leader's PID).
-    :returns: the PIDs.
-    """
-    out = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and _session_of(int(entry.name)) == sid:
-            out.append(int(entry.name))
-    return out
-
-
-def _signal_all(pids: Iterable[int], sig: signal.Signals) -> None:
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, sig)
-
-
-class AirflowServices:
+class AirflowServices(ManagedProcesses):
     """Start, watch and stop the four Airflow components of an :class:`AirflowConfig`.
 
     Use as ``with AirflowServices(cfg) as af: ...`` or call :meth:`start`/:meth:`stop`. A fresh object on
     the same state folder finds running components through their PID files (that is how ``down`` works).
+    :meth:`status`, :meth:`is_running`, :meth:`pid` and :meth:`log_tail` come from
+    :class:`~devstack.processes.ManagedProcesses`.
     """
+
+    names = COMPONENTS
+    label = "airflow "
 
     def __init__(self, config: AirflowConfig, *, ready_timeout: float = READY_TIMEOUT) -> None:
         """:param config: the configuration. :param ready_timeout: seconds until all components are healthy."""
+        super().__init__()
         self.config = config
         self.ready_timeout = ready_timeout
-        self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._since: datetime | None = None
         self._started = time.monotonic()
         self._launched: list[str] = []
@@ -385,7 +355,7 @@ class AirflowServices:
             self._started = time.monotonic()
             for name in todo:
                 if name not in self._deferred:
-                    self._spawn(name, self._argv(exe, name), env)
+                    self._spawn(name, self._argv(exe, name), env, cwd=c.home)
                     self._launched.append(name)
         except BaseException:
             self._stop(self._launched)
@@ -422,7 +392,7 @@ class AirflowServices:
                     self.ready_seconds["api-server"] = now
                     pending.discard("api-server")
                 for name in self._deferred:
-                    self._spawn(name, self._argv(airflow_binary(), name), self._env())
+                    self._spawn(name, self._argv(airflow_binary(), name), self._env(), cwd=self.config.home)
                     self._launched.append(name)
                 self._deferred = []
                 for name, key in _HEALTH_KEYS.items():
@@ -448,24 +418,6 @@ class AirflowServices:
         :returns: the components that were running.
         """
         return self._stop(list(COMPONENTS))
-
-    def status(self) -> dict[str, bool]:
-        """:returns: component -> whether its process runs."""
-        return {name: self.is_running(name) for name in COMPONENTS}
-
-    def is_running(self, name: str) -> bool:
-        """:param name: one of :data:`COMPONENTS`. :returns: whether its PID file names a live process of ours."""
-        return self.pid(name) is not None
-
-    def pid(self, name: str) -> int | None:
-        """:param name: one of :data:`COMPONENTS`. :returns: the leader's PID, or None."""
-        proc = self._procs.get(name)
-        if proc is not None:
-            proc.poll()
-        pid = self._read_pid(name)
-        if pid is None or not self._owned(name, pid):
-            return None
-        return pid
 
     def processes(self) -> dict[str, list[int]]:
         """:returns: component -> PIDs of every live process in its session (empty when stopped)."""
@@ -511,10 +463,6 @@ class AirflowServices:
         """:returns: one row per component: ``component``, ``pid`` (or None), ``log``."""
         return [{"component": n, "pid": self.pid(n), "log": str(self.config.log_file(n))} for n in COMPONENTS]
 
-    def log_tail(self, name: str, lines: int = 30) -> str:
-        """:param name: a component. :param lines: how many. :returns: the end of its log."""
-        return _tail(self.config.log_file(name), lines)
-
     def write_env_file(self) -> Path:
         """Write :attr:`AirflowConfig.env_file` (mode 0600: it holds the connections).
 
@@ -558,7 +506,7 @@ class AirflowServices:
     def _env(self) -> dict[str, str]:
         env = {**os.environ, **self._own_env()}
         # Without bytecode every component would compile Airflow from source (PYTHONDONTWRITEBYTECODE).
-        _use_bytecode_cache(env)
+        use_bytecode_cache(env)
         return env
 
     def _argv(self, exe: str, name: str) -> list[str]:
@@ -580,52 +528,23 @@ class AirflowServices:
                 )  # fmt: skip
             except subprocess.TimeoutExpired:
                 raise ServiceNotReadyError(
-                    f"`airflow db migrate` took longer than {MIGRATE_TIMEOUT:.0f} s. Last lines of {log}:\n{_tail(log)}"
+                    f"`airflow db migrate` took longer than {MIGRATE_TIMEOUT:.0f} s. Last lines of {log}:\n{tail(log)}"
                 ) from None
         if proc.returncode:
             raise ServiceNotReadyError(
-                f"`airflow db migrate` failed with code {proc.returncode}. Last lines of {log}:\n{_tail(log)}"
+                f"`airflow db migrate` failed with code {proc.returncode}. Last lines of {log}:\n{tail(log)}"
             )
         self.ready_seconds["migrate"] = time.monotonic() - t0
 
-    def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> None:
-        with self.config.log_file(name).open("wb") as log:
-            proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=self.config.home,
-                env=env, start_new_session=True,
-            )  # fmt: skip
-        self._procs[name] = proc
-        self.config.pid_file(name).write_text(f"{proc.pid}\n")
-
-    def _check_alive(self, name: str) -> None:
-        proc = self._procs.get(name)
-        log = self.config.log_file(name)
-        if proc is not None and proc.poll() is not None:
-            raise ServiceNotReadyError(
-                f"airflow {name} exited with code {proc.returncode} while starting. Last lines of {log}:\n"
-                f"{_tail(log)}"
-            )
-        if proc is None and not self.is_running(name):
-            raise ServiceNotReadyError(f"airflow {name} is not running. Last lines of {log}:\n{_tail(log)}")
-
-    def _read_pid(self, name: str) -> int | None:
-        try:
-            return int(self.config.pid_file(name).read_text().strip())
-        except (OSError, ValueError):
-            return None
-
-    def _owned(self, name: str, pid: int) -> bool:
-        if not _pid_alive(pid) or _session_of(pid) != pid:
-            return False
-        cmdline = _cmdline(pid)
-        return cmdline is None or ("airflow" in cmdline and any(m in cmdline for m in _MARKERS[name]))
+    def _matches(self, name: str, cmdline: str) -> bool:
+        return "airflow" in cmdline and any(m in cmdline for m in _MARKERS[name])
 
     def _may_signal(self, name: str, sid: int) -> bool:
         """Whether the processes of session ``sid`` are this component's: its leader is ours, or the leader
         is gone and only its orphans are left (the PID cannot have been reused while they hold it as sid)."""
         if self._owned(name, sid):
             return True
-        return not _pid_alive(sid)
+        return not pid_alive(sid)
 
     def _stop(self, names: list[str]) -> list[str]:
         victims: dict[str, int] = {}
@@ -643,49 +562,21 @@ class AirflowServices:
         for name, sid in victims.items():
             if name != "api-server":
                 self._terminate(name, sid)
-        self._wait_gone(
-            {n: s for n, s in victims.items() if n == "scheduler"}, STOP_TIMEOUT, leaders_only=True
-        )
+        self._wait_gone({n: s for n, s in victims.items() if n == "scheduler"}, STOP_TIMEOUT, pid_alive)
         if "api-server" in victims:
             self._terminate("api-server", victims["api-server"])
-        self._wait_gone(victims, max(3.0, STOP_TIMEOUT - (time.monotonic() - t0)), leaders_only=True)
+        self._wait_gone(victims, max(3.0, STOP_TIMEOUT - (time.monotonic() - t0)), pid_alive)
         # Task processes live in process groups of their own; the supervisor that would stop them may have
         # died first. What is left of each session gets a SIGTERM, then a SIGKILL.
-        for sid in victims.values():
-            _signal_all(session_members(sid), signal.SIGTERM)
-        self._wait_gone(victims, 3.0)
-        for sid in victims.values():
-            _signal_all(session_members(sid), signal.SIGKILL)
-        self._wait_gone(victims, 5.0)
-        for name in victims:
-            proc = self._procs.pop(name, None)
-            if proc is not None:
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    proc.wait(timeout=1)
-            self.config.pid_file(name).unlink(missing_ok=True)
+        self._sweep_sessions(victims)
         return list(victims)
 
     def _terminate(self, name: str, sid: int) -> None:
         """SIGTERM a component's process group, or what is left of its session when its leader is gone."""
         if self._owned(name, sid):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(sid, signal.SIGTERM)
+            signal_group(sid, signal.SIGTERM)
         else:
-            _signal_all(session_members(sid), signal.SIGTERM)
-
-    def _wait_gone(self, victims: dict[str, int], timeout: float, *, leaders_only: bool = False) -> None:
-        """Wait until the sessions of ``victims`` are empty (or, with ``leaders_only``, their leaders gone)."""
-        deadline = time.monotonic() + timeout
-        pending = dict(victims)
-        while pending and time.monotonic() < deadline:
-            for name, sid in list(pending.items()):
-                proc = self._procs.get(name)
-                if proc is not None:
-                    proc.poll()  # reap our own child, or it stays a zombie
-                if (not _pid_alive(sid)) if leaders_only else (not session_members(sid)):
-                    del pending[name]
-            if pending:
-                time.sleep(0.1)
+            signal_session(sid, signal.SIGTERM)
 
 
 def _fresh_and_healthy(info: dict[str, Any] | None, since: datetime | None) -> bool:

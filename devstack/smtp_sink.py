@@ -6,12 +6,10 @@ date, body, file) in ``<dir>/messages.jsonl``. Run with ``python -m devstack.smt
 
 from __future__ import annotations
 
-import argparse
 import email
 import email.policy
 import json
 import os
-import signal
 import sys
 import threading
 import time
@@ -19,6 +17,8 @@ import uuid
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
+
+from devstack.webhook_receiver import read_jsonl, serve_until_stopped, service_parser
 
 MESSAGES_FILE = "messages.jsonl"
 
@@ -30,18 +30,7 @@ def read_messages(directory: str | os.PathLike[str]) -> list[dict[str, Any]]:
     :returns: one dict per mail (keys ``from``, ``to``, ``subject``, ``date``, ``body``, ``file``), oldest
         first; an empty list when nothing arrived yet.
     """
-    path = Path(directory) / MESSAGES_FILE
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                # Half-written last line while the sink is writing; it is complete on the next read.
-                continue
-    return out
+    return read_jsonl(Path(directory) / MESSAGES_FILE)
 
 
 class _TextExtractor(HTMLParser):
@@ -127,25 +116,13 @@ def main(argv: list[str] | None = None) -> int:
     """
     from aiosmtpd.controller import Controller
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
+    parser = service_parser(__doc__.splitlines()[0])
     parser.add_argument("--dir", type=Path, required=True, help="folder to store mails in")
     args = parser.parse_args(argv)
 
     controller = Controller(SinkHandler(args.dir), hostname=args.host, port=args.port)
     controller.start()
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
-    signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
-    print(f"SMTP sink on {args.host}:{args.port} -> {args.dir}", flush=True)
-    try:
-        # A timed wait keeps the main thread waking up, so signal handlers run promptly.
-        while not stop.wait(0.5):
-            pass
-    finally:
-        controller.stop()
-    return 0
+    return serve_until_stopped(f"SMTP sink on {args.host}:{args.port} -> {args.dir}", controller.stop)
 
 
 if __name__ == "__main__":

@@ -12,16 +12,12 @@ stops exactly what ``up`` started and nothing else.
 
 from __future__ import annotations
 
-import contextlib
-import importlib.util
 import json
 import os
 import random
 import shutil
-import signal
 import smtplib
 import socket
-import subprocess
 import sys
 import time
 import urllib.error
@@ -33,6 +29,15 @@ from types import TracebackType
 from typing import Any
 
 import yaml
+
+from devstack.processes import (
+    ManagedProcesses,
+    ServiceNotReadyError,
+    StackError,
+    tail,
+    use_bytecode_cache,
+)
+from devstack.processes import pycache_dir as pycache_dir  # public here before devstack.processes existed
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -83,10 +88,6 @@ STOP_TIMEOUT = 10.0
 CONNECTIONS_ENV_FILE = REPO_ROOT / "dev" / "connections.env"
 
 
-class StackError(RuntimeError):
-    """Base class of the errors raised by :class:`Stack`."""
-
-
 class PortInUseError(StackError):
     """A service's port is already taken on 127.0.0.1 by some other process."""
 
@@ -105,10 +106,6 @@ class PortInUseError(StackError):
 
 class MissingBinaryError(StackError):
     """An executable a service needs is not installed."""
-
-
-class ServiceNotReadyError(StackError):
-    """A service exited or did not become ready in time."""
 
 
 @dataclass
@@ -431,78 +428,7 @@ def _write_yaml(path: Path, doc: dict[str, Any]) -> None:
     path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
 
 
-# -- process helpers -----------------------------------------------------------------------------------
-def _proc_stat(pid: int) -> tuple[str, int] | None:
-    """(state, process group) of a process from /proc, or None when it does not exist."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # The command name in parentheses may contain spaces: split after the last ')'.
-    fields = raw[raw.rindex(")") + 2 :].split()
-    return fields[0], int(fields[2])
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    stat = _proc_stat(pid)
-    # A zombie still answers kill(pid, 0) but runs nothing.
-    return stat is None or stat[0] not in ("Z", "X")
-
-
-def _group_alive(pgid: int) -> bool:
-    """Whether any non-zombie process is left in a process group."""
-    proc = Path("/proc")
-    if not proc.is_dir():
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return False
-        return True
-    for entry in proc.iterdir():
-        if entry.name.isdigit():
-            stat = _proc_stat(int(entry.name))
-            if stat and stat[1] == pgid and stat[0] not in ("Z", "X"):
-                return True
-    return False
-
-
-def _cmdline(pid: int) -> str | None:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return None
-
-
-def pycache_dir() -> Path:
-    """:returns: where the stack's Python services keep bytecode when the environment forbids writing it
-    next to the sources (``$XDG_CACHE_HOME/modelwatch/pycache``)."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "modelwatch" / "pycache"
-
-
-def _use_bytecode_cache(env: dict[str, str]) -> None:
-    """Let Python services cache bytecode even under ``PYTHONDONTWRITEBYTECODE``.
-
-    Without any .pyc, every start compiles MLflow from source: ready in ~14 s instead of ~6 s on two
-    cores, the largest part of the stack's start. The cache goes to :func:`pycache_dir`, never into the
-    sources or the virtualenv. Nothing changes when the virtualenv is precompiled (``uv pip sync
-    --compile-bytecode``) or when the caller chose a PYTHONPYCACHEPREFIX.
-    """
-    if not env.get("PYTHONDONTWRITEBYTECODE") or env.get("PYTHONPYCACHEPREFIX"):
-        return
-    spec = importlib.util.find_spec("mlflow")
-    if spec is not None and spec.origin and (Path(spec.origin).parent / "__pycache__").is_dir():
-        return
-    env.pop("PYTHONDONTWRITEBYTECODE")
-    env["PYTHONPYCACHEPREFIX"] = str(pycache_dir())
-
-
+# -- readiness probes ----------------------------------------------------------------------------------
 def _http_ready(url: str, any_status: bool = False) -> bool:
     # An explicit empty ProxyHandler: a proxy from the environment must never see loopback probes.
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -524,14 +450,6 @@ def _smtp_ready(port: int) -> bool:
             return code == 250
     except (OSError, smtplib.SMTPException):
         return False
-
-
-def _tail(path: Path, lines: int = 30) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return "(no log)"
-    return "\n".join(text.splitlines()[-lines:]) or "(log is empty)"
 
 
 @dataclass(frozen=True)
@@ -588,23 +506,26 @@ def find_binary(service: str) -> str:
     )
 
 
-class Stack:
+class Stack(ManagedProcesses):
     """Start, watch and stop the local stack described by a :class:`StackConfig`.
 
     Use as ``with Stack(cfg) as stack: ...`` (starts everything, always stops it), or call :meth:`start`
     and :meth:`stop` yourself. Every method works from a fresh object on the same state folder, which is
-    how ``python -m devstack down`` stops what ``up`` started in another process.
+    how ``python -m devstack down`` stops what ``up`` started in another process. :meth:`status`,
+    :meth:`is_running`, :meth:`pid` and :meth:`log_tail` come from
+    :class:`~devstack.processes.ManagedProcesses`.
     """
+
+    names = SERVICES
 
     def __init__(self, config: StackConfig | None = None, *, ready_timeout: float = READY_TIMEOUT) -> None:
         """:param config: the configuration (default :meth:`StackConfig.from_env`).
         :param ready_timeout: seconds each service gets to become ready (MLflow gets at least
             :data:`MIN_READY_TIMEOUT`).
         """
+        super().__init__()
         self.config = config if config is not None else StackConfig.from_env()
         self.ready_timeout = ready_timeout
-        # Children of this very process: kept to reap them, so a stopped service leaves no zombie behind.
-        self._procs: dict[str, subprocess.Popen[bytes]] = {}
         #: Seconds from (latest) launch to ready, per service; for reports.
         self.ready_seconds: dict[str, float] = {}
 
@@ -652,7 +573,7 @@ class Stack:
                     {d: started[d] for d in DEPENDS_ON.get(s, ()) if d in started and d not in ready}, ready
                 )
                 self._prepare(s)
-                self._spawn(s, *commands[s])
+                self._spawn(s, *commands[s], cwd=self.config.state_dir)
                 launched.append(s)
                 started[s] = time.monotonic()
             now = time.monotonic()
@@ -660,7 +581,7 @@ class Stack:
             if "s3" in wanted:
                 self.ensure_bucket()
         except BaseException:
-            self._terminate(launched)
+            self._stop_groups(launched, STOP_TIMEOUT)
             raise
         return self
 
@@ -671,7 +592,7 @@ class Stack:
 
         :returns: the names of the services that were stopped.
         """
-        return self._terminate(list(reversed(SERVICES)))
+        return self._stop_groups(reversed(SERVICES), STOP_TIMEOUT)
 
     def stop_service(self, name: str) -> bool:
         """Stop one service (e.g. Prometheus, to backfill its data folder).
@@ -679,7 +600,7 @@ class Stack:
         :param name: one of :data:`SERVICES`.
         :returns: True when a running process was stopped.
         """
-        return bool(self._terminate([_check_name(name)]))
+        return bool(self._stop_groups([_check_name(name)], STOP_TIMEOUT))
 
     def restart(self, name: str) -> None:
         """Stop one service if it runs, then start it and wait until it is ready.
@@ -688,28 +609,6 @@ class Stack:
         """
         self.stop_service(name)
         self.start([name])
-
-    def status(self) -> dict[str, bool]:
-        """:returns: service name -> whether its process is running, for all :data:`SERVICES`."""
-        return {s: self.is_running(s) for s in SERVICES}
-
-    def is_running(self, name: str) -> bool:
-        """:param name: one of :data:`SERVICES`.
-        :returns: True when the PID file names a live process of that service.
-        """
-        return self.pid(name) is not None
-
-    def pid(self, name: str) -> int | None:
-        """:param name: one of :data:`SERVICES`.
-        :returns: the PID of the running service, or None (a stale PID file counts as not running).
-        """
-        proc = self._procs.get(name)
-        if proc is not None:
-            proc.poll()
-        pid = self._read_pid(name)
-        if pid is None or not self._owned(name, pid):
-            return None
-        return pid
 
     def url(self, name: str) -> str:
         """:param name: one of :data:`SERVICES`.
@@ -732,13 +631,6 @@ class Stack:
             {"service": s, "url": self.url(s), "pid": self.pid(s), "log": str(self.config.log_file(s))}
             for s in SERVICES
         ]
-
-    def log_tail(self, name: str, lines: int = 30) -> str:
-        """:param name: one of :data:`SERVICES`.
-        :param lines: how many lines.
-        :returns: the last lines of that service's log.
-        """
-        return _tail(self.config.log_file(name), lines)
 
     def airflow_env(self) -> dict[str, str]:
         """:returns: the ``AIRFLOW_CONN_*`` variables for this stack (see :meth:`StackConfig.airflow_env`)."""
@@ -846,7 +738,7 @@ class Stack:
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
             env["PYTHONUNBUFFERED"] = "1"
         if _SPECS[name].origin in ("python", "venv"):
-            _use_bytecode_cache(env)
+            use_bytecode_cache(env)
         return argv, env
 
     def _prepare(self, name: str) -> None:
@@ -864,23 +756,6 @@ class Stack:
             c.mail_dir.mkdir(parents=True, exist_ok=True)
         elif name == "webhook":
             c.webhook_file.parent.mkdir(parents=True, exist_ok=True)
-
-    def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> None:
-        log_path = self.config.log_file(name)
-        with log_path.open("wb") as log:
-            proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=self.config.state_dir,
-                env=env,
-                # Own process group: stop() signals the whole group (MLflow's workers too), and Ctrl-C in
-                # the terminal that ran `up` does not reach the services.
-                start_new_session=True,
-            )
-        self._procs[name] = proc
-        self.config.pid_file(name).write_text(f"{proc.pid}\n")
 
     def _probe(self, name: str) -> bool:
         c = self.config
@@ -916,7 +791,7 @@ class Stack:
                     log = self.config.log_file(name)
                     raise ServiceNotReadyError(
                         f"{name} was not ready after {self._timeout(name):.0f} s ({self.url(name)}). "
-                        f"Last lines of {log}:\n{_tail(log)}"
+                        f"Last lines of {log}:\n{tail(log)}"
                     )
             if pending:
                 time.sleep(0.1)
@@ -924,72 +799,8 @@ class Stack:
     def _timeout(self, name: str) -> float:
         return max(self.ready_timeout, MIN_READY_TIMEOUT.get(name, 0.0))
 
-    def _check_alive(self, name: str) -> None:
-        log = self.config.log_file(name)
-        proc = self._procs.get(name)
-        if proc is not None and proc.poll() is not None:
-            raise ServiceNotReadyError(
-                f"{name} exited with code {proc.returncode} while starting. Last lines of {log}:\n{_tail(log)}"
-            )
-        if proc is None and not self.is_running(name):
-            raise ServiceNotReadyError(f"{name} is not running. Last lines of {log}:\n{_tail(log)}")
-
-    def _read_pid(self, name: str) -> int | None:
-        try:
-            return int(self.config.pid_file(name).read_text().strip())
-        except (OSError, ValueError):
-            return None
-
-    def _owned(self, name: str, pid: int) -> bool:
-        if not _pid_alive(pid):
-            return False
-        try:
-            if os.getpgid(pid) != pid:
-                return False
-        except ProcessLookupError:
-            return False
-        cmdline = _cmdline(pid)
-        return cmdline is None or _SPECS[name].marker in cmdline
-
-    def _terminate(self, names: list[str]) -> list[str]:
-        """SIGTERM the process groups of ``names`` together, wait for all, SIGKILL what is left."""
-        victims: dict[str, int] = {}
-        for name in names:
-            pid = self.pid(name)
-            if pid is not None:
-                victims[name] = pid
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(pid, signal.SIGTERM)
-            else:
-                # Stale or absent: nothing to signal, but do not leave a PID file that lies.
-                self.config.pid_file(name).unlink(missing_ok=True)
-        self._wait_gone(victims, STOP_TIMEOUT)
-        left = {n: p for n, p in victims.items() if _group_alive(p)}
-        for pid in left.values():
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)
-        self._wait_gone(left, 5.0)
-        for name in victims:
-            proc = self._procs.pop(name, None)
-            if proc is not None:
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    proc.wait(timeout=1)
-            self.config.pid_file(name).unlink(missing_ok=True)
-        return list(victims)
-
-    def _wait_gone(self, victims: dict[str, int], timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        pending = dict(victims)
-        while pending and time.monotonic() < deadline:
-            for name, pid in list(pending.items()):
-                proc = self._procs.get(name)
-                if proc is not None:
-                    # Reap our own child, or it stays a zombie that still owns its PID.
-                    proc.poll()
-                if not _group_alive(pid):
-                    del pending[name]
-            if pending:
-                time.sleep(0.05)
+    def _matches(self, name: str, cmdline: str) -> bool:
+        return _SPECS[name].marker in cmdline
 
 
 def read_messages(directory: str | os.PathLike[str]) -> list[dict[str, Any]]:

@@ -9,12 +9,25 @@ from __future__ import annotations
 
 import atexit
 import time
+import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+import yaml
 
 from devstack.airflow_services import COMPONENTS, AirflowConfig, AirflowServices, free_port, session_members
 from devstack.stack import DEFAULT_PORTS, SERVICES, Stack
+
+REPO = Path(__file__).resolve().parents[2]
+#: the alert name this session's Airflow posts under (see the ``airflow`` fixture)
+E2E_ALERTNAME = f"ModelPredictionsDegradedE2E{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="session")
+def e2e_alertname() -> str:
+    """The alert name the e2e Airflow posts under."""
+    return E2E_ALERTNAME
 
 
 @pytest.fixture(scope="session")
@@ -31,10 +44,18 @@ def airflow(
     :returns: the started :class:`~devstack.airflow_services.AirflowServices`.
     """
     state = tmp_path_factory.mktemp("airflow-e2e")
+    # Alertmanager identifies an alert by its labels: the integration tests of the same session post the
+    # same model's alerts, and a second post of an alert pages no one. A name of this session's own keeps
+    # what this Airflow posts apart.
+    raw = yaml.safe_load((REPO / "include" / "thresholds.yaml").read_text())
+    raw["alerting"]["alertname"] = E2E_ALERTNAME
+    config = state / "thresholds.yaml"
+    config.write_text(yaml.safe_dump(raw, sort_keys=False))
     cfg = AirflowConfig(
         state_dir=state,
         port=free_port(avoid=[*(stack.config.port(s) for s in SERVICES), *DEFAULT_PORTS.values()]),
         connections=stack.config.airflow_env(),
+        extra_env={"MODELWATCH_CONFIG": str(config)},
     )
     services = AirflowServices(cfg)
     atexit.register(services.stop)

@@ -211,12 +211,15 @@ def test_a_degraded_day_in_a_backfill_is_not_paged_and_says_why(
 
 
 def test_alertmanager_got_the_triggered_runs_alert_and_none_from_the_backfill(
-    seeded_stack: Any, triggered_run: dict[str, Any], backfill_runs: dict[date, dict[str, Any]]
+    seeded_stack: Any, triggered_run: dict[str, Any], backfill_runs: dict[date, dict[str, Any]], e2e_alertname: str
 ) -> None:
     run_id = triggered_run["dag_run_id"]
     deadline = time.monotonic() + 30
     while True:
-        alerts = [a for n in seeded_stack.webhook_notifications() for a in n.get("alerts", [])]
+        alerts = [
+            a for n in seeded_stack.webhook_notifications() for a in n.get("alerts", [])
+            if a["labels"].get("alertname") == e2e_alertname
+        ]  # fmt: skip
         seen = {(a["annotations"]["window"][:10], a["labels"]["model"]) for a in alerts}
         if seen >= {(CPU_DAY.isoformat(), "fraud-detector")} or time.monotonic() > deadline:
             break

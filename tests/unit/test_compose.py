@@ -12,9 +12,11 @@ import importlib.util
 import json
 import re
 import shutil
+import signal
+import socket
 import subprocess
 import sys
-import threading
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +32,8 @@ from modelwatch.config import load_config
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yaml"
 COMPOSE_DIR = REPO / "compose"
+#: Mounted as a single file into the `webhook` service's python:3.11-slim container.
+WEBHOOK_RECEIVER = REPO / "devstack" / "webhook_receiver.py"
 DOC = REPO / "docs" / "docker-compose.md"
 THRESHOLDS = REPO / "include" / "thresholds.yaml"
 BIN = Path(sys.executable).parent
@@ -463,14 +467,39 @@ def test_prometheus_and_alertmanager_targets_are_services(services: dict[str, An
         listens_on(services, host, int(port))
 
 
-def test_webhook_receiver_stores_and_lists_notifications(tmp_path: Path) -> None:
-    mod = _load_module("compose_webhook_receiver", COMPOSE_DIR / "webhook_receiver.py")
-    server = mod.make_server("127.0.0.1", 0, tmp_path / "received.jsonl")
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{server.server_address[1]}"
+def test_webhook_service_runs_devstack_receiver(services: dict[str, Any], tmp_path: Path) -> None:
+    svc = services["webhook"]
+    mounts = dict(reversed(str(v).split(":")[:2]) for v in svc["volumes"])
+    script = svc["command"][1]
+    assert mounts[script] == "./devstack/webhook_receiver.py"
+    # The compose command's flags are the receiver's own.
+    flags = svc["command"][2:]
+    args = _load_module("compose_webhook_receiver", WEBHOOK_RECEIVER).build_parser().parse_args(flags)
+    assert (args.host, args.port, str(args.out)) == ("0.0.0.0", 9095, "/data/received.jsonl")
+
+    # Run as the container does: the file alone, standard library only (-I -S: neither the repo nor
+    # site-packages on sys.path), until SIGTERM. Bound to loopback and a free port here, not 0.0.0.0:9095.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    out = tmp_path / "data" / "received.jsonl"
+    cmd = [sys.executable, "-I", "-S", str(WEBHOOK_RECEIVER), "--host", "127.0.0.1", "--port", str(port)]
+    proc = subprocess.Popen(
+        [*cmd, "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    base = f"http://127.0.0.1:{port}"
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with opener.open(f"{base}/health", timeout=5) as resp:
+                    assert resp.status == 200
+                break
+            except OSError:
+                assert proc.poll() is None, proc.communicate()[0]
+                assert time.monotonic() < deadline, "the receiver did not answer /health within 10 s"
+                time.sleep(0.05)
         note = {
             "status": "firing",
             "alerts": [{"status": "firing", "labels": {"alertname": "X", "model": "m"}}],
@@ -482,12 +511,17 @@ def test_webhook_receiver_stores_and_lists_notifications(tmp_path: Path) -> None
             assert resp.status == 200
         with opener.open(f"{base}/alerts", timeout=5) as resp:
             assert json.loads(resp.read()) == [note]
-        with opener.open(f"{base}/health", timeout=5) as resp:
-            assert resp.status == 200
+        assert [json.loads(line) for line in out.read_text().splitlines()] == [note]
     finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+        proc.send_signal(signal.SIGTERM)
+        try:
+            output = proc.communicate(timeout=10)[0]
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            output = proc.communicate()[0]
+    assert proc.returncode == 0, output
+    # `docker compose logs webhook` shows one line per alert.
+    assert "firing X model=m severity=-" in output.splitlines()
 
 
 # -- hygiene ---------------------------------------------------------------------------------------------
@@ -584,7 +618,7 @@ def test_no_secret_but_the_documented_dev_defaults(compose: dict[str, Any], doc:
     assert not unexpected, f"credentials other than the documented local defaults: {unexpected}"
     for value in {v for _, v in found}:
         assert f"`{value}`" in doc, f"{value!r} is used but not documented in docs/docker-compose.md"
-    texts = [COMPOSE_FILE, DOC, *sorted(p for p in COMPOSE_DIR.iterdir() if p.is_file())]
+    texts = [COMPOSE_FILE, DOC, WEBHOOK_RECEIVER, *sorted(p for p in COMPOSE_DIR.iterdir() if p.is_file())]
     for path in texts:
         text = path.read_text(encoding="utf-8")
         for pattern in _KEY_PATTERNS:

@@ -12,7 +12,9 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -128,10 +130,14 @@ def demo_main(args: argparse.Namespace | None = None) -> int:
         _say(f"2/4 seeding {len(days)} days of synthetic history ({', '.join(sorted(set(days.values())))}) ...")
         seed_stack(stack, days, threads=getattr(args, "threads", DEFAULT_THREADS), work_dir=state / "seed",
                    progress=lambda line: _say(f"    {line}"))  # fmt: skip
+        # A fresh Airflow database per demo: the demo shows this checkout's DAG, not a previous one's state.
+        shutil.rmtree(state / "airflow-demo", ignore_errors=True)
         env = airflow_env(state / "airflow-demo", stack.config.airflow_env(), lake_url)
         log_path = state / "demo-airflow.log"
         _say(f"3/4 running the DAG model_performance_monitoring over {len(days)} days (Airflow log: {log_path}) ...")
         migrate(env)
+        # The receivers' files outlive a demo: count only what this one adds.
+        seen_notifications, seen_mails = len(stack.webhook_notifications()), len(stack.mail())
         states = run_days(sorted(days), env, log_path)
         time.sleep(2)  # Alertmanager's group_wait before the receivers get the last alerts
 
@@ -139,6 +145,7 @@ def demo_main(args: argparse.Namespace | None = None) -> int:
         lake = Lake(lake_url)
         _say(_table(verdict_rows(lake, days)))
         os.environ.update(stack.config.airflow_env())
+        logging.getLogger("airflow.task.hooks").setLevel(logging.WARNING)  # the table below says it all
         held = AlertmanagerHook().get_alerts(filters={"source": "modelwatch"})
         _say(f"\nAlerts as Alertmanager holds them ({stack.config.alertmanager_url}/api/v2/alerts):\n")
         if held:
@@ -150,10 +157,12 @@ def demo_main(args: argparse.Namespace | None = None) -> int:
             _say(_table(rows))
         else:
             _say("  (none)")
-        notifications = stack.webhook_notifications()
-        mails = stack.mail()
-        _say(f"\nAlertmanager delivered {len(notifications)} notification(s) to the webhook receiver "
-             f"({stack.config.webhook_file}) and {len(mails)} email(s) to the SMTP sink ({stack.config.mail_dir}).")  # fmt: skip
+        notifications = stack.webhook_notifications()[seen_notifications:]
+        mails = stack.mail()[seen_mails:]
+        _say(f"\nDuring this demo Alertmanager delivered {len(notifications)} notification(s) to the webhook receiver "
+             f"({stack.config.webhook_file}) and the SMTP sink got {len(mails)} email(s) ({stack.config.mail_dir}):")  # fmt: skip
+        for m in mails:
+            _say(f"  mail: {m['subject']}")
         _say(f"\nPartitions (Hive-style, readable by DuckDB/Athena/Spark) under {lake_url}:")
         for dataset in ("resources", "predictions", "joined", "correlation", "verdicts", "alerts"):
             parts = sorted(p.name for p in (state / "lake" / dataset).glob("dt=*"))

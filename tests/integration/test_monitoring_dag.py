@@ -219,3 +219,33 @@ def test_a_day_written_to_s3_through_the_aws_connection(seeded_stack, monitoring
     )
     assert {v["model"]: v["verdict"] for v in doc["verdicts"]} == EXPECTED["cpu_saturation"]
     assert not any(k.endswith(".partial") for k in keys)
+
+
+def test_a_trigger_form_window_and_dry_run_evaluate_without_paging(
+    seeded_stack, monitoring_dag, lake, alertname, monkeypatch
+):
+    """What a person does in the UI: trigger with a two-hour window around the CPU incident, as a dry run."""
+    from modelwatch.storage import Lake
+    from modelwatch.window import Window
+
+    for key, value in seeded_stack.config.airflow_env().items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("MODELWATCH_STORAGE_URL", lake)
+    monitoring_dag.deadline = None  # see devstack.runner.run_day
+    start, end = datetime(2026, 3, 3, 10, tzinfo=UTC), datetime(2026, 3, 3, 12, tzinfo=UTC)
+    run = monitoring_dag.test(
+        logical_date=None,
+        run_conf={"window_start": start.isoformat(), "window_end": end.isoformat(), "dry_run": True,
+                  "models": ["fraud-detector"]},
+    )  # fmt: skip
+    assert str(getattr(run.state, "value", run.state)) == "success"
+    window = Window(start, end)
+    store = Lake(lake)
+    url = store.partition_url("verdicts", window)
+    assert url.endswith("/intraday/verdicts/dt=2026-03-03/hour=10")
+    doc = store.read_document(f"{url}/_verdict.json")
+    assert [(v["model"], v["verdict"]) for v in doc["verdicts"]] == [("fraud-detector", "degraded")]
+    assert doc["alert"]["post"] is False and "dry run" in doc["alert"]["reason"]
+    assert store.read_document(f"{store.partition_url('alerts', window)}/_delivery.json") is None
+    tasks = {ti.task_id: str(getattr(ti.state, "value", ti.state)) for ti in run.get_task_instances()}
+    assert tasks["post_alert"] == "skipped" and tasks["no_alert"] == "success"

@@ -593,8 +593,15 @@ def _fresh_and_healthy(info: dict[str, Any] | None, since: datetime | None) -> b
 
 # -- REST client ---------------------------------------------------------------------------------------
 TERMINAL_RUN_STATES = frozenset({"success", "failed"})
-#: How long :meth:`AirflowApi.create_backfill` retries Airflow's 503 "Database is locked" (SQLite only).
+#: How long :meth:`AirflowApi.request` retries a request the metadata database refused (SQLite only).
 LOCKED_RETRY_SECONDS = 60.0
+
+
+def _database_busy(exc: AirflowApiError) -> bool:
+    # On SQLite, a request that meets the scheduler's write lock is rolled back and answered 503 "Database
+    # is locked", or 500 "Database error" with the cause hidden; repeating it is safe and is the remedy.
+    detail = exc.detail.lower()
+    return (exc.status == 503 and "locked" in detail) or (exc.status == 500 and "database error" in detail)
 
 
 class AirflowApi:
@@ -634,7 +641,8 @@ class AirflowApi:
         body: Any = None,
         query: dict[str, Any] | None = None,
     ) -> Any:
-        """Send an authenticated request; logs in first, and again once when the token has expired.
+        """Send an authenticated request; logs in first, and again once when the token has expired, and
+        repeats a request the SQLite metadata database refused while busy (for up to :data:`LOCKED_RETRY_SECONDS`).
 
         :param method: HTTP method. :param path: path below the base URL, e.g. ``/api/v2/dags``.
         :param body: JSON body. :param query: query parameters (lists repeat the key).
@@ -643,13 +651,19 @@ class AirflowApi:
         """
         if self._token is None:
             self.token()
-        try:
-            return self._send(method, path, body, query)
-        except AirflowApiError as exc:
-            if exc.status != 401:
-                raise
-            self.token()
-            return self._send(method, path, body, query)
+        deadline = time.monotonic() + LOCKED_RETRY_SECONDS
+        delay = 0.5
+        while True:
+            try:
+                return self._send(method, path, body, query)
+            except AirflowApiError as exc:
+                if exc.status == 401:
+                    self.token()
+                    return self._send(method, path, body, query)
+                if not _database_busy(exc) or time.monotonic() > deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
     def _send(self, method: str, path: str, body: Any, query: dict[str, Any] | None) -> Any:
         url = self.base_url + path
@@ -866,18 +880,7 @@ class AirflowApi:
             "run_backwards": run_backwards,
             "dag_run_conf": conf or {},
         }
-        # On SQLite, Airflow answers 503 "Database is locked" (and rolls back) when the scheduler holds the
-        # database at that moment; it says so itself: retrying is the documented answer.
-        deadline = time.monotonic() + LOCKED_RETRY_SECONDS
-        delay = 0.5
-        while True:
-            try:
-                return self.request("POST", "/api/v2/backfills", body)
-            except AirflowApiError as exc:
-                if exc.status != 503 or "locked" not in exc.detail.lower() or time.monotonic() > deadline:
-                    raise
-            time.sleep(delay)
-            delay = min(delay * 2, 5.0)
+        return self.request("POST", "/api/v2/backfills", body)
 
     def backfill(self, backfill_id: int) -> dict[str, Any]:
         """:param backfill_id: id. :returns: the backfill; ``completed_at`` is set once all its runs ended."""

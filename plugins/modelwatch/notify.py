@@ -52,9 +52,11 @@ async def deadline_missed(
 
     run = (context or {}).get("dag_run") or {}
     deadline = (context or {}).get("deadline") or {}
-    subject = f"[modelwatch] {run.get('dag_id')} run {run.get('run_id')} missed its deadline"
+    # the run as the REST API shows it: its id is "dag_run_id"
+    run_id = run.get("dag_run_id") or run.get("run_id")
+    subject = f"[modelwatch] {run.get('dag_id')} run {run_id} missed its deadline"
     html = (
-        f"<p>Run <b>{run.get('run_id')}</b> of DAG <b>{run.get('dag_id')}</b> had not finished by "
+        f"<p>Run <b>{run_id}</b> of DAG <b>{run.get('dag_id')}</b> had not finished by "
         f"{deadline.get('deadline_time')} (state: {run.get('state')}; window {run.get('data_interval_start')} "
         f"to {run.get('data_interval_end')}). Its verdicts are late: check the scheduler and the run's tasks.</p>"
     )

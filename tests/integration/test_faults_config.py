@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 import yaml
+from config_helpers import delete_key, set_key
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "include" / "thresholds.yaml"
@@ -41,26 +42,6 @@ def _edit(mutate: Callable[[dict[str, Any]], None]) -> str:
     raw = _raw()
     mutate(raw)
     return yaml.safe_dump(raw, sort_keys=False)
-
-
-def _set(*keys: Any, value: Any) -> Callable[[dict[str, Any]], None]:
-    def mutate(raw: dict[str, Any]) -> None:
-        node = raw
-        for k in keys[:-1]:
-            node = node[k]
-        node[keys[-1]] = value
-
-    return mutate
-
-
-def _del(*keys: Any) -> Callable[[dict[str, Any]], None]:
-    def mutate(raw: dict[str, Any]) -> None:
-        node = raw
-        for k in keys[:-1]:
-            node = node[k]
-        del node[keys[-1]]
-
-    return mutate
 
 
 def _rename(path: tuple[Any, ...], old: str, new: str) -> Callable[[dict[str, Any]], None]:
@@ -81,17 +62,17 @@ BROKEN: dict[str, tuple[str, list[str]]] = {
                         ["invalid YAML", "key 'evaluation' is given twice"]),
     "unknown key": (_edit(_rename(("evaluation",), "min_slow_count", "min_slow_cuont")),
                     ["evaluation.min_slow_cuont", "unknown key"]),
-    "wrong type": (_edit(_set("evaluation", "min_slow_count", value="three")),
+    "wrong type": (_edit(set_key("evaluation", "min_slow_count", value="three")),
                    ["evaluation.min_slow_count", "integer", "'three'"]),
-    "negative threshold": (_edit(_set("prometheus", "queries", 0, "saturation", value=-0.9)),
+    "negative threshold": (_edit(set_key("prometheus", "queries", 0, "saturation", value=-0.9)),
                            ["prometheus.queries.0.saturation", "greater than or equal to 0", "-0.9"]),
-    "missing threshold": (_edit(_del("evaluation", "slow_prediction_seconds")),
+    "missing threshold": (_edit(delete_key("evaluation", "slow_prediction_seconds")),
                           ["evaluation.slow_prediction_seconds", "required key is missing"]),
-    "query name twice": (_edit(_set("prometheus", "queries", 1, "name", value="cpu")),
+    "query name twice": (_edit(set_key("prometheus", "queries", 1, "name", value="cpu")),
                          ["prometheus.queries", "query name 'cpu' is used twice"]),
-    "override of unknown field": (_edit(_set("evaluation", "models", "recommender", "slow_seconds", value=2)),
+    "override of unknown field": (_edit(set_key("evaluation", "models", "recommender", "slow_seconds", value=2)),
                                   ["evaluation.models.recommender.slow_seconds", "unknown key"]),
-    "threshold as text": (_edit(_set("prometheus", "queries", 1, "saturation", value="90%")),
+    "threshold as text": (_edit(set_key("prometheus", "queries", 1, "saturation", value="90%")),
                           ["prometheus.queries.1.saturation", "'90%'"]),
     "empty file": ("", ["expected a mapping at the top level"]),
 }  # fmt: skip

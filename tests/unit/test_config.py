@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
+from config_helpers import delete_key, set_key
 
 from modelwatch.config import (
     CONFIG_ENV,
@@ -124,67 +125,47 @@ def _rename_saturation(raw: dict[str, Any]) -> None:
     q["saturaton"] = q.pop("saturation")
 
 
-def _set(*keys: Any, value: Any) -> Callable[[dict[str, Any]], None]:
-    def mutate(raw: dict[str, Any]) -> None:
-        node = raw
-        for k in keys[:-1]:
-            node = node[k]
-        node[keys[-1]] = value
-
-    return mutate
-
-
-def _delete(*keys: Any) -> Callable[[dict[str, Any]], None]:
-    def mutate(raw: dict[str, Any]) -> None:
-        node = raw
-        for k in keys[:-1]:
-            node = node[k]
-        del node[keys[-1]]
-
-    return mutate
-
-
 CASES = [
     # (id, mutation, dotted key, words of the problem)
     ("unknown key", _rename_saturation, "prometheus.queries.0.saturaton", ["unknown key"]),
-    ("unknown top-level key", _set("evaluaton", value={}), "evaluaton", ["unknown key"]),
-    ("wrong type int", _set("evaluation", "min_slow_count", value="lots"), "evaluation.min_slow_count",
+    ("unknown top-level key", set_key("evaluaton", value={}), "evaluaton", ["unknown key"]),
+    ("wrong type int", set_key("evaluation", "min_slow_count", value="lots"), "evaluation.min_slow_count",
      ["integer", "'lots'"]),
-    ("wrong type float", _set("evaluation", "slow_prediction_seconds", value="fast"),
+    ("wrong type float", set_key("evaluation", "slow_prediction_seconds", value="fast"),
      "evaluation.slow_prediction_seconds", ["number", "'fast'"]),
-    ("wrong type list", _set("prometheus", "queries", value={"name": "cpu"}), "prometheus.queries", ["list"]),
-    ("wrong literal", _set("alerting", "severity", value="urgent"), "alerting.severity", ["'urgent'"]),
-    ("negative saturation", _set("prometheus", "queries", 2, "saturation", value=-0.5),
+    ("wrong type list", set_key("prometheus", "queries", value={"name": "cpu"}), "prometheus.queries", ["list"]),
+    ("wrong literal", set_key("alerting", "severity", value="urgent"), "alerting.severity", ["'urgent'"]),
+    ("negative saturation", set_key("prometheus", "queries", 2, "saturation", value=-0.5),
      "prometheus.queries.2.saturation", ["greater than or equal to 0", "-0.5"]),
-    ("negative slow seconds", _set("evaluation", "slow_prediction_seconds", value=-1),
+    ("negative slow seconds", set_key("evaluation", "slow_prediction_seconds", value=-1),
      "evaluation.slow_prediction_seconds", ["greater than 0"]),
-    ("share above 1", _set("evaluation", "min_coincidence_share", value=1.5), "evaluation.min_coincidence_share",
+    ("share above 1", set_key("evaluation", "min_coincidence_share", value=1.5), "evaluation.min_coincidence_share",
      ["less than or equal to 1"]),
-    ("lift below 1", _set("evaluation", "min_lift", value=0.5), "evaluation.min_lift", ["greater than or equal to 1"]),
-    ("too many points", _set("prometheus", "max_points_per_request", value=20000),
+    ("lift below 1", set_key("evaluation", "min_lift", value=0.5), "evaluation.min_lift", ["greater than or equal to 1"]),
+    ("too many points", set_key("prometheus", "max_points_per_request", value=20000),
      "prometheus.max_points_per_request", ["11000"]),
-    ("missing slow seconds", _delete("evaluation", "slow_prediction_seconds"), "evaluation.slow_prediction_seconds",
+    ("missing slow seconds", delete_key("evaluation", "slow_prediction_seconds"), "evaluation.slow_prediction_seconds",
      ["required key is missing"]),
-    ("missing section", _delete("mlflow"), "mlflow", ["required key is missing"]),
-    ("missing promql", _delete("prometheus", "queries", 0, "promql"), "prometheus.queries.0.promql",
+    ("missing section", delete_key("mlflow"), "mlflow", ["required key is missing"]),
+    ("missing promql", delete_key("prometheus", "queries", 0, "promql"), "prometheus.queries.0.promql",
      ["required key is missing"]),
-    ("query name twice", _set("prometheus", "queries", 1, "name", value="cpu"), "prometheus.queries",
+    ("query name twice", set_key("prometheus", "queries", 1, "name", value="cpu"), "prometheus.queries",
      ["'cpu'", "used twice"]),
-    ("query name not snake", _set("prometheus", "queries", 0, "name", value="CPU Busy"), "prometheus.queries.0.name",
+    ("query name not snake", set_key("prometheus", "queries", 0, "name", value="CPU Busy"), "prometheus.queries.0.name",
      ["lower_snake_case"]),
-    ("override unknown field", _set("evaluation", "models", "x", value={"foo": 1}), "evaluation.models.x.foo",
+    ("override unknown field", set_key("evaluation", "models", "x", value={"foo": 1}), "evaluation.models.x.foo",
      ["unknown key"]),
-    ("override bad value", _set("evaluation", "models", "recommender", "slow_prediction_seconds", value=0),
+    ("override bad value", set_key("evaluation", "models", "recommender", "slow_prediction_seconds", value=0),
      "evaluation.models.recommender.slow_prediction_seconds", ["greater than 0"]),
-    ("bad step", _set("prometheus", "step", value="15 parsecs"), "prometheus.step", ["'15 parsecs'", "not a duration"]),
-    ("zero tolerance", _set("correlation", "tolerance", value="0s"), "correlation.tolerance", ["positive duration"]),
-    ("bool duration", _set("alerting", "active_for", value=True), "alerting.active_for", ["not a duration"]),
-    ("http storage", _set("storage", "base_url", value="http://lake.example/x"), "storage.base_url",
+    ("bad step", set_key("prometheus", "step", value="15 parsecs"), "prometheus.step", ["'15 parsecs'", "not a duration"]),
+    ("zero tolerance", set_key("correlation", "tolerance", value="0s"), "correlation.tolerance", ["positive duration"]),
+    ("bool duration", set_key("alerting", "active_for", value=True), "alerting.active_for", ["not a duration"]),
+    ("http storage", set_key("storage", "base_url", value="http://lake.example/x"), "storage.base_url",
      ["http://lake.example/x", "file:///", "s3://"]),
-    ("relative file url", _set("storage", "base_url", value="file://relative/lake"), "storage.base_url",
+    ("relative file url", set_key("storage", "base_url", value="file://relative/lake"), "storage.base_url",
      ["file://relative/lake"]),
-    ("bare path", _set("storage", "base_url", value="/tmp/lake"), "storage.base_url", ["/tmp/lake"]),
-    ("s3 without bucket", _set("storage", "base_url", value="s3:///prefix"), "storage.base_url", ["s3:///prefix"]),
+    ("bare path", set_key("storage", "base_url", value="/tmp/lake"), "storage.base_url", ["/tmp/lake"]),
+    ("s3 without bucket", set_key("storage", "base_url", value="s3:///prefix"), "storage.base_url", ["s3:///prefix"]),
 ]  # fmt: skip
 
 

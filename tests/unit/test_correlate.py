@@ -5,30 +5,16 @@ from __future__ import annotations
 
 import math
 from datetime import timedelta
-from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
+from config_helpers import small_config
 
-from modelwatch.config import ModelwatchConfig
 from modelwatch.correlate import CORRELATION_COLUMNS, correlate, join_resources, slow_flags, spearman
 
 T0 = pd.Timestamp("2026-03-03T10:00:00Z")
 TOL = timedelta(seconds=60)
-
-
-def make_config(**evaluation: Any) -> ModelwatchConfig:
-    return ModelwatchConfig.model_validate({
-        "prometheus": {"queries": [
-            {"name": "cpu", "promql": "cpu", "saturation": 0.9, "unit": "ratio"},
-            {"name": "memory", "promql": "memory", "saturation": 0.9, "unit": "ratio"},
-            {"name": "request_rate", "promql": "rate", "unit": "req/s"},
-        ]},
-        "mlflow": {"experiments": [{"name": "e"}]},
-        "correlation": {"tolerance": "60s"},
-        "evaluation": {"slow_prediction_seconds": 1.0, **evaluation},
-    })  # fmt: skip
 
 
 def predictions(rows: list[tuple[float, str, str, float]]) -> pd.DataFrame:
@@ -150,7 +136,7 @@ def test_one_column_per_query_in_config_order() -> None:
 
 
 def test_slow_flags_use_the_per_model_threshold() -> None:
-    cfg = make_config(models={"recommender": {"slow_prediction_seconds": 1.5}})
+    cfg = small_config(models={"recommender": {"slow_prediction_seconds": 1.5}})
     pred = predictions([
         (0, "fraud", "a", 1.2),        # r0: above the default 1.0
         (0, "recommender", "a", 1.2),  # r1: below its own 1.5
@@ -168,7 +154,7 @@ def test_slow_flags_use_the_per_model_threshold() -> None:
 
 
 def test_saturation_flags_at_and_above_threshold() -> None:
-    cfg = make_config()
+    cfg = small_config()
     res = resources(
         [(0, "cpu", "a", 0.9), (0, "cpu", "b", 0.89), (0, "memory", "a", 0.95), (0, "cpu", "c", 0.99)]
     )
@@ -205,7 +191,7 @@ def known_example() -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def test_statistics_on_a_known_example() -> None:
     pred, res = known_example()
-    _, corr = correlate(pred, res, make_config())
+    _, corr = correlate(pred, res, small_config())
     assert list(corr.columns) == CORRELATION_COLUMNS
     assert list(corr["resource"]) == ["cpu", "memory", "request_rate"]
     cpu = corr.set_index("resource").loc["cpu"]
@@ -230,7 +216,7 @@ def test_statistics_on_a_known_example() -> None:
 
 def test_statistics_without_samples_at_slow_predictions() -> None:
     pred, res = known_example()
-    _, corr = correlate(pred, res, make_config())
+    _, corr = correlate(pred, res, small_config())
     mem = corr.set_index("resource").loc["memory"]
     assert (mem["n_slow"], mem["n_slow_with_sample"], mem["n_slow_without_sample"]) == (4, 0, 4)
     assert (mem["n_normal_with_sample"], mem["n_normal_saturated"]) == (6, 1)
@@ -241,7 +227,7 @@ def test_statistics_without_samples_at_slow_predictions() -> None:
 
 def test_context_query_has_no_threshold_but_a_spearman() -> None:
     pred, res = known_example()
-    _, corr = correlate(pred, res, make_config())
+    _, corr = correlate(pred, res, small_config())
     rate = corr.set_index("resource").loc["request_rate"]
     assert math.isnan(rate["threshold"])
     assert rate["n_slow_saturated"] == 0
@@ -251,7 +237,7 @@ def test_context_query_has_no_threshold_but_a_spearman() -> None:
 def test_lift_is_infinite_when_normal_predictions_are_never_saturated() -> None:
     pred = predictions([(60 * k, "m", "a", 2.0 if k < 2 else 0.2) for k in range(6)])
     res = resources([(60 * k, "cpu", "a", 0.95 if k < 2 else 0.5) for k in range(6)])
-    _, corr = correlate(pred, res, make_config())
+    _, corr = correlate(pred, res, small_config())
     cpu = corr.set_index("resource").loc["cpu"]
     assert (cpu["slow_saturated_share"], cpu["normal_saturated_share"]) == (1.0, 0.0)
     assert cpu["lift"] == math.inf
@@ -265,7 +251,7 @@ def test_statistics_are_per_model() -> None:
         [(60 * k, "slowpoke", "a", 2.0 if v > 0.9 else 0.2) for k, v in enumerate(cpu)]
         + [(60 * k, "steady", "a", 0.2) for k in range(6)]
     )
-    _, corr = correlate(pred, res, make_config())
+    _, corr = correlate(pred, res, small_config())
     c = corr[corr["resource"] == "cpu"].set_index("model")
     assert list(c.index) == ["slowpoke", "steady"]
     assert (c.loc["slowpoke", "n_slow"], c.loc["slowpoke", "n_slow_saturated"]) == (2, 2)
@@ -288,7 +274,7 @@ def test_spearman_with_ties_and_degenerate_input() -> None:
 def test_empty_window_gives_empty_frames() -> None:
     pred = predictions([]).astype({"model": "str", "instance": "str", "model_version": "str"})
     res = resources([])
-    joined, corr = correlate(pred, res, make_config())
+    joined, corr = correlate(pred, res, small_config())
     assert len(joined) == 0 and len(corr) == 0
     assert {"slow", "res_cpu", "sat_cpu", "missing_resources"} <= set(joined.columns)
 
@@ -322,7 +308,7 @@ def test_two_hundred_thousand_predictions_join_vectorised() -> None:
         "run_id": np.char.add("r", np.arange(n).astype(str)), "experiment": "e",
     })  # fmt: skip
 
-    joined, corr = correlate(pred, res, make_config())
+    joined, corr = correlate(pred, res, small_config())
     assert len(joined) == n
     j = joined.set_index("run_id").loc[pred["run_id"]]
     np.testing.assert_array_equal(j["res_cpu"].to_numpy(), (inst_idx * 10_000 + step_idx).astype("float64"))

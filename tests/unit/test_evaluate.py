@@ -10,6 +10,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from config_helpers import small_config
 
 from modelwatch.config import ModelwatchConfig
 from modelwatch.correlate import correlate
@@ -23,20 +24,6 @@ WINDOW = Window(
 )
 SLOW, FAST = 2.5, 0.2
 HIGH, LOW = 0.97, 0.3
-
-
-def make_config(**evaluation: Any) -> ModelwatchConfig:
-    return ModelwatchConfig.model_validate({
-        "prometheus": {"queries": [
-            {"name": "cpu", "promql": "cpu", "saturation": 0.9, "unit": "ratio"},
-            {"name": "memory", "promql": "memory", "saturation": 0.9, "unit": "ratio"},
-            {"name": "request_rate", "promql": "rate", "unit": "req/s"},
-        ]},
-        "mlflow": {"experiments": [{"name": "e"}]},
-        "correlation": {"tolerance": "60s"},
-        "evaluation": {"slow_prediction_seconds": 1.0, "min_slow_count": 3, "min_slow_share": 0.02,
-                       "min_coincidence_share": 0.5, "min_lift": 2.0, **evaluation},
-    })  # fmt: skip
 
 
 def at(minute: int) -> pd.Timestamp:
@@ -72,7 +59,7 @@ def model_frames(
 def run(
     pred: pd.DataFrame, res: pd.DataFrame, cfg: ModelwatchConfig | None = None
 ) -> dict[str, ModelVerdict]:
-    cfg = cfg or make_config()
+    cfg = cfg or small_config()
     joined, corr = correlate(pred, res, cfg)
     verdicts = evaluate(joined, corr, res, cfg, WINDOW)
     assert len({v.model for v in verdicts}) == len(verdicts)
@@ -176,12 +163,12 @@ def test_saturation_as_common_at_normal_predictions_does_not_explain() -> None:
     assert v.verdict == "slow_unexplained"
     assert v.saturated_resources == []
     # the same data with min_lift 1 would call it degraded: it is the lift that decides
-    assert run(pred, res, make_config(min_lift=1.0))["m"].verdict == "degraded"
+    assert run(pred, res, small_config(min_lift=1.0))["m"].verdict == "degraded"
 
 
 def test_per_model_min_lift_override() -> None:
     pred, res = model_frames(40, minutes_10_to_19, cpu=_every_other_minute)
-    cfg = make_config(models={"m": {"min_lift": 1.0}})
+    cfg = small_config(models={"m": {"min_lift": 1.0}})
     assert run(pred, res, cfg)["m"].verdict == "degraded"
 
 
@@ -196,7 +183,7 @@ def test_slow_unexplained() -> None:
 
 
 def test_slow_threshold_per_model() -> None:
-    cfg = make_config(models={"recommender": {"slow_prediction_seconds": 3.0}})
+    cfg = small_config(models={"recommender": {"slow_prediction_seconds": 3.0}})
     p1, r1 = model_frames(40, minutes_10_to_19, model="fraud")
     p2, _ = model_frames(40, minutes_10_to_19, model="recommender")  # the same 2.5 s predictions
     verdicts = run(pd.concat([p1, p2], ignore_index=True), r1, cfg)
@@ -213,7 +200,7 @@ def test_slow_threshold_per_model() -> None:
 
 def test_expected_model_without_predictions_is_no_data() -> None:
     pred, res = model_frames(40, lambda k: False)
-    verdicts = run(pred, res, make_config(expected_models=["m", "ghost"]))
+    verdicts = run(pred, res, small_config(expected_models=["m", "ghost"]))
     assert list(verdicts) == ["ghost", "m"]
     assert verdicts["ghost"].verdict == "no_data"
     assert verdicts["ghost"].n_predictions == 0
@@ -226,7 +213,7 @@ def test_empty_window_every_expected_model_is_no_data() -> None:
     pred = pred.astype(
         {"model": "str", "instance": "str", "model_version": "str", "prediction_time": "float64"}
     )
-    verdicts = run(pred, res, make_config(expected_models=["fraud-detector", "recommender"]))
+    verdicts = run(pred, res, small_config(expected_models=["fraud-detector", "recommender"]))
     assert {m: v.verdict for m, v in verdicts.items()} == {
         "fraud-detector": "no_data",
         "recommender": "no_data",
@@ -284,7 +271,7 @@ def test_to_dict_is_strict_json() -> None:
     pred, res = model_frames(40, minutes_10_to_19, cpu=lambda k: HIGH, memory=None)
     pred = pred[~pred["timestamp"].isin([at(9), at(20)])]
     res = res[(res["query"] != "cpu") | res["timestamp"].between(at(10), at(19))]
-    verdicts = run(pred, res, make_config(expected_models=["ghost"]))
+    verdicts = run(pred, res, small_config(expected_models=["ghost"]))
     v = verdicts["m"]
     assert v.verdict == "degraded"
     for verdict in verdicts.values():
@@ -300,7 +287,7 @@ def test_to_dict_is_strict_json() -> None:
 def test_verdicts_survive_the_lake() -> None:
     """The evaluate task reads joined and correlation back from Parquet: same verdicts as in memory."""
     pred, res = model_frames(40, minutes_10_to_19, cpu=lambda k: HIGH if minutes_10_to_19(k) else LOW)
-    cfg = make_config(expected_models=["ghost"])
+    cfg = small_config(expected_models=["ghost"])
     joined, corr = correlate(pred, res, cfg)
     in_memory = [v.to_dict() for v in evaluate(joined, corr, res, cfg, WINDOW)]
 

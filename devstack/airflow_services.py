@@ -24,7 +24,6 @@ their PID files only, never by name.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import random
@@ -32,7 +31,6 @@ import secrets
 import shlex
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -211,8 +209,6 @@ class AirflowConfig:
         env = runner.airflow_env(self.home, self.connections, self.lake_url)
         env.update({
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.db_path}",
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "devstack.airflow_services.SQLITE_CONNECT_ARGS",
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC": "devstack.airflow_services.SQLITE_CONNECT_ARGS_ASYNC",
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             "AIRFLOW__CORE__PARALLELISM": str(self.parallelism),
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
@@ -538,11 +534,6 @@ class AirflowServices(ManagedProcesses):
             raise ServiceNotReadyError(
                 f"`airflow db migrate` failed with code {proc.returncode}. Last lines of {log}:\n{tail(log)}"
             )
-        # WAL lets readers go on while one process writes; with four Airflow processes on one SQLite file
-        # the default rollback journal makes "database is locked" (which kills the scheduler) far likelier.
-        # The mode is stored in the file, so every later connection uses it.
-        with contextlib.closing(sqlite3.connect(self.config.db_path)) as db:
-            db.execute("PRAGMA journal_mode=WAL")
         self.ready_seconds["migrate"] = time.monotonic() - t0
 
     def _matches(self, name: str, cmdline: str) -> bool:
@@ -602,12 +593,6 @@ def _fresh_and_healthy(info: dict[str, Any] | None, since: datetime | None) -> b
 
 # -- REST client ---------------------------------------------------------------------------------------
 TERMINAL_RUN_STATES = frozenset({"success", "failed"})
-#: Each Airflow connection to SQLite waits this long for a lock, not sqlite3's default 5 s: a scheduler
-#: query that meets "database is locked" ends the scheduler. (Import paths of these dicts go into Airflow's
-#: ``[database] sql_alchemy_connect_args``; Airflow adds ``check_same_thread`` itself.)
-SQLITE_CONNECT_ARGS: dict[str, Any] = {"timeout": 60}
-SQLITE_CONNECT_ARGS_ASYNC: dict[str, Any] = {"timeout": 60}
-
 #: How long :meth:`AirflowApi.request` retries a request the metadata database refused (SQLite only).
 LOCKED_RETRY_SECONDS = 60.0
 

@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import shutil
 import subprocess
@@ -25,6 +24,7 @@ from typing import Any
 from devstack.runner import PROGRESS, airflow_env, migrate
 from devstack.seed import DEFAULT_THREADS, days_from_args, seed_stack
 from devstack.seed import add_arguments as _seed_arguments
+from modelwatch.alerting import fmt_value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,14 +42,6 @@ def _table(rows: list[list[str]]) -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
-
-
-def _fmt(x: Any) -> str:
-    if x is None:
-        return "n/a"
-    if isinstance(x, str):
-        return x
-    return f"{x:.3g}"
 
 
 def run_days(days: list[date], env: dict[str, str], log_path: Path) -> dict[date, str]:
@@ -96,7 +88,7 @@ def verdict_rows(lake: Any, days: dict[date, str]) -> list[list[str]]:
         posted = {a["labels"]["model"] for a in (delivery or {}).get("alerts", [])}
         for v in doc["verdicts"]:
             evidence = "; ".join(
-                f"{e['resource']} {_fmt(e['slow_value_median'])} / {_fmt(e['slow_value_max'])} vs {_fmt(e['threshold'])}"
+                f"{e['resource']} {fmt_value(e['slow_value_median'])} / {fmt_value(e['slow_value_max'])} vs {fmt_value(e['threshold'])}"
                 for e in v["saturated_resources"]
             )
             if v["model"] in posted:
@@ -145,7 +137,6 @@ def demo_main(args: argparse.Namespace | None = None) -> int:
         lake = Lake(lake_url)
         _say(_table(verdict_rows(lake, days)))
         os.environ.update(stack.config.airflow_env())
-        logging.getLogger("airflow.task.hooks").setLevel(logging.WARNING)  # the table below says it all
         held = AlertmanagerHook().get_alerts(filters={"source": "modelwatch"})
         _say(f"\nAlerts as Alertmanager holds them ({stack.config.alertmanager_url}/api/v2/alerts):\n")
         if held:

@@ -56,10 +56,10 @@ def build_alerts(
         evidence = v["saturated_resources"]
         resources = sorted(e["resource"] for e in evidence)
         lines = [
-            f"{e['resource']}: median {_fmt(e['slow_value_median'])}, max {_fmt(e['slow_value_max'])} {e['unit']} at "
-            f"slow predictions (threshold {_fmt(e['threshold'])}); saturated at {e['slow_saturated_share']:.0%} of "
-            f"slow predictions against {_pct(e['normal_saturated_share'])} of normal ones (lift {_fmt(e['lift'])}, "
-            f"Spearman {_fmt(e['spearman'])})"
+            f"{e['resource']}: median {fmt_value(e['slow_value_median'])}, max {fmt_value(e['slow_value_max'])} {e['unit']} at "
+            f"slow predictions (threshold {fmt_value(e['threshold'])}); saturated at {e['slow_saturated_share']:.0%} of "
+            f"slow predictions against {_pct(e['normal_saturated_share'])} of normal ones (lift {fmt_value(e['lift'])}, "
+            f"Spearman {fmt_value(e['spearman'])})"
             for e in evidence
         ]
         alerts.append({
@@ -74,7 +74,7 @@ def build_alerts(
                 "summary": f"{v['model']}: {v['reason']}",
                 "description": "\n".join([
                     f"{v['n_slow']} of {v['n_predictions']} predictions took longer than "
-                    f"{_fmt(v['slow_threshold_seconds'])} s on {', '.join(v['slow_instances'])} "
+                    f"{fmt_value(v['slow_threshold_seconds'])} s on {', '.join(v['slow_instances'])} "
                     f"between {v['incident_start']} and {v['incident_end']}.",
                     *lines,
                 ]),
@@ -102,7 +102,8 @@ def run_url(base_url: str, dag_id: str, run_id: str) -> str:
     return f"{base_url.rstrip('/')}/dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe='')}"
 
 
-def _fmt(x: Any) -> str:
+def fmt_value(x: Any) -> str:
+    """A value for people: three significant digits, ``n/a`` for none, strings as they are."""
     if x is None:
         return "n/a"
     if isinstance(x, str):

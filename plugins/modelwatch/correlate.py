@@ -12,7 +12,7 @@ Frames in (as the extractors write them):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
@@ -122,12 +122,14 @@ def correlate(
     queries = [q.name for q in thresholds.prometheus.queries]
     limits = thresholds.saturation_thresholds
     joined = join_resources(predictions, resources, thresholds.correlation.tolerance, queries)
-    joined["slow_threshold"] = joined["model"].map(
-        {m: thresholds.evaluation.for_model(m).slow_prediction_seconds for m in joined["model"].unique()}
-    ).astype("float64")
-    joined["slow"] = (joined["prediction_time"].astype("float64") > joined["slow_threshold"]) & usable_prediction_times(
-        joined["prediction_time"]
+
+    def slow_seconds(model: str) -> float:
+        return thresholds.evaluation.for_model(model).slow_prediction_seconds
+
+    joined["slow_threshold"] = joined["model"].map({m: slow_seconds(m) for m in joined["model"].unique()}).astype(
+        "float64"
     )
+    joined["slow"] = slow_flags(joined, slow_seconds)
     saturated = np.zeros((len(joined), len(limits)), dtype=bool)
     for j, (name, limit) in enumerate(limits.items()):
         flags = (joined[f"{VALUE_PREFIX}{name}"] >= limit).to_numpy()
@@ -210,8 +212,3 @@ def _join_names(flags: np.ndarray, names: list[str]) -> np.ndarray:
     uniq, inverse = np.unique(codes, return_inverse=True)
     labels = np.array([",".join(n for k, n in enumerate(names) if code >> k & 1) for code in uniq], dtype=object)
     return labels[inverse]
-
-
-def value_columns(names: Mapping[str, object]) -> list[str]:
-    """The joined frame's value column for each resource name."""
-    return [f"{VALUE_PREFIX}{n}" for n in names]

@@ -7,6 +7,7 @@ one twice. Everything that varies (values, links, window) goes into annotations.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -57,11 +58,15 @@ def build_alerts(
         resources = sorted(e["resource"] for e in evidence)
         lines = [
             f"{e['resource']}: median {fmt_value(e['slow_value_median'])}, max {fmt_value(e['slow_value_max'])} {e['unit']} at "
-            f"slow predictions (threshold {fmt_value(e['threshold'])}); saturated at {e['slow_saturated_share']:.0%} of "
-            f"slow predictions against {_pct(e['normal_saturated_share'])} of normal ones (lift {fmt_value(e['lift'])}, "
-            f"Spearman {fmt_value(e['spearman'])})"
+            f"slow predictions (threshold {fmt_value(e['threshold'])}); slow at {fmt_pct(e['slow_share_saturated'])} of "
+            f"{e['n_slow_saturated'] + e['n_normal_saturated']} predictions at saturation against "
+            f"{fmt_pct(e['slow_share_unsaturated'])} of {e['n_slow_unsaturated'] + e['n_normal_unsaturated']} below it "
+            f"(relative risk {fmt_value(e['relative_risk'])}, p={fmt_value(e['p_adjusted'])}, {e['test']}, Holm-adjusted); "
+            f"coverage {fmt_pct(e['coverage'])} of slow predictions sampled"
             for e in evidence
         ]
+        if v.get("n_slow_unsampled"):
+            lines.append(f"{v['n_slow_unsampled']} slow prediction(s) had no real resource sample.")
         alerts.append({
             "labels": {
                 "alertname": cfg.alertname,
@@ -82,6 +87,8 @@ def build_alerts(
                 "incident_start": str(v["incident_start"]),
                 "incident_end": str(v["incident_end"]),
                 "model_versions": ",".join(v["model_versions"]),
+                "coverage": ", ".join(f"{e['resource']} {fmt_pct(e['coverage'])}" for e in evidence),
+                "relative_risk": ", ".join(f"{e['resource']} {fmt_value(e['relative_risk'])}" for e in evidence),
                 "partition": partition_url,
                 "airflow_run": run_url,
             },
@@ -103,13 +110,16 @@ def run_url(base_url: str, dag_id: str, run_id: str) -> str:
 
 
 def fmt_value(x: Any) -> str:
-    """A value for people: three significant digits, ``n/a`` for none, strings as they are."""
-    if x is None:
+    """A value for people: three significant digits, ``n/a`` for none or NaN, strings as they are."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
         return "n/a"
     if isinstance(x, str):
         return x
     return f"{x:.3g}"
 
 
-def _pct(x: Any) -> str:
-    return "n/a" if x is None else f"{x:.0%}"
+def fmt_pct(x: Any) -> str:
+    """A share as a percentage, with enough digits to tell 0.4 % from 0 %; ``n/a`` for none."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "n/a"
+    return f"{x:.0%}" if x == 0 or x >= 0.1 else f"{x:.1%}" if x >= 0.001 else f"{x:.2%}"

@@ -133,8 +133,9 @@ class ModelOverride(_Strict):
     slow_prediction_seconds: float | None = Field(default=None, gt=0)
     min_slow_count: int | None = Field(default=None, ge=1)
     min_slow_share: float | None = Field(default=None, gt=0, le=1)
-    min_coincidence_share: float | None = Field(default=None, gt=0, le=1)
-    min_lift: float | None = Field(default=None, ge=1)
+    min_coverage: float | None = Field(default=None, gt=0, le=1)
+    significance: float | None = Field(default=None, gt=0, lt=1)
+    min_relative_risk: float | None = Field(default=None, ge=1)
 
 
 class ModelThresholds(_Strict):
@@ -143,17 +144,25 @@ class ModelThresholds(_Strict):
     slow_prediction_seconds: float
     min_slow_count: int
     min_slow_share: float
-    min_coincidence_share: float
-    min_lift: float
+    min_coverage: float
+    significance: float
+    min_relative_risk: float
 
 
 class EvaluationConfig(_Strict):
+    """When a model is slow, and when a resource's saturation explains it (README: "The verdict rule")."""
+
     slow_prediction_seconds: float = Field(gt=0)
-    min_slow_count: int = Field(default=3, ge=1)
-    min_slow_share: float = Field(default=0.02, gt=0, le=1)
-    min_coincidence_share: float = Field(default=0.5, gt=0, le=1)
-    #: a resource saturated as often at normal predictions as at slow ones explains nothing
-    min_lift: float = Field(default=2.0, ge=1)
+    #: slow enough to judge needs at least this many slow predictions AND this share of all judged ones
+    #: (the share is the SLO's budget: 1 % slow is what "99 % under slow_prediction_seconds" allows)
+    min_slow_count: int = Field(default=5, ge=1)
+    min_slow_share: float = Field(default=0.01, gt=0, le=1)
+    #: a resource is evidence only if at least this share of the slow predictions had a real sample of it
+    min_coverage: float = Field(default=0.5, gt=0, le=1)
+    #: largest p-value (Fisher's exact test, one-sided, Holm-adjusted over the model's resources)
+    significance: float = Field(default=0.01, gt=0, lt=1)
+    #: smallest relative risk P(slow | saturated) / P(slow | not saturated) that counts as an explanation
+    min_relative_risk: float = Field(default=2.0, ge=1)
     #: models that must have predictions in every window; one without any gets ``no_data``
     expected_models: list[str] = Field(default_factory=list)
     models: dict[str, ModelOverride] = Field(default_factory=dict)
@@ -235,12 +244,23 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+#: keys of earlier versions and what replaced them, so an old file fails with a way forward
+REMOVED_KEYS = {
+    "min_lift": "removed: the lift collapses when saturation holds much of the traffic; use min_relative_risk "
+                "(README, 'The verdict rule')",
+    "min_coincidence_share": "removed: a resource now explains slowness by relative risk and Fisher's exact test; "
+                             "use min_relative_risk and significance (README, 'The verdict rule')",
+}  # fmt: skip
+
+
 def _format_errors(path: Path, exc: ValidationError) -> str:
     lines = [f"{path}: {exc.error_count()} problem(s) in the modelwatch configuration"]
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"]) or "(top level)"
         msg = err["msg"]
-        if err["type"] == "extra_forbidden":
+        if err["type"] == "extra_forbidden" and str(err["loc"][-1]) in REMOVED_KEYS:
+            msg = REMOVED_KEYS[str(err["loc"][-1])]
+        elif err["type"] == "extra_forbidden":
             msg = "unknown key (not part of the schema; check the spelling)"
         elif err["type"] == "missing":
             msg = "required key is missing"

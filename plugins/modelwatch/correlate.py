@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from modelwatch.stats import fisher_greater, relative_risk
+
 if TYPE_CHECKING:
     from modelwatch.config import ModelwatchConfig
 
@@ -26,12 +28,19 @@ if TYPE_CHECKING:
 VALUE_PREFIX = "res_"
 #: prefix of the per-resource saturation flags (``sat_cpu``)
 SATURATED_PREFIX = "sat_"
+#: prefix of the age of the real sample behind each joined value, seconds (``age_cpu``: prediction time
+#: minus sample time; negative when the sample is after the prediction)
+AGE_PREFIX = "age_"
 
+#: One row per model and resource: the 2x2 table of the judged predictions (slow/normal x saturated/not
+#: saturated among those with a sample) plus the unsampled ones, the effect size and test, and
+#: descriptive columns (lift, Spearman, values at slow predictions).
 CORRELATION_COLUMNS = [
-    "model", "resource", "unit", "threshold", "n_predictions", "n_slow", "n_slow_with_sample",
-    "n_slow_without_sample", "n_slow_saturated", "slow_saturated_share", "n_normal_with_sample",
-    "n_normal_saturated", "normal_saturated_share", "lift", "spearman", "slow_value_median",
-    "slow_value_max", "normal_value_median",
+    "model", "resource", "unit", "threshold", "n_predictions", "n_judged", "n_slow", "n_normal",
+    "n_slow_saturated", "n_normal_saturated", "n_slow_unsaturated", "n_normal_unsaturated",
+    "n_slow_unsampled", "n_normal_unsampled", "coverage", "slow_share_saturated", "slow_share_unsaturated",
+    "relative_risk", "p_value", "slow_saturated_share", "normal_saturated_share", "lift", "spearman",
+    "slow_value_median", "slow_value_max", "normal_value_median",
 ]  # fmt: skip
 
 
@@ -55,52 +64,86 @@ def slow_flags(predictions: pd.DataFrame, slow_seconds_for: Callable[[str], floa
     return slow & usable_prediction_times(predictions["prediction_time"])
 
 
+def _samples_of(resources: pd.DataFrame, name: str) -> pd.DataFrame:
+    """One row per instance and evaluation time of query ``name``: value, real sample time, and the time
+    the value stands for (``_rep``, ns)."""
+    cols = ["timestamp", "instance", "value"]
+    samples = resources.loc[resources["query"] == name, [c for c in (*cols, "sample_time", "window_seconds")
+                                                          if c in resources.columns]]  # fmt: skip
+    if "sample_time" not in samples.columns:  # partitions written before sample times were recorded
+        samples = samples.assign(sample_time=samples["timestamp"])
+    if "window_seconds" not in samples.columns:
+        samples = samples.assign(window_seconds=0.0)
+    # Several series per instance (e.g. per device) collapse to their maximum: the most saturated one is
+    # the one that can explain a slow prediction. Their stalest sample time is kept.
+    samples = samples.groupby(["instance", "timestamp"], sort=False, as_index=False).agg(
+        value=("value", "max"), sample_time=("sample_time", "min"), window_seconds=("window_seconds", "max")
+    )
+    # A rate over [W] evaluated at t averages (t - W, t]: it stands for the middle of that range, so a
+    # prediction is matched to the value whose range is centred on it, not to one that lags by W.
+    half = (samples["window_seconds"].to_numpy(dtype="float64") * 5e8).astype("int64")
+    samples["_rep"] = _as_ns(samples["timestamp"]) - half
+    # float ns (NaN for an unknown sample time): 256 ns resolution at today's epoch, ample for seconds
+    st = pd.to_datetime(samples["sample_time"], utc=True).dt.as_unit("ns")
+    st_ns = st.fillna(pd.Timestamp(0, tz="UTC")).astype("int64").to_numpy().astype("float64")
+    samples["_st"] = np.where(st.isna().to_numpy(), np.nan, st_ns)
+    return samples
+
+
 def join_resources(
     predictions: pd.DataFrame,
     resources: pd.DataFrame,
     tolerance: timedelta,
     queries: list[str],
 ) -> pd.DataFrame:
-    """Give every prediction the nearest sample of each resource on its own instance.
+    """Give every prediction the value of each resource on its own instance at its time, when a real
+    sample backs it.
+
+    A prediction gets the value whose evaluation range is centred nearest to it (within ``tolerance``),
+    and only if the newest real sample behind that value was taken at most ``tolerance`` before the
+    prediction: Prometheus repeats a series' last value for up to 5 minutes after its last scrape, and
+    such a repeated value is not evidence of the prediction's moment. Otherwise the prediction gets NaN
+    and the resource is listed in ``missing_resources`` (a gap); it is never joined to a far or stale
+    sample. ``age_<name>`` is the prediction's time minus the sample's, in seconds.
 
     A resource series without an instance label (``instance == ""``, e.g. a cluster-wide query) applies
-    to every prediction. A prediction with no sample within ``tolerance`` (a scrape gap) gets NaN and is
-    listed in ``missing_resources``; it is never joined to a far sample.
+    to every prediction that has no value of its own instance.
 
-    :param queries: the resource names to join (one column ``res_<name>`` each, in this order).
+    :param queries: the resource names to join (columns ``res_<name>`` and ``age_<name>`` each).
     """
     out = predictions.sort_values(["timestamp", "model", "instance"], kind="stable").reset_index(drop=True)
     out["_ts"] = _as_ns(out["timestamp"])
     out["_row"] = np.arange(len(out))
+    ts = out["_ts"].to_numpy()
     tol = int(tolerance.total_seconds() * 1e9)
     missing = np.zeros((len(out), len(queries)), dtype=bool)
     for j, name in enumerate(queries):
-        samples = resources.loc[resources["query"] == name, ["timestamp", "instance", "value"]]
-        # Several series per instance (e.g. per device) collapse to their maximum: the most saturated
-        # one is the one that can explain a slow prediction.
-        samples = samples.groupby(["instance", "timestamp"], sort=False, as_index=False)["value"].max()
-        samples["_ts"] = _as_ns(samples["timestamp"])
-        per_instance = samples[samples["instance"] != ""]
-        global_ = samples[samples["instance"] == ""]
+        samples = _samples_of(resources, name)
         values = np.full(len(out), np.nan)
-        if len(per_instance):
+        sampled_at = np.full(len(out), np.nan)
+        for scope in ("instance", "global"):
+            part = samples[samples["instance"] != ""] if scope == "instance" else samples[samples["instance"] == ""]
+            if not len(part):
+                continue
+            left = out[["_ts", "instance", "_row"]] if scope == "instance" else out[["_ts", "_row"]]
             m = pd.merge_asof(
-                out[["_ts", "instance", "_row"]],
-                per_instance[["_ts", "instance", "value"]].sort_values("_ts", kind="stable"),
-                on="_ts", by="instance", direction="nearest", tolerance=tol,
+                left, part[["_rep", "instance", "value", "_st"]].sort_values("_rep", kind="stable"),
+                left_on="_ts", right_on="_rep", by="instance" if scope == "instance" else None,
+                direction="nearest", tolerance=tol,
             )  # fmt: skip
-            values[m["_row"].to_numpy()] = m["value"].to_numpy(dtype="float64")
-        if len(global_):
-            g = pd.merge_asof(
-                out[["_ts", "_row"]], global_[["_ts", "value"]].sort_values("_ts", kind="stable"),
-                on="_ts", direction="nearest", tolerance=tol,
-            )  # fmt: skip
-            gv = g["value"].to_numpy(dtype="float64")
-            rows = g["_row"].to_numpy()
-            fill = np.isnan(values[rows])
-            values[rows[fill]] = gv[fill]
+            rows = m["_row"].to_numpy()
+            v = m["value"].to_numpy(dtype="float64")
+            st = m["_st"].to_numpy(dtype="float64")
+            # Fresh: a real sample no more than the tolerance before the prediction (NaT: unknown, not fresh).
+            with np.errstate(invalid="ignore"):
+                fresh = ~np.isnan(v) & ~np.isnan(st) & (ts[rows] - st <= tol)
+            take = fresh & np.isnan(values[rows])
+            values[rows[take]] = v[take]
+            sampled_at[rows[take]] = st[take]
         out[f"{VALUE_PREFIX}{name}"] = values
-        missing[:, j] = np.isnan(values)
+        has = ~np.isnan(values)
+        out[f"{AGE_PREFIX}{name}"] = np.where(has, (ts - sampled_at) / 1e9, np.nan)
+        missing[:, j] = ~has
     out["missing_resources"] = _join_names(missing, queries)
     return out.drop(columns=["_ts", "_row"])
 
@@ -113,11 +156,10 @@ def correlate(
     """Correlate prediction slowness with resource saturation.
 
     :returns: ``(joined, correlation)``: ``joined`` has one row per prediction with ``slow``, the value
-        of every resource at its time (``res_<name>``), a saturation flag per resource with a threshold
-        (``sat_<name>``), and ``saturated_resources``/``missing_resources``; ``correlation`` has one row
-        per model and resource: how many slow predictions coincided with saturation against normal ones
-        (the lift), the Spearman rank correlation of prediction_time with the resource, and the resource's
-        values at slow and normal predictions.
+        of every resource at its time (``res_<name>``) and the age of the sample behind it
+        (``age_<name>``), a saturation flag per resource with a threshold (``sat_<name>``), and
+        ``saturated_resources``/``missing_resources``; ``correlation`` has one row per model and resource
+        (see :func:`summarise`).
     """
     queries = [q.name for q in thresholds.prometheus.queries]
     limits = thresholds.saturation_thresholds
@@ -139,35 +181,61 @@ def correlate(
     return joined, summarise(joined, thresholds)
 
 
+def two_by_two(slow: np.ndarray, sampled: np.ndarray, saturated: np.ndarray) -> dict[str, int]:
+    """The contingency counts of judged predictions: slow/normal x saturated / sampled but not saturated /
+    without a sample."""
+    normal = ~slow
+    unsat = sampled & ~saturated
+    return {
+        "n_slow_saturated": int((slow & saturated).sum()), "n_normal_saturated": int((normal & saturated).sum()),
+        "n_slow_unsaturated": int((slow & unsat).sum()), "n_normal_unsaturated": int((normal & unsat).sum()),
+        "n_slow_unsampled": int((slow & ~sampled).sum()), "n_normal_unsampled": int((normal & ~sampled).sum()),
+    }  # fmt: skip
+
+
 def summarise(joined: pd.DataFrame, thresholds: ModelwatchConfig) -> pd.DataFrame:
-    """One row per model and resource (see :func:`correlate`)."""
+    """One row per model and resource (:data:`CORRELATION_COLUMNS`).
+
+    Counts are over the model's judged predictions (a usable ``prediction_time``). ``coverage`` is the
+    share of slow predictions that had a sample of the resource; ``slow_share_saturated`` and
+    ``slow_share_unsaturated`` are P(slow | saturated) and P(slow | sampled, not saturated);
+    ``relative_risk`` and ``p_value`` (:func:`relative_risk`, :func:`fisher_greater`) compare them.
+    ``lift`` (P(saturated | slow) / P(saturated | normal)) and ``spearman`` are descriptive only.
+    """
     rows = []
     units = {q.name: q.unit for q in thresholds.prometheus.queries}
     limits = thresholds.saturation_thresholds
     for model, group in joined.groupby("model", sort=True):
         # predictions without a usable prediction_time are neither slow nor normal
         usable = usable_prediction_times(group["prediction_time"])
-        slow = group["slow"].to_numpy() & usable
-        pt = group["prediction_time"].to_numpy(dtype="float64")
+        judged = group[usable]
+        slow = judged["slow"].to_numpy(dtype=bool)
+        pt = judged["prediction_time"].to_numpy(dtype="float64")
+        n_slow = int(slow.sum())
         for name in units:
-            values = group[f"{VALUE_PREFIX}{name}"].to_numpy(dtype="float64")
-            has = ~np.isnan(values) & usable
+            values = judged[f"{VALUE_PREFIX}{name}"].to_numpy(dtype="float64")
+            has = ~np.isnan(values)
             limit = limits.get(name)
-            sat = (values >= limit) & usable if limit is not None else np.zeros(len(values), dtype=bool)
-            n_slow_with = int((slow & has).sum())
-            n_norm_with = int((~slow & has).sum())
-            n_slow_sat = int((slow & sat).sum())
-            n_norm_sat = int((~slow & sat).sum())
-            slow_share = n_slow_sat / n_slow_with if n_slow_with else np.nan
-            norm_share = n_norm_sat / n_norm_with if n_norm_with else np.nan
+            sat = (values >= limit) if limit is not None else np.zeros(len(values), dtype=bool)
+            t = two_by_two(slow, has, sat)
+            a, b, c, d = t["n_slow_saturated"], t["n_normal_saturated"], t["n_slow_unsaturated"], t["n_normal_unsaturated"]
+            n_slow_with, n_norm_with = a + c, b + d
+            slow_share = a / n_slow_with if n_slow_with else np.nan
+            norm_share = b / n_norm_with if n_norm_with else np.nan
+            tested = limit is not None
             rows.append({
                 "model": model, "resource": name, "unit": units[name],
                 "threshold": float(limit) if limit is not None else np.nan,
-                "n_predictions": len(group), "n_slow": int(slow.sum()),
-                "n_slow_with_sample": n_slow_with, "n_slow_without_sample": int(slow.sum()) - n_slow_with,
-                "n_slow_saturated": n_slow_sat, "slow_saturated_share": slow_share,
-                "n_normal_with_sample": n_norm_with, "n_normal_saturated": n_norm_sat,
-                "normal_saturated_share": norm_share, "lift": _lift(slow_share, norm_share),
+                "n_predictions": len(group), "n_judged": len(judged), "n_slow": n_slow, "n_normal": len(judged) - n_slow,
+                **t,
+                "coverage": n_slow_with / n_slow if n_slow else np.nan,
+                "slow_share_saturated": a / (a + b) if tested and a + b else np.nan,
+                "slow_share_unsaturated": c / (c + d) if tested and c + d else np.nan,
+                "relative_risk": relative_risk(a, b, c, d) if tested else np.nan,
+                "p_value": fisher_greater(a, b, c, d) if tested else np.nan,
+                "slow_saturated_share": slow_share if tested else np.nan,
+                "normal_saturated_share": norm_share if tested else np.nan,
+                "lift": _lift(slow_share, norm_share) if tested else np.nan,
                 "spearman": spearman(pt[has], values[has]),
                 "slow_value_median": _nan_stat(np.median, values[slow & has]),
                 "slow_value_max": _nan_stat(np.max, values[slow & has]),

@@ -10,36 +10,66 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from modelwatch.alerting import fmt_pct as pct
+from modelwatch.alerting import fmt_value as fmt
+from modelwatch.stats import TEST_NAME, holm
+
 if TYPE_CHECKING:
     import pandas as pd
 
-    from modelwatch.config import ModelwatchConfig
+    from modelwatch.config import ModelThresholds, ModelwatchConfig
     from modelwatch.window import Window
 
 log = logging.getLogger(__name__)
 
 Verdict = Literal["healthy", "degraded", "slow_unexplained", "no_data"]
+#: What the evidence test of one resource concluded (see :func:`test_resources`).
+Outcome = Literal["explains", "no_samples", "never_saturated", "low_coverage", "no_contrast", "not_significant",
+                  "small_effect"]  # fmt: skip
 
 
 @dataclass
 class ResourceEvidence:
-    """One saturated resource that coincided with a model's slow predictions."""
+    """The evidence test of one resource with a saturation threshold, for one model in one window.
+
+    ``a``/``b``: slow/normal predictions at saturation; ``c``/``d``: slow/normal ones with a sample below
+    the threshold; plus those without a real sample. ``p_adjusted`` is the one-sided Fisher p-value after
+    Holm's correction over the model's tested resources.
+    """
 
     resource: str
     threshold: float
     unit: str
+    outcome: Outcome
     n_slow_saturated: int
-    slow_saturated_share: float
+    n_normal_saturated: int
+    n_slow_unsaturated: int
+    n_normal_unsaturated: int
+    n_slow_unsampled: int
+    n_normal_unsampled: int
+    coverage: float | None
+    slow_share_saturated: float | None
+    slow_share_unsaturated: float | None
+    relative_risk: float | None
+    p_value: float | None
+    p_adjusted: float | None
+    slow_saturated_share: float | None
     normal_saturated_share: float | None
     lift: float | None
     spearman: float | None
-    slow_value_median: float
-    slow_value_max: float
+    slow_value_median: float | None
+    slow_value_max: float | None
+    test: str = TEST_NAME
+    explanation: str = ""
 
 
 @dataclass
 class ModelVerdict:
-    """The verdict for one model in one window, as stored in the ``verdicts`` dataset and ``_verdict.json``."""
+    """The verdict for one model in one window, as stored in the ``verdicts`` dataset and ``_verdict.json``.
+
+    ``saturated_resources`` are the resources whose saturation explains the slowness (``outcome ==
+    "explains"``); ``rejected_resources`` the other tested ones, each with the test that ruled it out.
+    """
 
     model: str
     verdict: Verdict
@@ -52,13 +82,97 @@ class ModelVerdict:
     slow_share: float = 0.0
     slow_threshold_seconds: float = 0.0
     slow_instances: list[str] = field(default_factory=list)
+    #: slow predictions without a real sample of any resource with a threshold (a blind spot)
+    n_slow_unsampled: int = 0
     saturated_resources: list[ResourceEvidence] = field(default_factory=list)
+    rejected_resources: list[ResourceEvidence] = field(default_factory=list)
     resources_without_data: list[str] = field(default_factory=list)
     incident_start: str | None = None
     incident_end: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return _json_safe(asdict(self))
+
+
+def test_resources(rows: pd.DataFrame, rules: ModelThresholds) -> list[ResourceEvidence]:
+    """Test every resource with a threshold in one model's correlation rows (:mod:`modelwatch.correlate`).
+
+    A resource explains the model's slowness when, over the judged predictions of the window:
+
+    1. it had a real sample at ``min_coverage`` of the slow predictions or more (``low_coverage``);
+    2. it was saturated at some sampled predictions and below its threshold at others (``never_saturated``,
+       ``no_contrast``);
+    3. slowness is significantly more likely at saturation: Fisher's exact test, one-sided, Holm-adjusted
+       p at most ``significance`` (``not_significant``);
+    4. and by enough: relative risk P(slow | saturated) / P(slow | not) of at least ``min_relative_risk``
+       (``small_effect``).
+    """
+    rows = rows[~rows["threshold"].isna()]
+    adjusted = holm({r.resource: float(r.p_value) for r in rows.itertuples(index=False)})
+    out = []
+    for r in rows.itertuples(index=False):  # one row per resource, a handful
+        a, b, c, d = r.n_slow_saturated, r.n_normal_saturated, r.n_slow_unsaturated, r.n_normal_unsaturated
+        p_adj = adjusted.get(r.resource, float("nan"))
+        rr = float(r.relative_risk)
+        coverage = float(r.coverage)
+        if a + b + c + d == 0:
+            outcome: Outcome = "no_samples"
+        elif a + b == 0:
+            outcome = "never_saturated"
+        elif not coverage >= rules.min_coverage:
+            outcome = "low_coverage"
+        elif c + d == 0:
+            outcome = "no_contrast"
+        elif not p_adj <= rules.significance:
+            outcome = "not_significant"
+        elif not rr >= rules.min_relative_risk:
+            outcome = "small_effect"
+        else:
+            outcome = "explains"
+        e = ResourceEvidence(
+            resource=r.resource, threshold=float(r.threshold), unit=r.unit, outcome=outcome,
+            n_slow_saturated=int(a), n_normal_saturated=int(b), n_slow_unsaturated=int(c),
+            n_normal_unsaturated=int(d), n_slow_unsampled=int(r.n_slow_unsampled),
+            n_normal_unsampled=int(r.n_normal_unsampled), coverage=_none_if_nan(coverage),
+            slow_share_saturated=_none_if_nan(r.slow_share_saturated),
+            slow_share_unsaturated=_none_if_nan(r.slow_share_unsaturated), relative_risk=_none_if_nan(rr),
+            p_value=_none_if_nan(float(r.p_value)), p_adjusted=_none_if_nan(p_adj),
+            slow_saturated_share=_none_if_nan(r.slow_saturated_share),
+            normal_saturated_share=_none_if_nan(r.normal_saturated_share), lift=_none_if_nan(r.lift),
+            spearman=_none_if_nan(r.spearman), slow_value_median=_none_if_nan(r.slow_value_median),
+            slow_value_max=_none_if_nan(r.slow_value_max),
+        )  # fmt: skip
+        e.explanation = explain(e, rules, tested=len(adjusted))
+        out.append(e)
+    return sorted(out, key=lambda e: (e.outcome != "explains", e.p_adjusted if e.p_adjusted is not None else 2.0,
+                                      e.resource))  # fmt: skip
+
+
+def explain(e: ResourceEvidence, rules: ModelThresholds, *, tested: int) -> str:
+    """One resource's test result in words, naming the numbers and the rule that decided."""
+    n_slow = e.n_slow_saturated + e.n_slow_unsaturated + e.n_slow_unsampled
+    sampled = e.n_slow_saturated + e.n_slow_unsaturated
+    at = f"{e.resource} >= {fmt(e.threshold)}"
+    coverage = f"coverage {sampled}/{n_slow} slow"
+    if e.outcome == "no_samples":
+        return f"{e.resource}: no real sample at any prediction"
+    if e.outcome == "never_saturated":
+        return f"{e.resource}: never at or above {fmt(e.threshold)} at a sampled prediction ({coverage})"
+    if e.outcome == "low_coverage":
+        return (f"{e.resource}: only {sampled} of {n_slow} slow predictions had a real sample "
+                f"({coverage} = {pct(e.coverage)} < min_coverage {pct(rules.min_coverage)})")
+    if e.outcome == "no_contrast":
+        return f"{e.resource}: at or above {fmt(e.threshold)} at every sampled prediction, nothing to compare with"
+    sat_n = e.n_slow_saturated + e.n_normal_saturated
+    uns_n = e.n_slow_unsaturated + e.n_normal_unsaturated
+    numbers = (f"slow at {pct(e.slow_share_saturated)} of {sat_n} predictions at {at} vs {pct(e.slow_share_unsaturated)} "
+               f"of {uns_n} below; relative risk {fmt(e.relative_risk)}, p={fmt(e.p_adjusted)} "
+               f"({TEST_NAME}, Holm over {tested}); {coverage}")
+    if e.outcome == "not_significant":
+        return f"{e.resource}: not significant (p > {fmt(rules.significance)}): {numbers}"
+    if e.outcome == "small_effect":
+        return f"{e.resource}: relative risk below min_relative_risk {fmt(rules.min_relative_risk)}: {numbers}"
+    return f"{e.resource}: {numbers}"
 
 
 def evaluate(
@@ -69,12 +183,12 @@ def evaluate(
     - ``no_data``: the model has no predictions, none with a usable ``prediction_time`` (missing, NaN, negative or
       infinite), or Prometheus returned no sample of any saturation query for its instances (without
       evidence a model is never called healthy);
-    - ``healthy``: fewer slow predictions than ``min_slow_count`` and a share below ``min_slow_share``;
-    - ``degraded``: slow enough, and at least one resource was saturated at ``min_coincidence_share`` of
-      the slow predictions, ``min_lift`` times more often than at normal ones;
-    - ``slow_unexplained``: slow enough, but no resource explains it.
+    - ``healthy``: fewer slow predictions than ``min_slow_count`` or a share below ``min_slow_share``;
+    - ``degraded``: slow enough, and a resource explains it (:func:`test_resources`);
+    - ``slow_unexplained``: slow enough, but no resource explains it; the reason names the test each
+      resource failed.
     """
-    from modelwatch.correlate import usable_prediction_times
+    from modelwatch.correlate import SATURATED_PREFIX, VALUE_PREFIX, usable_prediction_times
 
     limits = config.saturation_thresholds
     seen = set(joined["model"].unique())
@@ -112,10 +226,13 @@ def evaluate(
         covered = set(resources.loc[resources["instance"].isin(instances | {""}), "query"].unique())
         without = sorted(q for q in limits if q not in covered)
         slow = rows[rows["slow"]]
+        blind = int(slow[[f"{VALUE_PREFIX}{q}" for q in limits]].isna().all(axis=1).sum()) if len(slow) else 0
+        share = len(slow) / len(rows)
         common = {
             **base, "model_versions": sorted(set(rows["model_version"].astype(str))),
-            "n_predictions": len(rows), "n_slow": len(slow), "slow_share": len(slow) / len(rows),
+            "n_predictions": len(rows), "n_slow": len(slow), "slow_share": share,
             "slow_instances": sorted(set(slow["instance"])), "resources_without_data": without,
+            "n_slow_unsampled": blind,
         }  # fmt: skip
         if len(without) == len(limits):
             verdicts.append(ModelVerdict(
@@ -125,58 +242,41 @@ def evaluate(
                 **common,
             ))  # fmt: skip
             continue
-        is_slow = len(slow) >= rules.min_slow_count or len(slow) / len(rows) >= rules.min_slow_share
-        if not is_slow:
-            verdicts.append(ModelVerdict(
-                verdict="healthy",
-                reason=f"{len(slow)} of {len(rows)} predictions slower than {rules.slow_prediction_seconds:g} s{not_judged}",
-                **common,
-            ))  # fmt: skip
+        counted = f"{len(slow)} of {len(rows)} predictions slower than {fmt(rules.slow_prediction_seconds)} s ({pct(share)})"
+        if len(slow) < rules.min_slow_count or share < rules.min_slow_share:
+            below = (f"fewer than min_slow_count {rules.min_slow_count}" if len(slow) < rules.min_slow_count
+                     else f"under min_slow_share {pct(rules.min_slow_share)}")  # fmt: skip
+            verdicts.append(ModelVerdict(verdict="healthy", reason=f"{counted}: {below}{not_judged}", **common))
             continue
-        evidence = _evidence(correlation[correlation["model"] == model], rules.min_coincidence_share, rules.min_lift)
-        if evidence:
-            names = [e.resource for e in evidence]
-            flags = slow[[f"sat_{n}" for n in names]].any(axis=1)
+        tests = test_resources(correlation[correlation["model"] == model], rules)
+        explains = [e for e in tests if e.outcome == "explains"]
+        rejected = [e for e in tests if e.outcome != "explains"]
+        gap = f"; {blind} slow prediction(s) had no real resource sample" if blind else ""
+        if explains:
+            flags = slow[[f"{SATURATED_PREFIX}{e.resource}" for e in explains]].any(axis=1)
             hit = slow.loc[flags, "timestamp"]
             verdicts.append(ModelVerdict(
                 verdict="degraded",
-                reason=(f"{len(slow)} of {len(rows)} predictions slower than {rules.slow_prediction_seconds:g} s, "
-                        f"coinciding with saturated {', '.join(names)}{not_judged}"),
-                saturated_resources=evidence,
+                reason=(f"{counted}, explained by saturated {', '.join(e.resource for e in explains)}: "
+                        f"{'; '.join(e.explanation for e in explains)}{gap}{not_judged}"),
+                saturated_resources=explains, rejected_resources=rejected,
                 incident_start=hit.min().isoformat() if len(hit) else None,
                 incident_end=hit.max().isoformat() if len(hit) else None,
                 **common,
             ))  # fmt: skip
         else:
-            # A slow prediction in a scrape gap is unexplained for want of evidence, not for want of
-            # saturation: say so, or a gap would read as "resources were fine".
-            blind = int(slow[[f"res_{q}" for q in limits]].isna().all(axis=1).sum())
-            gap = f"; {blind} of them had no resource sample within the tolerance" if blind else ""
+            # Say which test each resource failed: "no resource was saturated" would be false when one was
+            # saturated but did not make slowness more likely, or was not sampled.
             verdicts.append(ModelVerdict(
                 verdict="slow_unexplained",
-                reason=(f"{len(slow)} of {len(rows)} predictions slower than {rules.slow_prediction_seconds:g} s "
-                        f"with no resource saturated at the time{gap}{not_judged}"),
+                reason=(f"{counted}, not explained by any resource: {'; '.join(e.explanation for e in rejected)}"
+                        f"{gap}{not_judged}"),
+                rejected_resources=rejected,
                 incident_start=slow["timestamp"].min().isoformat(),
                 incident_end=slow["timestamp"].max().isoformat(),
                 **common,
             ))  # fmt: skip
     return verdicts
-
-
-def _evidence(rows: pd.DataFrame, min_share: float, min_lift: float) -> list[ResourceEvidence]:
-    out = []
-    for r in rows.itertuples(index=False):  # one row per resource, a handful
-        if math.isnan(r.threshold) or not r.n_slow_with_sample:
-            continue
-        lift = r.lift
-        if r.slow_saturated_share >= min_share and (math.isnan(lift) or lift >= min_lift):
-            out.append(ResourceEvidence(
-                resource=r.resource, threshold=r.threshold, unit=r.unit, n_slow_saturated=r.n_slow_saturated,
-                slow_saturated_share=r.slow_saturated_share, normal_saturated_share=_none_if_nan(r.normal_saturated_share),
-                lift=_none_if_nan(lift), spearman=_none_if_nan(r.spearman),
-                slow_value_median=r.slow_value_median, slow_value_max=r.slow_value_max,
-            ))  # fmt: skip
-    return sorted(out, key=lambda e: (-e.slow_saturated_share, e.resource))
 
 
 def verdicts_frame(verdicts: list[ModelVerdict]) -> pd.DataFrame:
@@ -189,18 +289,28 @@ def verdicts_frame(verdicts: list[ModelVerdict]) -> pd.DataFrame:
             "window_end": v.window_end, "model_versions": ",".join(v.model_versions),
             "n_predictions": v.n_predictions, "n_slow": v.n_slow, "slow_share": v.slow_share,
             "slow_threshold_seconds": v.slow_threshold_seconds, "slow_instances": ",".join(v.slow_instances),
+            "n_slow_unsampled": v.n_slow_unsampled,
             "saturated_resources": ",".join(e.resource for e in v.saturated_resources),
+            # the strongest explanation (smallest adjusted p): its effect size, test result and coverage
+            "relative_risk": v.saturated_resources[0].relative_risk if v.saturated_resources else None,
+            "p_value": v.saturated_resources[0].p_adjusted if v.saturated_resources else None,
+            "coverage": v.saturated_resources[0].coverage if v.saturated_resources else None,
             "resources_without_data": ",".join(v.resources_without_data),
             "incident_start": v.incident_start, "incident_end": v.incident_end,
         } for v in verdicts],
         columns=["model", "verdict", "reason", "window_start", "window_end", "model_versions", "n_predictions",
-                 "n_slow", "slow_share", "slow_threshold_seconds", "slow_instances", "saturated_resources",
-                 "resources_without_data", "incident_start", "incident_end"],
+                 "n_slow", "slow_share", "slow_threshold_seconds", "slow_instances", "n_slow_unsampled",
+                 "saturated_resources", "relative_risk", "p_value", "coverage", "resources_without_data",
+                 "incident_start", "incident_end"],
     )  # fmt: skip
 
 
-def _none_if_nan(x: float) -> float | None:
-    return None if x is None or (isinstance(x, float) and math.isnan(x)) else x
+def _none_if_nan(x: Any) -> Any:
+    if x is None:
+        return None
+    if hasattr(x, "item"):  # numpy scalars
+        x = x.item()
+    return None if isinstance(x, float) and math.isnan(x) else x
 
 
 def _json_safe(obj: Any) -> Any:

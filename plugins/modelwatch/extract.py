@@ -31,8 +31,12 @@ log = logging.getLogger(__name__)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
-#: Columns of :func:`matrix_to_frame` / :func:`extract_resources`.
-RESOURCE_COLUMNS = ("timestamp", "query", "instance", "labels", "value")
+#: Columns of :func:`matrix_to_frame`.
+MATRIX_COLUMNS = ("timestamp", "query", "instance", "labels", "value")
+#: Columns of :func:`extract_resources` (the ``resources`` dataset): the matrix columns, then
+#: ``sample_time``, the newest real sample behind the value (NaT when Prometheus could not say), and
+#: ``window_seconds``, the range the value averages over (``[1m]`` of a rate: 60; a plain gauge: 0).
+RESOURCE_COLUMNS = (*MATRIX_COLUMNS, "sample_time", "window_seconds")
 #: Metric columns of a prediction (MLflow metric keys of the same names).
 METRIC_KEYS = ("prediction_time", "accuracy", "loss")
 #: Columns of :func:`runs_to_frame` / :func:`history_to_frame` / :func:`extract_predictions`.
@@ -193,7 +197,7 @@ def _resource_frame(
             "labels": pd.Series(labels, dtype="str"),
             "value": pd.Series(values, dtype="float64"),
         },
-        columns=list(RESOURCE_COLUMNS),
+        columns=list(MATRIX_COLUMNS),
     )
 
 
@@ -228,6 +232,36 @@ def matrix_to_frame(
     return _resource_frame(ts, [query_name] * len(ts), instances, label_texts, values)
 
 
+def attach_sample_times(
+    frame: pd.DataFrame, sample_times: Sequence[Mapping[str, Any]] | None, window_seconds: float,
+    instance_label: str = "instance",
+) -> pd.DataFrame:
+    """Add ``sample_time`` (newest real sample behind each value, from the companion matrix of
+    :func:`modelwatch.promql.sample_time_promql`, whose values are Unix seconds) and ``window_seconds``.
+
+    Matched on instance and evaluation time. ``sample_times`` of ``None`` (the query reads no series)
+    makes every value its own sample (``sample_time = timestamp``); a step the companion did not answer
+    gets NaT, which the join treats as a value without a known sample.
+    """
+    import numpy as np
+    import pandas as pd
+
+    out = frame.copy()
+    out["window_seconds"] = float(window_seconds)
+    if sample_times is None:
+        out["sample_time"] = out["timestamp"]
+        return out[list(RESOURCE_COLUMNS)]
+    st = matrix_to_frame(sample_times, "", instance_label)
+    st = st.assign(
+        sample_time=pd.to_datetime(np.round(st["value"].to_numpy() * 1000), unit="ms", utc=True).as_unit("ms")
+    )
+    # Several companion series of one instance (ports stripped) keep the newest sample.
+    st = st.groupby(["instance", "timestamp"], as_index=False, sort=False)["sample_time"].max()
+    merged = out.merge(st, on=["instance", "timestamp"], how="left", validate="many_to_one")
+    merged["sample_time"] = merged["sample_time"].astype("datetime64[ms, UTC]")
+    return merged[list(RESOURCE_COLUMNS)]
+
+
 def extract_resources(
     hook: PrometheusHook,
     queries: Sequence[NamedQuery],
@@ -237,10 +271,13 @@ def extract_resources(
     max_points: int = 11000,
     instance_label: str = "instance",
 ) -> pd.DataFrame:
-    """Every query evaluated on the step grid of the window ``[start, end)``, as one frame.
+    """Every query evaluated on the step grid of the window ``[start, end)``, as one frame, with the time
+    of the real sample behind each value.
 
     The last evaluation is the last grid point before ``end`` (the point at ``end`` is the next
-    window's first). Rows are grouped by query in the given order, then by label set and time.
+    window's first). Rows are grouped by query in the given order, then by label set and time. Each
+    query is followed by its companion :func:`modelwatch.promql.sample_time_promql` on the same grid,
+    because Prometheus repeats a series' last value for minutes after its last scrape.
 
     :param hook: the Prometheus hook.
     :param queries: objects with ``name`` and ``promql``.
@@ -249,12 +286,14 @@ def extract_resources(
     :param step_seconds: evaluation step.
     :param max_points: points per series per request.
     :param instance_label: the label that names the instance.
-    :return: columns as :func:`matrix_to_frame`.
+    :return: :data:`RESOURCE_COLUMNS`.
     """
     import pandas as pd
 
+    from modelwatch.promql import analyse, sample_time_promql
+
     last = last_step_before(start, end, step_seconds)
-    frames = [matrix_to_frame([], "", instance_label)]
+    frames = [attach_sample_times(matrix_to_frame([], "", instance_label), None, 0.0)]
     for query in queries:
         started = time.monotonic()
         requests_before = hook.requests_made
@@ -262,13 +301,32 @@ def extract_resources(
             query.promql, start, last, step_seconds, query_name=query.name, max_points=max_points
         )
         frame = matrix_to_frame(result, query.name, instance_label)
+        _, window = analyse(query.promql)
+        companion = sample_time_promql(query.promql, instance_label)
+        times = None
+        if companion is not None and len(frame):
+            times = hook.query_range_chunked(
+                companion, start, last, step_seconds, query_name=f"{query.name} (sample times)", max_points=max_points
+            )
+        frame = attach_sample_times(frame, times, window.total_seconds(), instance_label)
+        stale = _stale_count(frame, step_seconds)
         log.info(
-            "query %s: window [%s, %s), step %s s: %d series, %d samples, %d request(s), %.3f s",
+            "query %s: window [%s, %s), step %s s: %d series, %d samples (%d repeated from an older scrape), "
+            "%d request(s), %.3f s",
             query.name, start.isoformat(), end.isoformat(), step_to_ms(step_seconds) / 1000,
-            len(result), len(frame), hook.requests_made - requests_before, time.monotonic() - started,
-        )
+            len(result), len(frame), stale, hook.requests_made - requests_before, time.monotonic() - started,
+        )  # fmt: skip
         frames.append(frame)
     return pd.concat(frames, ignore_index=True)
+
+
+def _stale_count(frame: pd.DataFrame, step_seconds: float | timedelta) -> int:
+    """Values whose newest real sample is more than two steps older than their evaluation time."""
+    if not len(frame):
+        return 0
+    step = step_to_ms(step_seconds)
+    age = (frame["timestamp"] - frame["sample_time"]).dt.total_seconds() * 1000
+    return int((age > 2 * step).sum())
 
 
 # -- MLflow --------------------------------------------------------------------------------------------

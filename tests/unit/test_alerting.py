@@ -19,10 +19,14 @@ PARTITION = "s3://lake/verdicts/dt=2026-03-03"
 
 
 def evidence(resource: str = "cpu", **over: Any) -> ResourceEvidence:
+    # 9 of 10 slow predictions at saturation (1 below it), 14 normal ones at saturation, 264 below
     values: dict[str, Any] = {
-        "resource": resource, "threshold": 0.9, "unit": "ratio", "n_slow_saturated": 9, "slow_saturated_share": 0.9,
-        "normal_saturated_share": 0.05, "lift": 18.0, "spearman": 0.71, "slow_value_median": 0.97,
-        "slow_value_max": 0.99,
+        "resource": resource, "threshold": 0.9, "unit": "ratio", "outcome": "explains",
+        "n_slow_saturated": 9, "n_normal_saturated": 14, "n_slow_unsaturated": 1, "n_normal_unsaturated": 264,
+        "n_slow_unsampled": 0, "n_normal_unsampled": 0, "coverage": 1.0, "slow_share_saturated": 9 / 23,
+        "slow_share_unsaturated": 1 / 265, "relative_risk": 104.0, "p_value": 1e-12, "p_adjusted": 6e-12,
+        "slow_saturated_share": 0.9, "normal_saturated_share": 0.05, "lift": 18.0, "spearman": 0.71,
+        "slow_value_median": 0.97, "slow_value_max": 0.99,
     }  # fmt: skip
     return ResourceEvidence(**{**values, **over})
 
@@ -143,8 +147,11 @@ def test_annotations_carry_values_thresholds_and_links() -> None:
     assert "model-a" in text
     assert "median 0.97" in text and "max 0.99" in text
     assert "threshold 0.9" in text
-    assert "90%" in text and "5%" in text  # saturated at slow vs normal predictions
-    assert "lift 18" in text and "Spearman 0.71" in text
+    # effect size, test and coverage: what the verdict rests on
+    assert "slow at 39% of 23 predictions at saturation against 0.4% of 265 below it" in text
+    assert "relative risk 104" in text and "p=6e-12" in text and "Fisher's exact test" in text
+    assert "coverage 100% of slow predictions sampled" in text
+    assert ann["coverage"] == "cpu 100%" and ann["relative_risk"] == "cpu 104"
     assert ann["partition"] == PARTITION
     assert ann["airflow_run"] == RUN_URL
     assert alert["generatorURL"] == RUN_URL
@@ -157,19 +164,24 @@ def test_annotations_carry_values_thresholds_and_links() -> None:
 
 
 def test_unknown_statistics_are_written_as_n_a() -> None:
-    ev = evidence(normal_saturated_share=None, lift=None, spearman=None)
+    ev = evidence(slow_value_median=None, relative_risk=None, coverage=None)
     (alert,) = build_alerts(
         [verdict(saturated_resources=[ev])], CFG, run_url=RUN_URL, partition_url=PARTITION
     )
     text = alert["annotations"]["description"]
-    assert "against n/a of normal ones" in text
-    assert "lift n/a" in text and "Spearman n/a" in text
+    assert "median n/a" in text
+    assert "relative risk n/a" in text and "coverage n/a" in text
 
 
-def test_infinite_lift_from_a_real_verdict() -> None:
-    (alert,) = build_alerts([verdict(saturated_resources=[evidence(lift=float("inf"), normal_saturated_share=0.0)])],
+def test_slow_predictions_without_a_sample_are_named() -> None:
+    (alert,) = build_alerts([verdict(n_slow_unsampled=4)], CFG, run_url=RUN_URL, partition_url=PARTITION)
+    assert "4 slow prediction(s) had no real resource sample" in alert["annotations"]["description"]
+
+
+def test_infinite_values_from_a_real_verdict() -> None:
+    (alert,) = build_alerts([verdict(saturated_resources=[evidence(lift=float("inf"), slow_value_max=float("inf"))])],
                             CFG, run_url=RUN_URL, partition_url=PARTITION)  # fmt: skip
-    assert "lift inf" in alert["annotations"]["description"]
+    assert "max inf" in alert["annotations"]["description"]
     json.dumps(alert, allow_nan=False)
 
 

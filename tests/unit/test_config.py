@@ -139,9 +139,16 @@ CASES = [
      "prometheus.queries.2.saturation", ["greater than or equal to 0", "-0.5"]),
     ("negative slow seconds", set_key("evaluation", "slow_prediction_seconds", value=-1),
      "evaluation.slow_prediction_seconds", ["greater than 0"]),
-    ("share above 1", set_key("evaluation", "min_coincidence_share", value=1.5), "evaluation.min_coincidence_share",
+    ("share above 1", set_key("evaluation", "min_coverage", value=1.5), "evaluation.min_coverage",
      ["less than or equal to 1"]),
-    ("lift below 1", set_key("evaluation", "min_lift", value=0.5), "evaluation.min_lift", ["greater than or equal to 1"]),
+    ("significance of 1", set_key("evaluation", "significance", value=1), "evaluation.significance",
+     ["less than 1"]),
+    ("relative risk below 1", set_key("evaluation", "min_relative_risk", value=0.5), "evaluation.min_relative_risk",
+     ["greater than or equal to 1"]),
+    ("removed lift key", set_key("evaluation", "min_lift", value=2.0), "evaluation.min_lift",
+     ["removed", "min_relative_risk"]),
+    ("removed coincidence key", set_key("evaluation", "models", value={"m": {"min_coincidence_share": 0.5}}),
+     "evaluation.models.m.min_coincidence_share", ["removed", "significance"]),
     ("too many points", set_key("prometheus", "max_points_per_request", value=20000),
      "prometheus.max_points_per_request", ["11000"]),
     ("missing slow seconds", delete_key("evaluation", "slow_prediction_seconds"), "evaluation.slow_prediction_seconds",
@@ -275,26 +282,24 @@ def _config(evaluation: dict[str, Any]) -> ModelwatchConfig:
 
 def test_for_model_applies_only_the_fields_it_overrides() -> None:
     ev = _config({
-        "slow_prediction_seconds": 1.0, "min_slow_count": 5, "min_slow_share": 0.1, "min_coincidence_share": 0.6,
-        "min_lift": 3.0,
-        "models": {"recommender": {"slow_prediction_seconds": 1.5}, "ranker": {"min_lift": 1.2, "min_slow_count": 1}},
+        "slow_prediction_seconds": 1.0, "min_slow_count": 5, "min_slow_share": 0.1, "min_coverage": 0.6,
+        "min_relative_risk": 3.0, "significance": 0.05,
+        "models": {"recommender": {"slow_prediction_seconds": 1.5},
+                   "ranker": {"min_relative_risk": 1.2, "min_slow_count": 1}},
     }).evaluation  # fmt: skip
 
     rec = ev.for_model("recommender")
     assert rec.slow_prediction_seconds == 1.5
-    assert (rec.min_slow_count, rec.min_slow_share, rec.min_coincidence_share, rec.min_lift) == (
-        5,
-        0.1,
-        0.6,
-        3.0,
-    )
+    assert (rec.min_slow_count, rec.min_slow_share, rec.min_coverage, rec.min_relative_risk, rec.significance) == (
+        5, 0.1, 0.6, 3.0, 0.05,
+    )  # fmt: skip
 
     ranker = ev.for_model("ranker")
-    assert (ranker.slow_prediction_seconds, ranker.min_lift, ranker.min_slow_count) == (1.0, 1.2, 1)
-    assert ranker.min_coincidence_share == 0.6
+    assert (ranker.slow_prediction_seconds, ranker.min_relative_risk, ranker.min_slow_count) == (1.0, 1.2, 1)
+    assert ranker.min_coverage == 0.6
 
     other = ev.for_model("not-configured")
-    assert (other.slow_prediction_seconds, other.min_slow_count, other.min_lift) == (1.0, 5, 3.0)
+    assert (other.slow_prediction_seconds, other.min_slow_count, other.min_relative_risk) == (1.0, 5, 3.0)
 
 
 def test_shipped_override_for_recommender() -> None:

@@ -170,7 +170,10 @@ def test_saturation_flags_at_and_above_threshold() -> None:
 # Ten predictions of model "m" on instance "a", one per minute, cpu sampled at each prediction:
 #   prediction_time  0.1  0.2  0.3  0.4  0.5  0.6 | 2.0  2.1  2.2  2.3   (slow > 1.0)
 #   cpu              0.10 0.20 0.30 0.40 0.50 0.91| 0.60 0.92 0.93 0.94  (saturated >= 0.9)
-# slow saturated 3 of 4 = 0.75; normal saturated 1 of 6; lift 0.75 / (1/6) = 4.5.
+# The 2x2 table for cpu: slow & saturated a=3, normal & saturated b=1, slow below c=1, normal below d=5.
+# P(slow | saturated) = 3/4, P(slow | below) = 1/6: relative risk 4.5. Fisher's exact test, one-sided: the
+# hypergeometric tail P(X >= 3) for 4 saturated of 10 with 4 slow = (C(4,3)C(6,1) + C(4,4)) / C(10,4) = 25/210.
+# P(saturated | slow) = 3/4, P(saturated | normal) = 1/6: lift 4.5 (equal to the relative risk only by chance).
 # Ranks of prediction_time 1..10; ranks of cpu 1,2,3,4,5,7,6,8,9,10: two ranks differ by one, so
 # Spearman = 1 - 6 * 2 / (10 * (100 - 1)) = 1 - 12/990.
 # memory is sampled only in the first five minutes (0-240 s): the sixth prediction (300 s, normal) is 60 s
@@ -198,13 +201,14 @@ def test_statistics_on_a_known_example() -> None:
     assert cpu["model"] == "m"
     assert cpu["threshold"] == 0.9
     assert cpu["unit"] == "ratio"
-    assert (cpu["n_predictions"], cpu["n_slow"], cpu["n_slow_with_sample"], cpu["n_slow_without_sample"]) == (
-        10,
-        4,
-        4,
-        0,
-    )
-    assert (cpu["n_slow_saturated"], cpu["n_normal_with_sample"], cpu["n_normal_saturated"]) == (3, 6, 1)
+    assert (cpu["n_predictions"], cpu["n_judged"], cpu["n_slow"], cpu["n_normal"]) == (10, 10, 4, 6)
+    table = ("n_slow_saturated", "n_normal_saturated", "n_slow_unsaturated", "n_normal_unsaturated",
+             "n_slow_unsampled", "n_normal_unsampled")  # fmt: skip
+    assert tuple(cpu[list(table)]) == (3, 1, 1, 5, 0, 0)
+    assert cpu["coverage"] == 1.0
+    assert (cpu["slow_share_saturated"], cpu["slow_share_unsaturated"]) == (pytest.approx(0.75), pytest.approx(1 / 6))
+    assert cpu["relative_risk"] == pytest.approx(4.5)
+    assert cpu["p_value"] == pytest.approx(25 / 210)
     assert cpu["slow_saturated_share"] == pytest.approx(0.75)
     assert cpu["normal_saturated_share"] == pytest.approx(1 / 6)
     assert cpu["lift"] == pytest.approx(4.5)
@@ -218,9 +222,12 @@ def test_statistics_without_samples_at_slow_predictions() -> None:
     pred, res = known_example()
     _, corr = correlate(pred, res, small_config())
     mem = corr.set_index("resource").loc["memory"]
-    assert (mem["n_slow"], mem["n_slow_with_sample"], mem["n_slow_without_sample"]) == (4, 0, 4)
-    assert (mem["n_normal_with_sample"], mem["n_normal_saturated"]) == (6, 1)
+    assert (mem["n_slow"], mem["n_slow_unsampled"], mem["coverage"]) == (4, 4, 0.0)
+    assert (mem["n_normal_saturated"], mem["n_normal_unsaturated"], mem["n_normal_unsampled"]) == (1, 5, 0)
     assert math.isnan(mem["slow_saturated_share"])
+    # no slow prediction had a sample: P(slow | saturated) = 0 of 1 against 0 of 5, 0 / 0: no evidence either way
+    assert math.isnan(mem["relative_risk"])
+    assert mem["p_value"] == 1.0
     assert math.isnan(mem["lift"])  # nothing is known about slow predictions: no lift, not zero
     assert math.isnan(mem["slow_value_median"]) and math.isnan(mem["slow_value_max"])
 

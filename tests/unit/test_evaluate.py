@@ -86,18 +86,23 @@ def test_healthy_with_one_slow_prediction_in_a_hundred() -> None:
 @pytest.mark.parametrize(
     ("n", "n_slow", "healthy"),
     [
-        (200, 2, True),   # 2 < min_slow_count and 1 % < min_slow_share
-        (300, 3, False),  # min_slow_count reached
-        (50, 1, False),   # 2 % = min_slow_share reached
-        (51, 1, True),    # just under 2 %
+        (200, 2, True),    # 2 < min_slow_count 5
+        (20, 3, True),     # 15 %, but 3 < 5: a handful of predictions does not make a model slow
+        (300, 4, True),    # 1.3 %, but 4 < 5
+        (1000, 9, True),   # 9 >= 5, but 0.9 % < min_slow_share 1 % (within a 99 % SLO's budget)
+        (500, 5, False),   # 5 and 1 %: both reached
+        (100, 20, False),
     ],
 )  # fmt: skip
-def test_slow_enough_is_count_or_share(n: int, n_slow: int, healthy: bool) -> None:
+def test_slow_enough_needs_count_and_share(n: int, n_slow: int, healthy: bool) -> None:
     v = run(*model_frames(n, lambda k: k < n_slow))["m"]
     assert v.n_slow == n_slow
     assert (v.verdict == "healthy") is healthy
-    if not healthy:
+    if healthy:
+        assert ("min_slow_count" if n_slow < 5 else "min_slow_share") in v.reason
+    else:
         assert v.verdict == "slow_unexplained"  # resources are normal throughout
+        assert "cpu: never at or above 0.9" in v.reason
 
 
 def test_saturation_without_slow_predictions_is_healthy() -> None:
@@ -135,9 +140,29 @@ def test_degraded_lists_every_explaining_resource_most_coincident_first() -> Non
     assert [e.resource for e in v.saturated_resources] == ["memory", "cpu"]
 
 
-def test_resource_saturated_at_too_few_slow_predictions_does_not_explain() -> None:
-    v = run(*model_frames(40, minutes_10_to_19, cpu=lambda k: HIGH if 10 <= k < 14 else LOW))["m"]  # 4 of 10
+def test_two_saturated_slow_predictions_are_not_significant() -> None:
+    # cpu saturated at 2 of the 10 slow predictions and at no normal one: relative risk 4.75, but Fisher's
+    # exact p = C(10,2) / C(40,2) = 0.058: chance can do that. memory never reached its threshold, so cpu is
+    # the only test and Holm leaves its p as it is.
+    v = run(*model_frames(40, minutes_10_to_19, cpu=lambda k: HIGH if 10 <= k < 12 else LOW))["m"]
     assert v.verdict == "slow_unexplained"
+    (cpu,) = [e for e in v.rejected_resources if e.resource == "cpu"]
+    assert cpu.outcome == "not_significant"
+    assert cpu.p_value == pytest.approx(45 / 780)
+    assert cpu.p_adjusted == cpu.p_value
+    assert cpu.relative_risk == pytest.approx(1 / (8 / 38))
+    assert "cpu: not significant" in v.reason and "relative risk 4.75" in v.reason
+
+
+def test_saturation_at_part_of_the_slow_predictions_explains_and_says_how_much() -> None:
+    # cpu saturated at 4 of the 10 slow predictions, and every prediction at saturation was slow
+    v = run(*model_frames(40, minutes_10_to_19, cpu=lambda k: HIGH if 10 <= k < 14 else LOW))["m"]
+    assert v.verdict == "degraded"
+    (cpu,) = v.saturated_resources
+    assert (cpu.n_slow_saturated, cpu.n_normal_saturated, cpu.n_slow_unsaturated, cpu.n_normal_unsaturated) == (
+        4, 0, 6, 30,
+    )  # fmt: skip
+    assert "slow at 100% of 4 predictions at cpu >= 0.9 vs 17% of 36 below" in v.reason
 
 
 def test_incident_covers_the_slow_saturated_predictions() -> None:
@@ -148,7 +173,7 @@ def test_incident_covers_the_slow_saturated_predictions() -> None:
     assert (pd.Timestamp(v.incident_start), pd.Timestamp(v.incident_end)) == (at(10), at(19))
 
 
-# -- lift ----------------------------------------------------------------------------------------------------
+# -- effect size -------------------------------------------------------------------------------------------
 
 
 def _every_other_minute(k: int) -> float:
@@ -156,20 +181,54 @@ def _every_other_minute(k: int) -> float:
 
 
 def test_saturation_as_common_at_normal_predictions_does_not_explain() -> None:
-    # cpu is saturated every other minute all along: at 5 of the 10 slow predictions (coincidence share 0.5,
-    # enough) but also at 15 of the 30 normal ones: lift 1 < min_lift 2
-    pred, res = model_frames(40, minutes_10_to_19, cpu=_every_other_minute)
-    v = run(pred, res)["m"]
+    # cpu is saturated every other minute all along: at 5 of the 10 slow predictions but also at 15 of the
+    # 30 normal ones. Slow at 25 % of saturated predictions and at 25 % of the others: relative risk 1.
+    v = run(*model_frames(40, minutes_10_to_19, cpu=_every_other_minute))["m"]
     assert v.verdict == "slow_unexplained"
     assert v.saturated_resources == []
-    # the same data with min_lift 1 would call it degraded: it is the lift that decides
-    assert run(pred, res, small_config(min_lift=1.0))["m"].verdict == "degraded"
+    (cpu,) = [e for e in v.rejected_resources if e.resource == "cpu"]
+    assert (cpu.outcome, cpu.relative_risk) == ("not_significant", 1.0)
 
 
-def test_per_model_min_lift_override() -> None:
-    pred, res = model_frames(40, minutes_10_to_19, cpu=_every_other_minute)
-    cfg = small_config(models={"m": {"min_lift": 1.0}})
-    assert run(pred, res, cfg)["m"].verdict == "degraded"
+def _mild(k: int) -> bool:
+    # slow at 30 % of the even minutes (cpu saturated) and at 20 % of the odd ones: relative risk 1.5
+    return k % 20 in ((0, 2, 4) if k % 2 == 0 else (1, 3))
+
+
+def test_significant_but_small_effect_does_not_explain() -> None:
+    pred, res = model_frames(4000, _mild, cpu=_every_other_minute)
+    v = run(pred, res)["m"]
+    assert v.verdict == "slow_unexplained"
+    (cpu,) = [e for e in v.rejected_resources if e.resource == "cpu"]
+    assert cpu.outcome == "small_effect"
+    assert cpu.relative_risk == pytest.approx(1.5)
+    assert cpu.p_adjusted < 1e-6
+    assert "relative risk below min_relative_risk 2" in v.reason
+
+
+def test_per_model_min_relative_risk_override() -> None:
+    pred, res = model_frames(4000, _mild, cpu=_every_other_minute)
+    cfg = small_config(models={"m": {"min_relative_risk": 1.4}})
+    v = run(pred, res, cfg)["m"]
+    assert v.verdict == "degraded"
+    assert [e.resource for e in v.saturated_resources] == ["cpu"]
+
+
+def test_slow_predictions_in_a_scrape_gap_lower_the_coverage() -> None:
+    # slow at minutes 10-19; cpu saturated at 10-19 but not sampled from 13 to 29: the predictions at 10-12
+    # have a sample, 13 too (60 s after the one at 12: within the tolerance), 14-19 none. 4 of 10 slow
+    # predictions sampled: 40 % < min_coverage 50 %
+    pred, res = model_frames(40, minutes_10_to_19, cpu=lambda k: HIGH if minutes_10_to_19(k) else LOW)
+    gap = (res["query"] == "cpu") & res["timestamp"].between(at(13), at(29))
+    v = run(pred, res[~gap])["m"]
+    assert v.verdict == "slow_unexplained"
+    (cpu,) = [e for e in v.rejected_resources if e.resource == "cpu"]
+    assert (cpu.outcome, cpu.coverage, cpu.n_slow_unsampled) == ("low_coverage", 0.4, 6)
+    assert "only 4 of 10 slow predictions had a real sample" in v.reason
+    # the same with min_coverage 0.4 is degraded, and the reason says how many were not sampled
+    v = run(pred, res[~gap], small_config(min_coverage=0.4))["m"]
+    assert v.verdict == "degraded"
+    assert "coverage 4/10 slow" in v.reason
 
 
 # -- slow_unexplained --------------------------------------------------------------------------------------
@@ -266,22 +325,25 @@ def _strict_json(obj: Any) -> Any:
 
 def test_to_dict_is_strict_json() -> None:
     # cpu sampled only at the slow predictions (minutes 10-19; no prediction at 9 and 20, so no normal one is
-    # within the 60 s tolerance): the normal share is unknown (NaN), the lift infinite and the Spearman
-    # undefined (all slow predictions take the same time)
+    # within the 60 s tolerance): saturated at every sampled prediction, so there is nothing to compare with;
+    # P(slow | below), the relative risk and the test are undefined (NaN) and the Spearman too (all slow
+    # predictions take the same time)
     pred, res = model_frames(40, minutes_10_to_19, cpu=lambda k: HIGH, memory=None)
     pred = pred[~pred["timestamp"].isin([at(9), at(20)])]
     res = res[(res["query"] != "cpu") | res["timestamp"].between(at(10), at(19))]
     verdicts = run(pred, res, small_config(expected_models=["ghost"]))
     v = verdicts["m"]
-    assert v.verdict == "degraded"
+    assert v.verdict == "slow_unexplained"
     for verdict in verdicts.values():
         d = _strict_json(verdict.to_dict())
         assert d["model"] == verdict.model
     d = _strict_json(v.to_dict())
-    evidence = d["saturated_resources"][0]
-    assert evidence["normal_saturated_share"] is None
-    assert evidence["spearman"] is None
-    assert evidence["lift"] in ("inf", None)  # never a bare Infinity
+    (cpu,) = [e for e in d["rejected_resources"] if e["resource"] == "cpu"]
+    assert cpu["outcome"] == "no_contrast"
+    assert cpu["slow_share_unsaturated"] is None and cpu["relative_risk"] is None and cpu["p_value"] is None
+    assert cpu["spearman"] is None
+    assert cpu["lift"] in ("inf", None)  # never a bare Infinity
+    assert "nothing to compare with" in v.reason
 
 
 def test_verdicts_survive_the_lake() -> None:

@@ -15,6 +15,7 @@ import pytest
 from mlflow.entities import Metric, Run, RunData, RunInfo, RunTag
 
 from modelwatch.extract import (
+    MATRIX_COLUMNS,
     PREDICTION_COLUMNS,
     RESOURCE_COLUMNS,
     epoch_ms,
@@ -142,7 +143,7 @@ def test_matrix_to_frame() -> None:
         {"metric": {"__name__": "x"}, "values": [[1772496000, "1e3"]]},
     ]
     df = matrix_to_frame(result, "cpu")
-    assert list(df.columns) == list(RESOURCE_COLUMNS)
+    assert list(df.columns) == list(MATRIX_COLUMNS)
     assert str(df["timestamp"].dtype) == "datetime64[ms, UTC]"
     assert df["value"].dtype == "float64"
     assert df["timestamp"].iloc[0] == pd.Timestamp(DAY)
@@ -165,7 +166,7 @@ def test_matrix_to_frame_custom_instance_label() -> None:
 
 def test_empty_matrix_frame_has_columns_and_dtypes() -> None:
     df = matrix_to_frame([], "cpu")
-    assert list(df.columns) == list(RESOURCE_COLUMNS) and len(df) == 0
+    assert list(df.columns) == list(MATRIX_COLUMNS) and len(df) == 0
     assert str(df["timestamp"].dtype) == "datetime64[ms, UTC]" and df["value"].dtype == "float64"
     assert pd.api.types.is_string_dtype(df["instance"])
 
@@ -189,26 +190,37 @@ class Q:
 
 
 class GridPrometheus:
-    """Answers like Prometheus would: one point per grid instant in [start, end] (inclusive)."""
+    """Answers like Prometheus would: one point per grid instant in [start, end] (inclusive). A
+    ``timestamp(...)`` query answers the grid time minus ``lags[selector]`` seconds (how old the real
+    sample behind each step is)."""
 
-    def __init__(self) -> None:
+    def __init__(self, lags: dict[str, float] | None = None) -> None:
         self.calls: list[tuple[str, datetime, datetime, float, int]] = []
         self.requests_made = 0
+        self.lags = lags or {}
 
     def query_range_chunked(self, promql: str, start: datetime, end: datetime, step_seconds: float, *,
                             query_name: str, max_points: int = 11000) -> list[dict[str, Any]]:
         self.calls.append((promql, start, end, step_seconds, max_points))
         self.requests_made += len(plan_chunks(start, end, step_seconds, max_points))
+        if promql.startswith("max by (instance) (timestamp("):
+            lag = self.lags.get(promql.removeprefix("max by (instance) (timestamp(").removesuffix("))"), 0.0)
+            values = [[ms / 1000, str(ms / 1000 - lag)] for ms in grid(start, end, step_seconds)]
+            return [{"metric": {"instance": "model-a:9100"}, "values": values}]
         values = [[ms / 1000, "0.25"] for ms in grid(start, end, step_seconds)]
-        return [{"metric": {"instance": "model-a:9100"}, "values": values}]
+        return [{"metric": {"instance": "model-a:9100", "job": "node"}, "values": values}]
 
 
 def test_extract_resources_window_edges_and_concat() -> None:
     hook = GridPrometheus()
     queries = [Q("cpu", "cpu_promql"), Q("memory", "mem_promql")]
     df = extract_resources(hook, queries, DAY, DAY + timedelta(days=1), 15, 11000, "instance")  # type: ignore[arg-type]
-    assert [c[0] for c in hook.calls] == ["cpu_promql", "mem_promql"]
-    assert hook.calls[0][1:3] == (DAY, DAY + timedelta(days=1) - timedelta(seconds=15))
+    # each query, then its sample-time companion on the same grid
+    assert [c[0] for c in hook.calls] == [
+        "cpu_promql", "max by (instance) (timestamp(cpu_promql))",
+        "mem_promql", "max by (instance) (timestamp(mem_promql))",
+    ]  # fmt: skip
+    assert {c[1:3] for c in hook.calls} == {(DAY, DAY + timedelta(days=1) - timedelta(seconds=15))}
     assert len(df) == 2 * 5760
     for _name, part in df.groupby("query"):
         assert part["timestamp"].min() == pd.Timestamp(DAY)  # the start is in
@@ -216,6 +228,25 @@ def test_extract_resources_window_edges_and_concat() -> None:
     assert pd.Timestamp(DAY + timedelta(days=1)) not in set(df["timestamp"])  # the end is the next window's
     assert list(df.columns) == list(RESOURCE_COLUMNS) and str(df["timestamp"].dtype) == "datetime64[ms, UTC]"
     assert df["query"].tolist()[0] == "cpu" and df["query"].tolist()[-1] == "memory"
+
+
+def test_extract_resources_records_the_real_sample_time_and_the_rate_window() -> None:
+    # node_load1 was last scraped 200 s before each step (Prometheus repeats it): the frame says so
+    hook = GridPrometheus(lags={"node_load1": 200.0, "node_cpu_seconds_total": 3.0})
+    queries = [Q("load", "node_load1"), Q("cpu", "1 - avg by (instance) (rate(node_cpu_seconds_total[1m]))")]
+    df = extract_resources(hook, queries, DAY, DAY + timedelta(hours=1), 15)  # type: ignore[arg-type]
+    load, cpu = df[df["query"] == "load"], df[df["query"] == "cpu"]
+    assert ((load["timestamp"] - load["sample_time"]) == pd.Timedelta(seconds=200)).all()
+    assert ((cpu["timestamp"] - cpu["sample_time"]) == pd.Timedelta(seconds=3)).all()
+    assert set(load["window_seconds"]) == {0.0} and set(cpu["window_seconds"]) == {60.0}
+    assert str(df["sample_time"].dtype) == "datetime64[ms, UTC]"
+
+
+def test_a_query_that_reads_no_series_is_its_own_sample() -> None:
+    hook = GridPrometheus()
+    df = extract_resources(hook, [Q("one", "vector(1)")], DAY, DAY + timedelta(minutes=5), 15)  # type: ignore[arg-type]
+    assert [c[0] for c in hook.calls] == ["vector(1)"]
+    assert (df["sample_time"] == df["timestamp"]).all()
 
 
 def test_extract_resources_no_queries_is_empty_frame() -> None:

@@ -1,0 +1,58 @@
+"""The statistics behind a verdict: pure functions on counts, one per measure.
+
+The question for each model and resource is a 2x2 table of the window's judged predictions: slow or
+normal, at a saturated sample or at a sample below the threshold. ``a``/``b`` are slow/normal predictions
+at saturation, ``c``/``d`` slow/normal ones below it. scipy is imported only when a test runs.
+"""
+
+from __future__ import annotations
+
+import math
+
+#: The test behind every ``p_value``, for reasons and documents.
+TEST_NAME = "Fisher's exact test, one-sided"
+
+
+def relative_risk(a: int, b: int, c: int, d: int) -> float:
+    """Relative risk of being slow when saturated: ``(a / (a + b)) / (c / (c + d))``, for ``a`` slow and
+    ``b`` normal predictions at saturation and ``c`` slow and ``d`` normal ones sampled without it.
+
+    When no slow prediction fell below the threshold (``c == 0``, a clean incident), 0.5 is added to every
+    cell (the Haldane-Anscombe correction), so the answer is a large finite number rather than infinity.
+    NaN when either group is empty: without saturated and unsaturated predictions there is nothing to
+    compare, or when no slow prediction had a sample (0 / 0). Unlike the lift ``P(saturated | slow) / P(saturated | normal)``, it does not collapse when
+    the saturated span holds much of the window's traffic.
+    """
+    if a + b == 0 or c + d == 0 or a + c == 0:
+        return float("nan")
+    if c == 0:
+        a, b, c, d = a + 0.5, b + 0.5, c + 0.5, d + 0.5
+    return float((a / (a + b)) / (c / (c + d)))
+
+
+def fisher_greater(a: int, b: int, c: int, d: int) -> float:
+    """One-sided Fisher's exact test p-value that slowness is more likely at saturation than without it
+    (table ``[[a, b], [c, d]]``, rows saturated/unsaturated, columns slow/normal).
+
+    Exact for any counts: no large-sample approximation, so 3 slow predictions are judged as fairly as
+    3,000. NaN when either row is empty.
+    """
+    if a + b == 0 or c + d == 0:
+        return float("nan")
+    from scipy.stats import fisher_exact
+
+    return float(fisher_exact([[a, b], [c, d]], alternative="greater").pvalue)
+
+
+def holm(p_values: dict[str, float]) -> dict[str, float]:
+    """Holm-Bonferroni adjusted p-values (step-down, monotone, capped at 1); NaN entries are left out.
+
+    Several resources are tested per model; without a correction, six tests at 1 % would call some
+    resource significant by chance far more often than 1 % of the time.
+    """
+    tested = sorted(((p, k) for k, p in p_values.items() if not math.isnan(p)), key=lambda t: (t[0], t[1]))
+    m, running, out = len(tested), 0.0, {}
+    for i, (p, k) in enumerate(tested):
+        running = max(running, min(1.0, (m - i) * p))
+        out[k] = running
+    return out

@@ -1,5 +1,6 @@
-"""The local real stack: Prometheus, Alertmanager, node-exporter, MLflow, moto S3, an SMTP sink and an
-Alertmanager webhook receiver, each a plain process bound to 127.0.0.1.
+"""The local real stack: Prometheus, Alertmanager, node-exporter, MLflow, moto S3, an SMTP sink, an
+Alertmanager webhook receiver and a sample model service (live predictions and serving metrics), each a
+plain process bound to 127.0.0.1.
 
 ``make stack-up``/``make demo`` (through ``python -m devstack``) and the pytest session fixtures use this one
 module, so the stack the demo runs on is the stack the tests run on. Ports and folders follow
@@ -15,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 import smtplib
 import socket
@@ -50,7 +52,9 @@ MAIL_FROM = "alertmanager@modelwatch.local"
 MAIL_TO = "oncall@modelwatch.local"
 
 #: Service names in start order: a service comes after everything it depends on.
-SERVICES: tuple[str, ...] = ("smtp", "webhook", "s3", "mlflow", "node-exporter", "alertmanager", "prometheus")
+SERVICES: tuple[str, ...] = (
+    "smtp", "webhook", "s3", "mlflow", "node-exporter", "alertmanager", "prometheus", "model-service"
+)  # fmt: skip
 
 #: What must be ready before a service is launched. Alertmanager only needs its receivers to deliver, and
 #: Prometheus only to scrape and notify, but starting them in this order means the first notification and
@@ -58,7 +62,18 @@ SERVICES: tuple[str, ...] = ("smtp", "webhook", "s3", "mlflow", "node-exporter",
 DEPENDS_ON: dict[str, tuple[str, ...]] = {
     "alertmanager": ("smtp", "webhook"),
     "prometheus": ("alertmanager", "node-exporter"),
+    # Last in SERVICES, so waiting for MLflow here holds back no other launch. It answers without MLflow
+    # (its writes are retried), but the first predictions are then logged at once.
+    "model-service": ("mlflow",),
 }
+
+#: The sample model service (devstack/model_service.py): what it logs to MLflow, under which names.
+MODEL_SERVICE_EXPERIMENT = "sample-service-predictions"
+MODEL_SERVICE_MODEL = "sample-classifier"
+MODEL_SERVICE_VERSION = "1"
+#: Default Prometheus scrape interval of the local stack (MODELWATCH_SCRAPE_INTERVAL).
+DEFAULT_SCRAPE_INTERVAL = "15s"
+_DURATION = re.compile(r"^(?:\d+(?:ms|s|m|h|d|w|y))+$")
 
 DEFAULT_PORTS: dict[str, int] = {
     "prometheus_port": 19090,
@@ -68,8 +83,11 @@ DEFAULT_PORTS: dict[str, int] = {
     "s3_port": 15002,
     "smtp_port": 18025,
     "webhook_port": 19095,
+    "model_service_port": 18000,
 }
 _PORT_ENV: dict[str, str] = {attr: f"MODELWATCH_{attr.upper()}" for attr in DEFAULT_PORTS}
+SCRAPE_INTERVAL_ENV = "MODELWATCH_SCRAPE_INTERVAL"
+EXTRA_SCRAPE_CONFIGS_ENV = "MODELWATCH_PROMETHEUS_EXTRA_SCRAPE_CONFIGS"
 _SERVICE_PORT_ATTR: dict[str, str] = {
     "prometheus": "prometheus_port",
     "alertmanager": "alertmanager_port",
@@ -78,6 +96,7 @@ _SERVICE_PORT_ATTR: dict[str, str] = {
     "s3": "s3_port",
     "smtp": "smtp_port",
     "webhook": "webhook_port",
+    "model-service": "model_service_port",
 }
 
 READY_TIMEOUT = 60.0
@@ -123,23 +142,39 @@ class StackConfig:
     s3_port: int = DEFAULT_PORTS["s3_port"]
     smtp_port: int = DEFAULT_PORTS["smtp_port"]
     webhook_port: int = DEFAULT_PORTS["webhook_port"]
+    model_service_port: int = DEFAULT_PORTS["model_service_port"]
+    #: Prometheus' global scrape (and rule evaluation) interval, a Prometheus duration (``15s``, ``1m``).
+    scrape_interval: str = DEFAULT_SCRAPE_INTERVAL
+    #: A YAML file holding a list of scrape_configs appended to the generated ones (None: none).
+    extra_scrape_configs: Path | None = None
 
     # Child processes run in other working directories: keep every path absolute.
     def __post_init__(self) -> None:
         self.state_dir = Path(self.state_dir).absolute()
+        if self.extra_scrape_configs is not None:
+            self.extra_scrape_configs = Path(self.extra_scrape_configs).absolute()
+        if not _DURATION.match(self.scrape_interval):
+            raise StackError(
+                f"scrape interval {self.scrape_interval!r} is not a Prometheus duration (e.g. 15s, 1m, 1m30s)"
+            )
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> StackConfig:
-        """Build the configuration from ``MODELWATCH_STACK_DIR`` and ``MODELWATCH_<SERVICE>_PORT``.
+        """Build the configuration from ``MODELWATCH_STACK_DIR``, ``MODELWATCH_<SERVICE>_PORT``,
+        ``MODELWATCH_SCRAPE_INTERVAL`` and ``MODELWATCH_PROMETHEUS_EXTRA_SCRAPE_CONFIGS``.
 
         :param environ: the environment to read (default :data:`os.environ`).
         :returns: the configuration; unset variables take the contract defaults.
-        :raises StackError: when a port variable is not an integer.
+        :raises StackError: when a port variable is not an integer or the interval not a duration.
         """
         env = os.environ if environ is None else environ
         kwargs: dict[str, Any] = {}
         if env.get("MODELWATCH_STACK_DIR"):
             kwargs["state_dir"] = Path(env["MODELWATCH_STACK_DIR"])
+        if env.get(SCRAPE_INTERVAL_ENV):
+            kwargs["scrape_interval"] = env[SCRAPE_INTERVAL_ENV]
+        if env.get(EXTRA_SCRAPE_CONFIGS_ENV):
+            kwargs["extra_scrape_configs"] = Path(env[EXTRA_SCRAPE_CONFIGS_ENV])
         for attr, var in _PORT_ENV.items():
             if env.get(var):
                 try:
@@ -149,7 +184,14 @@ class StackConfig:
         return cls(**kwargs)
 
     @classmethod
-    def free_ports(cls, state_dir: str | os.PathLike[str], rng: random.Random | None = None) -> StackConfig:
+    def free_ports(
+        cls,
+        state_dir: str | os.PathLike[str],
+        rng: random.Random | None = None,
+        *,
+        scrape_interval: str = DEFAULT_SCRAPE_INTERVAL,
+        extra_scrape_configs: str | os.PathLike[str] | None = None,
+    ) -> StackConfig:
         """Build a configuration whose ports are all free on 127.0.0.1 right now.
 
         Ports are drawn from 20000-31999, below Linux's ephemeral range (32768+) so outgoing connections
@@ -158,6 +200,8 @@ class StackConfig:
 
         :param state_dir: folder for the stack's state (e.g. a pytest temporary folder).
         :param rng: random source (default: a fresh unseeded one).
+        :param scrape_interval: Prometheus' scrape interval (e.g. ``1s`` for a test that waits on scrapes).
+        :param extra_scrape_configs: YAML file of extra scrape_configs (see :attr:`extra_scrape_configs`).
         :returns: the configuration.
         """
         rng = rng or random.Random()
@@ -172,7 +216,10 @@ class StackConfig:
                 raise StackError("could not find a free port in 20000-31999 on 127.0.0.1")
             taken.add(port)
             chosen[attr] = port
-        return cls(state_dir=Path(state_dir), **chosen)
+        extra = Path(extra_scrape_configs) if extra_scrape_configs is not None else None
+        return cls(
+            state_dir=Path(state_dir), scrape_interval=scrape_interval, extra_scrape_configs=extra, **chosen
+        )
 
     def port(self, service: str) -> int:
         """:param service: one of :data:`SERVICES`.
@@ -205,6 +252,11 @@ class StackConfig:
     def s3_url(self) -> str:
         """S3 endpoint URL of the moto server."""
         return f"http://{HOST}:{self.s3_port}"
+
+    @property
+    def model_service_url(self) -> str:
+        """Base URL of the sample model service (``/predict``, ``/health``, ``/metrics``)."""
+        return f"http://{HOST}:{self.model_service_port}"
 
     @property
     def webhook_url(self) -> str:
@@ -330,6 +382,9 @@ class StackConfig:
         """
         env = {"MODELWATCH_STACK_DIR": str(self.state_dir)}
         env.update({var: str(getattr(self, attr)) for attr, var in _PORT_ENV.items()})
+        env[SCRAPE_INTERVAL_ENV] = self.scrape_interval
+        if self.extra_scrape_configs is not None:
+            env[EXTRA_SCRAPE_CONFIGS_ENV] = str(self.extra_scrape_configs)
         return env
 
 
@@ -363,23 +418,63 @@ def port_is_free(port: int, host: str = HOST) -> bool:
 
 
 # -- generated configuration files ---------------------------------------------------------------------
+def load_extra_scrape_configs(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Read a YAML list of Prometheus scrape_configs (what ``MODELWATCH_PROMETHEUS_EXTRA_SCRAPE_CONFIGS`` names).
+
+    :param path: the YAML file: a list of mappings, each with a ``job_name`` (or ``scrape_configs:`` holding
+        that list, as in a prometheus.yml fragment).
+    :returns: the scrape configs.
+    :raises StackError: naming the file and the problem (missing, not YAML, not a list of jobs).
+    """
+    p = Path(path)
+    try:
+        doc = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise StackError(f"{EXTRA_SCRAPE_CONFIGS_ENV}: cannot read {p}: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise StackError(f"{EXTRA_SCRAPE_CONFIGS_ENV}: {p} is not valid YAML: {exc}") from None
+    if isinstance(doc, dict) and set(doc) == {"scrape_configs"}:
+        doc = doc["scrape_configs"]
+    if doc is None:
+        return []
+    if not isinstance(doc, list) or not all(isinstance(j, dict) and j.get("job_name") for j in doc):
+        raise StackError(
+            f"{EXTRA_SCRAPE_CONFIGS_ENV}: {p} must hold a YAML list of scrape configs, each with a job_name"
+        )
+    return doc
+
+
 def prometheus_config(cfg: StackConfig) -> dict[str, Any]:
-    """The Prometheus configuration of the stack: scrape itself and the local node-exporter every 15 s,
-    notify the local Alertmanager, load rules from :attr:`StackConfig.prometheus_rules_dir`.
+    """The Prometheus configuration of the stack: scrape itself, the local node-exporter and the sample model
+    service every :attr:`StackConfig.scrape_interval`, plus the jobs of
+    :attr:`StackConfig.extra_scrape_configs`; notify the local Alertmanager, load rules from
+    :attr:`StackConfig.prometheus_rules_dir`.
 
     :param cfg: the stack configuration.
     :returns: the configuration as a dict (YAML-ready).
+    :raises StackError: when the extra scrape configs cannot be read or repeat a job name.
     """
+    jobs: list[dict[str, Any]] = [
+        {"job_name": "prometheus", "static_configs": [{"targets": [f"{HOST}:{cfg.prometheus_port}"]}]},
+        {"job_name": "node-local", "static_configs": [{"targets": [f"{HOST}:{cfg.node_exporter_port}"]}]},
+        {"job_name": "model-service", "static_configs": [{"targets": [f"{HOST}:{cfg.model_service_port}"]}]},
+    ]
+    if cfg.extra_scrape_configs is not None:
+        jobs += load_extra_scrape_configs(cfg.extra_scrape_configs)
+    names = [j["job_name"] for j in jobs]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise StackError(
+            f"{EXTRA_SCRAPE_CONFIGS_ENV}: job name(s) {', '.join(dupes)} already used by the stack's own jobs "
+            f"({', '.join(names[:3])}) or repeated"
+        )
     return {
-        "global": {"scrape_interval": "15s", "evaluation_interval": "15s"},
+        "global": {"scrape_interval": cfg.scrape_interval, "evaluation_interval": cfg.scrape_interval},
         "alerting": {
             "alertmanagers": [{"static_configs": [{"targets": [f"{HOST}:{cfg.alertmanager_port}"]}]}]
         },
         "rule_files": [str(cfg.prometheus_rules_dir / "*.yml")],
-        "scrape_configs": [
-            {"job_name": "prometheus", "static_configs": [{"targets": [f"{HOST}:{cfg.prometheus_port}"]}]},
-            {"job_name": "node-local", "static_configs": [{"targets": [f"{HOST}:{cfg.node_exporter_port}"]}]},
-        ],
+        "scrape_configs": jobs,
     }
 
 
@@ -472,6 +567,9 @@ _SPECS: dict[str, _Spec] = {
     "s3": _Spec("moto_server", "venv", "moto[server]", "moto_server"),
     "smtp": _Spec(sys.executable, "python", "aiosmtpd", "devstack.smtp_sink"),
     "webhook": _Spec(sys.executable, "python", "", "devstack.webhook_receiver"),
+    "model-service": _Spec(
+        sys.executable, "python", "prometheus-fastapi-instrumentator", "devstack.model_service"
+    ),
 }
 
 
@@ -588,11 +686,17 @@ class Stack(ManagedProcesses):
     def stop(self) -> list[str]:
         """Stop every service that has a live PID file (SIGTERM to its process group, SIGKILL after 10 s).
 
+        The model service goes first and alone: on SIGTERM it writes its last predictions to MLflow and
+        terminates its run, which needs MLflow still up.
+
         Safe to call when nothing runs and to call twice.
 
         :returns: the names of the services that were stopped.
         """
-        return self._stop_groups(reversed(SERVICES), STOP_TIMEOUT)
+        first = self._stop_groups(["model-service"], STOP_TIMEOUT)
+        return first + self._stop_groups(
+            [s for s in reversed(SERVICES) if s != "model-service"], STOP_TIMEOUT
+        )
 
     def stop_service(self, name: str) -> bool:
         """Stop one service (e.g. Prometheus, to backfill its data folder).
@@ -623,6 +727,7 @@ class Stack(ManagedProcesses):
             "s3": c.s3_url,
             "smtp": c.smtp_url,
             "webhook": f"{c.webhook_url}/alerts",
+            "model-service": c.model_service_url,
         }[_check_name(name)]
 
     def describe(self) -> list[dict[str, Any]]:
@@ -730,6 +835,12 @@ class Stack(ManagedProcesses):
             argv = [exe, "-H", HOST, "-p", port]
         elif name == "smtp":
             argv = [exe, "-m", "devstack.smtp_sink", "--host", HOST, "--port", port, "--dir", str(c.mail_dir)]
+        elif name == "model-service":
+            argv = [
+                exe, "-m", "devstack.model_service", "--host", HOST, "--port", port, "--mlflow-url", c.mlflow_url,
+                "--experiment", MODEL_SERVICE_EXPERIMENT, "--model", MODEL_SERVICE_MODEL,
+                "--version", MODEL_SERVICE_VERSION, "--instance", HOST,
+            ]  # fmt: skip
         else:
             argv = [
                 exe, "-m", "devstack.webhook_receiver", "--host", HOST, "--port", port, "--out", str(c.webhook_file)
@@ -771,6 +882,8 @@ class Stack(ManagedProcesses):
             return _http_ready(f"{c.s3_url}/", any_status=True)
         if name == "webhook":
             return _http_ready(f"{c.webhook_url}/health")
+        if name == "model-service":
+            return _http_ready(f"{c.model_service_url}/health")
         return _smtp_ready(c.smtp_port)
 
     def _wait_all(self, started: dict[str, float], ready: set[str]) -> None:

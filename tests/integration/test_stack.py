@@ -30,6 +30,7 @@ from devstack.stack import (
     ServiceNotReadyError,
     Stack,
     StackConfig,
+    StackError,
     find_binary,
     wait_for,
 )
@@ -84,6 +85,53 @@ def test_free_ports_are_distinct_and_not_defaults(tmp_path: Path) -> None:
     ports = [cfg.port(s) for s in SERVICES]
     assert len(set(ports)) == len(ports)
     assert not set(ports) & set(DEFAULT_PORTS.values())
+
+
+def test_scrape_interval_and_extra_scrape_configs(tmp_path: Path) -> None:
+    extra = tmp_path / "extra.yml"
+    extra.write_text("- job_name: my-app\n  static_configs:\n    - targets: ['127.0.0.1:9999']\n")
+    cfg = StackConfig.from_env({
+        "MODELWATCH_STACK_DIR": str(tmp_path),
+        "MODELWATCH_SCRAPE_INTERVAL": "5s",
+        "MODELWATCH_PROMETHEUS_EXTRA_SCRAPE_CONFIGS": str(extra),
+    })  # fmt: skip
+    assert StackConfig.from_env(cfg.to_env()) == cfg
+    doc = devstack.stack.prometheus_config(cfg)
+    assert doc["global"] == {"scrape_interval": "5s", "evaluation_interval": "5s"}
+    assert [j["job_name"] for j in doc["scrape_configs"]] == [
+        "prometheus",
+        "node-local",
+        "model-service",
+        "my-app",
+    ]
+    assert doc["scrape_configs"][2]["static_configs"] == [
+        {"targets": [f"127.0.0.1:{cfg.model_service_port}"]}
+    ]
+    assert StackConfig.free_ports(tmp_path, scrape_interval="2s").scrape_interval == "2s"
+    assert devstack.stack.prometheus_config(StackConfig())["global"]["scrape_interval"] == "15s"
+    # The generated file with the extra job passes promtool.
+    Stack(cfg).write_configs()
+    prom = subprocess.run(
+        ["promtool", "check", "config", str(cfg.prometheus_config_path)], capture_output=True, text=True
+    )
+    assert prom.returncode == 0, prom.stdout + prom.stderr
+
+
+def test_bad_scrape_settings_are_named(tmp_path: Path) -> None:
+    with pytest.raises(StackError, match="not a Prometheus duration"):
+        StackConfig(state_dir=tmp_path, scrape_interval="15 seconds")
+    dup = tmp_path / "dup.yml"
+    dup.write_text("scrape_configs:\n  - job_name: node-local\n    static_configs: [{targets: ['x:1']}]\n")
+    with pytest.raises(StackError, match="node-local"):
+        devstack.stack.prometheus_config(StackConfig(state_dir=tmp_path, extra_scrape_configs=dup))
+    bad = tmp_path / "bad.yml"
+    bad.write_text("job_name: lonely\n")
+    with pytest.raises(StackError, match="MODELWATCH_PROMETHEUS_EXTRA_SCRAPE_CONFIGS.*list"):
+        devstack.stack.prometheus_config(StackConfig(state_dir=tmp_path, extra_scrape_configs=bad))
+    with pytest.raises(StackError, match="cannot read"):
+        devstack.stack.prometheus_config(
+            StackConfig(state_dir=tmp_path, extra_scrape_configs=tmp_path / "no.yml")
+        )
 
 
 def test_missing_binary_names_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -168,8 +216,8 @@ def test_prometheus_scrapes_node_local(stack: Stack) -> None:
         r = requests.get(f"{stack.config.prometheus_url}/api/v1/targets", timeout=5).json()
         return [t for t in r["data"]["activeTargets"] if t["health"] == "up"]
 
-    jobs = {t["labels"]["job"] for t in wait_for(lambda: len(up()) == 2 and up(), timeout=30)}
-    assert jobs == {"node-local", "prometheus"}
+    jobs = {t["labels"]["job"] for t in wait_for(lambda: len(up()) == 3 and up(), timeout=30)}
+    assert jobs == {"node-local", "prometheus", "model-service"}
 
 
 def test_mlflow_tracking_api(stack: Stack) -> None:

@@ -231,7 +231,6 @@ def test_a_trigger_form_window_and_dry_run_evaluate_without_paging(
     for key, value in seeded_stack.config.airflow_env().items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("MODELWATCH_STORAGE_URL", lake)
-    monitoring_dag.deadline = None  # see devstack.runner.run_day
     start, end = datetime(2026, 3, 3, 10, tzinfo=UTC), datetime(2026, 3, 3, 12, tzinfo=UTC)
     run = monitoring_dag.test(
         logical_date=None,

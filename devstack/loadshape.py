@@ -6,7 +6,7 @@ monkey-patches the whole process with gevent: tests and the drill import this mo
 
 Environment (all optional; defaults in brackets):
 ``MODELWATCH_LOAD_QUIET_S`` [40], ``MODELWATCH_LOAD_BURN_S`` [75], ``MODELWATCH_LOAD_AFTER_S`` [40] (phase
-lengths, seconds), ``MODELWATCH_LOAD_USERS_QUIET`` [4], ``MODELWATCH_LOAD_USERS_SURGE`` [12] (concurrent
+lengths, seconds), ``MODELWATCH_LOAD_USERS_QUIET`` [5], ``MODELWATCH_LOAD_USERS_SURGE`` [15] (concurrent
 users), ``MODELWATCH_LOAD_WAIT_MIN_S`` [0.1], ``MODELWATCH_LOAD_WAIT_MAX_S`` [0.3] (each user's think time
 between two requests), ``MODELWATCH_LOAD_START_EPOCH`` (epoch seconds when the quiet phase starts; unset:
 when the load generator starts), ``MODELWATCH_LOAD_SEED`` [11] (feature rows).
@@ -32,8 +32,8 @@ class LoadPhases:
     quiet_s: float = 40.0
     burn_s: float = 75.0
     after_s: float = 40.0
-    users_quiet: int = 4
-    users_surge: int = 12
+    users_quiet: int = 5
+    users_surge: int = 15
     wait_min_s: float = 0.1
     wait_max_s: float = 0.3
     seed: int = 11

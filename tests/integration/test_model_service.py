@@ -132,3 +132,31 @@ def test_predictions_come_back_through_modelwatch_extraction(conns: Stack) -> No
     history = MlflowHook().metric_history(run.info.run_id, "prediction_time")
     steps = [m.step for m in history]
     assert len(steps) == len(set(steps)), "step is unique per prediction"
+
+
+def test_shutdown_flushes_and_terminates_the_run(conns: Stack) -> None:
+    # Predictions answered just before SIGTERM are still pending (flushed every second): the final flush
+    # writes them, then the run is marked FINISHED. A new process starts a new run.
+    t0, _, _ = _predict(conns, 3)
+    conns.restart("model-service")
+    start = t0.replace(microsecond=t0.microsecond // 1000 * 1000)
+    experiment = SimpleNamespace(name=MODEL_SERVICE_EXPERIMENT, layout="metric_history")
+    tags = {"model": "model", "model_version": "model_version", "instance": "instance"}
+    frame = extract_predictions(MlflowHook(), [experiment], tags, start, datetime.now(UTC))
+    assert len(frame) == 3
+    run = MlflowHook().get_conn().get_run(frame["run_id"].iloc[0])
+    assert run.info.status == "FINISHED"
+    assert (
+        int(frame["timestamp"].max().timestamp() * 1000)
+        <= run.info.end_time
+        <= datetime.now(UTC).timestamp() * 1000
+    )
+    _, _, _ = _predict(conns, 1)
+    t1 = datetime.now(UTC)
+
+    def runs() -> list:
+        found = extract_predictions(MlflowHook(), [experiment], tags, start, t1 + timedelta(seconds=1))
+        return [found] if len(found) == 4 else []
+
+    (after,) = wait_for(runs, timeout=30, interval=0.5)
+    assert after["run_id"].nunique() == 2

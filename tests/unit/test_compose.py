@@ -34,6 +34,8 @@ COMPOSE_FILE = REPO / "docker-compose.yaml"
 COMPOSE_DIR = REPO / "compose"
 #: Mounted as a single file into the `webhook` service's python:3.11-slim container.
 WEBHOOK_RECEIVER = REPO / "devstack" / "webhook_receiver.py"
+#: Mounted as a single file into the `model-service` container (built from compose/model-service.Dockerfile).
+MODEL_SERVICE = REPO / "devstack" / "model_service.py"
 DOC = REPO / "docs" / "docker-compose.md"
 THRESHOLDS = REPO / "include" / "thresholds.yaml"
 BIN = Path(sys.executable).parent
@@ -178,6 +180,8 @@ def _load_module(name: str, path: Path) -> ModuleType:
     spec = importlib.util.spec_from_file_location(name, path)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
+    # Registered first: dataclasses look their module up in sys.modules while the file executes.
+    sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
 
@@ -524,6 +528,48 @@ def test_webhook_service_runs_devstack_receiver(services: dict[str, Any], tmp_pa
     assert "firing X model=m severity=-" in output.splitlines()
 
 
+def _flags(command: list[str]) -> dict[str, str]:
+    return dict(arg[2:].split("=", 1) for arg in command if arg.startswith("--") and "=" in arg)
+
+
+def test_model_service_runs_devstack_service_logged_to_mlflow(services: dict[str, Any]) -> None:
+    svc = services["model-service"]
+    assert svc["build"] == {"context": "./compose", "dockerfile": "model-service.Dockerfile"}
+    mounts = dict(reversed(str(v).split(":")[:2]) for v in svc["volumes"])
+    script = svc["command"][1]
+    assert mounts[script] == "./devstack/model_service.py"
+    # The compose command's flags are the service's own.
+    args = _load_module("compose_model_service", MODEL_SERVICE).build_parser().parse_args(svc["command"][2:])
+    assert (args.host, args.port) == ("0.0.0.0", 8000)
+    listens_on(services, "model-service", args.port)
+    mlflow = urlsplit(args.mlflow_url)
+    listens_on(services, mlflow.hostname or "", mlflow.port or 80)
+    assert svc["depends_on"][mlflow.hostname]["condition"] == "service_healthy"
+    assert (args.experiment, args.model, args.version) == (
+        "sample-service-predictions",
+        "sample-classifier",
+        "1",
+    )
+    assert "/health" in _as_text(svc["healthcheck"]["test"])
+    assert services["prometheus"]["depends_on"]["model-service"]["condition"] == "service_healthy"
+
+
+def test_prometheus_labels_the_model_service_as_the_host_of_its_predictions(services: dict[str, Any]) -> None:
+    # The DAG joins a prediction to series whose `instance` (port stripped) equals the prediction's
+    # `instance` tag: the service's serving series and node-exporter's resource series must both carry it.
+    prom = yaml.safe_load((COMPOSE_DIR / "prometheus.yml").read_text(encoding="utf-8"))
+    jobs = {j["job_name"]: j for j in prom["scrape_configs"]}
+    job = jobs["model-service"]
+    assert [t for sc in job["static_configs"] for t in sc["targets"]] == ["model-service:8000"]
+    tag = _flags(services["model-service"]["command"])["instance"]
+    relabel = [r for r in job.get("relabel_configs", []) if r.get("target_label") == "instance"]
+    assert relabel and relabel[-1]["replacement"].split(":")[0] == tag
+    node_hosts = {t.rsplit(":", 1)[0] for sc in jobs["node"]["static_configs"] for t in sc["targets"]}
+    assert tag in node_hosts, (
+        f"predictions tagged instance={tag} would join no node-exporter series ({node_hosts})"
+    )
+
+
 # -- hygiene ---------------------------------------------------------------------------------------------
 
 
@@ -549,6 +595,10 @@ def test_images_are_pinned(services: dict[str, Any]) -> None:
     dockerfile = (COMPOSE_DIR / "airflow.Dockerfile").read_text(encoding="utf-8")
     bases = re.findall(r"^FROM\s+(\S+)", dockerfile, re.MULTILINE)
     assert bases == ["apache/airflow:3.3.2"], bases
+    service_bases = re.findall(
+        r"^FROM\s+(\S+)", (COMPOSE_DIR / "model-service.Dockerfile").read_text(encoding="utf-8"), re.MULTILINE
+    )
+    assert service_bases == ["python:3.11.13-slim"], service_bases
     pinned = re.search(r"^apache-airflow==(\S+)$", (REPO / "requirements.txt").read_text(), re.MULTILINE)
     assert pinned and bases[0].endswith(":" + pinned.group(1)), (
         "the image's Airflow differs from requirements.txt"
@@ -570,6 +620,16 @@ def test_image_requirements_match_the_lock() -> None:
     assert "[s3fs]" in (COMPOSE_DIR / "requirements-airflow.txt").read_text()
     drift = {name: (v, lock.get(name)) for name, v in wanted.items() if lock.get(name) != v}
     assert not drift, f"compose/requirements-airflow.txt differs from requirements.lock: {drift}"
+    service = pins(COMPOSE_DIR / "requirements-model-service.txt")
+    assert {
+        "fastapi",
+        "uvicorn",
+        "scikit-learn",
+        "prometheus-fastapi-instrumentator",
+        "mlflow-skinny",
+    } <= service.keys()
+    drift = {name: (v, lock.get(name)) for name, v in service.items() if lock.get(name) != v}
+    assert not drift, f"compose/requirements-model-service.txt differs from requirements.lock: {drift}"
 
 
 def _secret_values(doc: Any, where: str) -> Iterator[tuple[str, str]]:

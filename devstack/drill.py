@@ -31,8 +31,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 #: Burner processes during the burn phase, each in a session of its own (see devstack/burn.py). Measured on
 #: the 2-core machines (5 quiet / 15 surge users, 160 trees): the service answering 15 users keeps up with
-#: 6 burners (p95 0.17 s, nothing over 0.5 s), falls behind with 12 (18 % over 0.5 s) and 24 (80 %); 16
-#: gives a clear share with margin both ways.
+#: 6 burners (p95 0.17 s, nothing over 0.5 s; the scheduler favours the sleeping service), falls behind
+#: with 12 (18 % over 0.5 s) and 24 (80 %). 16, in three 40/75/40 s drills: 48-66 % over 0.5 s during the
+#: burn, none in the quiet phases, both CPUs 100 % busy: a clear share with margin both ways.
 DEFAULT_BURN_WORKERS = 16
 #: Seconds Locust gets to start (import gevent, sklearn, build rows) before the drill's clock starts.
 LOCUST_WARMUP_S = 3.0

@@ -6,7 +6,10 @@
 4. print, per day and model, the verdict, the slow predictions, the resources that coincided (with values
    against thresholds) and whether an alert was posted; then the alerts as Alertmanager holds them, what
    its receivers got, and where the partitions are;
-5. stop the stack (``--keep`` leaves it running for a look around; ``make stack-down`` stops it).
+5. live: load the sample model service (Locust), burn both CPUs for a bounded time while traffic surges,
+   run the DAG over that window with ``include/thresholds.live.yaml`` and print the verdict, its reason and
+   the alert (``--no-live`` skips it);
+6. stop the stack (``--keep`` leaves it running for a look around; ``make stack-down`` stops it).
 """
 
 from __future__ import annotations
@@ -24,13 +27,14 @@ from typing import Any
 from devstack.runner import PROGRESS, airflow_env, migrate
 from devstack.seed import DEFAULT_THREADS, days_from_args, seed_stack
 from devstack.seed import add_arguments as _seed_arguments
-from modelwatch.alerting import fmt_value
+from modelwatch.alerting import fmt_pct, fmt_value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``python -m devstack demo``: those of ``seed`` plus ``--keep``."""
     _seed_arguments(parser)
     parser.add_argument("--keep", action="store_true", help="leave the stack running at the end")
+    parser.add_argument("--no-live", action="store_true", help="skip the live chapter (sample service under load)")
 
 
 def _say(text: str = "") -> None:
@@ -69,14 +73,19 @@ def run_days(days: list[date], env: dict[str, str], log_path: Path) -> dict[date
     return states
 
 
+def _evidence(e: dict[str, Any]) -> str:
+    return (f"{e['resource']} {fmt_value(e['slow_value_median'])} / {fmt_value(e['slow_value_max'])} vs "
+            f"{fmt_value(e['threshold'])}; RR {fmt_value(e['relative_risk'])}, cov {fmt_pct(e['coverage'])}")  # fmt: skip
+
+
 def verdict_rows(lake: Any, days: dict[date, str]) -> list[list[str]]:
     """One row per day and model from the ``_verdict.json`` documents in the lake."""
     from datetime import UTC, datetime, timedelta
 
     from modelwatch.window import Window
 
-    rows = [["DAY", "SCENARIO", "MODEL", "VERDICT", "SLOW", "COINCIDING RESOURCES (median / max at slow vs threshold)",
-             "ALERT"]]  # fmt: skip
+    rows = [["DAY", "SCENARIO", "MODEL", "VERDICT", "SLOW",
+             "EXPLAINED BY (median / max at slow vs threshold; relative risk, coverage)", "ALERT"]]  # fmt: skip
     for day, scenario in sorted(days.items()):
         start = datetime(day.year, day.month, day.day, tzinfo=UTC)
         window = Window(start, start + timedelta(days=1))
@@ -87,10 +96,7 @@ def verdict_rows(lake: Any, days: dict[date, str]) -> list[list[str]]:
         delivery = lake.read_document(f"{lake.partition_url('alerts', window)}/_delivery.json")
         posted = {a["labels"]["model"] for a in (delivery or {}).get("alerts", [])}
         for v in doc["verdicts"]:
-            evidence = "; ".join(
-                f"{e['resource']} {fmt_value(e['slow_value_median'])} / {fmt_value(e['slow_value_max'])} vs {fmt_value(e['threshold'])}"
-                for e in v["saturated_resources"]
-            )
+            evidence = "; ".join(_evidence(e) for e in v["saturated_resources"])
             if v["model"] in posted:
                 alert = "posted"
             elif v["verdict"] == "degraded":
@@ -100,6 +106,43 @@ def verdict_rows(lake: Any, days: dict[date, str]) -> list[list[str]]:
             slow = f"{v['n_slow']}/{v['n_predictions']}" if v["n_predictions"] else "0/0"
             rows.append([day.isoformat(), scenario, v["model"], v["verdict"], slow, evidence or "-", alert])
     return rows
+
+
+#: The live chapter's phases (seconds) and Locust users: long enough for the 20 s rate windows of
+#: include/thresholds.live.yaml to see the burn, short enough to wait for.
+LIVE_PHASES = {"quiet_s": 40.0, "burn_s": 75.0, "after_s": 30.0, "users_quiet": 5, "users_surge": 15}
+LIVE_CONFIG = Path(__file__).resolve().parents[1] / "include" / "thresholds.live.yaml"
+
+
+def live_chapter(stack: Any, env: dict[str, str], lake_url: str, log_path: Path) -> bool:
+    """Drill the sample service, judge the drill's window, print the verdict and the alert; True on success."""
+    from devstack.drill import run_drill
+    from modelwatch.storage import Lake
+
+    drill = run_drill(stack.config.model_service_url, **LIVE_PHASES, progress=lambda line: _say(f"    {line}"))
+    time.sleep(8)  # the service flushes to MLflow every second; Prometheus scrapes every few seconds
+    start, end = drill.start.isoformat(), drill.end.isoformat()
+    _say(f"    judging the window {start[:19]} to {end[:19]} (burn {drill.burn_start.isoformat()[11:19]}-"
+         f"{drill.burn_end.isoformat()[11:19]}) with {LIVE_CONFIG.name} (Airflow log: {log_path}) ...")  # fmt: skip
+    with log_path.open("w") as log:
+        proc = subprocess.run(
+            [sys.executable, "-m", "devstack.runner", "--window-start", start, "--window-end", end],
+            env={**os.environ, **env, "MODELWATCH_CONFIG": str(LIVE_CONFIG)}, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True, check=False, timeout=600,
+        )  # fmt: skip
+        log.write(proc.stdout)
+    document_url = next((line.split(" verdict document ", 1)[1].strip() for line in proc.stdout.splitlines()
+                         if line.startswith(PROGRESS) and " verdict document " in line), None)  # fmt: skip
+    document = Lake(lake_url).read_document(document_url) if document_url else None
+    if proc.returncode != 0 or document is None:
+        _say(f"    the live run did not succeed (exit {proc.returncode}); see {log_path}")
+        return False
+    for v in document["verdicts"]:
+        _say(f"\n    {v['model']}: {v['verdict'].upper()}  ({v['n_slow']} of {v['n_predictions']} predictions slower "
+             f"than {fmt_value(v['slow_threshold_seconds'])} s)")  # fmt: skip
+        _say(f"    reason: {v['reason']}")
+    _say(f"    alert: {document['alert']['reason']}; verdict document {document_url}")
+    return True
 
 
 def demo_main(args: argparse.Namespace | None = None) -> int:
@@ -115,25 +158,25 @@ def demo_main(args: argparse.Namespace | None = None) -> int:
     lake_url = f"file://{state / 'lake'}"
     t_all = time.monotonic()
     try:
-        _say(f"1/4 starting the local stack in {state} ...")
+        _say(f"1/5 starting the local stack in {state} ...")
         stack.start()
         _say(f"    up: Prometheus {stack.config.prometheus_url}, Alertmanager {stack.config.alertmanager_url}, "
              f"MLflow {stack.config.mlflow_url}, S3 {stack.config.s3_url}")  # fmt: skip
-        _say(f"2/4 seeding {len(days)} days of synthetic history ({', '.join(sorted(set(days.values())))}) ...")
+        _say(f"2/5 seeding {len(days)} days of synthetic history ({', '.join(sorted(set(days.values())))}) ...")
         seed_stack(stack, days, threads=getattr(args, "threads", DEFAULT_THREADS), work_dir=state / "seed",
                    progress=lambda line: _say(f"    {line}"))  # fmt: skip
         # A fresh Airflow database per demo: the demo shows this checkout's DAG, not a previous one's state.
         shutil.rmtree(state / "airflow-demo", ignore_errors=True)
         env = airflow_env(state / "airflow-demo", stack.config.airflow_env(), lake_url)
         log_path = state / "demo-airflow.log"
-        _say(f"3/4 running the DAG model_performance_monitoring over {len(days)} days (Airflow log: {log_path}) ...")
+        _say(f"3/5 running the DAG model_performance_monitoring over {len(days)} days (Airflow log: {log_path}) ...")
         migrate(env)
         # The receivers' files outlive a demo: count only what this one adds.
         seen_notifications, seen_mails = len(stack.webhook_notifications()), len(stack.mail())
         states = run_days(sorted(days), env, log_path)
         time.sleep(2)  # Alertmanager's group_wait before the receivers get the last alerts
 
-        _say("\n4/4 what modelwatch found and sent\n")
+        _say("\n4/5 what modelwatch found and sent\n")
         lake = Lake(lake_url)
         _say(_table(verdict_rows(lake, days)))
         os.environ.update(stack.config.airflow_env())
@@ -163,8 +206,18 @@ def demo_main(args: argparse.Namespace | None = None) -> int:
         failed = {d: s for d, s in states.items() if s != "success"}
         if failed or len(states) != len(days):
             _say(f"\nRuns that did not succeed: {failed or 'some days did not run'}; see {log_path}")
+        live_ok = True
+        if not getattr(args, "no_live", False):
+            _say(f"\n5/5 live: the sample model service ({stack.config.model_service_url}) under Locust load, both CPUs "
+                 f"burnt for {LIVE_PHASES['burn_s']:.0f} s while traffic triples, then the DAG over it")  # fmt: skip
+            live_ok = live_chapter(stack, env, lake_url, state / "demo-live-airflow.log")
+            held = AlertmanagerHook().get_alerts(filters={"source": "modelwatch", "model": "sample-classifier"})
+            for a in held:
+                _say(f"    Alertmanager holds {a['labels']['alertname']} for {a['labels']['model']} "
+                     f"(resources {a['labels']['resources']}; coverage {a['annotations'].get('coverage')}; "
+                     f"relative risk {a['annotations'].get('relative_risk')})")  # fmt: skip
         _say(f"\ndemo finished in {time.monotonic() - t_all:.0f} s")
-        return 1 if failed or len(states) != len(days) else 0
+        return 1 if failed or len(states) != len(days) or not live_ok else 0
     finally:
         if getattr(args, "keep", False):
             _say("\nThe stack is still running (--keep): stop it with `make stack-down`.")

@@ -71,8 +71,9 @@ DEPENDS_ON: dict[str, tuple[str, ...]] = {
 MODEL_SERVICE_EXPERIMENT = "sample-service-predictions"
 MODEL_SERVICE_MODEL = "sample-classifier"
 MODEL_SERVICE_VERSION = "1"
-#: Default Prometheus scrape interval of the local stack (MODELWATCH_SCRAPE_INTERVAL).
-DEFAULT_SCRAPE_INTERVAL = "15s"
+#: Default Prometheus scrape interval of the local stack (MODELWATCH_SCRAPE_INTERVAL): 5 s, so the live
+#: configuration's 20 s rate windows (include/thresholds.live.yaml, four scrapes) see a burn of a minute.
+DEFAULT_SCRAPE_INTERVAL = "5s"
 _DURATION = re.compile(r"^(?:\d+(?:ms|s|m|h|d|w|y))+$")
 
 DEFAULT_PORTS: dict[str, int] = {

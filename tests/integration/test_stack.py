@@ -108,7 +108,7 @@ def test_scrape_interval_and_extra_scrape_configs(tmp_path: Path) -> None:
         {"targets": [f"127.0.0.1:{cfg.model_service_port}"]}
     ]
     assert StackConfig.free_ports(tmp_path, scrape_interval="2s").scrape_interval == "2s"
-    assert devstack.stack.prometheus_config(StackConfig())["global"]["scrape_interval"] == "15s"
+    assert devstack.stack.prometheus_config(StackConfig())["global"]["scrape_interval"] == "5s"
     # The generated file with the extra job passes promtool.
     Stack(cfg).write_configs()
     prom = subprocess.run(

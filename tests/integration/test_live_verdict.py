@@ -115,6 +115,8 @@ def test_the_incident_is_degraded_naming_cpu(judged: dict[str, Any]) -> None:
     assert cpu["relative_risk"] >= 2 and cpu["p_adjusted"] <= 0.01 and cpu["coverage"] >= 0.5
     # the reason says what the verdict rests on
     assert "relative risk" in v["reason"] and "coverage" in v["reason"] and "Fisher" in v["reason"]
+    # every query answered, error_rate included although the service never answered a 5xx (no 5xx series)
+    assert v["resources_without_data"] == [], v["resources_without_data"]
 
 
 def test_the_alert_carries_coverage_and_effect_size(stack: Any, judged: dict[str, Any],

@@ -40,6 +40,15 @@ MLflow layout (``metric_history``, as :func:`modelwatch.extract.history_to_frame
     ``--flush-seconds`` (1,000 metrics per call at most). A failed write is logged and retried at the next
     flush (MLflow ignores a point written twice); the buffer is bounded (``--max-buffer`` points, oldest
     dropped first, counted in the log). MLflow being down never stops the service from answering.
+
+MLflow layout ``batch_table`` (``--layout batch_table``, as :func:`modelwatch.extract.batches_to_frame` reads it)
+    One run per batch: every ``--batch-seconds`` (default 60), or as soon as ``--batch-rows`` predictions
+    are pending, the buffer becomes one run with the same tags, start_time = its first prediction and
+    end_time = its last (epoch ms, status FINISHED), holding one artifact ``predictions.parquet``: columns
+    ``timestamp`` (``timestamp[ms, UTC]``, the arrival time), ``prediction_time``, ``accuracy``, ``loss``
+    (float64, null when no label was given). The run is created, the file uploaded, then the run
+    terminated; a failed upload deletes the run and the rows are retried at the next flush. Needs pyarrow
+    (an mlflow dependency).
 """
 
 from __future__ import annotations
@@ -77,6 +86,13 @@ DEFAULT_MAX_BUFFER = 200_000
 #: A finished day's run is terminated this long after midnight, so predictions that arrived just before
 #: midnight and were recorded just after still land in it.
 ROLLOVER_GRACE_S = 30.0
+#: ``--layout`` values: the modelwatch layouts this service can write.
+SERVICE_LAYOUTS = ("metric_history", "batch_table")
+#: Artifact of a ``batch_table`` run (modelwatch.extract.BATCH_ARTIFACT_PATH; this file must not import
+#: modelwatch: docker-compose mounts it alone).
+BATCH_ARTIFACT_PATH = "predictions.parquet"
+DEFAULT_BATCH_SECONDS = 60.0
+DEFAULT_BATCH_ROWS = 50_000
 #: Scope key under which the timing middleware hands the endpoint a dict to fill.
 SCOPE_KEY = "modelwatch.prediction"
 LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -376,6 +392,127 @@ class PredictionRecorder:
         )
 
 
+# -- the batch_table layout -----------------------------------------------------------------------------------
+
+
+def batch_arrow_table(points: Sequence[Point]) -> Any:
+    """:param points: predictions of one batch. :returns: the pyarrow table of ``predictions.parquet``:
+    ``timestamp`` (``timestamp[ms, tz=UTC]``), ``prediction_time``, ``accuracy``, ``loss`` (float64, null
+    when unknown)."""
+    import pyarrow as pa
+
+    def floats(values: list[float | None]) -> Any:
+        return pa.array(values, type=pa.float64())
+
+    return pa.table({
+        "timestamp": pa.array([p.timestamp_ms for p in points], type=pa.timestamp("ms", tz="UTC")),
+        "prediction_time": floats([p.prediction_time for p in points]),
+        "accuracy": floats([p.accuracy for p in points]),
+        "loss": floats([p.loss for p in points]),
+    })
+
+
+def log_batch_run(
+    client: Any, experiment_id: str, table: Any, tags: dict[str, str], run_name: str | None = None
+) -> str:
+    """Write one ``batch_table`` run: create it at the batch's first timestamp, upload ``table`` as
+    ``predictions.parquet``, terminate it FINISHED at the last timestamp. On a failed upload the run is
+    deleted (a reader would otherwise find a finished run without its table) and the error raised.
+
+    :param client: an ``MlflowClient``.
+    :param experiment_id: where the run goes.
+    :param table: a pyarrow table with a ``timestamp`` column (see :func:`batch_arrow_table`).
+    :param tags: the run's tags (model, model_version, instance).
+    :param run_name: optional run name.
+    :returns: the run id.
+    """
+    import tempfile
+    from pathlib import Path
+
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    if table.num_rows == 0:
+        raise ValueError("an empty batch is not written")
+    ts = pc.cast(table.column("timestamp"), "int64")
+    start, end = pc.min(ts).as_py(), pc.max(ts).as_py()
+    run = client.create_run(experiment_id, start_time=start, tags=tags, run_name=run_name)
+    run_id = run.info.run_id
+    try:
+        with tempfile.TemporaryDirectory(prefix="batch-") as tmp:
+            path = Path(tmp) / BATCH_ARTIFACT_PATH
+            pq.write_table(table, path)
+            client.log_artifact(run_id, str(path))
+        client.set_terminated(run_id, "FINISHED", end_time=end)
+    except Exception:
+        with contextlib.suppress(Exception):
+            client.delete_run(run_id)
+        raise
+    return run_id
+
+
+@dataclass
+class BatchRecorder(PredictionRecorder):
+    """Like :class:`PredictionRecorder`, but writes the ``batch_table`` layout: one run per batch of
+    ``batch_seconds`` (counted from the oldest pending prediction) or ``batch_rows`` predictions, whichever
+    comes first; :meth:`close` writes what is left."""
+
+    batch_seconds: float = DEFAULT_BATCH_SECONDS
+    batch_rows: int = DEFAULT_BATCH_ROWS
+    #: Run ids written, oldest first (for logs and tests).
+    batch_runs: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._closing = False
+
+    def _due(self) -> bool:
+        with self._lock:
+            if not self._pending:
+                return False
+            if self._closing or len(self._pending) >= self.batch_rows:
+                return True
+            return self.clock() * 1000 - self._pending[0].timestamp_ms >= self.batch_seconds * 1000
+
+    def flush(self) -> int:
+        """Write the pending predictions as one run (several of ``batch_rows`` at most) when a batch is due.
+
+        :returns: how many predictions were written.
+        """
+        with self._flush_lock:
+            if not self._due():
+                return 0
+            with self._lock:
+                batch = list(self._pending)
+                self._pending.clear()
+            written = 0
+            try:
+                tags = {"model": self.model, "model_version": self.version, "instance": self.instance}
+                for chunk in split_batches(batch, self.batch_rows):
+                    first = datetime.fromtimestamp(chunk[0].timestamp_ms / 1000, tz=UTC)
+                    run_id = log_batch_run(
+                        self.client, self._experiment(), batch_arrow_table(chunk), tags,
+                        run_name=f"{self.model}-v{self.version}-{self.instance}-{first:%Y%m%dT%H%M%S}",
+                    )  # fmt: skip
+                    self.batch_runs.append(run_id)
+                    written += len(chunk)
+                    log.info("MLflow batch run %s: %d prediction(s) from %s", run_id, len(chunk), first.isoformat())
+            except Exception as exc:
+                self.failures += 1
+                self._requeue(batch[written:])
+                log.warning(
+                    "MLflow batch write failed (%s: %s); %d point(s) kept for the next flush",
+                    type(exc).__name__, (str(exc).splitlines() or [""])[0][:300], self.pending,
+                )  # fmt: skip
+            self.written += written
+            return written
+
+    def close(self) -> None:
+        """Stop the flusher and write what is left as a last batch. Never raises."""
+        self._closing = True
+        super().close()
+
+
 # -- the app -----------------------------------------------------------------------------------------------
 
 
@@ -391,6 +528,9 @@ class ServiceSettings:
     flush_seconds: float = 1.0
     max_buffer: int = DEFAULT_MAX_BUFFER
     trees: int = DEFAULT_TREES
+    layout: str = "metric_history"
+    batch_seconds: float = DEFAULT_BATCH_SECONDS
+    batch_rows: int = DEFAULT_BATCH_ROWS
 
 
 def train_model(trees: int = DEFAULT_TREES) -> Any:
@@ -563,15 +703,20 @@ def make_recorder(settings: ServiceSettings) -> PredictionRecorder:
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     from mlflow.tracking import MlflowClient
 
-    return PredictionRecorder(
-        client=MlflowClient(tracking_uri=settings.mlflow_url),
-        experiment=settings.experiment,
-        model=settings.model,
-        version=settings.version,
-        instance=settings.instance,
-        flush_seconds=settings.flush_seconds,
-        max_buffer=settings.max_buffer,
-    )
+    common: dict[str, Any] = {
+        "client": MlflowClient(tracking_uri=settings.mlflow_url),
+        "experiment": settings.experiment,
+        "model": settings.model,
+        "version": settings.version,
+        "instance": settings.instance,
+        "flush_seconds": settings.flush_seconds,
+        "max_buffer": settings.max_buffer,
+    }
+    if settings.layout == "batch_table":
+        return BatchRecorder(**common, batch_seconds=settings.batch_seconds, batch_rows=settings.batch_rows)
+    if settings.layout != "metric_history":
+        raise ValueError(f"unknown layout {settings.layout!r} (one of {', '.join(SERVICE_LAYOUTS)})")
+    return PredictionRecorder(**common)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -591,6 +736,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--trees", type=int, default=DEFAULT_TREES, help="forest size: the CPU cost of a prediction"
     )
+    p.add_argument(
+        "--layout", choices=SERVICE_LAYOUTS, default="metric_history",
+        help="MLflow layout: metric points in one run per day, or one run per batch with a Parquet table",
+    )  # fmt: skip
+    p.add_argument("--batch-seconds", type=float, default=DEFAULT_BATCH_SECONDS, help="batch_table: seconds per batch")
+    p.add_argument("--batch-rows", type=int, default=DEFAULT_BATCH_ROWS, help="batch_table: rows per batch at most")
     return p
 
 
@@ -605,6 +756,9 @@ def settings_from_args(args: argparse.Namespace) -> ServiceSettings:
         flush_seconds=args.flush_seconds,
         max_buffer=args.max_buffer,
         trees=args.trees,
+        layout=args.layout,
+        batch_seconds=args.batch_seconds,
+        batch_rows=args.batch_rows,
     )
 
 

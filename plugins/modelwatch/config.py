@@ -107,7 +107,7 @@ class PrometheusConfig(_Strict):
 
 class ExperimentConfig(_Strict):
     name: str = Field(min_length=1)
-    layout: Literal["run_per_prediction", "metric_history"] = "run_per_prediction"
+    layout: Literal["run_per_prediction", "metric_history", "batch_table"] = "run_per_prediction"
 
 
 class TagKeys(_Strict):

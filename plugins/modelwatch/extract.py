@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     import pandas as pd
+    import pyarrow as pa
     from mlflow.entities import Metric, Run
 
     from modelwatch.hooks.mlflow import MlflowHook
@@ -51,7 +52,12 @@ PREDICTION_COLUMNS = (
 )
 #: Tag columns and the default MLflow tag each one is read from.
 DEFAULT_TAG_KEYS = {"model": "model", "model_version": "model_version", "instance": "instance"}
-LAYOUTS = ("run_per_prediction", "metric_history")
+LAYOUTS = ("run_per_prediction", "metric_history", "batch_table")
+#: Layout ``batch_table``: the artifact of a batch run that holds its predictions (Parquet, one file).
+BATCH_ARTIFACT_PATH = "predictions.parquet"
+#: Columns of a batch table: ``timestamp`` (Parquet ``timestamp[ms, UTC]``; any timestamp unit, a naive
+#: timestamp read as UTC, or int64 epoch ms also accepted) and the metrics (float64; missing or null = NaN).
+BATCH_COLUMNS = ("timestamp", *METRIC_KEYS)
 
 _PORT = re.compile(r"^(?P<host>[^:]+):\d+$")
 _BRACKETED = re.compile(r"^\[(?P<host>[^\]]+)\](?::\d+)?$")
@@ -435,6 +441,178 @@ def history_to_frame(
     return _prediction_frame(rows)
 
 
+# -- layout batch_table ---------------------------------------------------------------------------------
+
+_UNIT_MS_DIVISOR = {"s": None, "ms": 1, "us": 1_000, "ns": 1_000_000}
+
+
+def batch_table(
+    timestamps_ms: Sequence[int],
+    prediction_time: Sequence[float],
+    accuracy: Sequence[float | None] | None = None,
+    loss: Sequence[float | None] | None = None,
+) -> pa.Table:
+    """One batch of predictions as the ``batch_table`` layout stores it (the writer's side of the contract).
+
+    Columns :data:`BATCH_COLUMNS`: ``timestamp`` as ``timestamp[ms, tz=UTC]``, the metrics as float64
+    (None or NaN stored as null). Write it with ``pyarrow.parquet.write_table`` and log the file as the
+    run's :data:`BATCH_ARTIFACT_PATH`.
+
+    :param timestamps_ms: prediction times, epoch ms.
+    :param prediction_time: seconds per prediction.
+    :param accuracy: per prediction, or None when unknown for the whole batch.
+    :param loss: per prediction, or None.
+    :raises ValueError: when the lengths differ.
+    """
+    import numpy as np
+    import pyarrow as pa
+
+    n = len(timestamps_ms)
+    columns: dict[str, Any] = {
+        "timestamp": pa.array(np.asarray(timestamps_ms, dtype="int64"), type=pa.timestamp("ms", tz="UTC"))
+    }
+    for name, values in (("prediction_time", prediction_time), ("accuracy", accuracy), ("loss", loss)):
+        if values is None:
+            columns[name] = pa.nulls(n, pa.float64())
+            continue
+        if len(values) != n:
+            raise ValueError(f"{name}: {len(values)} value(s) for {n} timestamp(s)")
+        arr = np.asarray([math.nan if v is None else v for v in values], dtype="float64")
+        columns[name] = pa.array(arr, type=pa.float64(), from_pandas=True)  # NaN -> null
+    return pa.table(columns)
+
+
+def batch_timestamps_ms(column: Any, where: str = "batch") -> Any:
+    """A batch table's ``timestamp`` column as int64 epoch ms (numpy; a null is ``INT64_MIN``).
+
+    Accepts Parquet timestamps of any unit (finer units truncated to the millisecond, like
+    :func:`epoch_ms`; a timestamp without time zone is read as UTC) and integers (epoch ms).
+
+    :param column: a pyarrow Array or ChunkedArray.
+    :param where: names the batch in errors (experiment, run, artifact).
+    :raises ValueError: for any other type.
+    """
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    typ = column.type
+    if pa.types.is_timestamp(typ):
+        raw = pc.cast(column, pa.int64())
+        divisor = _UNIT_MS_DIVISOR[typ.unit]
+    elif pa.types.is_integer(typ):
+        raw, divisor = pc.cast(column, pa.int64()), 1
+    else:
+        raise ValueError(f"{where}: column 'timestamp' is {typ}, expected a timestamp or int64 epoch ms")
+    filled = pc.fill_null(raw, np.iinfo("int64").min)
+    values = np.asarray(filled.to_numpy(zero_copy_only=False) if isinstance(filled, pa.Array) else filled.to_numpy())
+    values = values.astype("int64", copy=True)  # writable (pyarrow hands out read-only views)
+    nulls = values == np.iinfo("int64").min
+    if divisor is None:
+        values = values * 1000
+    elif divisor != 1:
+        values = values // divisor
+    values[nulls] = np.iinfo("int64").min
+    return values
+
+
+def _batch_metric(table: pa.Table, name: str, where: str) -> Any:
+    import numpy as np
+    import pyarrow as pa
+
+    if name not in table.column_names:
+        return np.full(table.num_rows, np.nan)
+    column = table.column(name)
+    typ = column.type
+    if not (pa.types.is_floating(typ) or pa.types.is_integer(typ) or pa.types.is_decimal(typ) or pa.types.is_null(typ)):
+        raise ValueError(f"{where}: column {name!r} is {typ}, expected a number")
+    return np.asarray(column.cast(pa.float64()).to_numpy(zero_copy_only=False), dtype="float64")
+
+
+def batches_to_frame(
+    batches: Iterable[tuple[Run, pa.Table]],
+    tag_keys: Mapping[str, str] | Any,
+    experiment_name: str,
+    start_ms: int,
+    end_ms: int,
+    artifact_path: str = BATCH_ARTIFACT_PATH,
+) -> pd.DataFrame:
+    """Layout ``batch_table``: one row per table row with ``start_ms <= timestamp < end_ms``.
+
+    Model, version and instance come from each run's tags (``tag_keys``), ``run_id`` is the batch run.
+    Rows keep their order within a batch. Rows without a timestamp, and rows outside their run's
+    ``[start_time, end_time]`` (which a search by run times may miss in another window), are counted in a
+    warning naming the runs; the former are dropped, the latter kept when inside the window.
+
+    :param batches: ``(run, table)`` pairs; tables with :data:`BATCH_COLUMNS` (extra columns ignored; a
+        missing metric column is NaN).
+    :param tag_keys: output column -> MLflow tag name.
+    :param experiment_name: value of the ``experiment`` column.
+    :param start_ms: window start, epoch ms, inclusive.
+    :param end_ms: window end, epoch ms, exclusive.
+    :param artifact_path: for messages.
+    :return: :data:`PREDICTION_COLUMNS` with the dtypes of :func:`runs_to_frame`, unsorted.
+    :raises ValueError: a table without ``timestamp`` or with a column of the wrong type (message: the
+        experiment, run and artifact).
+    """
+    import numpy as np
+    import pandas as pd
+
+    keys = _tag_keys(tag_keys)
+    timestamps: list[Any] = []
+    metrics: dict[str, list[Any]] = {k: [] for k in METRIC_KEYS}
+    counts: list[int] = []
+    tags: list[dict[str, str]] = []
+    run_ids: list[str] = []
+    untimed: list[str] = []
+    outside: dict[str, int] = {}
+    for run, table in batches:
+        where = f"experiment {experiment_name!r}, run {run.info.run_id}, artifact {artifact_path!r}"
+        if "timestamp" not in table.column_names:
+            raise ValueError(f"{where}: no 'timestamp' column (columns: {', '.join(table.column_names) or 'none'})")
+        ts = batch_timestamps_ms(table.column("timestamp"), where)
+        values = {k: _batch_metric(table, k, where) for k in METRIC_KEYS}
+        if (ts == np.iinfo("int64").min).any():
+            untimed.append(run.info.run_id)
+        first = run.info.start_time if run.info.start_time is not None else np.iinfo("int64").min
+        last = run.info.end_time if run.info.end_time is not None else np.iinfo("int64").max
+        timed = ts != np.iinfo("int64").min
+        stray = int((timed & ((ts < first) | (ts > last))).sum())
+        if stray:
+            outside[run.info.run_id] = stray
+        keep = (ts >= start_ms) & (ts < end_ms)
+        timestamps.append(ts[keep])
+        for k in METRIC_KEYS:
+            metrics[k].append(values[k][keep])
+        counts.append(int(keep.sum()))
+        tags.append(_tags_of(run, keys))
+        run_ids.append(run.info.run_id)
+    if untimed:
+        log.warning(
+            "experiment %s: rows without a timestamp dropped (runs %s)", experiment_name, ", ".join(untimed[:5])
+        )
+    if outside:
+        log.warning(
+            "experiment %s: %d row(s) outside their batch run's start/end time (runs %s): a window that does not "
+            "overlap the run misses them", experiment_name, sum(outside.values()), ", ".join(list(outside)[:5]),
+        )  # fmt: skip
+    if not counts:
+        return _prediction_frame([])
+    index = np.repeat(np.arange(len(counts)), counts)
+
+    def per_run(values: list[str]) -> pd.Series:
+        return pd.Series(np.asarray(values, dtype=object)[index], dtype="str")
+
+    data: dict[str, Any] = {
+        "timestamp": pd.to_datetime(np.concatenate(timestamps), unit="ms", utc=True).as_unit("ms"),
+        **{name: per_run([t[name] for t in tags]) for name in ("model", "model_version", "instance")},
+        **{k: pd.Series(np.concatenate(metrics[k]), dtype="float64") for k in METRIC_KEYS},
+        "run_id": per_run(run_ids),
+        "experiment": pd.Series([experiment_name] * len(index), dtype="str"),
+    }
+    return pd.DataFrame(data, columns=list(PREDICTION_COLUMNS))
+
+
 def _warn_incomplete(frame: pd.DataFrame, experiment: str, keys: Mapping[str, str]) -> None:
     """Log the predictions that cannot be judged as they are (kept in the partition all the same)."""
     from modelwatch.correlate import usable_prediction_times
@@ -476,7 +654,9 @@ def extract_predictions(
     """Every prediction made in ``[start, end)`` in the given experiments, as one frame.
 
     ``run_per_prediction`` experiments: runs that started in the window. ``metric_history``
-    experiments: runs overlapping the window, their metric points inside it.
+    experiments: runs overlapping the window, their metric points inside it. ``batch_table``
+    experiments: runs overlapping the window, the rows inside it of each run's
+    :data:`BATCH_ARTIFACT_PATH` (only that file downloaded; see :func:`batches_to_frame`).
 
     :param hook: the MLflow hook.
     :param experiments: objects with ``name`` and ``layout``.
@@ -486,7 +666,8 @@ def extract_predictions(
     :param page_size: runs per search request.
     :return: :data:`PREDICTION_COLUMNS`, sorted by :func:`sort_predictions`.
     :raises ValueError: for an unknown layout.
-    :raises MlflowSourceError: for an unknown experiment or a server failure.
+    :raises MlflowSourceError: for an unknown experiment or a server failure; ``MlflowSourceRefused`` for
+        a batch artifact that is missing (finished run), not Parquet or of the wrong schema.
     """
     import pandas as pd
 
@@ -504,6 +685,15 @@ def extract_predictions(
         if experiment.layout == "run_per_prediction":
             runs = list(hook.search_runs([exp_id], start_ms, end_ms, page_size=page_size))
             frame = runs_to_frame(runs, tag_keys, experiment.name)
+        elif experiment.layout == "batch_table":
+            runs = hook.search_runs_overlapping([exp_id], start_ms, end_ms, page_size=page_size)
+            batches = hook.read_parquet_artifacts(runs, BATCH_ARTIFACT_PATH, experiment=experiment.name)
+            try:
+                frame = batches_to_frame(batches, tag_keys, experiment.name, start_ms, end_ms)
+            except ValueError as exc:
+                from modelwatch.errors import MlflowSourceRefused
+
+                raise MlflowSourceRefused(getattr(hook, "tracking_uri", "MLflow"), str(exc)) from None
         else:
             runs = hook.search_runs_overlapping([exp_id], start_ms, end_ms, page_size=page_size)
             per_run = [

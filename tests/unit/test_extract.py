@@ -15,9 +15,14 @@ import pytest
 from mlflow.entities import Metric, Run, RunData, RunInfo, RunTag
 
 from modelwatch.extract import (
+    BATCH_ARTIFACT_PATH,
+    BATCH_COLUMNS,
     MATRIX_COLUMNS,
     PREDICTION_COLUMNS,
     RESOURCE_COLUMNS,
+    batch_table,
+    batch_timestamps_ms,
+    batches_to_frame,
     epoch_ms,
     extract_predictions,
     extract_resources,
@@ -426,3 +431,149 @@ def test_extract_predictions_accepts_config_tag_keys() -> None:
 def test_extract_predictions_rejects_unknown_layout() -> None:
     with pytest.raises(ValueError, match="layout"):
         extract_predictions(fixture_runs(), [E("fraud", "one_file_per_day")], TAGS, DAY, DAY + timedelta(days=1))  # type: ignore[arg-type]
+
+
+# -- layout batch_table -------------------------------------------------------------------------------
+
+
+def batch_run(run_id: str, start_ms: int, end_ms: int | None, tags: dict[str, str] | None = None,
+              status: str = "FINISHED") -> Run:
+    info = RunInfo(run_id, "1", "u", status, start_ms, end_ms, "active", artifact_uri=f"/nowhere/{run_id}")
+    return Run(info, RunData(tags=[RunTag(k, v) for k, v in (tags or FRAUD_TAGS).items()]))
+
+
+def test_batch_table_schema_and_nulls() -> None:
+    import pyarrow as pa
+
+    table = batch_table([DAY_MS, DAY_MS + 1], [0.2, 0.3], [1.0, None], None)
+    assert table.column_names == list(BATCH_COLUMNS)
+    assert table.schema.field("timestamp").type == pa.timestamp("ms", tz="UTC")
+    assert table.column("accuracy").to_pylist() == [1.0, None]
+    assert table.column("loss").null_count == 2
+    with pytest.raises(ValueError, match="accuracy"):
+        batch_table([DAY_MS], [0.2], [1.0, 0.0])
+
+
+def test_batches_to_frame_keeps_only_the_window() -> None:
+    # a batch straddling the window start, one inside, one straddling the end
+    first = batch_run("b-first", DAY_MS - 2, DAY_MS + 1)
+    inside = batch_run("b-in", DAY_MS + 10, DAY_MS + 12, {**FRAUD_TAGS, "instance": "model-b:8000"})
+    last = batch_run("b-last", NEXT_MS - 1, NEXT_MS)
+    batches = [
+        (first, batch_table([DAY_MS - 2, DAY_MS - 1, DAY_MS, DAY_MS + 1], [9.0, 9.0, 0.1, 0.2], [1, 1, 1, 0], [.1] * 4)),
+        (inside, batch_table([DAY_MS + 10, DAY_MS + 12], [0.3, 0.4])),
+        (last, batch_table([NEXT_MS - 1, NEXT_MS], [0.5, 9.0], [1.0, 1.0], [0.2, 0.2])),
+    ]
+    df = batches_to_frame(batches, TAGS, "exp", DAY_MS, NEXT_MS)
+    assert list(df.columns) == list(PREDICTION_COLUMNS)
+    assert [epoch_ms(t) for t in df["timestamp"].dt.to_pydatetime()] == [DAY_MS, DAY_MS + 1, DAY_MS + 10, DAY_MS + 12, NEXT_MS - 1]
+    assert df["prediction_time"].tolist() == [0.1, 0.2, 0.3, 0.4, 0.5]
+    assert df["run_id"].tolist() == ["b-first", "b-first", "b-in", "b-in", "b-last"]
+    assert df["instance"].tolist() == ["model-a", "model-a", "model-b", "model-b", "model-a"]  # port stripped
+    assert df["accuracy"].tolist()[:2] == [1.0, 0.0] and math.isnan(df["accuracy"].iloc[2])  # null -> NaN
+    assert set(df["experiment"]) == {"exp"} and set(df["model_version"]) == {"3"}
+
+
+def test_batches_to_frame_dtypes_match_the_other_layouts() -> None:
+    batch = [(batch_run("b", DAY_MS, DAY_MS), batch_table([DAY_MS], [0.2], [1.0], [0.1]))]
+    per_run = runs_to_frame([run("r", DAY_MS, {"prediction_time": 0.2, "accuracy": 1.0, "loss": 0.1}, FRAUD_TAGS)],
+                            TAGS, "exp")
+    df = batches_to_frame(batch, TAGS, "exp", DAY_MS, NEXT_MS)
+    pd.testing.assert_frame_equal(df.drop(columns="run_id"), per_run.drop(columns="run_id"))
+    empty = batches_to_frame([], TAGS, "exp", DAY_MS, NEXT_MS)
+    assert list(empty.columns) == list(PREDICTION_COLUMNS) and dict(empty.dtypes) == dict(df.dtypes)
+    outside = batches_to_frame([(batch_run("b", DAY_MS - 5, DAY_MS - 1), batch_table([DAY_MS - 5], [0.2]))],
+                               TAGS, "exp", DAY_MS, NEXT_MS)
+    assert len(outside) == 0 and dict(outside.dtypes) == dict(df.dtypes)
+
+
+def test_batches_to_frame_configurable_tag_keys() -> None:
+    r = batch_run("b", DAY_MS, DAY_MS, {"model": "fraud-detector", "served_on": "model-c:9", "v": "7"})
+    df = batches_to_frame([(r, batch_table([DAY_MS], [0.2]))],
+                          {"model": "model", "model_version": "v", "instance": "served_on"}, "e", DAY_MS, NEXT_MS)
+    assert (df["instance"].iloc[0], df["model_version"].iloc[0]) == ("model-c", "7")
+
+
+def test_batch_timestamps_units_and_types() -> None:
+    import pyarrow as pa
+
+    ms = DAY_MS + 1234
+    as_ms = batch_timestamps_ms(pa.array([ms], type=pa.int64()))
+    assert as_ms.tolist() == [ms]
+    for unit, value in (("s", ms // 1000), ("ms", ms), ("us", ms * 1000 + 999), ("ns", ms * 1_000_000 + 999_999)):
+        for tz in ("UTC", None):  # naive timestamps are read as UTC
+            got = batch_timestamps_ms(pa.array([value], type=pa.timestamp(unit, tz=tz)))
+            assert got.tolist() == [(ms // 1000) * 1000 if unit == "s" else ms], (unit, tz)
+    with pytest.raises(ValueError, match="'timestamp' is string"):
+        batch_timestamps_ms(pa.array(["2026-03-03T00:00:00Z"]), "run x")
+
+
+def test_batches_to_frame_errors_name_experiment_run_and_artifact() -> None:
+    import pyarrow as pa
+
+    r = batch_run("run-42", DAY_MS, DAY_MS)
+    with pytest.raises(ValueError, match=r"experiment 'exp', run run-42, artifact 'predictions.parquet': no 'timestamp'"):
+        batches_to_frame([(r, pa.table({"ts": [DAY_MS]}))], TAGS, "exp", DAY_MS, NEXT_MS)
+    bad = pa.table({"timestamp": pa.array([DAY_MS], pa.int64()), "prediction_time": ["slow"]})
+    with pytest.raises(ValueError, match=r"run run-42.*'prediction_time' is string"):
+        batches_to_frame([(r, bad)], TAGS, "exp", DAY_MS, NEXT_MS)
+
+
+def test_batches_to_frame_drops_untimed_rows_and_warns_on_strays(caplog: pytest.LogCaptureFixture) -> None:
+    import pyarrow as pa
+
+    table = pa.table({"timestamp": pa.array([DAY_MS + 5, None, DAY_MS + 50], pa.timestamp("ms", tz="UTC")),
+                      "prediction_time": [0.1, 0.2, 0.3]})
+    with caplog.at_level("WARNING", logger="modelwatch.extract"):
+        df = batches_to_frame([(batch_run("b", DAY_MS, DAY_MS + 10), table)], TAGS, "exp", DAY_MS, NEXT_MS)
+    assert df["prediction_time"].tolist() == [0.1, 0.3]
+    assert math.isnan(df["loss"].iloc[0])  # a missing metric column is NaN
+    assert "without a timestamp" in caplog.text and "1 row(s) outside their batch run's start/end time" in caplog.text
+
+
+class FakeBatchMlflow:
+    """Overlap search and artifact reads of a batch_table experiment."""
+
+    tracking_uri = "http://mlflow.test"
+
+    def __init__(self, batches: list[tuple[Run, Any]]) -> None:
+        self.batches = batches
+        self.read: list[str] = []
+
+    def experiment_ids(self, names: Sequence[str]) -> dict[str, str]:
+        return {n: f"id-{n}" for n in names}
+
+    def search_runs_overlapping(self, experiment_ids: Sequence[str], start_ms: int, end_ms: int, page_size: int = 1000) -> list[Run]:
+        return [r for r, _ in self.batches
+                if r.info.start_time < end_ms and (r.info.end_time is None or r.info.end_time >= start_ms)]
+
+    def read_parquet_artifacts(self, runs: Sequence[Run], path: str, *, experiment: str | None = None) -> list[tuple[Run, Any]]:
+        assert path == BATCH_ARTIFACT_PATH
+        tables = {r.info.run_id: t for r, t in self.batches}
+        self.read += [r.info.run_id for r in runs]
+        return [(r, tables[r.info.run_id]) for r in runs]
+
+
+def test_extract_predictions_batch_table_reads_only_overlapping_runs() -> None:
+    batches = [
+        (batch_run("before", DAY_MS - 100, DAY_MS - 1), batch_table([DAY_MS - 100, DAY_MS - 1], [9.0, 9.0])),
+        (batch_run("edge", DAY_MS - 1, DAY_MS + 1), batch_table([DAY_MS - 1, DAY_MS, DAY_MS + 1], [9.0, 0.1, 0.2])),
+        (batch_run("rec", DAY_MS + 60_000, DAY_MS + 60_000, {"model": "recommender", "model_version": "12", "instance": "model-b"}),
+         batch_table([DAY_MS + 60_000], [0.3])),
+        (batch_run("after", NEXT_MS, NEXT_MS + 5), batch_table([NEXT_MS, NEXT_MS + 5], [9.0, 9.0])),
+    ]
+    hook = FakeBatchMlflow(batches)
+    df = extract_predictions(hook, [E("b", "batch_table")], TAGS, DAY, DAY + timedelta(days=1))  # type: ignore[arg-type]
+    assert hook.read == ["edge", "rec"]
+    assert df["prediction_time"].tolist() == [0.1, 0.2, 0.3]
+    assert df["run_id"].tolist() == ["edge", "edge", "rec"] and df["timestamp"].is_monotonic_increasing
+
+
+def test_extract_predictions_batch_schema_error_is_a_refusal() -> None:
+    import pyarrow as pa
+
+    from modelwatch.errors import MlflowSourceRefused
+
+    hook = FakeBatchMlflow([(batch_run("r9", DAY_MS, DAY_MS), pa.table({"when": [1]}))])
+    with pytest.raises(MlflowSourceRefused, match=r"http://mlflow.test: experiment 'b', run r9, artifact 'predictions.parquet'"):
+        extract_predictions(hook, [E("b", "batch_table")], TAGS, DAY, DAY + timedelta(days=1))  # type: ignore[arg-type]

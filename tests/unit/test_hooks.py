@@ -646,3 +646,52 @@ def test_mlflow_unreachable_server(monkeypatch: pytest.MonkeyPatch) -> None:
     message = str(info.value)
     assert f"http://127.0.0.1:{port}" in message and "fraud-detector-predictions" in message
     assert "mlflow-pass-777" not in message
+
+
+def artifact_run(tmp_path: Path, run_id: str, status: str = "FINISHED", content: bytes | None = None,
+                 table: Any = None) -> Any:
+    """A run whose artifact_uri is a local folder holding (or not) ``predictions.parquet``."""
+    import pyarrow.parquet as pq
+    from mlflow.entities import Run, RunData, RunInfo
+
+    folder = tmp_path / run_id / "artifacts"
+    folder.mkdir(parents=True)
+    if table is not None:
+        pq.write_table(table, folder / "predictions.parquet")
+    elif content is not None:
+        (folder / "predictions.parquet").write_bytes(content)
+    return Run(RunInfo(run_id, "1", "u", status, 0, None if status == "RUNNING" else 1, "active",
+                       artifact_uri=str(folder)), RunData())
+
+
+def test_mlflow_read_parquet_artifacts(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                       fake_mlflow: type[FakeMlflowClient]) -> None:
+    import pyarrow as pa
+
+    set_conn(monkeypatch, "mlf", conn_type="mlflow", host="127.0.0.1", port=15000)
+    hook = MlflowHook("mlf")
+    runs = [artifact_run(tmp_path, f"r{i}", table=pa.table({"timestamp": [i], "prediction_time": [0.1 * i]}))
+            for i in range(12)]
+    runs.insert(3, artifact_run(tmp_path, "open", status="RUNNING"))  # being written: skipped
+    for workers in (1, 4):
+        got = hook.read_parquet_artifacts(runs, "predictions.parquet", experiment="exp", workers=workers)
+        assert [r.info.run_id for r, _ in got] == [f"r{i}" for i in range(12)]
+        assert [t.column("timestamp").to_pylist() for _, t in got] == [[i] for i in range(12)]
+    assert not list(tmp_path.glob("modelwatch-batches-*"))
+
+
+@pytest.mark.parametrize(("content", "reason"), [(None, "not found"), (b"not parquet", "not a readable Parquet file")])
+def test_mlflow_read_parquet_artifacts_errors_name_run_and_path(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, fake_mlflow: type[FakeMlflowClient], content: bytes | None,
+    reason: str,
+) -> None:
+    from modelwatch.errors import MlflowSourceRefused
+
+    set_conn(monkeypatch, "mlf", conn_type="mlflow", host="127.0.0.1", port=15000)
+    hook = MlflowHook("mlf")
+    run = artifact_run(tmp_path, "done-7", content=content)
+    with pytest.raises(MlflowSourceRefused) as info:
+        hook.read_parquet_artifacts([run], "predictions.parquet", experiment="batches")
+    message = str(info.value)
+    assert "experiment 'batches'" in message and "run done-7 artifact 'predictions.parquet'" in message
+    assert reason in message and "http://127.0.0.1:15000" in message

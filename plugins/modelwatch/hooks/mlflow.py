@@ -1,4 +1,4 @@
-"""MLflow tracking server hook: experiments, paged run search, metric history.
+"""MLflow tracking server hook: experiments, paged run search, metric history, Parquet artifacts.
 
 ``mlflow`` is imported only when the hook connects: it takes seconds to import and DAG parsing must not.
 """
@@ -8,10 +8,13 @@ from __future__ import annotations
 import math
 import os
 import re
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from airflow.sdk import BaseHook
@@ -20,6 +23,7 @@ from modelwatch.errors import MlflowSourceError, MlflowSourceRefused
 from modelwatch.hooks.base import basic_auth_token
 
 if TYPE_CHECKING:
+    import pyarrow as pa
     from mlflow.entities import Metric, Run
     from mlflow.tracking import MlflowClient
 
@@ -27,6 +31,8 @@ T = TypeVar("T")
 
 #: MlflowClient refuses larger pages.
 MAX_PAGE_SIZE = 50_000
+#: Artifact downloads in flight at once (I/O bound: HTTP or object-store requests, file copies).
+DOWNLOAD_WORKERS = 8
 #: Connection extras -> the MLflow environment variables that carry them (read by MLflow per request).
 _EXTRA_ENV = {
     "max_retries": "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
@@ -264,3 +270,72 @@ class MlflowHook(BaseHook):
             run_id, key, len(history), time.monotonic() - started,
         )
         return list(history)
+
+    def read_parquet_artifacts(
+        self, runs: Sequence[Run], path: str, *, experiment: str | None = None, workers: int = DOWNLOAD_WORKERS
+    ) -> list[tuple[Run, pa.Table]]:
+        """The Parquet artifact ``path`` of every run, read with pyarrow, in the order of ``runs``.
+
+        Only that one file of each run is downloaded (from the run's ``artifact_uri``: the server's artifact
+        proxy, S3, a local folder...), ``workers`` at a time, into a temporary folder removed afterwards.
+        A run still ``RUNNING`` without the artifact (a batch being written, or a writer that died before
+        uploading) is skipped with a warning; a finished run without it is an error.
+
+        :param runs: runs from :meth:`search_runs_overlapping` (their ``info.artifact_uri`` is used).
+        :param path: artifact path inside each run (e.g. ``predictions.parquet``).
+        :param experiment: experiment name, for messages.
+        :param workers: downloads in flight at once.
+        :raises MlflowSourceRefused: a finished run without the artifact, or a file that is not Parquet
+            (message: experiment, run, artifact path, server).
+        :raises MlflowSourceError: a server or storage failure (retryable).
+        """
+        import pyarrow.parquet as pq
+        from mlflow.exceptions import MlflowException
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+        from requests import RequestException
+
+        self.get_conn()
+        started = time.monotonic()
+        sizes: list[int] = []
+
+        def one(index: int, run: Run, tmp: Path) -> tuple[Run, pa.Table] | None:
+            where = f"run {run.info.run_id} artifact {path!r}"
+            try:
+                repo = get_artifact_repository(run.info.artifact_uri, tracking_uri=self._tracking_uri)
+                dst = tmp / str(index)
+                dst.mkdir()
+                local = Path(repo.download_artifacts(path, dst_path=str(dst)))
+                sizes.append(local.stat().st_size)
+            except (MlflowException, RequestException, OSError) as exc:
+                code = getattr(exc, "error_code", None)
+                text = self._redact(str(getattr(exc, "message", None) or exc))
+                missing = code == "RESOURCE_DOES_NOT_EXIST" or "404" in text or "No such" in text
+                if missing and run.info.status == "RUNNING":
+                    self.log.warning(
+                        "MLflow experiment %s: %s is missing and the run is still RUNNING: skipped (%s)",
+                        experiment, where, text.splitlines()[-1][:200],
+                    )  # fmt: skip
+                    return None
+                kind = MlflowSourceRefused if missing or code in REFUSAL_CODES else MlflowSourceError
+                reason = "not found" if missing else f"download failed ({code or type(exc).__name__})"
+                raise kind(self.tracking_uri, f"{where}: {reason}: {text}", experiment=experiment) from None
+            try:
+                return run, pq.read_table(local)
+            except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ...
+                raise MlflowSourceRefused(
+                    self.tracking_uri, f"{where}: not a readable Parquet file: {exc}", experiment=experiment
+                ) from None
+
+        with tempfile.TemporaryDirectory(prefix="modelwatch-batches-") as tmp, self._credentials_env():
+            if workers <= 1 or len(runs) <= 1:
+                results = [one(i, run, Path(tmp)) for i, run in enumerate(runs)]
+            else:
+                with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mlflow-artifacts") as pool:
+                    results = list(pool.map(one, range(len(runs)), runs, [Path(tmp)] * len(runs)))
+        tables = [r for r in results if r is not None]
+        self.log.info(
+            "MLflow artifacts %r of %d run(s) (experiment %s): %d read, %d skipped, %.1f MiB, %.3f s",
+            path, len(runs), experiment, len(tables), len(runs) - len(tables), sum(sizes) / 2**20,
+            time.monotonic() - started,
+        )  # fmt: skip
+        return tables

@@ -99,7 +99,8 @@ def test_resources(rows: pd.DataFrame, rules: ModelThresholds) -> list[ResourceE
 
     A resource explains the model's slowness when, over the judged predictions of the window:
 
-    1. it had a real sample at ``min_coverage`` of the slow predictions or more (``low_coverage``);
+    1. it had a real sample at ``min_coverage`` of the slow predictions or more (``no_samples``,
+       ``low_coverage``);
     2. it was saturated at some sampled predictions and below its threshold at others (``never_saturated``,
        ``no_contrast``);
     3. slowness is significantly more likely at saturation: Fisher's exact test, one-sided, Holm-adjusted
@@ -117,10 +118,11 @@ def test_resources(rows: pd.DataFrame, rules: ModelThresholds) -> list[ResourceE
         coverage = float(r.coverage)
         if a + b + c + d == 0:
             outcome: Outcome = "no_samples"
+        elif not coverage >= rules.min_coverage:
+            # first: without samples at the slow predictions, "never saturated" would claim too much
+            outcome = "low_coverage"
         elif a + b == 0:
             outcome = "never_saturated"
-        elif not coverage >= rules.min_coverage:
-            outcome = "low_coverage"
         elif c + d == 0:
             outcome = "no_contrast"
         elif not p_adj <= rules.significance:

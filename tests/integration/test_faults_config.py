@@ -148,9 +148,13 @@ AWKWARD = [
 def _verdict(model: str) -> dict[str, Any]:
     from modelwatch.evaluate import ModelVerdict, ResourceEvidence
 
-    evidence = ResourceEvidence(resource="cpu", threshold=0.9, unit="ratio", n_slow_saturated=5,
-                                slow_saturated_share=1.0, normal_saturated_share=0.0, lift=None, spearman=0.8,
-                                slow_value_median=0.97, slow_value_max=0.99)  # fmt: skip
+    evidence = ResourceEvidence(
+        resource="cpu", threshold=0.9, unit="ratio", outcome="explains", n_slow_saturated=5, n_normal_saturated=0,
+        n_slow_unsaturated=0, n_normal_unsaturated=5, n_slow_unsampled=0, n_normal_unsampled=0, coverage=1.0,
+        slow_share_saturated=1.0, slow_share_unsaturated=0.0, relative_risk=11.0, p_value=0.004, p_adjusted=0.008,
+        slow_saturated_share=1.0, normal_saturated_share=0.0, lift=None, spearman=0.8, slow_value_median=0.97,
+        slow_value_max=0.99,
+    )  # fmt: skip
     now = datetime.now(UTC)
     return ModelVerdict(
         model=model, verdict="degraded", reason=f"{model}: slow with cpu", window_start=(now - timedelta(hours=1)).isoformat(),

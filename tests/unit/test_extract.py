@@ -31,6 +31,7 @@ from modelwatch.extract import (
     matrix_to_frame,
     merge_matrices,
     plan_chunks,
+    runs_json_to_frame,
     runs_to_frame,
     strip_port,
 )
@@ -292,6 +293,49 @@ def test_runs_to_frame() -> None:
         assert df[column].dtype == "float64"
 
 
+def rest_json(r: Run) -> dict[str, Any]:
+    """A run as MLflow's REST API sends it (``runs/search``): MLflow's own proto -> JSON conversion."""
+    from mlflow.utils.proto_json_utils import message_to_json
+
+    return json.loads(message_to_json(r.to_proto()))
+
+
+def test_runs_json_to_frame_equals_runs_to_frame() -> None:
+    tags = {"model": "model", "model_version": "model_version", "instance": "served_on"}
+    runs = [
+        run("r1", DAY_MS + 600_000, {"prediction_time": 0.2, "accuracy": 0.9, "loss": 0.1}, FRAUD_TAGS),
+        run("r2", DAY_MS + 1_200_000, {"prediction_time": 2.5}, {"model": "fraud-detector", "served_on": "model-b:8000"}),
+        run("r3", DAY_MS + 1_200_000, {"prediction_time": math.nan, "accuracy": math.inf, "loss": -math.inf},
+            {"served_on": "[::1]:9100", "model_version": ""}),
+        run("r4", DAY_MS, {}, {}),  # no metrics, no tags: the JSON has no lists at all
+        run("r5", DAY_MS + 5, {"prediction_time": 0.0, "accuracy": -1.5}, {"served_on": "10.0.0.7:8000"}),
+    ]
+    payload = [rest_json(r) for r in runs]
+    assert "metrics" not in payload[3].get("data", {}) and payload[2]["data"]["metrics"][0]["value"] == "NaN"
+    expected = runs_to_frame(runs, tags, "exp")
+    got = runs_json_to_frame(payload, tags, "exp")
+    pd.testing.assert_frame_equal(got, expected)
+    assert got["instance"].tolist() == ["", "model-b", "::1", "", "10.0.0.7"]
+    assert math.isnan(got.loc[2, "prediction_time"]) and got.loc[2, "accuracy"] == math.inf
+    assert got.loc[4, "prediction_time"] == 0.0  # a real zero is not missing
+
+
+def test_runs_json_to_frame_reads_the_server_json_text() -> None:
+    # int64 fields as JSON strings (proto3 JSON style) and non-finite values as strings parse the same way
+    text = json.dumps({"runs": [{"info": {"run_id": "a", "run_uuid": "a", "start_time": str(DAY_MS)},
+                                 "data": {"metrics": [{"key": "loss", "value": "Infinity"},
+                                                      {"key": "prediction_time", "value": 1}],
+                                          "tags": [{"key": "instance", "value": "m:1"}]}}]})
+    got = runs_json_to_frame(json.loads(text)["runs"], TAGS, "exp")
+    assert got["timestamp"].tolist() == [pd.Timestamp(DAY)] and got["instance"].tolist() == ["m"]
+    assert got.loc[0, "loss"] == math.inf and got.loc[0, "prediction_time"] == 1.0 and math.isnan(got.loc[0, "accuracy"])
+    assert got["model"].tolist() == [""] and got["prediction_time"].dtype == "float64"
+
+
+def test_runs_json_to_frame_empty() -> None:
+    pd.testing.assert_frame_equal(runs_json_to_frame([], TAGS, "exp"), runs_to_frame([], TAGS, "exp"))
+
+
 def test_runs_to_frame_empty() -> None:
     df = runs_to_frame([], TAGS, "exp")
     assert list(df.columns) == list(PREDICTION_COLUMNS) and len(df) == 0
@@ -356,6 +400,12 @@ class FakeMlflow:
         assert experiment_ids == ["id-fraud"]
         self.page_sizes.append(page_size)
         yield from (r for r in self.per_run if start_ms <= r.info.start_time < end_ms)
+
+    def search_runs_json(self, experiment_ids: Sequence[str], start_ms: int, end_ms: int, *, page_size: int = 1000,
+                         experiment: str | None = None) -> list[dict[str, Any]]:
+        # the same runs, as the server's REST answer carries them (MLflow's own proto -> JSON)
+        assert experiment == "fraud"
+        return [rest_json(r) for r in self.search_runs(experiment_ids, start_ms, end_ms, page_size=page_size)]
 
     def search_runs_overlapping(self, experiment_ids: Sequence[str], start_ms: int, end_ms: int, page_size: int = 1000) -> list[Run]:
         assert experiment_ids == ["id-rec"]

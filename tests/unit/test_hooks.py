@@ -695,3 +695,125 @@ def test_mlflow_read_parquet_artifacts_errors_name_run_and_path(
     message = str(info.value)
     assert "experiment 'batches'" in message and "run done-7 artifact 'predictions.parquet'" in message
     assert reason in message and "http://127.0.0.1:15000" in message
+
+
+# -- MLflow REST read (runs/search) ------------------------------------------------------------------
+
+
+def rest_run(run_id: str, start: int) -> dict[str, Any]:
+    return {"info": {"run_id": run_id, "run_uuid": run_id, "start_time": start},
+            "data": {"metrics": [{"key": "prediction_time", "value": 0.25}], "tags": [{"key": "model", "value": "m"}]}}
+
+
+@pytest.fixture
+def mlf_rest(server: ScriptedServer, monkeypatch: pytest.MonkeyPatch) -> MlflowHook:
+    set_conn(monkeypatch, "mlf_rest", conn_type="mlflow", host="127.0.0.1", port=server.port,
+             extra={"max_retries": 2, "backoff_factor": 0, "timeout": 5})
+    return MlflowHook("mlf_rest")
+
+
+def test_mlflow_search_runs_json_posts_the_search_and_follows_every_page(
+    server: ScriptedServer, mlf_rest: MlflowHook
+) -> None:
+    server.script(
+        Reply(body={"runs": [rest_run("r0", 1000), rest_run("r1", 1001)], "next_page_token": "tok-1"}),
+        Reply(body={"runs": [rest_run("r2", 1500)], "next_page_token": "tok-2"}),
+        Reply(body={}),  # a last page with no run and no token: the server leaves both out
+    )
+    runs = mlf_rest.search_runs_json(["7"], 1000, 2000, page_size=2, experiment="fraud")
+    assert [r["info"]["run_id"] for r in runs] == ["r0", "r1", "r2"]
+    assert [(s.method, s.path) for s in server.seen] == [("POST", "/api/2.0/mlflow/runs/search")] * 3
+    bodies = [json.loads(s.body) for s in server.seen]
+    assert bodies[0] == {
+        "experiment_ids": ["7"], "filter": "attributes.start_time >= 1000 AND attributes.start_time < 2000",
+        "max_results": 2, "order_by": ["attributes.start_time ASC"], "run_view_type": "ACTIVE_ONLY",
+    }
+    assert [b.get("page_token") for b in bodies] == [None, "tok-1", "tok-2"]
+    assert mlf_rest.pages_read == [2, 1, 0]
+    assert "Authorization" not in server.seen[0].headers
+
+
+def test_mlflow_search_runs_json_page_size_limits(mlf_rest: MlflowHook) -> None:
+    for bad in (0, 50_001):
+        with pytest.raises(ValueError, match="page_size"):
+            mlf_rest.search_runs_json(["7"], 0, 1, page_size=bad)
+
+
+def test_mlflow_rest_retry_policy_follows_the_connection_extras(monkeypatch: pytest.MonkeyPatch) -> None:
+    from modelwatch.hooks import mlflow as mlflow_module
+
+    set_conn(monkeypatch, "mlf_x", conn_type="mlflow", host="127.0.0.1", port=1,
+             extra={"max_retries": 2, "backoff_factor": 0.5, "timeout": 2.5, "insecure_tls": "true"})
+    rest = MlflowHook("mlf_x").rest
+    assert rest.get_conn().verify is False and rest.base_url == "http://127.0.0.1:1"
+    assert (rest.max_attempts, rest.backoff_base_seconds, rest._timeout) == (3, 0.5, 3.0)
+    set_conn(monkeypatch, "mlf_d", conn_type="mlflow", host="127.0.0.1", port=1)
+    rest = MlflowHook("mlf_d").rest
+    assert rest.get_conn().verify is True and rest.max_attempts == 1 + mlflow_module.DEFAULT_MAX_RETRIES
+    assert rest._timeout == mlflow_module.DEFAULT_TIMEOUT_SECONDS
+
+
+def test_mlflow_search_runs_json_retries_5xx(server: ScriptedServer, mlf_rest: MlflowHook) -> None:
+    busy = {"error_code": "TEMPORARILY_UNAVAILABLE", "message": "busy"}
+    server.script(Reply(503, busy), Reply(503, busy), Reply(body={"runs": [rest_run("r0", 1000)]}))
+    assert [r["info"]["run_id"] for r in mlf_rest.search_runs_json(["7"], 0, 2000)] == ["r0"]
+    assert len(server.seen) == 3
+
+
+def test_mlflow_search_runs_json_server_error_after_retries(server: ScriptedServer, mlf_rest: MlflowHook) -> None:
+    from airflow.sdk.exceptions import AirflowFailException
+
+    locked = {"error_code": "INTERNAL_ERROR", "message": "database is locked"}
+    server.script(Reply(500, locked), Reply(500, locked), Reply(500, locked))
+    with pytest.raises(MlflowSourceError) as info:
+        mlf_rest.search_runs_json(["7"], 0, 2000, experiment="fraud-detector-predictions")
+    err = info.value
+    assert len(server.seen) == 3 and not isinstance(err, AirflowFailException)  # Airflow retries the task
+    assert err.server == f"http://127.0.0.1:{server.port}" and err.experiment == "fraud-detector-predictions"
+    assert "runs/search" in str(err) and "HTTP 500 INTERNAL_ERROR" in str(err) and "database is locked" in str(err)
+
+
+def test_mlflow_search_runs_json_refusal_is_final(server: ScriptedServer, mlf_rest: MlflowHook) -> None:
+    from airflow.sdk.exceptions import AirflowFailException
+
+    server.script(Reply(400, {"error_code": "INVALID_PARAMETER_VALUE", "message": "Invalid value 60000 for max_results"}))
+    with pytest.raises(MlflowSourceError) as info:
+        mlf_rest.search_runs_json(["7"], 0, 2000, experiment="fraud")
+    assert len(server.seen) == 1 and isinstance(info.value, AirflowFailException)
+    assert "INVALID_PARAMETER_VALUE" in str(info.value) and "max_results" in str(info.value)
+    assert "'fraud'" in str(info.value)
+
+
+def test_mlflow_search_runs_json_not_json(server: ScriptedServer, mlf_rest: MlflowHook) -> None:
+    server.script(Reply(200, "<html>login page</html>"))
+    with pytest.raises(MlflowSourceError) as info:
+        mlf_rest.search_runs_json(["7"], 0, 2000, experiment="fraud")
+    assert "not an MLflow JSON object" in str(info.value) and "login page" in str(info.value)
+
+
+def test_mlflow_search_runs_json_auth_and_redaction(server: ScriptedServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    token = base64.b64encode(b"bob:bobs-pass-99").decode()
+    set_conn(monkeypatch, "mlf_b", conn_type="mlflow", host="127.0.0.1", port=server.port, login="bob",
+             password="bobs-pass-99", extra={"max_retries": 0})
+    server.script(Reply(403, {"error_code": "PERMISSION_DENIED", "message": f"bad Basic {token} / bobs-pass-99"}))
+    with pytest.raises(MlflowSourceError) as info:
+        MlflowHook("mlf_b").search_runs_json(["7"], 0, 2000, experiment="fraud")
+    assert server.seen[0].headers["Authorization"] == f"Basic {token}"
+    assert "bobs-pass-99" not in str(info.value) and token not in str(info.value) and "***" in str(info.value)
+    set_conn(monkeypatch, "mlf_t", conn_type="mlflow", host="127.0.0.1", port=server.port, password="tok-123")
+    server.script(Reply(body={"runs": []}))
+    assert MlflowHook("mlf_t").search_runs_json(["7"], 0, 2000) == []
+    assert server.seen[1].headers["Authorization"] == "Bearer tok-123"
+
+
+def test_mlflow_search_runs_json_unreachable(monkeypatch: pytest.MonkeyPatch) -> None:
+    port = closed_port()
+    set_conn(monkeypatch, "mlf_down", conn_type="mlflow", host="127.0.0.1", port=port,
+             login="bob", password="mlflow-pass-777", extra={"max_retries": 1, "backoff_factor": 0, "timeout": 5})
+    hook = MlflowHook("mlf_down")
+    with pytest.raises(MlflowSourceError) as info:
+        hook.search_runs_json(["7"], 0, 2000, experiment="fraud-detector-predictions")
+    message = str(info.value)
+    assert f"http://127.0.0.1:{port}" in message and "fraud-detector-predictions" in message
+    assert "2 attempt(s)" in message and "mlflow-pass-777" not in message
+    assert hook.rest.requests_made == 2

@@ -1,10 +1,16 @@
 """MLflow tracking server hook: experiments, paged run search, metric history, Parquet artifacts.
 
 ``mlflow`` is imported only when the hook connects: it takes seconds to import and DAG parsing must not.
+
+Two request paths, one connection: :class:`mlflow.tracking.MlflowClient` for most calls, and for the bulk
+read of one-run-per-prediction experiments (:meth:`MlflowHook.search_runs_json`) the REST API through
+:class:`~modelwatch.hooks.base.ApiHook`'s one ``_request`` (same retries, backoff and redaction as the
+Prometheus and Alertmanager hooks), answering plain JSON with no per-run entity objects.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -19,8 +25,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from airflow.sdk import BaseHook
 
-from modelwatch.errors import MlflowSourceError, MlflowSourceRefused
-from modelwatch.hooks.base import basic_auth_token
+from modelwatch.errors import MlflowSourceError, MlflowSourceRefused, UpstreamUnavailable, is_refusal
+from modelwatch.hooks.base import ApiHook, basic_auth_token
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -29,8 +35,17 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-#: MlflowClient refuses larger pages.
+#: MlflowClient refuses larger pages (and so does the server's runs/search).
 MAX_PAGE_SIZE = 50_000
+#: REST endpoint of run search (POST, JSON body).
+SEARCH_RUNS_PATH = "/api/2.0/mlflow/runs/search"
+#: Order of every run search: run_uuid is the server's own tie-breaker, so offset page tokens stay stable.
+SEARCH_ORDER = ("attributes.start_time ASC",)
+#: MLflow's own HTTP defaults (``MLFLOW_HTTP_REQUEST_*``), used by the REST path when the connection has
+#: no ``max_retries``/``backoff_factor``/``timeout`` extra, so both request paths retry alike.
+DEFAULT_MAX_RETRIES = 7
+DEFAULT_BACKOFF_FACTOR = 2.0
+DEFAULT_TIMEOUT_SECONDS = 120.0
 #: Artifact downloads in flight at once (I/O bound: HTTP or object-store requests, file copies).
 DOWNLOAD_WORKERS = 8
 #: Connection extras -> the MLflow environment variables that carry them (read by MLflow per request).
@@ -50,13 +65,61 @@ _USERINFO = re.compile(r"//[^/@\s]*@")
 _ENV_LOCK = threading.RLock()
 
 
+def _started_in(start_ms: int, end_ms: int) -> str:
+    """Search filter: runs that started in ``[start_ms, end_ms)``."""
+    return f"attributes.start_time >= {int(start_ms)} AND attributes.start_time < {int(end_ms)}"
+
+
+class _RestConnection:
+    """The MLflow connection restated in :class:`~modelwatch.hooks.base.ApiHook`'s terms (what its
+    ``get_conn`` reads of an Airflow connection)."""
+
+    def __init__(self, uri: str, login: str | None, password: str | None, extra: Mapping[str, Any]) -> None:
+        self.host, self.port, self.schema = uri, None, None
+        self.login, self.password = login, password
+        auth = ("basic" if login else "bearer") if password else "none"
+        timeout = extra.get("timeout")
+        self.extra_dejson: dict[str, Any] = {
+            "auth": auth,
+            "timeout": float(math.ceil(float(timeout))) if timeout is not None else DEFAULT_TIMEOUT_SECONDS,
+        }
+        if str(extra.get("insecure_tls")).lower() in ("true", "1", "yes"):
+            self.extra_dejson["verify"] = False
+
+
+class MlflowRestHook(ApiHook):
+    """The MLflow REST API through :meth:`ApiHook._request`, on the connection of an :class:`MlflowHook`
+    (built by it: not resolved from Airflow again).
+
+    :param connection: the MLflow connection in ApiHook's terms.
+    :param conn_id: the MLflow connection id, for messages.
+    :param kwargs: retry settings, see :class:`~modelwatch.hooks.base.ApiHook`.
+    """
+
+    default_conn_name: ClassVar[str] = "mlflow_default"
+    conn_type: ClassVar[str] = "mlflow"
+    hook_name: ClassVar[str] = "MLflow REST"
+    service_name: ClassVar[str] = "MLflow"
+
+    def __init__(self, connection: _RestConnection, conn_id: str, **kwargs: Any) -> None:
+        super().__init__(conn_id, **kwargs)
+        self._connection = connection
+
+    def get_connection(self, conn_id: str) -> Any:  # type: ignore[override]
+        """The MLflow connection given at construction (already resolved by :class:`MlflowHook`)."""
+        return self._connection
+
+
 class MlflowHook(BaseHook):
     """Read runs and metrics from an MLflow tracking server.
 
     Connection: ``host`` (a full tracking URI when it contains ``://``), ``port``, ``schema`` (URL
     scheme, default ``http``); ``password`` with ``login`` is HTTP basic auth, ``password`` alone a bearer
     token. Extras ``max_retries``, ``backoff_factor``, ``timeout`` set MLflow's own HTTP retry policy
-    (``MLFLOW_HTTP_REQUEST_*``; MLflow's default retries for about 4 minutes), ``insecure_tls``.
+    (``MLFLOW_HTTP_REQUEST_*``; MLflow's default retries for about 4 minutes), ``insecure_tls``. The REST
+    path (:meth:`search_runs_json`) follows the same extras: ``max_retries + 1`` attempts, backoff
+    ``backoff_factor`` doubled per attempt (at most 30 s), ``timeout`` per request; MLflow's defaults
+    (7, 2 s, 120 s) when absent.
 
     :param mlflow_conn_id: Airflow connection id.
     :param logger_name: see :class:`airflow.sdk.BaseHook`.
@@ -71,6 +134,9 @@ class MlflowHook(BaseHook):
         super().__init__(logger_name=logger_name)
         self.mlflow_conn_id = mlflow_conn_id
         self._client: MlflowClient | None = None
+        self._rest: MlflowRestHook | None = None
+        #: Runs per page of every run search of this hook, in order (either request path).
+        self.pages_read: list[int] = []
         self._tracking_uri = ""
         self._env: dict[str, str] = {}
         self._secrets: list[str] = []
@@ -120,8 +186,29 @@ class MlflowHook(BaseHook):
 
         self._tracking_uri = uri
         self._env = env
+        self._rest = self._rest_hook(uri, conn.login, conn.password, extra)
         self._client = MlflowClient(tracking_uri=uri)
         return self._client
+
+    def _rest_hook(
+        self, uri: str, login: str | None, password: str | None, extra: Mapping[str, Any]
+    ) -> MlflowRestHook:
+        retries = extra.get("max_retries")
+        backoff = extra.get("backoff_factor")
+        retries = DEFAULT_MAX_RETRIES if retries is None else max(0, math.ceil(float(retries)))
+        return MlflowRestHook(
+            _RestConnection(uri, login, password, extra),
+            self.mlflow_conn_id,
+            max_attempts=1 + retries,
+            backoff_base_seconds=DEFAULT_BACKOFF_FACTOR if backoff is None else float(backoff),
+        )
+
+    @property
+    def rest(self) -> MlflowRestHook:
+        """The REST request path of this hook's connection (resolves the connection)."""
+        self.get_conn()
+        assert self._rest is not None
+        return self._rest
 
     @contextmanager
     def _credentials_env(self) -> Generator[None]:
@@ -201,12 +288,13 @@ class MlflowHook(BaseHook):
                 filter_string=filter_string,
                 max_results=page_size,
                 # run_uuid is the server's own tie-breaker, so offset-based page tokens stay stable.
-                order_by=["attributes.start_time ASC"],
+                order_by=list(SEARCH_ORDER),
                 page_token=token,
                 experiment=",".join(ids),
             )
             pages += 1
             runs += len(page)
+            self.pages_read.append(len(page))
             yield from page
             token = page.token
             if not token:
@@ -227,8 +315,98 @@ class MlflowHook(BaseHook):
         :param page_size: runs per request (1..50,000).
         :raises MlflowSourceError: on a server error or an unreachable server.
         """
-        flt = f"attributes.start_time >= {int(start_ms)} AND attributes.start_time < {int(end_ms)}"
-        return self._paged_runs(experiment_ids, flt, page_size)
+        return self._paged_runs(experiment_ids, _started_in(start_ms, end_ms), page_size)
+
+    def search_runs_json(
+        self,
+        experiment_ids: Sequence[str],
+        start_ms: int,
+        end_ms: int,
+        *,
+        page_size: int = 1000,
+        experiment: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """The runs of :meth:`search_runs` (same filter, order and pages) as MLflow's REST JSON objects.
+
+        ``POST /api/2.0/mlflow/runs/search`` through :meth:`ApiHook._request` (retries, backoff,
+        redaction), every ``next_page_token`` followed. Each run is the server's JSON: ``{"info": {"run_id",
+        "start_time", ...}, "data": {"metrics": [{"key", "value", ...}], "tags": [{"key", "value"}]}}``
+        (an empty list may be absent; a NaN metric value is the string ``"NaN"``).
+
+        :param experiment_ids: experiment ids (see :meth:`experiment_ids`).
+        :param start_ms: window start, epoch milliseconds (inclusive).
+        :param end_ms: window end, epoch milliseconds (exclusive).
+        :param page_size: runs per request (1..50,000).
+        :param experiment: experiment name, for messages (default: the ids).
+        :raises MlflowSourceRefused: on a refusal (4xx, or an MLflow error code such as
+            ``INVALID_PARAMETER_VALUE``): no retry can help.
+        :raises MlflowSourceError: on a server error after the retries, an unreachable server or an
+            answer that is not MLflow JSON; naming the experiment and the server, secrets redacted.
+        """
+        if not 1 <= page_size <= MAX_PAGE_SIZE:
+            raise ValueError(f"page_size must be between 1 and {MAX_PAGE_SIZE}, got {page_size}")
+        rest = self.rest
+        ids = [str(i) for i in experiment_ids]
+        name = experiment or ",".join(ids)
+        body: dict[str, Any] = {
+            "experiment_ids": ids,
+            "filter": _started_in(start_ms, end_ms),
+            "max_results": page_size,
+            "order_by": list(SEARCH_ORDER),
+            "run_view_type": "ACTIVE_ONLY",
+        }
+        runs: list[dict[str, Any]] = []
+        pages = 0
+        started = time.monotonic()
+        while True:
+            answer = self._rest_post(rest, SEARCH_RUNS_PATH, body, what="runs/search", experiment=name)
+            page = answer.get("runs") or []
+            if not isinstance(page, list):
+                raise MlflowSourceError(
+                    self.tracking_uri, f"runs/search answered 'runs' of type {type(page).__name__}", experiment=name
+                )
+            runs.extend(page)
+            pages += 1
+            self.pages_read.append(len(page))
+            token = answer.get("next_page_token")
+            if not token:
+                break
+            body["page_token"] = token
+        self.log.info(
+            "MLflow runs/search (REST) experiment %s filter=%r: %d run(s) in %d page(s), %.3f s",
+            name, body["filter"], len(runs), pages, time.monotonic() - started,
+        )  # fmt: skip
+        return runs
+
+    def _rest_post(
+        self, rest: MlflowRestHook, path: str, body: Mapping[str, Any], *, what: str, experiment: str
+    ) -> dict[str, Any]:
+        """POST ``body`` to ``path``; the decoded JSON object, or an :class:`MlflowSourceError`."""
+        started = time.monotonic()
+        try:
+            response = rest._request("POST", path, json=body)
+        except UpstreamUnavailable as exc:
+            raise MlflowSourceError(
+                self.tracking_uri,
+                f"{what} failed after {exc.attempts} attempt(s), {time.monotonic() - started:.1f} s: {exc.last_error}",
+                experiment=experiment,
+            ) from None
+        try:
+            answer = json.loads(response.content)
+        except ValueError:
+            answer = None
+        if response.status_code != 200 or not isinstance(answer, dict):
+            code = answer.get("error_code") if isinstance(answer, dict) else None
+            message = answer.get("message") if isinstance(answer, dict) else None
+            text = rest.redact(str(message)) if message else rest.body_excerpt(response) or "(empty body)"
+            status = f"HTTP {response.status_code}" + (f" {code}" if code else "")
+            if response.status_code == 200:
+                status += ", not an MLflow JSON object"
+            refused = code in REFUSAL_CODES or is_refusal(response.status_code)
+            kind = MlflowSourceRefused if refused else MlflowSourceError
+            reason = f"{what} failed after {time.monotonic() - started:.1f} s ({status}): {text}"
+            raise kind(self.tracking_uri, reason, experiment=experiment)
+        return answer
 
     def search_runs_overlapping(
         self, experiment_ids: Sequence[str], start_ms: int, end_ms: int, page_size: int = 1000

@@ -19,6 +19,15 @@ Cases, each in its own subprocess (a fresh interpreter: its peak memory is its o
   written (filter the resource frame for every prediction and query) on ``--correlation-filter-sample``
   predictions, extrapolated the same way and checked against the indexed loop.
 
+- ``floor``: the least a pandas user would write for the same join, :func:`floor_script` (one string-keyed
+  ``merge_asof`` per query, nearest within the tolerance, no freshness rule, no Spearman or tests), timed
+  alternately with ``correlate`` in the ``vectorised`` process: the ratio of their medians is the cost of
+  everything ``correlate`` adds.
+- ``large``: ``correlate`` on ``--correlation-large-predictions`` predictions (10M; 0 skips it), same
+  instances: peak RSS growth of the first call, median wall time of three.
+
+scipy.stats is imported before anything is measured (``correlate`` imports it on its first call).
+
 Run alone: ``python -m bench --only correlation``; one case: ``python -m bench.correlation --case naive``.
 """
 
@@ -69,6 +78,8 @@ def add_arguments(group: argparse._ArgumentGroup) -> None:
         "--correlation-repeat", type=int, default=3, metavar="N", help="timed runs, best is kept"
     )
     group.add_argument("--correlation-seed", type=int, default=20260303)
+    group.add_argument("--correlation-large-predictions", type=int, default=10_000_000, metavar="N",
+                       help="predictions of the large case (0: skip it)")  # fmt: skip
 
 
 # -- synthetic data ----------------------------------------------------------------------------------------
@@ -224,6 +235,25 @@ def filter_loop(pred: pd.DataFrame, res: pd.DataFrame, cfg: ModelwatchConfig) ->
     return pd.DataFrame(rows)
 
 
+def floor_script(pred: pd.DataFrame, res: pd.DataFrame, cfg: ModelwatchConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The floor: a minimal pandas script for the same question. Sort the predictions by time, one
+    ``merge_asof`` per query (by instance, nearest within the tolerance), slow and saturation flags, and the
+    per-model counts of slow/normal predictions at saturation. No freshness rule, no global series, no
+    unsampled counts, no tests, ranks or medians."""
+    tol = pd.Timedelta(cfg.correlation.tolerance)
+    out = pred.sort_values("timestamp", kind="stable").reset_index(drop=True)
+    limits = {m: cfg.evaluation.for_model(m).slow_prediction_seconds for m in out["model"].unique()}
+    out["slow"] = out["prediction_time"] > out["model"].map(limits)
+    for q in cfg.prometheus.queries:
+        r = res.loc[res["query"] == q.name, ["timestamp", "instance", "value"]].sort_values("timestamp", kind="stable")
+        m = pd.merge_asof(out[["timestamp", "instance"]], r, on="timestamp", by="instance", direction="nearest",
+                          tolerance=tol)  # fmt: skip
+        out[f"{VALUE_PREFIX}{q.name}"] = m["value"].to_numpy()
+    sat = {f"{SATURATED_PREFIX}{k}": out[f"{VALUE_PREFIX}{k}"] >= v for k, v in cfg.saturation_thresholds.items()}
+    out = out.assign(**sat)
+    return out, out.groupby(["model", "slow"])[list(sat)].sum()
+
+
 # -- cases (each in its own process) -----------------------------------------------------------------------
 
 
@@ -292,24 +322,65 @@ def case_vectorised(args: argparse.Namespace) -> dict[str, Any]:
     pred, res = synthetic(
         args.correlation_predictions, args.correlation_instances, cfg, args.correlation_seed
     )
+    import scipy.stats  # noqa: F401  (correlate imports it on its first call: not what is measured)
+
     rss_before = _maxrss_mib()
     # memory first, in the fresh process; then the timed runs; tracemalloc (which slows the call) last
     (joined, _), growth = _rss_growth(lambda: correlate(pred, res, cfg))
     n_slow = int(joined["slow"].sum())
     del joined
-    times = []
-    for _ in range(args.correlation_repeat):
+    times, floor_times = [], []
+    for _ in range(args.correlation_repeat):  # alternately, so both see the same machine
         gc.collect()
         started = time.perf_counter()
         joined, corr = correlate(pred, res, cfg)
         times.append(time.perf_counter() - started)
         del joined, corr
+        gc.collect()
+        started = time.perf_counter()
+        floor_out = floor_script(pred, res, cfg)
+        floor_times.append(time.perf_counter() - started)
+        del floor_out
     _, peak = _traced(lambda: correlate(pred, res, cfg))
     return {
         "predictions": len(pred), "resource_rows": len(res), "series": int(res.groupby(["query", "instance"]).ngroups),
-        "seconds": min(times), "all_seconds": times, "traced_peak_mib": peak, "rss_growth_mib": growth,
+        "seconds": min(times), "median_seconds": float(np.median(times)), "all_seconds": times,
+        "floor_median_seconds": float(np.median(floor_times)), "floor_all_seconds": floor_times,
+        "traced_peak_mib": peak, "rss_growth_mib": growth,
         "maxrss_mib": _maxrss_mib(), "maxrss_before_mib": rss_before, "slow": n_slow,
         "queries": len(cfg.prometheus.queries),
+    }  # fmt: skip
+
+
+def case_floor(args: argparse.Namespace) -> dict[str, Any]:
+    """Peak RSS growth of the floor script in a fresh process (its time is taken beside correlate's)."""
+    cfg = load_config(bench.REPO / "include" / "thresholds.yaml")
+    pred, res = synthetic(args.correlation_predictions, args.correlation_instances, cfg, args.correlation_seed)
+    _, growth = _rss_growth(lambda: floor_script(pred, res, cfg))
+    return {"rss_growth_mib": growth}
+
+
+def case_large(args: argparse.Namespace) -> dict[str, Any]:
+    import scipy.stats  # noqa: F401
+
+    cfg = load_config(bench.REPO / "include" / "thresholds.yaml")
+    n = args.correlation_large_predictions
+    pred, res = synthetic(n, args.correlation_instances, cfg, args.correlation_seed)
+    started = time.perf_counter()
+    (joined, corr), growth = _rss_growth(lambda: correlate(pred, res, cfg))
+    times = [time.perf_counter() - started]
+    output_mib = (joined.memory_usage(deep=True).sum() + corr.memory_usage(deep=True).sum()) / 2**20
+    del joined, corr
+    for _ in range(2):
+        gc.collect()
+        started = time.perf_counter()
+        joined, corr = correlate(pred, res, cfg)
+        times.append(time.perf_counter() - started)
+        del joined, corr
+    return {
+        "predictions": n, "median_seconds": float(np.median(times)), "all_seconds": times, "rss_growth_mib": growth,
+        "output_mib": output_mib, "input_mib": pred.memory_usage(deep=True).sum() / 2**20,
+        "maxrss_mib": _maxrss_mib(),
     }  # fmt: skip
 
 
@@ -354,6 +425,10 @@ def case_naive(args: argparse.Namespace) -> dict[str, Any]:
         bool(np.all([_same(a.at[r, c], b.at[r, c]) for c in cols])) for r in a.index
     ))  # fmt: skip
     key = ["model", "resource"]
+    corr = corr.assign(  # the 2x2 table's sampled rows, as the naive loop counts them
+        n_slow_with_sample=corr["n_slow_saturated"] + corr["n_slow_unsaturated"],
+        n_normal_with_sample=corr["n_normal_saturated"] + corr["n_normal_unsaturated"],
+    )
     s_vec = corr.set_index(key)[["n_slow_with_sample", "n_slow_saturated", "n_normal_with_sample",
                                  "n_normal_saturated", "spearman"]]  # fmt: skip
     s_naive = naive_summary.set_index(key)[s_vec.columns].reindex(s_vec.index)
@@ -372,7 +447,7 @@ def _same(x: Any, y: Any) -> bool:
     return bool(x == y)
 
 
-CASES = {"vectorised": case_vectorised, "naive": case_naive}
+CASES = {"vectorised": case_vectorised, "naive": case_naive, "floor": case_floor, "large": case_large}
 
 
 def _in_subprocess(case: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -395,7 +470,9 @@ def _in_subprocess(case: str, args: argparse.Namespace) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> str:
     vec = _in_subprocess("vectorised", args)
+    floor = _in_subprocess("floor", args)
     naive = _in_subprocess("naive", args)
+    large = _in_subprocess("large", args) if args.correlation_large_predictions else None
     n = vec["predictions"]
     per_pred = naive["loop_seconds"] / naive["sample"]
     extrapolated = naive["index_seconds"] + per_pred * n
@@ -407,6 +484,11 @@ def run(args: argparse.Namespace) -> str:
         "|---|---:|---:|---:|---:|---:|---:|",
         f"| `correlate` (vectorised) | {n:,} | {vec['seconds']:.2f} s | {vec['seconds'] / n * 1e6:.2f} µs | "
         f"{vec['traced_peak_mib']:,.0f} MiB | {vec['rss_growth_mib']:,.0f} MiB | {vec['maxrss_mib']:,.0f} MiB |",
+        f"| floor: minimal pandas `merge_asof` script (median) | {n:,} | {vec['floor_median_seconds']:.2f} s | "
+        f"{vec['floor_median_seconds'] / n * 1e6:.2f} µs | | {floor['rss_growth_mib']:,.0f} MiB | |",
+        *([f"| `correlate`, large (median of 3) | {large['predictions']:,} | {large['median_seconds']:.2f} s | "
+           f"{large['median_seconds'] / large['predictions'] * 1e6:.2f} µs | | {large['rss_growth_mib']:,.0f} MiB | "
+           f"{large['maxrss_mib']:,.0f} MiB |"] if large else []),
         f"| naive loop, measured on a sample | {naive['sample']:,} | {naive['loop_seconds']:.2f} s "
         f"(+ {naive['index_seconds']:.2f} s index) | {per_pred * 1e6:,.0f} µs | {naive['traced_peak_mib']:,.1f} MiB "
         f"| {naive['rss_growth_mib']:,.1f} MiB | {naive['maxrss_mib']:,.0f} MiB |",
@@ -429,10 +511,19 @@ def run(args: argparse.Namespace) -> str:
         f"**Vectorised is about {ratio:,.0f}x faster than the naive loop with a per-series index, and about "
         f"{per_filter * n / vec['seconds']:,.0f}x faster than filtering the resource frame per prediction** "
         f"(both extrapolated linearly from their samples). "
-        f"Timed runs: {', '.join(f'{s:.2f}' for s in vec['all_seconds'])} s (best kept). "
+        f"Timed runs: {', '.join(f'{s:.2f}' for s in vec['all_seconds'])} s (best in the table). "
         f"Traced memory counts Python objects and numpy buffers, not Arrow's pool (pandas strings); RSS growth is "
         f"sampled every 2 ms during one call; max RSS includes the synthetic frames "
         f"({vec['maxrss_before_mib']:,.0f} MiB before the first call).",
+        f"**`correlate` against the floor, same process, alternating: {vec['median_seconds']:.2f} s vs "
+        f"{vec['floor_median_seconds']:.2f} s (medians of {len(vec['all_seconds'])}), "
+        f"{vec['median_seconds'] / vec['floor_median_seconds']:.2f}x**; the floor is one `merge_asof` per query "
+        f"without the freshness rule, the global series, unsampled counts, tests, ranks or medians. "
+        f"Floor runs: {', '.join(f'{s:.2f}' for s in vec['floor_all_seconds'])} s.",
+        *([f"Large: {large['predictions']:,} predictions, runs {', '.join(f'{s:.2f}' for s in large['all_seconds'])} s "
+           f"(the first with RSS sampling); peak RSS growth {large['rss_growth_mib']:,.0f} MiB, of which the returned "
+           f"frames hold {large['output_mib']:,.0f} MiB (the sorted copy of the {large['input_mib']:,.0f} MiB of "
+           f"prediction columns included)."] if large else []),
         f"Naive loop agrees with `correlate` on {naive['same_rows']:,} of {naive['sample']:,} joined rows; "
         f"per-model statistics {'identical' if naive['same_summary'] else 'DIFFER'}; the filter-per-row loop "
         f"agrees on {naive['filter_same_rows']:,} of {naive['filter_sample']:,}.",

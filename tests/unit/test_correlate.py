@@ -323,3 +323,36 @@ def test_two_hundred_thousand_predictions_join_vectorised() -> None:
     assert (j["missing_resources"] == "request_rate").all()
     assert sorted(corr["model"].unique()) == ["m1", "m2"]
     assert corr.groupby("model")["n_predictions"].first().sum() == n
+
+
+def test_grid_lookup_and_binary_search_join_alike(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The join takes a table lookup when a query's times lie on one step grid and a binary search otherwise:
+    both give the same frame, with gaps, stale sample times, rate windows, several series per instance and a
+    global series."""
+    import modelwatch.correlate as mod
+
+    rng = np.random.default_rng(11)
+    n, steps = 2_000, 80
+    grid = [T0 + pd.Timedelta(seconds=15 * k) for k in range(steps)]
+    rows = []
+    for q in ("cpu", "memory", "request_rate"):
+        for inst in ("a", "b", "c", ""):
+            for k in range(steps):
+                if rng.random() < 0.2:  # gaps
+                    continue
+                for _ in range(1 + (rng.random() < 0.1)):  # sometimes two series on one instance
+                    rows.append((grid[k], q, inst, float(rng.random()),
+                                 grid[k] - pd.Timedelta(seconds=float(rng.integers(0, 90))),
+                                 60.0 if q == "request_rate" else 0.0))  # fmt: skip
+    res = pd.DataFrame(rows, columns=["timestamp", "query", "instance", "value", "sample_time", "window_seconds"])
+    res = res.assign(labels="").sample(frac=1, random_state=3).reset_index(drop=True)
+    pred = predictions([
+        (float(rng.uniform(-60, 15 * steps + 60)), str(rng.choice(["m1", "m2"])), str(rng.choice(["a", "b", "d", ""])),
+         float(rng.gamma(2.0, 0.6))) for _ in range(n)
+    ])  # fmt: skip
+    on_grid = correlate(pred, res, small_config())
+    monkeypatch.setattr(mod._Join, "_grid", lambda *args: None)
+    searched = correlate(pred, res, small_config())
+    pd.testing.assert_frame_equal(on_grid[0], searched[0], check_exact=True)
+    pd.testing.assert_frame_equal(on_grid[1], searched[1], check_exact=True)
+    assert on_grid[0]["res_cpu"].notna().any() and on_grid[0]["res_cpu"].isna().any()

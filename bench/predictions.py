@@ -174,23 +174,45 @@ def measure(runs: int, rounds: int) -> list[dict[str, Any]]:
     return [{"read": n, "seconds": statistics.median(times[n]), "all": times[n]} for n in names]
 
 
+DESCRIPTION = "the run_per_prediction read: raw REST loop vs extract_predictions vs the old MlflowClient path"
+
+
+def add_arguments(group: Any) -> None:
+    """Options of this benchmark in ``python -m bench``."""
+    group.add_argument("--predictions-runs", type=int, default=20_000, help="runs to seed (default 20,000)")
+    group.add_argument("--predictions-rounds", type=int, default=3, help="timed reads of each (median; default 3)")
+
+
+def report(rows: list[dict[str, Any]], runs: int, rounds: int) -> str:
+    """The measured reads as a markdown table, each beside the raw REST loop of the same run."""
+    raw = rows[0]["seconds"]
+    lines = [
+        f"## MLflow read, run_per_prediction\n\nMLflow 1 worker sqlite, {runs} runs, one day, pages of {PAGE}; "
+        f"median of {rounds}, interleaved\n",
+        "| read | seconds | runs/s | vs (a) | all rounds |", "|---|---:|---:|---:|---|",
+    ]  # fmt: skip
+    for row in rows:
+        s = row["seconds"]
+        every = " ".join(f"{t:.2f}" for t in row["all"])
+        lines.append(f"| {row['read']} | {s:.2f} | {runs / s:,.0f} | {s / raw:.3f} | {every} |")
+    ratio = rows[1]["seconds"] / raw
+    lines.append(f"\nb/a = {ratio:.3f} (target <= 1.1): {'met' if ratio <= 1.1 else 'NOT met'}")
+    return "\n".join(lines)
+
+
+def run(args: Any) -> str:
+    """``python -m bench`` entry: measure and return the markdown section."""
+    return report(measure(args.predictions_runs, args.predictions_rounds), args.predictions_runs,
+                  args.predictions_rounds)  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     """Measure and print the table."""
     parser = argparse.ArgumentParser(prog="python -m bench.predictions", description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20_000, help="runs to seed (default 20,000)")
     parser.add_argument("--rounds", type=int, default=3, help="timed reads of each kind (median; default 3)")
     args = parser.parse_args(argv)
-    rows = measure(args.runs, args.rounds)
-    raw = rows[0]["seconds"]
-    print(f"\nMLflow 1 worker sqlite, {args.runs} runs, one day, pages of {PAGE}; median of {args.rounds}, interleaved")
-    print(f"{'READ':<52}  {'SECONDS':>8}  {'RUNS/S':>8}  {'VS (a)':>6}  ALL")
-    print(f"{'-' * 52}  {'-' * 8}  {'-' * 8}  {'-' * 6}  {'-' * 20}")
-    for row in rows:
-        s = row["seconds"]
-        every = " ".join(f"{t:.2f}" for t in row["all"])
-        print(f"{row['read']:<52}  {s:8.2f}  {args.runs / s:8.0f}  {s / raw:6.3f}  {every}")
-    ratio = rows[1]["seconds"] / raw
-    print(f"\nb/a = {ratio:.3f} (target <= 1.1): {'met' if ratio <= 1.1 else 'NOT met'}")
+    print(report(measure(args.runs, args.rounds), args.runs, args.rounds))
     return 0
 
 

@@ -66,17 +66,20 @@ def _seed(tracking_uri: str, db_path: Path, runs: int) -> str:
         ]
         rows = {t: ([c[1] for c in db.execute(f'PRAGMA table_info("{t}")')],
                     db.execute(f'SELECT * FROM "{t}" WHERE run_uuid = ?', (tid,)).fetchall()) for t in tables}  # fmt: skip
+        # One plan per run, shared by every table: the runs, tags and metrics rows must carry the same ids.
+        plan = []
+        for i in range(runs - 1):
+            start = day_ms + (i * 86_400_000) // runs + rng.randrange(1000)
+            model, instance = rng.choice([("fraud-detector", "model-a:8000"), ("fraud-detector", "model-b:8000"),
+                                          ("recommender", "model-b:8000")])  # fmt: skip
+            values = {"prediction_time": rng.lognormvariate(-1.6, 0.5), "accuracy": rng.random(),
+                      "loss": rng.random()}  # fmt: skip
+            plan.append((uuid.uuid4().hex, start, model, instance, values))
         for table, (columns, template_rows) in rows.items():
             if not template_rows:
                 continue
             out = []
-            for i in range(runs - 1):
-                run_id = uuid.uuid4().hex
-                start = day_ms + (i * 86_400_000) // runs + rng.randrange(1000)
-                model, instance = rng.choice([("fraud-detector", "model-a:8000"), ("fraud-detector", "model-b:8000"),
-                                              ("recommender", "model-b:8000")])  # fmt: skip
-                values = {"prediction_time": rng.lognormvariate(-1.6, 0.5), "accuracy": rng.random(),
-                          "loss": rng.random()}  # fmt: skip
+            for run_id, start, model, instance, values in plan:
                 for row in template_rows:
                     new = dict(zip(columns, row, strict=True))
                     new["run_uuid"] = run_id

@@ -63,8 +63,15 @@ def slow_flags(predictions: pd.DataFrame, slow_seconds_for: Callable[[str], floa
     """``True`` where a prediction took longer than its model's ``slow_prediction_seconds`` (never for a
     prediction without a usable ``prediction_time``)."""
     limits = predictions["model"].map({m: slow_seconds_for(m) for m in predictions["model"].unique()})
-    slow = predictions["prediction_time"].astype("float64") > limits.astype("float64")
-    return slow & usable_prediction_times(predictions["prediction_time"])
+    return pd.Series(_is_slow(predictions["prediction_time"], limits.to_numpy(dtype="float64")),
+                     index=predictions.index)  # fmt: skip
+
+
+def _is_slow(prediction_time: pd.Series, limits: np.ndarray) -> np.ndarray:
+    """The slow rule itself: a usable ``prediction_time`` above the row's limit."""
+    pt = prediction_time.to_numpy(dtype="float64", na_value=np.nan)
+    with np.errstate(invalid="ignore"):
+        return (pt > limits) & usable_prediction_times(prediction_time)
 
 
 class _Samples:
@@ -385,9 +392,7 @@ def correlate(
     # per-model thresholds through the model codes, not a map over every row's string
     per_model = np.array([slow_seconds(m) for m in join.models], dtype="float64")
     slow_threshold = per_model[join.model_codes] if len(per_model) else np.zeros(len(joined))
-    pt = joined["prediction_time"].to_numpy(dtype="float64", na_value=np.nan)
-    usable = usable_prediction_times(joined["prediction_time"])
-    slow = (pt > slow_threshold) & usable
+    slow = _is_slow(joined["prediction_time"], slow_threshold)
     columns: dict[str, np.ndarray] = {"slow_threshold": slow_threshold, "slow": slow}
     saturated = np.zeros((len(joined), len(limits)), dtype=bool)
     for j, (name, limit) in enumerate(limits.items()):
@@ -397,18 +402,6 @@ def correlate(
     columns["saturated_resources"] = _join_names(saturated, list(limits))
     joined = _with_columns(joined, columns)
     return joined, _summarise(joined, thresholds, join)
-
-
-def two_by_two(slow: np.ndarray, sampled: np.ndarray, saturated: np.ndarray) -> dict[str, int]:
-    """The contingency counts of judged predictions: slow/normal x saturated / sampled but not saturated /
-    without a sample."""
-    normal = ~slow
-    unsat = sampled & ~saturated
-    return {
-        "n_slow_saturated": int((slow & saturated).sum()), "n_normal_saturated": int((normal & saturated).sum()),
-        "n_slow_unsaturated": int((slow & unsat).sum()), "n_normal_unsaturated": int((normal & unsat).sum()),
-        "n_slow_unsampled": int((slow & ~sampled).sum()), "n_normal_unsampled": int((normal & ~sampled).sum()),
-    }  # fmt: skip
 
 
 def summarise(joined: pd.DataFrame, thresholds: ModelwatchConfig) -> pd.DataFrame:
@@ -471,7 +464,7 @@ def _summarise(joined: pd.DataFrame, thresholds: ModelwatchConfig, join: _Join |
             has = ~np.isnan(values)
             limit = limits.get(name)
             sat = (values >= limit) if limit is not None else np.zeros(len(values), dtype=bool)
-            t = _two_by_two_counts(slow, has, sat)
+            t = two_by_two(slow, has, sat)
             a, b, c, d = t["n_slow_saturated"], t["n_normal_saturated"], t["n_slow_unsaturated"], t["n_normal_unsaturated"]
             n_slow_with, n_norm_with = a + c, b + d
             slow_share = a / n_slow_with if n_slow_with else np.nan
@@ -507,8 +500,9 @@ def _summarise(joined: pd.DataFrame, thresholds: ModelwatchConfig, join: _Join |
     return frame.astype({"model": "str", "resource": "str", "unit": "str"})
 
 
-def _two_by_two_counts(slow: np.ndarray, sampled: np.ndarray, saturated: np.ndarray) -> dict[str, int]:
-    """:func:`two_by_two` from three counts per row kind (slow and sampled rows are what differ)."""
+def two_by_two(slow: np.ndarray, sampled: np.ndarray, saturated: np.ndarray) -> dict[str, int]:
+    """The contingency counts of judged predictions: slow/normal x saturated / sampled but not saturated /
+    without a sample, from four counts (the rest follow by subtraction)."""
     n_slow, n = int(np.count_nonzero(slow)), len(slow)
     slow_sampled = int(np.count_nonzero(slow & sampled))
     sampled_n = int(np.count_nonzero(sampled))

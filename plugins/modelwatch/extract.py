@@ -592,7 +592,6 @@ def batches_to_frame(
         experiment, run and artifact).
     """
     import numpy as np
-    import pandas as pd
 
     keys = _tag_keys(tag_keys)
     timestamps: list[Any] = []
@@ -636,17 +635,16 @@ def batches_to_frame(
         return _prediction_frame([])
     index = np.repeat(np.arange(len(counts)), counts)
 
-    def per_run(values: list[str]) -> pd.Series:
-        return pd.Series(np.asarray(values, dtype=object)[index], dtype="str")
+    def per_run(values: list[str]) -> Any:
+        return np.asarray(values, dtype=object)[index]
 
-    data: dict[str, Any] = {
-        "timestamp": pd.to_datetime(np.concatenate(timestamps), unit="ms", utc=True).as_unit("ms"),
+    return _columns_frame({
+        "timestamp": np.concatenate(timestamps),
         **{name: per_run([t[name] for t in tags]) for name in ("model", "model_version", "instance")},
-        **{k: pd.Series(np.concatenate(metrics[k]), dtype="float64") for k in METRIC_KEYS},
+        **{k: np.concatenate(metrics[k]) for k in METRIC_KEYS},
         "run_id": per_run(run_ids),
-        "experiment": pd.Series([experiment_name] * len(index), dtype="str"),
-    }
-    return pd.DataFrame(data, columns=list(PREDICTION_COLUMNS))
+        "experiment": [experiment_name] * len(index),
+    })  # fmt: skip
 
 
 def _warn_incomplete(frame: pd.DataFrame, experiment: str, keys: Mapping[str, str]) -> None:

@@ -25,22 +25,6 @@ FAST = {"backoff_base_seconds": 0.05, "backoff_max_seconds": 0.2}
 CPU = '1 - avg by (instance) (rate(node_cpu_seconds_total{mode="idle"}[1m]))'
 
 
-@pytest.fixture
-def conns(stack: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
-    """The stack's Airflow connections as env vars (prometheus_default, mlflow_default, ...)."""
-    for name, value in stack.airflow_env().items():
-        monkeypatch.setenv(name, value)
-    return stack
-
-
-@pytest.fixture
-def seeded(seeded_stack: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
-    """Like ``conns`` for the seeded stack."""
-    for name, value in seeded_stack.airflow_env().items():
-        monkeypatch.setenv(name, value)
-    return seeded_stack
-
-
 def _config() -> Any:
     from modelwatch.config import load_config
 

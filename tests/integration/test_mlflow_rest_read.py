@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from devstack.scenarios import TEST_DAYS
+from modelwatch.config import load_config
 from modelwatch.extract import (
     epoch_ms,
     extract_predictions,
@@ -23,20 +24,6 @@ from modelwatch.extract import (
     sort_predictions,
 )
 from modelwatch.hooks import MlflowHook
-
-
-@pytest.fixture
-def seeded(seeded_stack: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
-    """The seeded stack's Airflow connections as env vars (mlflow_default, ...)."""
-    for name, value in seeded_stack.airflow_env().items():
-        monkeypatch.setenv(name, value)
-    return seeded_stack
-
-
-def _config() -> Any:
-    from modelwatch.config import load_config
-
-    return load_config()
 
 
 def _both_ways(hook: MlflowHook, exp_id: str, name: str, tags: Any, start_ms: int, end_ms: int,
@@ -50,7 +37,7 @@ def _both_ways(hook: MlflowHook, exp_id: str, name: str, tags: Any, start_ms: in
 
 @pytest.mark.parametrize("day", sorted(TEST_DAYS), ids=str)
 def test_seeded_day_reads_the_same_both_ways(seeded: Any, day: Any) -> None:
-    cfg = _config()
+    cfg = load_config()
     [experiment] = [e for e in cfg.mlflow.experiments if e.layout == "run_per_prediction"]
     hook = MlflowHook()
     exp_id = hook.experiment_ids([experiment.name])[experiment.name]
@@ -65,7 +52,7 @@ def test_seeded_day_reads_the_same_both_ways(seeded: Any, day: Any) -> None:
 
 
 def test_rest_pages_of_50_equal_one_page_of_50000(seeded: Any) -> None:
-    cfg = _config()
+    cfg = load_config()
     experiments = [e for e in cfg.mlflow.experiments if e.layout == "run_per_prediction"]
     start = datetime(2026, 3, 3, tzinfo=UTC)
     small_hook = MlflowHook()

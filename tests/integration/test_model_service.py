@@ -26,14 +26,6 @@ from modelwatch.hooks import MlflowHook
 N = 12
 
 
-@pytest.fixture
-def conns(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Stack:
-    """The stack's Airflow connections as env vars (mlflow_default, ...)."""
-    for name, value in stack.airflow_env().items():
-        monkeypatch.setenv(name, value)
-    return stack
-
-
 def _predict(stack: Stack, n: int, with_labels: bool = True) -> tuple[datetime, datetime, list[dict]]:
     rows, labels = sample_rows(n, seed=1234)
     url = f"{stack.config.model_service_url}/predict"

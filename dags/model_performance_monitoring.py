@@ -7,8 +7,11 @@ For each window (a full UTC day for `model_performance_monitoring`, a full hour 
 1. runs the PromQL queries of `include/thresholds.yaml` over the window (`extract_resources`) and reads the
    prediction records of the configured MLflow experiments (`extract_predictions`), each into a Parquet
    partition `<lake>/<dataset>/dt=YYYY-MM-DD/` (hourly: `<lake>/intraday/<dataset>/dt=.../hour=HH/`);
-2. joins every prediction to the resource samples at its time (`correlate`);
-3. gives every model a verdict: `healthy`, `degraded`, `slow_unexplained` or `no_data` (`evaluate`);
+2. joins every prediction to the resource samples at its time and gives every model a verdict: `healthy`,
+   `degraded`, `slow_unexplained` or `no_data` (`correlate`, one mapped task per group of
+   `correlation.models_per_task` models, so the executor spreads a hundred models over its workers);
+3. writes the groups' joined rows, correlation and verdicts as the window's partitions and decides whether
+   to page (`evaluate`);
 4. posts to Alertmanager when a model is degraded (`post_alert`), unless the run is a dry run or a
    backfill that was not asked to page (`no_alert`, which says why).
 
@@ -85,10 +88,11 @@ for dag_id, (interval, cron, paused) in VARIANTS.items():
     ):
         resources = tasks.extract_resources.override(outlets=[assets["resources"]])(interval)
         predictions = tasks.extract_predictions.override(outlets=[assets["predictions"]])(interval)
-        correlated = tasks.correlate.override(outlets=[assets["joined"], assets["correlation"]])(
-            resources, predictions, interval
-        )
-        evaluation = tasks.evaluate.override(outlets=[assets["verdicts"]])(correlated, interval)
+        # one mapped task per group of models (correlation.models_per_task), planned by extract_predictions
+        groups = tasks.correlate.partial(resources=resources, interval=interval).expand(group=predictions)
+        evaluation = tasks.evaluate.override(
+            outlets=[assets["joined"], assets["correlation"], assets["verdicts"]]
+        )(resources, groups, interval)
         tasks.choose_alert_path(evaluation) >> [
             tasks.post_alert.override(outlets=[assets["alerts"]])(evaluation, interval),
             tasks.no_alert(evaluation),

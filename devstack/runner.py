@@ -134,8 +134,12 @@ def run_window(
 
 
 def task_states(run: Any) -> dict[str, str]:
-    """:returns: task id -> state of the run's task instances."""
-    return {ti.task_id: _state(ti) for ti in run.get_task_instances()}
+    """:returns: task id -> state of the run's task instances; a mapped task's state is that of all its
+    instances when they agree, else their states joined (``"failed,success"``)."""
+    states: dict[str, set[str]] = {}
+    for ti in run.get_task_instances():
+        states.setdefault(ti.task_id, set()).add(_state(ti))
+    return {task: ",".join(sorted(s)) for task, s in states.items()}
 
 
 def xcom(run: Any, task_id: str, key: str = "return_value") -> Any:

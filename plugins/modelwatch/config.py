@@ -125,6 +125,9 @@ class MlflowConfig(_Strict):
 
 class CorrelationConfig(_Strict):
     tolerance: Duration = timedelta(seconds=60)
+    #: models judged by one mapped ``correlate`` task (modelwatch.fanout): fewer means more tasks to spread
+    #: over workers, each paying a task's start-up (a few seconds)
+    models_per_task: int = Field(default=10, ge=1, le=10000)
 
     _tol = field_validator("tolerance", mode="before")(lambda v: parse_duration(v))
 

@@ -178,9 +178,15 @@ def explain(e: ResourceEvidence, rules: ModelThresholds, *, tested: int) -> str:
 
 
 def evaluate(
-    joined: pd.DataFrame, correlation: pd.DataFrame, resources: pd.DataFrame, config: ModelwatchConfig, window: Window
+    joined: pd.DataFrame,
+    correlation: pd.DataFrame,
+    resources: pd.DataFrame,
+    config: ModelwatchConfig,
+    window: Window,
+    models: list[str] | None = None,
 ) -> list[ModelVerdict]:
-    """One verdict per model seen in the window or listed in ``evaluation.expected_models``.
+    """One verdict per model seen in the window or listed in ``evaluation.expected_models``
+    (:func:`modelwatch.fanout.models_to_judge`), or per model of ``models`` when a mapped task judges a group.
 
     - ``no_data``: the model has no predictions, none with a usable ``prediction_time`` (missing, NaN, negative or
       infinite), or Prometheus returned no sample of any saturation query for its instances (without
@@ -191,6 +197,7 @@ def evaluate(
       resource failed.
     """
     from modelwatch.correlate import SATURATED_PREFIX, VALUE_PREFIX, usable_prediction_times
+    from modelwatch.fanout import models_to_judge
 
     limits = config.saturation_thresholds
     seen = set(joined["model"].unique())
@@ -201,7 +208,8 @@ def evaluate(
             "%d prediction(s) without a model tag are not judged (run ids %s)",
             len(untagged), ", ".join(sorted(set(untagged["run_id"].astype(str)))[:5]),
         )  # fmt: skip
-    models = sorted((seen - {""}) | set(config.evaluation.expected_models))
+    if models is None:
+        models = models_to_judge(seen, config.evaluation.expected_models)
     verdicts = []
     for model in models:
         rules = config.evaluation.for_model(model)

@@ -6,6 +6,7 @@ Layout, readable by Athena, DuckDB and Spark::
     <base>/<dataset>/dt=YYYY-MM-DD/_manifest.json     <- written last: the partition is complete
     <base>/<dataset>/dt=YYYY-MM-DD/_<name>.json       <- documents (verdict, alert payload)
     <base>/intraday/<dataset>/dt=YYYY-MM-DD/hour=HH/...   <- windows shorter than a day (hourly runs)
+    <base>/_staging/dt=YYYY-MM-DD/run=<hash>/...       <- parts of mapped tasks until the run commits them
 
 Files whose names start with ``_`` or ``.`` are skipped by those engines, so the manifest and documents
 can sit beside the data. A re-run of a day replaces its partition: the manifest goes first (the partition
@@ -50,6 +51,8 @@ MAX_WRITE_ATTEMPTS = 8
 STALE_TMP_SECONDS = 3600.0
 _TMP_PREFIX, _TMP_SUFFIX = "_tmp-", ".partial"
 MANIFEST = "_manifest.json"
+#: Folder under the base URL where mapped tasks leave their parts until the run commits them.
+STAGING = "_staging"
 #: The datasets modelwatch writes; each is also an Airflow Asset.
 DATASETS = ("resources", "predictions", "joined", "correlation", "verdicts", "alerts")
 
@@ -121,15 +124,22 @@ class Lake:
         :raises StorageError: naming the URL and the reason; the partition is then left without a
             manifest (incomplete), never looking complete with partial data.
         """
+        import pyarrow as pa
+
+        return self._write_table(dataset, window, pa.Table.from_pandas(frame, preserve_index=False), run_id, extra)
+
+    def _write_table(
+        self, dataset: str, window: Window, table: Any, run_id: str, extra: dict[str, Any] | None = None
+    ) -> PartitionRef:
         url = self.partition_url(dataset, window)
-        payload = frame_to_parquet(frame)
+        payload = table_to_parquet(table)
         manifest = {
             "dataset": dataset,
             "partition": dict(window.partition),
             "window": window.to_dict(),
             "run_id": run_id,
-            "files": [{"name": DATA_FILE, "rows": len(frame), "bytes": len(payload), "sha256": _sha256(payload)}],
-            "columns": [str(c) for c in frame.columns],
+            "files": [{"name": DATA_FILE, "rows": table.num_rows, "bytes": len(payload), "sha256": _sha256(payload)}],
+            "columns": [str(c) for c in table.column_names],
             **(extra or {}),
         }
         sha = manifest["files"][0]["sha256"]
@@ -162,8 +172,80 @@ class Lake:
             raise
         except Exception as exc:
             raise StorageError(f"writing {dataset} partition {url} failed: {type(exc).__name__}: {exc}") from exc
-        log.info("wrote %s rows to %s/%s (%s bytes)", len(frame), url, DATA_FILE, len(payload))
-        return PartitionRef(dataset, url, len(frame))
+        log.info("wrote %s rows to %s/%s (%s bytes)", table.num_rows, url, DATA_FILE, len(payload))
+        return PartitionRef(dataset, url, table.num_rows)
+
+    # -- staging: the parts of a partition that mapped tasks compute side by side -------------------------
+    def staging_url(self, window: Window, run_id: str) -> str:
+        """Where the mapped tasks of run ``run_id`` leave their parts of ``window``'s partitions.
+
+        Outside every dataset's table location (``_staging`` is skipped by Athena, DuckDB and Spark) and
+        keyed by the run, so a run never reads or removes the parts of another run of the same window.
+        """
+        token = hashlib.sha256(run_id.encode()).hexdigest()[:16]
+        return f"{self.base_url}/{STAGING}/{window.partition_path}/run={token}"
+
+    def stage_frame(self, window: Window, run_id: str, name: str, frame: pd.DataFrame) -> str:
+        """Write one part (``<name>.parquet``) for :meth:`commit_parts`; returns its URL. A retry replaces it."""
+        return self._stage(window, run_id, f"{name}.parquet", frame_to_parquet(frame))
+
+    def stage_document(self, window: Window, run_id: str, name: str, document: Any) -> str:
+        """Write one JSON part (``<name>.json``); returns its URL (read it with :meth:`read_document`)."""
+        return self._stage(window, run_id, f"{name}.json", _json_bytes(document))
+
+    def _stage(self, window: Window, run_id: str, name: str, payload: bytes) -> str:
+        url = self.staging_url(window, run_id)
+        try:
+            part = self._path(url)
+            _mkdir(part)
+            self._atomic_write(part, name, payload)
+        except Exception as exc:
+            raise StorageError(f"writing {url}/{name} failed: {type(exc).__name__}: {exc}") from exc
+        return f"{url}/{name}"
+
+    def commit_parts(
+        self,
+        dataset: str,
+        window: Window,
+        part_urls: list[str],
+        *,
+        run_id: str,
+        sort_by: str | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> PartitionRef:
+        """Replace ``dataset``'s partition for ``window`` with the staged parts, in the order given, as one
+        data file (so readers keep seeing one run's data whole, as with :meth:`write_frame`).
+
+        Parts are concatenated as Arrow tables, without a round trip through pandas; a column that is
+        all-null in one part takes the type it has in the others.
+        """
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if not part_urls:
+            raise ValueError(f"no staged parts to commit to the {dataset} partition of {window}")
+        tables = []
+        for url in part_urls:
+            try:
+                tables.append(pq.read_table(io.BytesIO(self._path(url).read_bytes())))
+            except FileNotFoundError:
+                raise StorageError(f"staged part {url} is missing: the task that wrote it must run again") from None
+            except Exception as exc:
+                raise StorageError(f"reading staged part {url} failed: {type(exc).__name__}: {exc}") from exc
+        table = tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="permissive")
+        if sort_by is not None and table.num_rows:
+            table = table.sort_by(sort_by)  # stable: rows of equal keys keep their part's order
+        return self._write_table(dataset, window, table, run_id, extra)
+
+    def drop_staging(self, window: Window, run_id: str) -> None:
+        """Remove run ``run_id``'s staged parts of ``window`` (after they are committed)."""
+        url = self.staging_url(window, run_id)
+        try:
+            path = self._path(url)
+            if path.exists():
+                path.fs.rm(path.path, recursive=True)
+        except Exception as exc:  # a leftover costs space, not correctness: say where it is
+            log.warning("could not remove the staged parts at %s: %s: %s", url, type(exc).__name__, exc)
 
     def write_document(self, dataset: str, window: Window, name: str, document: Any) -> str:
         """Write a JSON document (``_<name>.json``) beside a partition's data; returns its URL."""
@@ -251,9 +333,13 @@ class Lake:
         """Read ``dataset``'s complete partition for ``window`` (see :meth:`read_partition`)."""
         return self.read_partition(self.partition_url(dataset, window))
 
-    def read_partition(self, url: str) -> pd.DataFrame:
+    def read_partition(
+        self, url: str, *, columns: list[str] | None = None, filters: list[tuple[str, str, Any]] | None = None
+    ) -> pd.DataFrame:
         """Read the complete partition at ``url`` (as a task got it from XCom), checked against its manifest.
 
+        :param columns: only these columns; :param filters: only the rows that pass these pyarrow filters
+            (``[("model", "in", [...])]``): a mapped task reads its share without the rest in memory.
         :raises IncompletePartition: no manifest, or the data does not match it (a concurrent rewrite).
         """
         import pandas as pd
@@ -273,7 +359,7 @@ class Lake:
                 raise IncompletePartition(
                     f"{url}/{entry['name']} does not match its manifest (rewritten by another run?); retry"
                 )
-            frames.append(pd.read_parquet(io.BytesIO(payload)))
+            frames.append(pd.read_parquet(io.BytesIO(payload), columns=columns, filters=filters))
         return pd.concat(frames, ignore_index=True) if len(frames) != 1 else frames[0]
 
     def read_document(self, url: str) -> Any:
@@ -321,9 +407,14 @@ def _mkdir(part: ObjectStoragePath) -> None:
 def frame_to_parquet(frame: pd.DataFrame) -> bytes:
     """Serialise to Parquet the way Athena, DuckDB and Spark all read: snappy, millisecond UTC timestamps."""
     import pyarrow as pa
+
+    return table_to_parquet(pa.Table.from_pandas(frame, preserve_index=False))
+
+
+def table_to_parquet(table: Any) -> bytes:
+    """:func:`frame_to_parquet` for an Arrow table."""
     import pyarrow.parquet as pq
 
-    table = pa.Table.from_pandas(frame, preserve_index=False)
     buf = io.BytesIO()
     pq.write_table(table, buf, compression="snappy", coerce_timestamps="ms", allow_truncated_timestamps=True)
     return buf.getvalue()

@@ -83,9 +83,12 @@ def extract_resources(interval: timedelta) -> dict[str, Any]:
 
 
 @task(multiple_outputs=False)
-def extract_predictions(interval: timedelta) -> dict[str, Any]:
-    """Read the prediction records of the configured MLflow experiments in the window."""
+def extract_predictions(interval: timedelta) -> list[dict[str, Any]]:
+    """Read the prediction records of the configured MLflow experiments in the window, and plan the groups
+    of models the mapped ``correlate`` tasks judge: one item per group, each with the partition's reference
+    (Airflow maps over a task's whole return value, never over one key of it)."""
     from modelwatch.extract import extract_predictions as extract
+    from modelwatch.fanout import model_groups, models_to_judge
     from modelwatch.hooks.mlflow import MlflowHook
 
     cfg, window, lake, context = _run(interval)
@@ -93,52 +96,79 @@ def extract_predictions(interval: timedelta) -> dict[str, Any]:
     log.info("window %s: experiments %s", window, ", ".join(e.name for e in m.experiments))
     hook = MlflowHook(mlflow_conn_id=m.conn_id)
     frame = extract(hook, m.experiments, m.tags.model_dump(), window.start, window.end, m.max_results_per_page)
-    if models := _selected_models(context):
-        frame = frame[frame["model"].isin(models)].reset_index(drop=True)
-        log.info("keeping only models %s (run parameter)", ", ".join(sorted(models)))
+    selected = _selected_models(context)
+    if selected:
+        frame = frame[frame["model"].isin(selected)].reset_index(drop=True)
+        log.info("keeping only models %s (run parameter)", ", ".join(sorted(selected)))
     ref = lake.write_frame("predictions", window, frame, run_id=context["run_id"])
     per_model = frame.groupby("model").size().to_dict() if len(frame) else {}
     log.info("predictions: %d rows %s -> %s", ref.rows, per_model, ref.url)
-    return ref.to_dict()
-
-
-@task(multiple_outputs=False)
-def correlate(resources: dict[str, Any], predictions: dict[str, Any], interval: timedelta) -> dict[str, Any]:
-    """Join predictions to resource samples and summarise saturation against slowness per model."""
-    from modelwatch.correlate import correlate as run_correlation
-
-    cfg, window, lake, context = _run(interval)
-    res = lake.read_partition(resources["url"])
-    pred = lake.read_partition(predictions["url"])
-    joined, summary = run_correlation(pred, res, cfg)
-    j = lake.write_frame("joined", window, joined, run_id=context["run_id"])
-    c = lake.write_frame("correlation", window, summary, run_id=context["run_id"])
-    no_sample = int((joined["missing_resources"] != "").sum()) if len(joined) else 0
+    if untagged := per_model.get(""):
+        # No model to give a verdict (or an alert label) to: say so instead of judging a nameless model.
+        log.warning("%d prediction(s) without a model tag are not judged", untagged)
+    models = models_to_judge(per_model, cfg.evaluation.expected_models, selected)
+    groups = model_groups(models, cfg.correlation.models_per_task, per_model)
     log.info(
-        "window %s: %d predictions (%d slow), %d without a sample of some resource within %s -> %s, %s",
-        window, len(joined), int(joined["slow"].sum()) if len(joined) else 0, no_sample,
-        cfg.correlation.tolerance, j.url, c.url,
+        "%d model(s) in %d group(s) of at most %d (correlation.models_per_task)",
+        len(models), len(groups), cfg.correlation.models_per_task,
     )  # fmt: skip
-    return {"resources": resources, "predictions": predictions, "joined": j.to_dict(), "correlation": c.to_dict()}
+    return [{"index": i, "models": g, "predictions": ref.to_dict()} for i, g in enumerate(groups)]
 
 
 @task(multiple_outputs=False)
-def evaluate(correlated: dict[str, Any], interval: timedelta) -> dict[str, Any]:
-    """Give every model a verdict, decide whether to page, and store verdicts and the alert payload."""
-    from airflow.configuration import conf
-
-    from modelwatch.alerting import build_alerts, paging_decision, run_url
+def correlate(resources: dict[str, Any], group: dict[str, Any], interval: timedelta) -> dict[str, Any]:
+    """Mapped over groups of models: join the group's predictions to the samples of its instances, summarise
+    saturation against slowness, give each model its verdict, and stage the three parts for ``evaluate``."""
+    from modelwatch.correlate import correlate as run_correlation
     from modelwatch.evaluate import evaluate as run_evaluation
     from modelwatch.evaluate import verdicts_frame
 
     cfg, window, lake, context = _run(interval)
-    joined = lake.read_partition(correlated["joined"]["url"])
-    summary = lake.read_partition(correlated["correlation"]["url"])
-    resources = lake.read_partition(correlated["resources"]["url"])
-    verdicts = run_evaluation(joined, summary, resources, cfg, window)
-    if models := _selected_models(context):
-        verdicts = [v for v in verdicts if v.model in models]
-    as_dicts = [v.to_dict() for v in verdicts]
+    models: list[str] = list(group["models"])
+    pred = lake.read_partition(group["predictions"]["url"], filters=[("model", "in", models)] if models else None)
+    if not models:
+        pred = pred.iloc[0:0]
+    # Only the instances this group's predictions ran on, and the global series ("").
+    instances = sorted({*pred["instance"].astype(str), ""})
+    res = lake.read_partition(resources["url"], filters=[("instance", "in", instances)])
+    joined, summary = run_correlation(pred, res, cfg)
+    verdicts = run_evaluation(joined, summary, res, cfg, window, models=models)
+    name, run_id = f"group-{int(group['index']):05d}", context["run_id"]
+    staged = {
+        "joined": lake.stage_frame(window, run_id, f"joined-{name}", joined),
+        "correlation": lake.stage_frame(window, run_id, f"correlation-{name}", summary),
+        "verdicts": lake.stage_frame(window, run_id, f"verdicts-{name}", verdicts_frame(verdicts)),
+        "verdict_dicts": lake.stage_document(window, run_id, f"verdicts-{name}", [v.to_dict() for v in verdicts]),
+    }
+    no_sample = int((joined["missing_resources"] != "").sum()) if len(joined) else 0
+    log.info(
+        "window %s, group %s (%d models, %d instances, %d resource samples): %d predictions (%d slow), "
+        "%d without a sample of some resource within %s",
+        window, group["index"], len(models), len(instances) - 1, len(res), len(joined),
+        int(joined["slow"].sum()) if len(joined) else 0, no_sample, cfg.correlation.tolerance,
+    )  # fmt: skip
+    for v in verdicts:
+        log.info("verdict %s: %s (%s)", v.model, v.verdict, v.reason)
+    return {**group, "rows": len(joined), **staged}
+
+
+@task(multiple_outputs=False)
+def evaluate(resources: dict[str, Any], groups: list[dict[str, Any]], interval: timedelta) -> dict[str, Any]:
+    """Commit the groups' parts as the run's partitions, decide whether to page, and store the verdict
+    document and the alert payload."""
+    from airflow.configuration import conf
+
+    from modelwatch.alerting import build_alerts, paging_decision, run_url
+
+    cfg, window, lake, context = _run(interval)
+    run_id = context["run_id"]
+    groups = sorted(groups, key=lambda g: g["index"])
+    # every group's parts, in group order: the partitions do not depend on which task finished first
+    j = lake.commit_parts("joined", window, [g["joined"] for g in groups], run_id=run_id)
+    c = lake.commit_parts("correlation", window, [g["correlation"] for g in groups], run_id=run_id)
+    ref = lake.commit_parts("verdicts", window, [g["verdicts"] for g in groups], run_id=run_id, sort_by="model")
+    as_dicts = [v for g in groups for v in lake.read_document(g["verdict_dicts"]) or []]
+    as_dicts.sort(key=lambda v: v["model"])
     dag_run = context["dag_run"]
     params = context.get("params") or {}
     decision = paging_decision(
@@ -148,8 +178,7 @@ def evaluate(correlated: dict[str, Any], interval: timedelta) -> dict[str, Any]:
         page_on_backfill=bool(params.get("page_on_backfill", cfg.alerting.page_on_backfill)),
     )
     url_of_run = run_url(conf.get("api", "base_url", fallback="http://localhost:8080"), context["dag"].dag_id,
-                         context["run_id"])  # fmt: skip
-    ref = lake.write_frame("verdicts", window, verdicts_frame(verdicts), run_id=context["run_id"])
+                         run_id)  # fmt: skip
     alerts = build_alerts(as_dicts, cfg.alerting, run_url=url_of_run, partition_url=ref.url)
     payload_url = None
     if alerts:
@@ -157,17 +186,23 @@ def evaluate(correlated: dict[str, Any], interval: timedelta) -> dict[str, Any]:
         # post_alert, or clearing it once Alertmanager is back, posts it from here.
         payload_url = lake.write_document("alerts", window, "payload", alerts)
     document = {
-        "window": window.to_dict(), "run_id": context["run_id"], "run_url": url_of_run,
+        "window": window.to_dict(), "run_id": run_id, "run_url": url_of_run,
         "verdicts": as_dicts, "alert": {"post": decision.post, "reason": decision.reason, "payload": payload_url},
     }  # fmt: skip
     verdict_url = lake.write_document("verdicts", window, "verdict", document)
-    for v in verdicts:
-        log.info("verdict %s: %s (%s)", v.model, v.verdict, v.reason)
-    log.info("alerting: %s; verdict document %s", decision.reason, verdict_url)
+    lake.drop_staging(window, run_id)
+    for v in as_dicts:
+        log.info("verdict %s: %s (%s)", v["model"], v["verdict"], v["reason"])
+    log.info(
+        "window %s: %d models from %d group(s); %d predictions joined -> %s; alerting: %s; verdict document %s",
+        window, len(as_dicts), len(groups), j.rows, j.url, decision.reason, verdict_url,
+    )  # fmt: skip
     return {
+        "resources": resources, "predictions": groups[0]["predictions"],
+        "joined": j.to_dict(), "correlation": c.to_dict(),
         "verdicts": ref.to_dict(), "verdict_document": verdict_url, "alert_payload": payload_url,
         "post": decision.post, "reason": decision.reason,
-        "summary": {v.model: v.verdict for v in verdicts},
+        "summary": {v["model"]: v["verdict"] for v in as_dicts},
     }  # fmt: skip
 
 

@@ -48,6 +48,17 @@ def test_dag_wiring_branches_to_alert_or_not(dagbag):
     branch = dag.get_task("choose_alert_path")
     assert set(branch.downstream_task_ids) == {"post_alert", "no_alert"}
     assert dag.get_task("correlate").upstream_task_ids == {"extract_resources", "extract_predictions"}
+    assert dag.get_task("evaluate").upstream_task_ids == {"extract_resources", "correlate"}
+
+
+def test_correlate_is_mapped_over_the_model_groups_extract_predictions_plans(dagbag):
+    # the executor spreads the groups over workers: one mapped task instance per group
+    dag = dagbag.dags["model_performance_monitoring"]
+    correlate = dag.get_task("correlate")
+    from airflow.sdk.definitions.mappedoperator import MappedOperator
+
+    assert isinstance(correlate, MappedOperator)
+    assert set(correlate.op_kwargs_expand_input.value) == {"group"}
 
 
 @pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.name)

@@ -84,7 +84,7 @@ def judged(stack: Any, airflow_db: Any, drill: Any, live_config: tuple[Path, str
             run = run_window(start, end, dag=load_dag(DAG_ID))
             evaluation = xcom(run, "evaluate")
             document = Lake(lake_url).read_document(evaluation["verdict_document"]) if evaluation else None
-            joined = Lake(lake_url).read_partition(xcom(run, "correlate")["joined"]["url"])
+            joined = Lake(lake_url).read_partition(evaluation["joined"]["url"])
             # read now: windows that start in the same minute share a partition until run identity lands
             out[name] = (task_states(run), evaluation, document, joined)
     finally:

@@ -14,13 +14,14 @@ import time
 from types import ModuleType
 
 import bench  # noqa: F401  (puts plugins/ on sys.path)
-from bench import correlation, day, predictions
+from bench import correlation, day, layouts, predictions
 
 
 def _benchmarks() -> dict[str, ModuleType]:
     return {
         "correlation": correlation,
         "day": day,
+        "layouts": layouts,
         "predictions": predictions,
     }
 

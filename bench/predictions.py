@@ -9,6 +9,13 @@ times each, and prints medians:
 (b) the new ``extract_predictions`` path (REST through the hook, frame straight from the JSON, sorted);
 (c) the old path: ``MlflowHook.search_runs`` (MlflowClient entities) -> ``runs_to_frame`` -> sorted.
 
+For (a) and (b) the time waiting on the server (``response.elapsed`` of each ``runs/search``: until the
+answer's headers arrive, and the server sends them only once its whole JSON body is built) is recorded too,
+so the table splits each read into server wait and client-side work. The server's own time varies by
+10-20 % from one request to the next on this 2-core machine, which moves b/a more than anything the client
+does: besides the ratio of medians the table gives the median of the per-round ratios (a and b run next to
+each other in every round) and the client-side seconds, where a difference between (a) and (b) is ours.
+
 Seeding: one run is created and filled through the API (``create_run``, ``log_batch``, ``set_terminated``,
 as ``devstack.seed`` does), then copied row for row in the server's sqlite database with new run ids,
 start times and metric values: logging 20,000 runs through the API takes about 15 minutes here (22 runs/s).
@@ -21,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import sqlite3
@@ -98,7 +106,7 @@ def _seed(tracking_uri: str, db_path: Path, runs: int) -> str:
     return exp_id
 
 
-def _raw_rest(url: str, exp_id: str, start_ms: int, end_ms: int) -> int:
+def _raw_rest(url: str, exp_id: str, start_ms: int, end_ms: int, waits: list[float] | None = None) -> int:
     import requests
 
     body: dict[str, Any] = {
@@ -112,6 +120,8 @@ def _raw_rest(url: str, exp_id: str, start_ms: int, end_ms: int) -> int:
         while True:
             response = session.post(f"{url}/api/2.0/mlflow/runs/search", json=body, timeout=300)
             response.raise_for_status()
+            if waits is not None:
+                waits.append(response.elapsed.total_seconds())
             answer = json.loads(response.content)
             runs.extend(answer.get("runs") or [])
             if not answer.get("next_page_token"):
@@ -119,12 +129,17 @@ def _raw_rest(url: str, exp_id: str, start_ms: int, end_ms: int) -> int:
             body["page_token"] = answer["next_page_token"]
 
 
-def _new_path(start: datetime, end: datetime) -> int:
+def _new_path(start: datetime, end: datetime, waits: list[float] | None = None) -> int:
     from modelwatch.extract import extract_predictions
     from modelwatch.hooks import MlflowHook
 
+    hook = MlflowHook()
+    if waits is not None:
+        # on the hook's own REST session: record each answer's server wait, change nothing else
+        session = hook.rest.get_conn()
+        session.hooks["response"].append(lambda r, *a, **k: waits.append(r.elapsed.total_seconds()))
     experiment = SimpleNamespace(name=EXPERIMENT, layout="run_per_prediction")
-    return len(extract_predictions(MlflowHook(), [experiment], TAGS, start, end, PAGE))
+    return len(extract_predictions(hook, [experiment], TAGS, start, end, PAGE))
 
 
 def _old_path(start: datetime, end: datetime) -> int:
@@ -155,26 +170,31 @@ def measure(runs: int, rounds: int) -> list[dict[str, Any]]:
             print(f"seeded {runs} runs in {time.perf_counter() - t0:.1f} s", flush=True)
             start, end = DAY, DAY + timedelta(days=1)
             start_ms, end_ms = int(start.timestamp() * 1000), int(end.timestamp() * 1000)
+            waits: list[float] = []
             reads: dict[str, Callable[[], int]] = {
-                "(a) raw REST loop (requests + json, no frame)": lambda: _raw_rest(url, exp_id, start_ms, end_ms),
-                "(b) extract_predictions (REST -> frame from JSON)": lambda: _new_path(start, end),
+                "(a) raw REST loop (requests + json, no frame)": lambda: _raw_rest(url, exp_id, start_ms, end_ms,
+                                                                                   waits),
+                "(b) extract_predictions (REST -> frame from JSON)": lambda: _new_path(start, end, waits),
                 "(c) old path (MlflowClient -> runs_to_frame)": lambda: _old_path(start, end),
-            }
+            }  # fmt: skip
             names = list(reads)
             for name in names:  # warm-up, untimed: imports (pandas, mlflow, modelwatch), connections
                 reads[name]()
             times: dict[str, list[float]] = {n: [] for n in names}
+            server: dict[str, list[float]] = {n: [] for n in names}
             for k in range(rounds):
                 for name in names[k % 3:] + names[: k % 3]:  # rotate the order each round
+                    waits.clear()
                     t = time.perf_counter()
                     n = reads[name]()
                     times[name].append(time.perf_counter() - t)
+                    server[name].append(sum(waits) if waits else math.nan)
                     if n != runs:
                         raise AssertionError(f"{name} read {n} runs, expected {runs}")
                     print(f"  round {k + 1} {name[:3]} {times[name][-1]:.2f} s", flush=True)
         finally:
             stack.stop()
-    return [{"read": n, "seconds": statistics.median(times[n]), "all": times[n]} for n in names]
+    return [{"read": n, "seconds": statistics.median(times[n]), "all": times[n], "server": server[n]} for n in names]
 
 
 DESCRIPTION = "the run_per_prediction read: raw REST loop vs extract_predictions vs the old MlflowClient path"
@@ -183,7 +203,7 @@ DESCRIPTION = "the run_per_prediction read: raw REST loop vs extract_predictions
 def add_arguments(group: Any) -> None:
     """Options of this benchmark in ``python -m bench``."""
     group.add_argument("--predictions-runs", type=int, default=20_000, help="runs to seed (default 20,000)")
-    group.add_argument("--predictions-rounds", type=int, default=3, help="timed reads of each (median; default 3)")
+    group.add_argument("--predictions-rounds", type=int, default=5, help="timed reads of each (median; default 5)")
 
 
 def report(rows: list[dict[str, Any]], runs: int, rounds: int) -> str:
@@ -192,14 +212,22 @@ def report(rows: list[dict[str, Any]], runs: int, rounds: int) -> str:
     lines = [
         f"## MLflow read, run_per_prediction\n\nMLflow 1 worker sqlite, {runs} runs, one day, pages of {PAGE}; "
         f"median of {rounds}, interleaved\n",
-        "| read | seconds | runs/s | vs (a) | all rounds |", "|---|---:|---:|---:|---|",
+        "| read | seconds | runs/s | vs (a) | server wait | client side | all rounds |",
+        "|---|---:|---:|---:|---:|---:|---|",
     ]  # fmt: skip
     for row in rows:
         s = row["seconds"]
         every = " ".join(f"{t:.2f}" for t in row["all"])
-        lines.append(f"| {row['read']} | {s:.2f} | {runs / s:,.0f} | {s / raw:.3f} | {every} |")
+        if any(math.isnan(w) for w in row["server"]):
+            wait = client = "-"
+        else:
+            wait = f"{statistics.median(row['server']):.2f}"
+            client = f"{statistics.median(t - w for t, w in zip(row['all'], row['server'], strict=True)):.2f}"
+        lines.append(f"| {row['read']} | {s:.2f} | {runs / s:,.0f} | {s / raw:.3f} | {wait} | {client} | {every} |")
     ratio = rows[1]["seconds"] / raw
-    lines.append(f"\nb/a = {ratio:.3f} (target <= 1.1): {'met' if ratio <= 1.1 else 'NOT met'}")
+    paired = statistics.median(b / a for a, b in zip(rows[0]["all"], rows[1]["all"], strict=True))
+    lines.append(f"\nb/a = {ratio:.3f} (ratio of medians; target <= 1.1): {'met' if ratio <= 1.1 else 'NOT met'}; "
+                 f"median of the per-round b/a: {paired:.3f}")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -213,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     """Measure and print the table."""
     parser = argparse.ArgumentParser(prog="python -m bench.predictions", description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20_000, help="runs to seed (default 20,000)")
-    parser.add_argument("--rounds", type=int, default=3, help="timed reads of each kind (median; default 3)")
+    parser.add_argument("--rounds", type=int, default=5, help="timed reads of each kind (median; default 5)")
     args = parser.parse_args(argv)
     print(report(measure(args.runs, args.rounds), args.runs, args.rounds))
     return 0

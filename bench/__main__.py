@@ -14,7 +14,7 @@ import time
 from types import ModuleType
 
 import bench  # noqa: F401  (puts plugins/ on sys.path)
-from bench import correlation, day, layouts, predictions
+from bench import correlation, day, layouts, predictions, scale
 
 
 def _benchmarks() -> dict[str, ModuleType]:
@@ -23,6 +23,7 @@ def _benchmarks() -> dict[str, ModuleType]:
         "day": day,
         "layouts": layouts,
         "predictions": predictions,
+        "scale": scale,
     }
 
 

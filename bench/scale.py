@@ -22,6 +22,7 @@ incidents it seeded.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -432,22 +433,28 @@ def fleet_part(args: argparse.Namespace, stack: Any, state: Path, base: dict[str
 
 
 def run(args: argparse.Namespace) -> str:
-    from devstack.stack import Stack, StackConfig
-
     parts = {p.strip() for p in args.scale_parts.split(",") if p.strip()}
     base = yaml.safe_load((REPO / "include" / "thresholds.yaml").read_text())
     with tempfile.TemporaryDirectory(prefix="modelwatch-bench-scale-") as tmp:
         state = Path(args.scale_state).absolute() if args.scale_state else Path(tmp)
         state.mkdir(parents=True, exist_ok=True)
-        stack = Stack(StackConfig.free_ports(state / "stack"))
         out: list[str] = []
-        try:
-            _progress(f"starting the stack under {state}")
-            stack.start()
-            if "backfill" in parts:
-                out += backfill_part(args, stack, state, base) + [""]
-            if "fleet" in parts:
-                out += fleet_part(args, stack, state, base)
-        finally:
-            stack.stop()
+        # stdout is the report: what Airflow's loggers and MLflow's client print goes to stderr
+        with contextlib.redirect_stdout(sys.stderr):
+            _run_parts(args, parts, base, state, out)
     return "\n".join(out)
+
+
+def _run_parts(args: argparse.Namespace, parts: set[str], base: dict[str, Any], state: Path, out: list[str]) -> None:
+    from devstack.stack import Stack, StackConfig
+
+    stack = Stack(StackConfig.free_ports(state / "stack"))
+    try:
+        _progress(f"starting the stack under {state}")
+        stack.start()
+        if "backfill" in parts:
+            out += backfill_part(args, stack, state, base) + [""]
+        if "fleet" in parts:
+            out += fleet_part(args, stack, state, base)
+    finally:
+        stack.stop()

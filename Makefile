@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 UV_VERSION := 0.13.8
 STAMP := $(VENV)/.installed-$(shell sha1sum requirements.lock | cut -c1-12)
 
-.PHONY: install test lint demo up down stack-up stack-down seed lock bench clean
+.PHONY: install test unit lint demo up down stack-up stack-down seed lock bench clean
 
 install: $(STAMP)
 
@@ -27,6 +27,10 @@ lint: install
 
 test: install lint
 	$(PY) -m pytest
+
+# the inner loop: lint, the pure functions and the DAG files; no server started
+unit: install lint
+	$(PY) -m pytest -q tests/unit tests/dags
 
 up: install
 	$(PY) -m devstack up

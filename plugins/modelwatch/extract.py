@@ -197,7 +197,9 @@ def _resource_frame(
 
     return pd.DataFrame(
         {
-            "timestamp": pd.to_datetime(np.asarray(timestamps_ms, dtype="int64"), unit="ms", utc=True).as_unit("ms"),
+            "timestamp": pd.to_datetime(
+                np.asarray(timestamps_ms, dtype="int64"), unit="ms", utc=True
+            ).as_unit("ms"),
             "query": pd.Series(queries, dtype="str"),
             "instance": pd.Series(instances, dtype="str"),
             "labels": pd.Series(labels, dtype="str"),
@@ -238,16 +240,183 @@ def matrix_to_frame(
     return _resource_frame(ts, [query_name] * len(ts), instances, label_texts, values)
 
 
+# -- sample times ----------------------------------------------------------------------------------------
+#
+# Per instance and step, the newest real sample behind a query's value: for each selector the query reads,
+# the newest sample at or before the step of any of the instance's live series; over several selectors
+# the oldest of those (a selector with no live series at the step constrains nothing). This is what
+# ``min by (instance) (max by (instance) (timestamp(<selector>)) or ...)`` answers
+# (:func:`modelwatch.promql.sample_time_promql`), computed from two cheap reads per selector instead:
+#
+# - presence, on the query's grid (:func:`modelwatch.promql.presence_promql`): the steps at which the
+#   selector has a live series per instance, and how many. Prometheus decides it the way ``timestamp()``
+#   does: a real sample within its lookback, not followed by a staleness marker.
+# - raw sample times (:meth:`PrometheusHook.raw_samples`), read as range vectors (which never hold
+#   staleness markers) in spans of about ``max_raw_samples`` samples each; the newest one at or before
+#   each live step is found by binary search over all the instance's series.
+#
+# The newest over all series equals the newest over the live ones: a series that went stale while its
+# target was scraped left the others of that scrape with a newer sample, and a failed scrape makes every
+# series of the target stale, so presence has no step there. (The one exception would be series of one
+# selector and one instance label value coming from different targets.)
+
+#: ``sample_time`` value meaning "unknown" inside the int64 epoch-ms arrays (numpy reads it as NaT).
+NO_SAMPLE = -(2**63)
+#: Raw samples per request at most (about 40 MB of parsed JSON): each request's span is sized from the
+#: sample density of the previous one.
+RAW_SAMPLES_PER_REQUEST = 250_000
+#: The first raw-sample request of a selector assumes one sample per live series this often (seconds);
+#: the spans after it are sized from the density it measured.
+RAW_ASSUMED_INTERVAL_SECONDS = 5
+#: A span grows at most this many times from one request to the next.
+RAW_SPAN_GROWTH = 8
+#: How far before a step raw samples are read: Prometheus's default ``--query.lookback-delta``. A server
+#: with a longer lookback gets NaT (unknown) where its answer reaches further back, never a wrong time.
+DEFAULT_LOOKBACK = timedelta(minutes=5)
+
+#: per instance label value (port kept): evaluation times (epoch ms, sorted) and the sample time at each
+SampleTimes = dict[str, tuple[Any, Any]]
+
+
+def series_sample_times(
+    result: Sequence[Mapping[str, Any]], instance_label: str = "instance"
+) -> dict[str, Any]:
+    """Per ``instance_label`` value (port kept, ``""`` without the label), the sorted distinct times (int64
+    epoch ms) of every sample of every series in a matrix (values are ignored)."""
+    import numpy as np
+
+    per: dict[str, list[Any]] = {}
+    for series in result:
+        values = series.get("values") or ()
+        if not values:
+            continue
+        instance = str((series.get("metric") or {}).get(instance_label, ""))
+        per.setdefault(instance, []).append(
+            np.fromiter((p[0] for p in values), dtype="float64", count=len(values))
+        )
+    return {
+        instance: np.unique(np.round(np.concatenate(arrays) * 1000).astype("int64"))
+        for instance, arrays in per.items()
+    }
+
+
+def newest_sample_at(times: Any, steps: Any) -> Any:
+    """For each of ``steps`` (int64 epoch ms), the newest of ``times`` (sorted int64 epoch ms) at or before
+    it, :data:`NO_SAMPLE` when there is none."""
+    import numpy as np
+
+    times = np.asarray(times, dtype="int64")
+    steps = np.asarray(steps, dtype="int64")
+    idx = np.searchsorted(times, steps, side="right") - 1
+    out = np.full(len(steps), NO_SAMPLE, dtype="int64")
+    found = idx >= 0
+    out[found] = times[idx[found]]
+    return out
+
+
+def next_raw_span(span_ms: int, samples: int, max_samples: int) -> int:
+    """The span (ms) of the next raw-sample request after one of ``span_ms`` that returned ``samples``:
+    about ``max_samples`` at the density just seen, at least one second, at most :data:`RAW_SPAN_GROWTH`
+    times the last span."""
+    grown = span_ms * RAW_SPAN_GROWTH
+    if samples <= 0:
+        return grown
+    return max(1000, min(grown, span_ms * max_samples // samples))
+
+
+def first_raw_span(live_series: int, max_samples: int) -> int:
+    """The span (ms) of a selector's first raw-sample request: ``max_samples`` at one sample per live
+    series every :data:`RAW_ASSUMED_INTERVAL_SECONDS`, at least a minute."""
+    return max(60_000, max_samples * RAW_ASSUMED_INTERVAL_SECONDS * 1000 // max(1, live_series))
+
+
+def read_raw_sample_times(
+    hook: PrometheusHook,
+    selector: str,
+    start_ms: int,
+    end_ms: int,
+    *,
+    query_name: str,
+    instance_label: str = "instance",
+    max_samples: int = RAW_SAMPLES_PER_REQUEST,
+    live_series: int = 1,
+) -> dict[str, Any]:
+    """The times of every real sample of ``selector`` in ``[start_ms, end_ms]``, per instance label value
+    (:func:`series_sample_times`), read in consecutive spans of about ``max_samples`` samples each (the first
+    sized by :func:`first_raw_span` from ``live_series``, the most series live at once, the others by
+    :func:`next_raw_span`).
+
+    Consecutive spans share their boundary instant (Prometheus 2.x includes a range's start), so a sample
+    there may come twice: the union keeps it once.
+    """
+    import numpy as np
+
+    parts: dict[str, list[Any]] = {}
+    pos = start_ms
+    span = first_raw_span(live_series, max_samples)
+    while True:
+        stop = max(min(pos + span, end_ms), pos + 1)
+        result = hook.raw_samples(selector, from_epoch_ms(pos), from_epoch_ms(stop), query_name=query_name)
+        samples = sum(len(series.get("values") or ()) for series in result)
+        for instance, times in series_sample_times(result, instance_label).items():
+            parts.setdefault(instance, []).append(times)
+        del result
+        if stop >= end_ms:
+            break
+        span = next_raw_span(stop - pos, samples, max_samples)
+        pos = stop
+    return {instance: np.unique(np.concatenate(arrays)) for instance, arrays in parts.items()}
+
+
+def selector_sample_times(live: Mapping[str, Any], raw: Mapping[str, Any]) -> SampleTimes:
+    """One selector's sample times: per instance, its live steps (from the presence matrix of
+    :func:`modelwatch.promql.presence_promql` through :func:`series_sample_times`) and, at each, the
+    newest of the instance's ``raw`` sample times at or before it (:data:`NO_SAMPLE` when the raw read
+    did not reach back that far)."""
+    import numpy as np
+
+    empty = np.empty(0, dtype="int64")
+    return {
+        instance: (steps, newest_sample_at(raw.get(instance, empty), steps))
+        for instance, steps in live.items()
+    }
+
+
+def combine_selectors(per_selector: Sequence[SampleTimes]) -> SampleTimes:
+    """Per instance and step, the oldest of the selectors' sample times, over the selectors live there (an
+    unknown one, :data:`NO_SAMPLE`, makes the step unknown)."""
+    import numpy as np
+
+    if len(per_selector) == 1:
+        return dict(per_selector[0])
+    out: SampleTimes = {}
+    for instance in dict.fromkeys(i for times in per_selector for i in times):
+        pairs = [times[instance] for times in per_selector if instance in times]
+        steps = np.concatenate([p[0] for p in pairs])
+        samples = np.concatenate([p[1] for p in pairs])
+        order = np.lexsort((samples, steps))  # by step, then oldest sample first
+        steps, samples = steps[order], samples[order]
+        first = np.ones(len(steps), dtype=bool)
+        first[1:] = steps[1:] != steps[:-1]
+        out[instance] = (steps[first], samples[first])
+    return out
+
+
 def attach_sample_times(
-    frame: pd.DataFrame, sample_times: Sequence[Mapping[str, Any]] | None, window_seconds: float,
+    frame: pd.DataFrame,
+    sample_times: SampleTimes | None,
+    window_seconds: float,
     instance_label: str = "instance",
 ) -> pd.DataFrame:
-    """Add ``sample_time`` (newest real sample behind each value, from the companion matrix of
-    :func:`modelwatch.promql.sample_time_promql`, whose values are Unix seconds) and ``window_seconds``.
+    """Add ``sample_time`` (newest real sample behind each value) and ``window_seconds``.
 
-    Matched on instance and evaluation time. ``sample_times`` of ``None`` (the query reads no series)
-    makes every value its own sample (``sample_time = timestamp``); a step the companion did not answer
-    gets NaT, which the join treats as a value without a known sample.
+    Matched on instance (ports stripped; several label values of one instance keep the newest sample)
+    and evaluation time. ``sample_times`` of ``None`` (the query reads no series) makes every value its
+    own sample (``sample_time = timestamp``); a row without a known sample time gets NaT, which the join
+    treats as a value without a real sample.
+
+    :param sample_times: per instance label value, evaluation times and sample times (int64 epoch ms,
+        :data:`NO_SAMPLE` for unknown), from :func:`combine_selectors`.
     """
     import numpy as np
     import pandas as pd
@@ -257,15 +426,34 @@ def attach_sample_times(
     if sample_times is None:
         out["sample_time"] = out["timestamp"]
         return out[list(RESOURCE_COLUMNS)]
-    st = matrix_to_frame(sample_times, "", instance_label)
-    st = st.assign(
-        sample_time=pd.to_datetime(np.round(st["value"].to_numpy() * 1000), unit="ms", utc=True).as_unit("ms")
-    )
-    # Several companion series of one instance (ports stripped) keep the newest sample.
-    st = st.groupby(["instance", "timestamp"], as_index=False, sort=False)["sample_time"].max()
-    merged = out.merge(st, on=["instance", "timestamp"], how="left", validate="many_to_one")
-    merged["sample_time"] = merged["sample_time"].astype("datetime64[ms, UTC]")
-    return merged[list(RESOURCE_COLUMNS)]
+    row_ts = out["timestamp"].to_numpy(dtype="datetime64[ms]").view("int64")  # epoch ms
+    found = np.full(len(out), NO_SAMPLE, dtype="int64")
+    if len(out) and sample_times:
+        codes, names = pd.factorize(out["instance"], sort=False)
+        code_of = {name: k for k, name in enumerate(names)}
+        t_codes, t_steps, t_samples = [], [], []
+        for instance, (steps, samples) in sample_times.items():
+            code = code_of.get(strip_port(instance))
+            if code is not None and len(steps):
+                t_codes.append(np.full(len(steps), code, dtype="int64"))
+                t_steps.append(steps)
+                t_samples.append(samples)
+        if t_steps:
+            steps, samples = np.concatenate(t_steps), np.concatenate(t_samples)
+            lo = min(int(steps.min()), int(row_ts.min()))
+            width = max(int(steps.max()), int(row_ts.max())) - lo + 1
+            keys = np.concatenate(t_codes) * width + (steps - lo)
+            order = np.lexsort((samples, keys))  # by key, newest sample last
+            keys, samples = keys[order], samples[order]
+            last = np.ones(len(keys), dtype=bool)
+            last[:-1] = keys[1:] != keys[:-1]
+            keys, samples = keys[last], samples[last]
+            row_keys = codes.astype("int64") * width + (row_ts - lo)
+            pos = np.minimum(np.searchsorted(keys, row_keys), len(keys) - 1)
+            hit = keys[pos] == row_keys
+            found[hit] = samples[pos[hit]]
+    out["sample_time"] = pd.to_datetime(found.view("datetime64[ms]"), utc=True).as_unit("ms")
+    return out[list(RESOURCE_COLUMNS)]
 
 
 def extract_resources(
@@ -276,14 +464,18 @@ def extract_resources(
     step_seconds: float | timedelta,
     max_points: int = 11000,
     instance_label: str = "instance",
+    *,
+    lookback: timedelta = DEFAULT_LOOKBACK,
+    max_raw_samples: int = RAW_SAMPLES_PER_REQUEST,
 ) -> pd.DataFrame:
     """Every query evaluated on the step grid of the window ``[start, end)``, as one frame, with the time
     of the real sample behind each value.
 
     The last evaluation is the last grid point before ``end`` (the point at ``end`` is the next
     window's first). Rows are grouped by query in the given order, then by label set and time. Each
-    query is followed by its companion :func:`modelwatch.promql.sample_time_promql` on the same grid,
-    because Prometheus repeats a series' last value for minutes after its last scrape.
+    query is followed by the sample-time reads of the selectors it reads (see the section comment above:
+    a presence query on the same grid and raw sample times), because Prometheus repeats a series' last
+    value for minutes after its last scrape. A selector read by several queries is read once.
 
     :param hook: the Prometheus hook.
     :param queries: objects with ``name`` and ``promql``.
@@ -292,28 +484,45 @@ def extract_resources(
     :param step_seconds: evaluation step.
     :param max_points: points per series per request.
     :param instance_label: the label that names the instance.
+    :param lookback: how far before a step raw samples are read (the server's lookback delta).
+    :param max_raw_samples: raw samples per request at most (bounds memory; see :data:`RAW_SAMPLES_PER_REQUEST`).
     :return: :data:`RESOURCE_COLUMNS`.
     """
     import pandas as pd
 
-    from modelwatch.promql import analyse, sample_time_promql
+    from modelwatch.promql import analyse
 
     last = last_step_before(start, end, step_seconds)
     frames = [attach_sample_times(matrix_to_frame([], "", instance_label), None, 0.0)]
-    for query in queries:
+    analysed = [analyse(query.promql) for query in queries]
+    uses: dict[str, int] = {}
+    for selectors, _ in analysed:
+        for selector in selectors:
+            uses[selector] = uses.get(selector, 0) + 1
+    cache: dict[str, SampleTimes] = {}
+    for query, (selectors, window) in zip(queries, analysed, strict=True):
         started = time.monotonic()
         requests_before = hook.requests_made
         result = hook.query_range_chunked(
             query.promql, start, last, step_seconds, query_name=query.name, max_points=max_points
         )
         frame = matrix_to_frame(result, query.name, instance_label)
-        _, window = analyse(query.promql)
-        companion = sample_time_promql(query.promql, instance_label)
         times = None
-        if companion is not None and len(frame):
-            times = hook.query_range_chunked(
-                companion, start, last, step_seconds, query_name=f"{query.name} (sample times)", max_points=max_points
-            )
+        if selectors and len(frame):
+            per_selector = []
+            for selector in selectors:
+                if selector not in cache:
+                    cache[selector] = _selector_sample_times(
+                        hook, selector, start, last, step_seconds, query_name=f"{query.name} (sample times)",
+                        max_points=max_points, instance_label=instance_label, lookback=lookback,
+                        max_raw_samples=max_raw_samples,
+                    )  # fmt: skip
+                per_selector.append(cache[selector])
+            times = combine_selectors(per_selector)
+        for selector in selectors:  # keep only what a later query still reads
+            uses[selector] -= 1
+            if not uses[selector]:
+                cache.pop(selector, None)
         frame = attach_sample_times(frame, times, window.total_seconds(), instance_label)
         stale = _stale_count(frame, step_seconds)
         log.info(
@@ -324,6 +533,41 @@ def extract_resources(
         )  # fmt: skip
         frames.append(frame)
     return pd.concat(frames, ignore_index=True)
+
+
+def _selector_sample_times(
+    hook: PrometheusHook,
+    selector: str,
+    start: datetime,
+    last: datetime,
+    step_seconds: float | timedelta,
+    *,
+    query_name: str,
+    max_points: int,
+    instance_label: str,
+    lookback: timedelta,
+    max_raw_samples: int,
+) -> SampleTimes:
+    """Presence on the grid ``[start, last]``, then the raw samples from the lookback before the first
+    live step to the last live step (nothing more when the selector has no live series)."""
+    from modelwatch.promql import presence_promql
+
+    presence = hook.query_range_chunked(
+        presence_promql(selector, instance_label), start, last, step_seconds, query_name=query_name,
+        max_points=max_points,
+    )  # fmt: skip
+    live = series_sample_times(presence, instance_label)
+    if not live:
+        return {}
+    first_ms = min(int(steps[0]) for steps in live.values())
+    last_ms = max(int(steps[-1]) for steps in live.values())
+    # the most series live at once, bounded above by the sum of each instance's most
+    live_series = sum(max((float(v[1]) for v in s.get("values") or ()), default=0.0) for s in presence)
+    raw = read_raw_sample_times(
+        hook, selector, first_ms - int(lookback.total_seconds() * 1000), last_ms, query_name=query_name,
+        instance_label=instance_label, max_samples=max_raw_samples, live_series=int(live_series),
+    )  # fmt: skip
+    return selector_sample_times(live, raw)
 
 
 def _stale_count(frame: pd.DataFrame, step_seconds: float | timedelta) -> int:
@@ -358,7 +602,9 @@ def _columns_frame(columns: Mapping[str, Sequence[Any]]) -> pd.DataFrame:
     import pandas as pd
 
     data: dict[str, Any] = {
-        "timestamp": pd.to_datetime(np.asarray(columns["timestamp"], dtype="int64"), unit="ms", utc=True).as_unit("ms")
+        "timestamp": pd.to_datetime(
+            np.asarray(columns["timestamp"], dtype="int64"), unit="ms", utc=True
+        ).as_unit("ms")
     }
     for name in ("model", "model_version", "instance"):
         data[name] = pd.Series(columns[name], dtype="str")
@@ -541,7 +787,9 @@ def batch_timestamps_ms(column: Any, where: str = "batch") -> Any:
     else:
         raise ValueError(f"{where}: column 'timestamp' is {typ}, expected a timestamp or int64 epoch ms")
     filled = pc.fill_null(raw, np.iinfo("int64").min)
-    values = np.asarray(filled.to_numpy(zero_copy_only=False) if isinstance(filled, pa.Array) else filled.to_numpy())
+    values = np.asarray(
+        filled.to_numpy(zero_copy_only=False) if isinstance(filled, pa.Array) else filled.to_numpy()
+    )
     values = values.astype("int64", copy=True)  # writable (pyarrow hands out read-only views)
     nulls = values == np.iinfo("int64").min
     if divisor is None:
@@ -560,7 +808,12 @@ def _batch_metric(table: pa.Table, name: str, where: str) -> Any:
         return np.full(table.num_rows, np.nan)
     column = table.column(name)
     typ = column.type
-    if not (pa.types.is_floating(typ) or pa.types.is_integer(typ) or pa.types.is_decimal(typ) or pa.types.is_null(typ)):
+    if not (
+        pa.types.is_floating(typ)
+        or pa.types.is_integer(typ)
+        or pa.types.is_decimal(typ)
+        or pa.types.is_null(typ)
+    ):
         raise ValueError(f"{where}: column {name!r} is {typ}, expected a number")
     return np.asarray(column.cast(pa.float64()).to_numpy(zero_copy_only=False), dtype="float64")
 
@@ -604,7 +857,9 @@ def batches_to_frame(
     for run, table in batches:
         where = f"experiment {experiment_name!r}, run {run.info.run_id}, artifact {artifact_path!r}"
         if "timestamp" not in table.column_names:
-            raise ValueError(f"{where}: no 'timestamp' column (columns: {', '.join(table.column_names) or 'none'})")
+            raise ValueError(
+                f"{where}: no 'timestamp' column (columns: {', '.join(table.column_names) or 'none'})"
+            )
         ts = batch_timestamps_ms(table.column("timestamp"), where)
         values = {k: _batch_metric(table, k, where) for k in METRIC_KEYS}
         if (ts == np.iinfo("int64").min).any():
@@ -624,7 +879,9 @@ def batches_to_frame(
         run_ids.append(run.info.run_id)
     if untimed:
         log.warning(
-            "experiment %s: rows without a timestamp dropped (runs %s)", experiment_name, ", ".join(untimed[:5])
+            "experiment %s: rows without a timestamp dropped (runs %s)",
+            experiment_name,
+            ", ".join(untimed[:5]),
         )
     if outside:
         log.warning(
@@ -720,7 +977,9 @@ def extract_predictions(
         exp_id = ids[experiment.name]
         if experiment.layout == "run_per_prediction":
             # REST with the configured page (up to 50,000), a frame straight from the JSON: the fastest read
-            runs = hook.search_runs_json([exp_id], start_ms, end_ms, page_size=page_size, experiment=experiment.name)
+            runs = hook.search_runs_json(
+                [exp_id], start_ms, end_ms, page_size=page_size, experiment=experiment.name
+            )
             frame = runs_json_to_frame(runs, tag_keys, experiment.name)
         elif experiment.layout == "batch_table":
             runs = hook.search_runs_overlapping([exp_id], start_ms, end_ms, page_size=page_size)
@@ -747,8 +1006,13 @@ def extract_predictions(
             frame = pd.concat([_prediction_frame([]), *per_run], ignore_index=True)
         log.info(
             "experiment %s (%s): window [%s, %s): %d run(s), %d prediction(s), %.3f s",
-            experiment.name, experiment.layout, start.isoformat(), end.isoformat(),
-            len(runs), len(frame), time.monotonic() - started,
+            experiment.name,
+            experiment.layout,
+            start.isoformat(),
+            end.isoformat(),
+            len(runs),
+            len(frame),
+            time.monotonic() - started,
         )
         _warn_incomplete(frame, experiment.name, _tag_keys(tag_keys))
         frames.append(frame)

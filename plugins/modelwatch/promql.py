@@ -1,12 +1,19 @@
-"""What a PromQL expression reads, and the companion query that says when its samples were really taken.
+"""What a PromQL expression reads, and how to learn when its samples were really taken.
 
 A ``query_range`` answer is evaluated on a step grid, not at scrape times: for up to 5 minutes after a
 series' last real sample (``--query.lookback-delta``) Prometheus repeats a plain gauge's old value at every
 step, and a ``rate(x[1m])`` goes on for about a minute. A host that stopped being scraped (a restarted
 Prometheus, an agent or remote-write gap, backfilled history) therefore looks sampled when it was not.
-``timestamp(<vector selector>)`` answers the time of the real sample behind each step, so for every
-configured query modelwatch also asks, on the same grid, for the newest real sample of each series it
-reads (:func:`sample_time_promql`), and the join trusts a value only that close to a prediction.
+So for every configured query modelwatch also learns, per instance and step, the newest real sample of
+each series it reads, and the join trusts a value only that close to a prediction.
+
+``timestamp(<vector selector>)`` answers exactly that (:func:`sample_time_promql`, kept as the reference
+the tests compare against), but Prometheus 2.42 evaluates it 20-40x slower than the query itself (it
+re-seeks every series at every step). modelwatch therefore asks for two cheap things per selector instead
+(see :func:`modelwatch.extract.extract_resources`): the raw sample times (:func:`raw_samples_promql`, a
+range vector read at one instant) and, on the query's grid, whether the selector has any live series per
+instance (:func:`presence_promql`, which honours staleness markers and the server's lookback exactly like
+``timestamp()`` does).
 
 This is a small lexer, not a PromQL parser: it finds vector selectors (a metric name and/or a ``{...}``
 matcher block not used as a function name, keyword or label list) and range durations ``[5m]``. Pure
@@ -148,6 +155,10 @@ def sample_time_promql(promql: str, instance_label: str = "instance") -> str | N
     """A query answering, per ``instance_label``, the newest real sample behind ``promql``'s value at
     each step (Unix seconds); ``None`` when the expression reads no series (e.g. ``vector(1)``).
 
+    The reference definition of ``sample_time``; too slow on Prometheus 2.42 for daily use (see the
+    module docstring), so extraction computes the same answer from :func:`presence_promql` and
+    :func:`raw_samples_promql`.
+
     With several selectors the answer is the oldest of their newest samples: the value is only as fresh
     as its stalest input. A selector with no series at all (an error counter before the first error)
     constrains nothing.
@@ -165,3 +176,24 @@ def sample_time_promql(promql: str, instance_label: str = "instance") -> str | N
 def longest_range(promql: str) -> timedelta:
     """The longest range ``promql`` reads (zero for plain gauges); see :func:`analyse`."""
     return analyse(promql)[1]
+
+
+def presence_promql(selector: str, instance_label: str = "instance") -> str:
+    """A query answering, per ``instance_label`` at each step where ``selector`` has a live series (a real
+    sample within the lookback that is not followed by a staleness marker: what ``timestamp()`` of the
+    selector answers for), how many live series it has. Cheap: it runs on Prometheus's fast vector-selector
+    path."""
+    return f"count by ({instance_label}) ({selector})"
+
+
+def raw_samples_promql(selector: str, range_ms: int) -> str:
+    """A range vector of ``selector`` over ``range_ms`` milliseconds: evaluated as an instant query at
+    time ``t`` it answers every real sample of every series in ``[t - range, t]`` (Prometheus 2.x; 3.x
+    leaves the start out) at its scrape time. Staleness markers are never part of it.
+
+    :raises ValueError: for a range under one millisecond (Prometheus refuses it).
+    """
+    if range_ms < 1:
+        raise ValueError(f"a range vector needs a positive range, got {range_ms} ms")
+    duration = f"{range_ms // 1000}s" if range_ms % 1000 == 0 else f"{range_ms}ms"
+    return f"{selector}[{duration}]"

@@ -7,6 +7,11 @@ Prometheus answers ``query_range`` through the gap's first minutes anyway: it re
 gauge for up to 5 minutes (lookback) and a ``rate(...[1m])`` for about a minute. These tests show that the
 repeated values are there, that ``extract_resources`` marks them with the real sample time, and that no
 prediction is joined to a value whose sample is older than the tolerance.
+
+``extract_resources`` computes sample times from presence queries and raw samples (``timestamp()`` is too
+slow on 2.42); the same Prometheus checks it against ``timestamp()`` itself, the definition, on history with
+series that appear and disappear mid-window, several selectors and several ports of one instance, and on
+live scrapes of a small exporter whose series vanish and whose target goes down (real staleness markers).
 """
 
 from __future__ import annotations
@@ -14,10 +19,13 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pandas as pd
@@ -26,9 +34,11 @@ import pytest
 from devstack.stack import HOST, find_binary
 from modelwatch.config import ModelwatchConfig
 from modelwatch.correlate import correlate
+from modelwatch.errors import PrometheusQueryRefused
 from modelwatch.evaluate import evaluate
-from modelwatch.extract import extract_resources
+from modelwatch.extract import extract_resources, last_step_before, matrix_to_frame
 from modelwatch.hooks import PrometheusHook
+from modelwatch.promql import sample_time_promql
 from modelwatch.window import Window
 
 START = datetime(2026, 3, 10, 10, 0, tzinfo=UTC)
@@ -68,7 +78,10 @@ def _history() -> str:
     idle = np.cumsum(idle_per_step * steps)
     lines = ["# TYPE node_cpu_seconds counter"]
     for cpu in ("0", "1"):
-        lines += [f'node_cpu_seconds_total{{cpu="{cpu}",mode="idle",{labels}}} {v:.3f} {ts}' for ts, v in zip(t, idle, strict=True)]
+        lines += [
+            f'node_cpu_seconds_total{{cpu="{cpu}",mode="idle",{labels}}} {v:.3f} {ts}'
+            for ts, v in zip(t, idle, strict=True)
+        ]
     total = 8 * 2**30
     lines.append("# TYPE node_memory_MemTotal_bytes gauge")
     lines += [f"node_memory_MemTotal_bytes{{{labels}}} {total} {ts}" for ts in t]
@@ -77,7 +90,24 @@ def _history() -> str:
               for ts, h in zip(t, hot, strict=True)]  # fmt: skip
     lines.append("# TYPE node_load1 gauge")
     lines += [f"node_load1{{{labels}}} {3.6 if h else 0.4} {ts}" for ts, h in zip(t, hot, strict=True)]
-    return "\n".join(lines) + "\n# EOF\n"
+    return "\n".join(lines + _edge_history()) + "\n# EOF\n"
+
+
+def _edge_history() -> list[str]:
+    """Series for the comparison with ``timestamp()``: ``edge-a`` scraped like gap-host (same gap), a second
+    port of it 4 s later for the first 20 minutes only, ``edge-b`` appearing at 10:30 and vanishing at 11:40,
+    and ``mw_edge_slow`` scraped every 60 s, 7 s after the others."""
+    t = np.arange(int(START.timestamp()), int(END.timestamp()), 15)
+    scraped = t[(t < GAP[0].timestamp()) | (t >= GAP[1].timestamp())]
+    a, a2, b = 'instance="edge-a:9100"', 'instance="edge-a:9200"', 'instance="edge-b:9100"'
+    late = t[(t >= START.timestamp() + 1800) & (t < START.timestamp() + 6000)]
+    lines = ["# TYPE mw_edge_gauge gauge"]
+    lines += [f"mw_edge_gauge{{{a}}} 1 {ts}" for ts in scraped]
+    lines += [f"mw_edge_gauge{{{a2}}} 2 {ts + 4}" for ts in t[t < START.timestamp() + 1200]]
+    lines += [f"mw_edge_gauge{{{b}}} 3 {ts}" for ts in late]
+    lines.append("# TYPE mw_edge_slow gauge")
+    lines += [f"mw_edge_slow{{{a}}} 4 {ts + 7}" for ts in scraped[::4]]
+    return lines
 
 
 def _free_port() -> int:
@@ -88,9 +118,75 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@dataclass
+class LiveExporter:
+    """A tiny exporter whose answers change scrape by scrape (Prometheus writes staleness markers when a
+    series vanishes from a scrape and when a scrape fails):
+
+    - scrapes 1-4: ``mw_live_gauge{kind="x"}``, ``mw_live_gauge{kind="y"}``, ``mw_live_other``, ``mw_live_total``
+    - 5-8: without ``kind="y"``; 9-12: without any ``mw_live_gauge``;
+    - 13-16: HTTP 503 (the target is down); from 17: everything again.
+    """
+
+    url: str
+    served: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def body(self, n: int) -> str | None:
+        if 13 <= n <= 16:
+            return None
+        lines = ["# TYPE mw_live_gauge gauge"]
+        if n <= 8 or n >= 17:
+            lines.append('mw_live_gauge{kind="x"} 1')
+        if n <= 4 or n >= 17:
+            lines.append('mw_live_gauge{kind="y"} 2')
+        lines += ["# TYPE mw_live_other gauge", "mw_live_other 3", "# TYPE mw_live_total counter",
+                  f"mw_live_total {5 * n}"]  # fmt: skip
+        return "\n".join(lines) + "\n"
+
+
+def _start_exporter() -> tuple[LiveExporter, ThreadingHTTPServer]:
+    exporter = LiveExporter(url="")
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            with exporter.lock:
+                exporter.served += 1
+                body = exporter.body(exporter.served)
+            if body is None:
+                self.send_response(503)
+                self.end_headers()
+                return
+            data = body.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer((HOST, 0), Handler)
+    exporter.url = f"{HOST}:{server.server_address[1]}"
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return exporter, server
+
+
 @pytest.fixture(scope="module")
-def gap_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A Prometheus holding the gap history, on a free loopback port; stopped by PID at the end."""
+def live_exporter() -> Iterator[LiveExporter]:
+    exporter, server = _start_exporter()
+    try:
+        yield exporter
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(scope="module")
+def gap_prometheus(tmp_path_factory: pytest.TempPathFactory, live_exporter: LiveExporter) -> Iterator[str]:
+    """A Prometheus holding the gap history and scraping the live exporter every half second, on a free loopback
+    port; stopped by PID at the end."""
     work = tmp_path_factory.mktemp("gap-prometheus")
     om, data = work / "history.om", work / "data"
     om.write_text(_history())
@@ -98,7 +194,11 @@ def gap_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     assert promtool, "promtool is not on PATH: it comes with the Debian package prometheus"
     subprocess.run([promtool, "tsdb", "create-blocks-from",
                     "openmetrics", "--quiet", str(om), str(data)], check=True, capture_output=True, timeout=120)  # fmt: skip
-    (work / "prometheus.yml").write_text("global: {scrape_interval: 15s}\nscrape_configs: []\n")
+    (work / "prometheus.yml").write_text(
+        "global: {scrape_interval: 15s}\nscrape_configs:\n"
+        "  - {job_name: live, scrape_interval: 500ms, scrape_timeout: 500ms, static_configs: "
+        f"[{{targets: ['{live_exporter.url}']}}]}}\n"
+    )
     port = _free_port()
     log = (work / "prometheus.log").open("wb")
     proc = subprocess.Popen(
@@ -117,7 +217,9 @@ def gap_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             except OSError:
                 pass
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"Prometheus did not start: {(work / 'prometheus.log').read_text()[-2000:]}")
+                raise RuntimeError(
+                    f"Prometheus did not start: {(work / 'prometheus.log').read_text()[-2000:]}"
+                )
             time.sleep(0.2)
         yield url
     finally:
@@ -127,20 +229,26 @@ def gap_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def resources(gap_prometheus: str) -> pd.DataFrame:
+def gap_conn(gap_prometheus: str) -> Iterator[str]:
+    """The Airflow connection id of the gap Prometheus (an ``AIRFLOW_CONN_`` variable while the module runs)."""
     host, port = gap_prometheus.removeprefix("http://").split(":")
     env = f"AIRFLOW_CONN_{CONN_ID.upper()}"
     old = os.environ.get(env)
     os.environ[env] = f'{{"conn_type": "prometheus", "host": "{host}", "port": {port}, "schema": "http"}}'
     try:
-        hook = PrometheusHook(prometheus_conn_id=CONN_ID)
-        p = CONFIG.prometheus
-        return extract_resources(hook, p.queries, START, END, p.step, p.max_points_per_request, p.instance_label)
+        yield CONN_ID
     finally:
         if old is None:
             os.environ.pop(env, None)
         else:
             os.environ[env] = old
+
+
+@pytest.fixture(scope="module")
+def resources(gap_conn: str) -> pd.DataFrame:
+    hook = PrometheusHook(prometheus_conn_id=gap_conn)
+    p = CONFIG.prometheus
+    return extract_resources(hook, p.queries, START, END, p.step, p.max_points_per_request, p.instance_label)
 
 
 def _predictions(slow_between: list[tuple[datetime, datetime]]) -> pd.DataFrame:
@@ -216,3 +324,91 @@ def test_an_incident_before_a_gap_is_degraded_with_its_coverage(resources: pd.Da
     assert 0.5 <= cpu.coverage < 1
     assert cpu.n_slow_unsampled >= 50  # 10 minutes of the gap at one prediction per 10 s, less the tolerance
     assert pd.Timestamp(verdict.incident_end) <= pd.Timestamp(GAP[0]) + pd.Timedelta(seconds=TOLERANCE)
+
+
+# -- the same answer as timestamp() ----------------------------------------------------------------------
+
+
+@dataclass
+class Q:
+    name: str
+    promql: str
+
+
+def _compare_with_timestamp(hook: PrometheusHook, promql: str, start: datetime, end: datetime, step: float,
+                            **kwargs: object) -> pd.DataFrame:  # fmt: skip
+    """``extract_resources``' sample times against ``timestamp()`` (the companion of
+    :func:`sample_time_promql`, ports stripped, newest kept) on every row; returns the compared rows."""
+    got = extract_resources(hook, [Q("q", promql)], start, end, step, **kwargs)  # type: ignore[arg-type]
+    companion = sample_time_promql(promql)
+    assert companion is not None
+    ref = matrix_to_frame(hook.query_range_chunked(companion, start, last_step_before(start, end, step), step,
+                                                   query_name="reference"), "")  # fmt: skip
+    ref = ref.assign(
+        ref=pd.to_datetime(np.round(ref["value"].to_numpy() * 1000), unit="ms", utc=True).as_unit("ms")
+    )
+    ref = ref.groupby(["instance", "timestamp"], as_index=False)["ref"].max()
+    both = got.merge(ref, on=["instance", "timestamp"], how="left", validate="many_to_one")
+    same = (both["sample_time"] == both["ref"]) | (both["sample_time"].isna() & both["ref"].isna())
+    assert len(both) and same.all(), (
+        promql,
+        step,
+        both.loc[~same, ["instance", "timestamp", "sample_time", "ref"]].head(10),
+    )
+    return both
+
+
+EDGE_QUERIES = [
+    "mw_edge_gauge",
+    "max by (instance) (mw_edge_gauge) / max by (instance) (mw_edge_slow)",
+    "rate(mw_edge_gauge[1m])",
+    "(max by (instance) (mw_edge_slow) or max by (instance) (mw_edge_gauge) * 0)",
+    *(q.promql for q in CONFIG.prometheus.queries),
+]
+
+
+@pytest.mark.parametrize("promql", EDGE_QUERIES)
+def test_sample_times_equal_timestamp_on_history(gap_conn: str, promql: str) -> None:
+    hook = PrometheusHook(prometheus_conn_id=gap_conn)
+    both = _compare_with_timestamp(hook, promql, START, END, 15)
+    # off the scrape grid, and with raw reads of a few hundred samples each (many spans)
+    _compare_with_timestamp(hook, promql, START + timedelta(seconds=2), END, 7, max_raw_samples=300)
+    if promql == "mw_edge_gauge":
+        # the cases are there: a second port, an instance appearing and vanishing, the gap
+        assert set(both["instance"]) == {"edge-a", "edge-b"}
+        b = both[both["instance"] == "edge-b"]
+        assert b["timestamp"].min() == pd.Timestamp(START + timedelta(minutes=30))
+        # repeated for the whole lookback after its last sample, the step 300 s after it included (2.42)
+        assert (b["timestamp"] - b["sample_time"]).max() == pd.Timedelta(seconds=300)
+
+
+def test_sample_times_equal_timestamp_with_staleness_markers(
+    gap_conn: str, live_exporter: LiveExporter
+) -> None:
+    deadline = time.monotonic() + 60
+    while live_exporter.served < 21:
+        assert time.monotonic() < deadline, f"the live target was scraped only {live_exporter.served} times"
+        time.sleep(0.5)
+    hook = PrometheusHook(prometheus_conn_id=gap_conn)
+    end = datetime.now(UTC)
+    start = end - timedelta(seconds=60)
+    gauge = hook.query_range_chunked("mw_live_gauge", start, end, 0.5, query_name="gauge")
+    y = next(s for s in gauge if s["metric"].get("kind") == "y")
+    times = np.diff([float(v[0]) for v in y["values"]])
+    assert times.max() > 4, "kind=y should have vanished at once (a staleness marker), not after 5 minutes"
+    for promql in ("mw_live_gauge", "max by (instance) (mw_live_gauge) + max by (instance) (mw_live_other)",
+                   "(max by (instance) (mw_live_gauge) or max by (instance) (mw_live_other) * 0)",
+                   "rate(mw_live_total[3s])", "mw_live_other"):  # fmt: skip
+        for step in (1.0, 0.25):
+            both = _compare_with_timestamp(hook, promql, start, end, step)
+            if promql.startswith("rate") and step == 0.25:
+                # a rate goes on for a moment after the target went down, but its series is stale: no sample time
+                assert both["sample_time"].isna().any()
+
+
+def test_raw_sample_errors_name_the_query_and_the_server(gap_prometheus: str, gap_conn: str) -> None:
+    hook = PrometheusHook(prometheus_conn_id=gap_conn)
+    with pytest.raises(PrometheusQueryRefused) as info:
+        hook.raw_samples("rate(", START, END, query_name="cpu (sample times)")
+    text = str(info.value)
+    assert "'cpu (sample times)'" in text and gap_prometheus in text and "rate([" in text

@@ -1,4 +1,5 @@
-"""Prometheus HTTP API hook (``/api/v1/query_range``), also for Amazon Managed Service for Prometheus."""
+"""Prometheus HTTP API hook (``/api/v1/query_range``, ``/api/v1/query``), also for Amazon Managed Service for
+Prometheus."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ import requests
 from modelwatch.errors import PrometheusQueryError, PrometheusQueryRefused, UpstreamUnavailable, is_refusal
 from modelwatch.extract import epoch_ms, merge_matrices, plan_chunks, step_to_ms
 from modelwatch.hooks.base import ApiHook
+from modelwatch.promql import raw_samples_promql
 
 QUERY_RANGE_PATH = "/api/v1/query_range"
+QUERY_PATH = "/api/v1/query"
 #: Prometheus refuses a query_range whose (end - start) / step exceeds this many points per series.
 PROMETHEUS_MAX_POINTS = 11000
 
@@ -25,7 +28,8 @@ def _seconds(ms: int) -> str:
 
 
 class PrometheusHook(ApiHook):
-    """Range queries against Prometheus (or AMP with ``auth: sigv4`` in the connection extra).
+    """Range queries and raw-sample reads against Prometheus (or AMP with ``auth: sigv4`` in the connection
+    extra).
 
     :param prometheus_conn_id: Airflow connection id.
     :param kwargs: retry settings, see :class:`~modelwatch.hooks.base.ApiHook`.
@@ -70,7 +74,12 @@ class PrometheusHook(ApiHook):
             response = self._request(
                 "POST",
                 QUERY_RANGE_PATH,
-                data={"query": promql, "start": _seconds(start_ms), "end": _seconds(end_ms), "step": _seconds(step_ms)},
+                data={
+                    "query": promql,
+                    "start": _seconds(start_ms),
+                    "end": _seconds(end_ms),
+                    "step": _seconds(step_ms),
+                },
             )
         except UpstreamUnavailable as exc:
             raise exc.doing(f"Prometheus query {query_name!r}") from None
@@ -104,6 +113,34 @@ class PrometheusHook(ApiHook):
             return results[0]
         return merge_matrices(results)
 
+    def raw_samples(
+        self, selector: str, start: datetime, end: datetime, *, query_name: str
+    ) -> list[dict[str, Any]]:
+        """Every real sample of ``selector``'s series between ``start`` and ``end``, at its scrape time.
+
+        One instant query (``/api/v1/query``) of the range vector ``selector[end - start]`` at ``end``:
+        ``start`` is included on Prometheus 2.x and left out on 3.x (the same rule as each version's
+        lookback); staleness markers are never returned. The caller bounds the answer's size by the span
+        it asks for (see :func:`modelwatch.extract.read_raw_sample_times`).
+
+        :param selector: a vector selector without range or modifiers (``node_load1{job="node"}``).
+        :param start: oldest sample time wanted (timezone-aware).
+        :param end: newest sample time wanted, and the evaluation time (timezone-aware, after ``start``).
+        :param query_name: names the query in messages.
+        :return: the matrix: ``[{"metric": {label: value}, "values": [[unix_seconds, "value"], ...]}]``.
+        :raises PrometheusQueryError: on any Prometheus error answer (``PrometheusQueryRefused`` for a
+            refusal, e.g. 422 when the span holds more samples than the server's ``--query.max-samples``),
+            naming the query, the PromQL and the server.
+        :raises UpstreamUnavailable: when Prometheus cannot be reached (naming the query).
+        """
+        start_ms, end_ms = epoch_ms(start), epoch_ms(end)
+        promql = raw_samples_promql(selector, end_ms - start_ms)
+        try:
+            response = self._request("POST", QUERY_PATH, data={"query": promql, "time": _seconds(end_ms)})
+        except UpstreamUnavailable as exc:
+            raise exc.doing(f"Prometheus query {query_name!r}") from None
+        return self._matrix(response, promql=promql, query_name=query_name)
+
     def _matrix(self, response: requests.Response, *, promql: str, query_name: str) -> list[dict[str, Any]]:
         def fail(error_type: str, error: str) -> PrometheusQueryError:
             # a refusal (bad PromQL, 422 execution, auth) fails the task without Airflow's retries
@@ -122,7 +159,8 @@ class PrometheusHook(ApiHook):
         except ValueError:
             content_type = response.headers.get("Content-Type", "no Content-Type")
             raise fail(
-                "bad_response", f"not a Prometheus JSON answer ({content_type}): {self.body_excerpt(response)!r}"
+                "bad_response",
+                f"not a Prometheus JSON answer ({content_type}): {self.body_excerpt(response)!r}",
             ) from None
         if not isinstance(body, dict):
             raise fail("bad_response", f"not a Prometheus JSON answer: {self.body_excerpt(response)!r}")

@@ -61,12 +61,14 @@ def _tasks(api: AirflowApi, run_id: str) -> dict[str, dict[str, Any]]:
 
 
 def _explain(api: AirflowApi, run_id: str) -> str:
-    """Task states and the log of every failed task, for assertion messages."""
+    """Task states and the log of every failed task instance (each of a mapped task), for assertion messages."""
     lines = []
-    for task_id, ti in _tasks(api, run_id).items():
-        lines.append(f"{task_id}: {ti['state']} (try {ti['try_number']})")
+    for ti in api.task_instances(DAG_ID, run_id):
+        index = ti.get("map_index", -1)
+        name = ti["task_id"] + (f"[{index}]" if index >= 0 else "")
+        lines.append(f"{name}: {ti['state']} (try {ti['try_number']})")
         if ti["state"] == "failed":
-            lines.append(api.task_log(DAG_ID, run_id, task_id, max(1, ti["try_number"]))[-3000:])
+            lines.append(api.task_log(DAG_ID, run_id, ti["task_id"], max(1, ti["try_number"]), index)[-3000:])
     return "\n".join(lines)
 
 

@@ -12,9 +12,13 @@ Frames in (as the extractors write them):
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import itertools
+import os
+from collections.abc import Callable, Generator
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -147,6 +151,15 @@ class _Samples:
         bounds = np.searchsorted(key, np.arange(len(queries) * n_inst + 1, dtype=np.int64))
         self.bounds = bounds.reshape(-1)
         self.n_inst = n_inst
+        #: per sample, the dense code of its value among its query's sample values (``np.unique``): a
+        #: prediction's value code ranks it by a ``bincount``, without sorting the predictions' values
+        self.value_code = np.empty(len(value), dtype=np.int32)
+        self.n_codes: list[int] = []
+        for j in range(len(queries)):
+            lo, hi = self.query_range(j)
+            uniq, inv = np.unique(value[lo:hi], return_inverse=True)
+            self.value_code[lo:hi] = inv
+            self.n_codes.append(len(uniq))
 
     def segment(self, query: int, instance: int) -> tuple[int, int]:
         """Start and end of the samples of query number ``query`` on instance code ``instance`` (-1: global)."""
@@ -185,75 +198,27 @@ def _nearest(rep: np.ndarray, t: np.ndarray, tol: int) -> np.ndarray:
     return np.where(b_ok & (~f_ok | (bdiff <= fdiff)), back, np.where(f_ok, fwd, -1))
 
 
-class _Join:
-    """What :func:`join_resources` computes, with the codes :func:`correlate` reuses: the sorted frame,
-    model and instance codes, and per query the index of the sample behind each value (-1: none)."""
+#: from this many predictions on, :func:`correlate` uses a second thread (when there is a second core)
+PARALLEL_ROWS = 200_000
+#: predictions per chunk of the join: the lookup's temporaries are a few arrays of this length, whatever the
+#: frame's size (the output columns are filled in place, chunk by chunk)
+CHUNK_ROWS = 1 << 18
 
-    def __init__(self, predictions: pd.DataFrame, resources: pd.DataFrame, tolerance: timedelta,
-                 queries: list[str]) -> None:  # fmt: skip
-        ts = _as_ns(predictions["timestamp"]) if len(predictions) else np.zeros(0, np.int64)
-        if len(predictions) and pd.isna(predictions["timestamp"]).any():
-            raise ValueError("Merge keys contain null values on left side")
-        m_codes, m_uniques = pd.factorize(predictions["model"], sort=True, use_na_sentinel=False)
-        i_codes, i_uniques = pd.factorize(predictions["instance"], sort=True, use_na_sentinel=False)
-        # the frame sorted by timestamp, model and instance (stable), as sort_values orders them
-        if _is_sorted(ts, m_codes, i_codes):
-            out = predictions.reset_index(drop=True)
-        else:
-            order = np.lexsort((i_codes, m_codes, ts))
-            out = predictions.take(order).reset_index(drop=True)
-            ts, m_codes, i_codes = ts[order], m_codes[order], i_codes[order]
-        self.frame, self.ts = out, ts
-        self.model_codes, self.models = m_codes, pd.Index(m_uniques)
-        instances = pd.Index(i_uniques)
-        samples = _Samples(resources, queries, instances)
-        self.samples = samples
-        tol = int(tolerance.total_seconds() * 1e9)
-        n = len(out)
-        # predictions grouped by instance, each group in time order
-        self._grid_cache: tuple | None = None
-        by_inst: np.ndarray | None = None
-        self.sample_index: list[np.ndarray] = []
-        #: per query, the value at each prediction (set by :func:`_join_frame`)
-        self.value_arrays: list[np.ndarray] = []
-        for j in range(len(queries)):
-            chosen = self._grid(j, i_codes, ts, tol) if samples.distinct else None
-            if chosen is not None:
-                self.sample_index.append(chosen)
-                continue
-            chosen = np.full(n, -1, dtype=np.int64)
-            if by_inst is None:
-                by_inst = np.argsort(i_codes, kind="stable")
-                inst_bounds = np.searchsorted(i_codes[by_inst], np.arange(len(instances) + 1))
-            for i in range(len(instances)):
-                lo, hi = samples.segment(j, i)
-                if lo == hi:
-                    continue
-                rows = by_inst[inst_bounds[i] : inst_bounds[i + 1]]
-                self._take(chosen, rows, ts[rows], lo, hi, tol, only_missing=False)
-            lo, hi = samples.segment(j, -1)
-            if lo < hi:
-                rows = np.flatnonzero(chosen < 0)
-                self._take(chosen, rows, ts[rows], lo, hi, tol, only_missing=True)
-            self.sample_index.append(chosen)
 
-    def _grid(self, j: int, i_codes: np.ndarray, ts: np.ndarray, tol: int) -> np.ndarray | None:
-        """The sample behind each prediction's value of query number ``j``, by table lookup when the
-        query's centred times lie on one regular grid (Prometheus evaluates every query_range on its step):
-        the same answer as :func:`_nearest` per instance and then the global series, without a search.
-        ``None`` when the times are not on a grid small enough to tabulate."""
-        s = self.samples
-        lo, hi = s.query_range(j)
-        n = len(ts)
-        if hi == lo:
-            return np.full(n, -1, dtype=np.int64)
+class _Grid:
+    """One query's samples tabulated on their step grid (Prometheus evaluates every query_range on its step):
+    per instance row and grid slot, the sample at or before / at or after the slot. Looking a prediction up is
+    the same answer as :func:`_nearest` per instance and then the global series, without a search."""
+
+    def __init__(self, samples: _Samples, j: int, tol: int) -> None:
+        s = self.samples = samples
+        lo, hi = self.lo, _ = s.query_range(j)
         rep = s.rep[lo:hi]
-        t0 = int(rep.min())
-        step = int(np.gcd.reduce(rep - t0)) or 1
-        size = (int(rep.max()) - t0) // step + 1
-        rows, width = s.n_inst, size + 2
-        if rows * width > 4 * (hi - lo + n) + 4096:
-            return None
+        self.t0 = t0 = int(rep.min())
+        self.step = step = int(np.gcd.reduce(rep - t0)) or 1
+        self.size = size = (int(rep.max()) - t0) // step + 1
+        rows, self.width = s.n_inst, size + 2
+        width = self.width
         # per instance row, grid slot k at column k + 1 (column 0: before the grid, the last: after it): the
         # sample at or before / at or after the slot (-1: none)
         slot = np.full((rows, width), -1, dtype=np.int64)
@@ -263,43 +228,158 @@ class _Join:
         b_col = np.maximum.accumulate(np.where(have, cols, 0), axis=1)
         f_col = np.minimum.accumulate(np.where(have, cols, width - 1)[:, ::-1], axis=1)[:, ::-1]
         row_base = np.arange(rows)[:, None] * width
-        before = slot.reshape(-1)[(row_base + b_col).reshape(-1)]
-        after = slot.reshape(-1)[(row_base + f_col).reshape(-1)]
-        key = (t0, step, size)
-        if self._grid_cache is None or self._grid_cache[0] != key:
-            d = ts - t0
-            kb = d // step
-            kf = kb + (d % step != 0)
-            self._grid_cache = (key, np.clip(kb, -1, size - 1) + 1, np.clip(kf, 0, size) + 1)
-        _, col_b, col_f = self._grid_cache
+        self.before = slot.reshape(-1)[(row_base + b_col).reshape(-1)]
+        self.after = slot.reshape(-1)[(row_base + f_col).reshape(-1)]
+        self.has_global = bool(have[0].any())
         # sentinels at index -1: no sample is infinitely far and has no value
-        rep_b = np.append(rep, np.int64(-(2**62)))
-        rep_f = np.append(rep, np.int64(2**62))
-        value = np.append(s.value[lo:hi], np.nan)
-        st = np.append(s.st[lo:hi], np.nan)
+        self.rep_b = np.append(rep, np.int64(-(2**62)))
+        self.rep_f = np.append(rep, np.int64(2**62))
+        self.value = np.append(s.value[lo:hi], np.nan)
+        self.st = np.append(s.st[lo:hi], np.nan)
+        self.tol = tol
 
-        def take(base: np.ndarray | int, t: np.ndarray, cb: np.ndarray, cf: np.ndarray) -> np.ndarray:
-            back = before[base + cb]
-            fwd = after[base + cf]
-            bdiff = t - rep_b[back]
-            fdiff = rep_f[fwd] - t
-            f_ok = fdiff <= tol
-            k = np.where((bdiff <= tol) & (~f_ok | (bdiff <= fdiff)), back, np.where(f_ok, fwd, -1))
-            with np.errstate(invalid="ignore"):  # fresh: a real sample no more than the tolerance before
-                ok = ~np.isnan(value[k]) & (t - st[k] <= tol)
-            return np.where(ok, k + lo, -1)
+    @staticmethod
+    def fits(samples: _Samples, j: int, n_predictions: int) -> bool:
+        """Whether query ``j``'s centred times tabulate in a table no bigger than a few times its samples (plus
+        a bounded share of the predictions: a fine grid is worth it when many predictions look it up)."""
+        lo, hi = samples.query_range(j)
+        if hi == lo:
+            return True
+        rep = samples.rep[lo:hi]
+        t0 = int(rep.min())
+        step = int(np.gcd.reduce(rep - t0)) or 1
+        size = (int(rep.max()) - t0) // step + 1
+        return samples.n_inst * (size + 2) <= 4 * (hi - lo) + min(4 * n_predictions, 1 << 22) + 4096
 
-        chosen = take((i_codes + 1) * width, ts, col_b, col_f)
-        if have[0].any():  # the global series, for predictions without a fresh value of their own instance
+    def lookup(self, ts: np.ndarray, inst: np.ndarray) -> np.ndarray:
+        """The sample (index into the samples, -1: none) behind each prediction at ``ts`` on instance code
+        ``inst``: its own instance's nearest real and fresh sample, else the global series'."""
+        d = ts - self.t0
+        kb = d // self.step
+        kf = kb + (d % self.step != 0)
+        col_b = np.clip(kb, -1, self.size - 1) + 1
+        col_f = np.clip(kf, 0, self.size) + 1
+        chosen = self._take((inst.astype(np.int64) + 1) * self.width, ts, col_b, col_f)
+        if self.has_global:  # the global series, for predictions without a fresh value of their own instance
             rest = np.flatnonzero(chosen < 0)
-            chosen[rest] = take(0, ts[rest], col_b[rest], col_f[rest])
+            if len(rest):
+                chosen[rest] = self._take(0, ts[rest], col_b[rest], col_f[rest])
         return chosen
 
-    def _take(self, chosen: np.ndarray, rows: np.ndarray, t: np.ndarray, lo: int, hi: int, tol: int,
-              only_missing: bool) -> None:  # fmt: skip
+    def _take(self, base: np.ndarray | int, t: np.ndarray, cb: np.ndarray, cf: np.ndarray) -> np.ndarray:
+        tol = self.tol
+        # gathers through take: no index conversion; -1 (none) wraps to the sentinels at the end
+        back = self.before.take(base + cb)
+        fwd = self.after.take(base + cf)
+        bdiff = t - self.rep_b.take(back, mode="wrap")
+        fdiff = self.rep_f.take(fwd, mode="wrap") - t
+        f_ok = fdiff <= tol
+        k = np.where((bdiff <= tol) & (~f_ok | (bdiff <= fdiff)), back, np.where(f_ok, fwd, -1))
+        with np.errstate(invalid="ignore"):  # fresh: a real sample no more than the tolerance before
+            ok = ~np.isnan(self.value.take(k, mode="wrap")) & (t - self.st.take(k, mode="wrap") <= tol)
+        return np.where(ok, k + self.lo, -1)
+
+
+class _Join:
+    """The join :func:`join_resources` computes, with the codes :func:`correlate` reuses: the sorted frame,
+    model and instance codes, and per query (:meth:`columns`) the value, age and value code at each
+    prediction, looked up chunk by chunk."""
+
+    def __init__(self, predictions: pd.DataFrame, resources: pd.DataFrame, tolerance: timedelta,
+                 queries: list[str]) -> None:  # fmt: skip
+        ts = _as_ns(predictions["timestamp"]) if len(predictions) else np.zeros(0, np.int64)
+        if len(predictions) and pd.isna(predictions["timestamp"]).any():
+            raise ValueError("Merge keys contain null values on left side")
+        m_codes, m_uniques = pd.factorize(predictions["model"], sort=True, use_na_sentinel=False)
+        i_codes, i_uniques = pd.factorize(predictions["instance"], sort=True, use_na_sentinel=False)
+        m_codes, i_codes = _small_codes(m_codes, len(m_uniques)), _small_codes(i_codes, len(i_uniques))
+        # the frame sorted by timestamp, model and instance (stable), as sort_values orders them; the
+        # extractors write predictions in that order already, so usually nothing is copied
+        if _is_sorted(ts, m_codes, i_codes):
+            out = predictions.reset_index(drop=True)
+        else:
+            order = np.lexsort((i_codes, m_codes, ts))
+            out = predictions.take(order).reset_index(drop=True)
+            ts, m_codes, i_codes = ts[order], m_codes[order], i_codes[order]
+            del order
+        self.frame, self.n = out, len(out)
+        # the times in ns, chunk by chunk from the sorted frame's own buffer when it holds datetimes (a 10M-row
+        # frame's 80 MB copy is not kept); ``ts`` itself otherwise
+        self._raw = _datetime_ticks(out["timestamp"]) if len(out) else None
+        self.ts: np.ndarray | None = ts if self._raw is None else None
+        del ts
+        self.model_codes, self.models = m_codes, pd.Index(m_uniques)
+        self.instance_codes = i_codes
+        instances = pd.Index(i_uniques)
+        self.n_instances = len(instances)
+        self.samples = _Samples(resources, queries, instances)
+        self.tol = int(tolerance.total_seconds() * 1e9)
+        s = self.samples
+        # index -1: no sample (no value, no sample time, no code)
+        self._value = np.append(s.value, np.nan)
+        self._st = np.append(s.st, np.nan)
+        self._code = np.append(s.value_code, np.int32(-1))
+        self._by_inst: tuple[np.ndarray, np.ndarray] | None = None
+
+    def columns(self, j: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Query number ``j`` at every prediction: its value (NaN: no real, fresh sample within the
+        tolerance), the age of the sample behind it in seconds, and the value's dense code among the query's
+        sample values (:attr:`_Samples.value_code`, -1: none)."""
+        n = self.n
+        values, ages, codes = np.empty(n), np.empty(n), np.empty(n, dtype=np.int32)
+        s = self.samples
+        lo, hi = s.query_range(j)
+        if hi == lo:
+            values.fill(np.nan)
+            ages.fill(np.nan)
+            codes.fill(-1)
+            return values, ages, codes
+        grid = _Grid(s, j, self.tol) if s.distinct and _Grid.fits(s, j, n) else None
+        searched = self._search(j) if grid is None else None
+        for a in range(0, n, CHUNK_ROWS):
+            b = min(a + CHUNK_ROWS, n)
+            t = self.times(a, b)
+            k = grid.lookup(t, self.instance_codes[a:b]) if grid is not None else searched[a:b]
+            np.take(self._value, k, mode="wrap", out=values[a:b])
+            np.take(self._code, k, mode="wrap", out=codes[a:b])
+            age = ages[a:b]
+            np.subtract(t, self._st.take(k, mode="wrap"), out=age)
+            np.divide(age, 1e9, out=age)
+        return values, ages, codes
+
+    def times(self, a: int, b: int) -> np.ndarray:
+        """The prediction times of rows ``[a, b)``, int64 ns."""
+        if self.ts is not None:
+            return self.ts[a:b]
+        ticks, factor = self._raw  # type: ignore[misc]
+        return ticks[a:b] * factor if factor != 1 else ticks[a:b]
+
+    def _search(self, j: int) -> np.ndarray:
+        """The sample behind each prediction's value of query number ``j`` by binary search in each instance's
+        series (then the global one), when the query's times are not on a grid small enough to tabulate."""
+        s, ts = self.samples, self.times(0, self.n)
+        chosen = np.full(len(ts), -1, dtype=np.int64)
+        if self._by_inst is None:
+            by_inst = np.argsort(self.instance_codes, kind="stable")
+            bounds = np.searchsorted(self.instance_codes[by_inst], np.arange(self.n_instances + 1))
+            self._by_inst = by_inst, bounds
+        by_inst, inst_bounds = self._by_inst
+        for i in range(self.n_instances):
+            lo, hi = s.segment(j, i)
+            if lo == hi:
+                continue
+            rows = by_inst[inst_bounds[i] : inst_bounds[i + 1]]
+            self._take(chosen, rows, ts[rows], lo, hi)
+        lo, hi = s.segment(j, -1)
+        if lo < hi:
+            rows = np.flatnonzero(chosen < 0)
+            self._take(chosen, rows, ts[rows], lo, hi)
+        return chosen
+
+    def _take(self, chosen: np.ndarray, rows: np.ndarray, t: np.ndarray, lo: int, hi: int) -> None:
         """Give ``rows`` the nearest sample of ``[lo, hi)`` if it is real and fresh: a real sample no more
         than the tolerance before the prediction (an unknown sample time is not fresh)."""
-        s = self.samples
+        s, tol = self.samples, self.tol
         k = _nearest(s.rep[lo:hi], t, tol)
         has = k >= 0
         k = np.where(has, k + lo, 0)
@@ -308,6 +388,14 @@ class _Join:
         with np.errstate(invalid="ignore"):
             fresh = has & ~np.isnan(v) & ~np.isnan(st) & (t - st <= tol)
         chosen[rows[fresh]] = k[fresh]
+
+
+def _small_codes(codes: np.ndarray, n: int) -> np.ndarray:
+    """Factorize codes in the smallest integer type that holds them (a 10M-row frame's codes in 10 MB, not 80)."""
+    for dtype in (np.int8, np.int16, np.int32):
+        if n < np.iinfo(dtype).max:
+            return codes.astype(dtype)
+    return np.asarray(codes)
 
 
 def join_resources(
@@ -333,27 +421,21 @@ def join_resources(
 
     :param queries: the resource names to join (columns ``res_<name>`` and ``age_<name>`` each).
     """
-    return _join_frame(_Join(predictions, resources, tolerance, queries), queries)
-
-
-def _join_frame(join: _Join, queries: list[str]) -> pd.DataFrame:
-    out = join.frame
-    ts = join.ts
-    missing = np.zeros((len(out), len(queries)), dtype=bool)
+    join = _Join(predictions, resources, tolerance, queries)
     columns: dict[str, np.ndarray] = {}
-    value = np.append(join.samples.value, np.nan)  # index -1: no sample
-    st = np.append(join.samples.st, np.nan)
-    join.value_arrays = []
     for j, name in enumerate(queries):
-        k = join.sample_index[j]
-        has = k >= 0
-        values = value[k]  # a sample whose value is NaN is never chosen
-        join.value_arrays.append(values)
+        values, ages, _ = join.columns(j)
         columns[f"{VALUE_PREFIX}{name}"] = values
-        columns[f"{AGE_PREFIX}{name}"] = (ts - st[k]) / 1e9
-        missing[:, j] = ~has
-    columns["missing_resources"] = _join_names(missing, queries)
-    return _with_columns(out, columns)
+        columns[f"{AGE_PREFIX}{name}"] = ages
+    columns["missing_resources"] = _missing_names(columns, queries, len(join.frame))
+    return _with_columns(join.frame, columns)
+
+
+def _missing_names(columns: dict[str, np.ndarray], queries: list[str], n: int) -> np.ndarray:
+    """``missing_resources``: the queries without a value (a sample whose value is NaN is never chosen, so
+    a NaN value is exactly a missing sample)."""
+    values = [columns[f"{VALUE_PREFIX}{name}"] for name in queries]
+    return _join_names(lambda k, rows: np.isnan(values[k][rows]), queries, n)
 
 
 def _with_columns(frame: pd.DataFrame, columns: dict[str, np.ndarray]) -> pd.DataFrame:
@@ -380,28 +462,53 @@ def correlate(
         (``age_<name>``), a saturation flag per resource with a threshold (``sat_<name>``), and
         ``saturated_resources``/``missing_resources``; ``correlation`` has one row per model and resource
         (see :func:`summarise`).
+
+    The work goes query by query (and each query's lookup chunk by chunk, :data:`CHUNK_ROWS`): besides the
+    output columns, only one query's value codes and a chunk's temporaries are alive at a time.
     """
     queries = [q.name for q in thresholds.prometheus.queries]
     limits = thresholds.saturation_thresholds
     join = _Join(predictions, resources, thresholds.correlation.tolerance, queries)
-    joined = _join_frame(join, queries)
+    frame = join.frame
 
     def slow_seconds(model: str) -> float:
         return thresholds.evaluation.for_model(model).slow_prediction_seconds
 
     # per-model thresholds through the model codes, not a map over every row's string
     per_model = np.array([slow_seconds(m) for m in join.models], dtype="float64")
-    slow_threshold = per_model[join.model_codes] if len(per_model) else np.zeros(len(joined))
-    slow = _is_slow(joined["prediction_time"], slow_threshold)
-    columns: dict[str, np.ndarray] = {"slow_threshold": slow_threshold, "slow": slow}
-    saturated = np.zeros((len(joined), len(limits)), dtype=bool)
-    for j, (name, limit) in enumerate(limits.items()):
-        flags = joined[f"{VALUE_PREFIX}{name}"].to_numpy() >= limit
+    slow_threshold = per_model[join.model_codes] if len(per_model) else np.zeros(len(frame))
+    slow = _is_slow(frame["prediction_time"], slow_threshold)
+    units = {q.name: q.unit for q in thresholds.prometheus.queries}
+    columns: dict[str, np.ndarray] = {}
+    cells: dict[tuple[int, str], dict[str, object]] = {}
+    with _worker(len(frame)) as pool:
+        groups = _model_groups(frame, join.model_codes, join.models, slow, pool)
+        # the next query's lookup runs beside this query's statistics (numpy releases the GIL)
+        pending = pool.submit(join.columns, 0) if queries else None
+        for j, name in enumerate(queries):
+            values, ages, codes = pending.result()  # type: ignore[union-attr]
+            # (the future holding this query's codes is dropped with it)
+            pending = pool.submit(join.columns, j + 1) if j + 1 < len(queries) else None
+            columns[f"{VALUE_PREFIX}{name}"] = values
+            columns[f"{AGE_PREFIX}{name}"] = ages
+            n_codes = join.samples.n_codes[j]
+            for g in groups:
+                limit = limits.get(name)
+                cells[(g.code, name)] = _cell(g, name, units[name], limit, values, (codes, n_codes))
+            del codes
+    order = [(g.code, name) for g in groups for name in units]  # model by model, resources in config order
+    del groups, join  # the lookup and the per-model ranks are done: free them before the name columns
+    columns["missing_resources"] = _missing_names(columns, queries, len(frame))
+    columns["slow_threshold"] = slow_threshold
+    columns["slow"] = slow
+    saturated = []
+    for name, limit in limits.items():
+        flags = columns[f"{VALUE_PREFIX}{name}"] >= limit
         columns[f"{SATURATED_PREFIX}{name}"] = flags
-        saturated[:, j] = flags
-    columns["saturated_resources"] = _join_names(saturated, list(limits))
-    joined = _with_columns(joined, columns)
-    return joined, _summarise(joined, thresholds, join)
+        saturated.append(flags)
+    columns["saturated_resources"] = _join_names(lambda k, rows: saturated[k][rows], list(limits), len(frame))
+    joined = _with_columns(frame, columns)
+    return joined, _summary_frame([cells[key] for key in order])
 
 
 def summarise(joined: pd.DataFrame, thresholds: ModelwatchConfig) -> pd.DataFrame:
@@ -413,89 +520,136 @@ def summarise(joined: pd.DataFrame, thresholds: ModelwatchConfig) -> pd.DataFram
     ``relative_risk`` and ``p_value`` (:func:`relative_risk`, :func:`fisher_greater`) compare them.
     ``lift`` (P(saturated | slow) / P(saturated | normal)) and ``spearman`` are descriptive only.
     """
-    return _summarise(joined, thresholds, None)
-
-
-def _summarise(joined: pd.DataFrame, thresholds: ModelwatchConfig, join: _Join | None) -> pd.DataFrame:
-    """:func:`summarise`; with ``join`` (the join that made ``joined``, same row order) its model codes
-    and sample indices stand in for grouping by model strings and ranking values from scratch."""
-    rows = []
     units = {q.name: q.unit for q in thresholds.prometheus.queries}
     limits = thresholds.saturation_thresholds
-    if join is not None:
-        codes, models = join.model_codes, join.models
+    codes, models = pd.factorize(joined["model"], sort=True, use_na_sentinel=False)
+    groups = _model_groups(joined, np.asarray(codes), pd.Index(models), joined["slow"].to_numpy(dtype=bool))
+    column_of = {name: joined[f"{VALUE_PREFIX}{name}"].to_numpy(dtype="float64") for name in units}
+    return _summary_frame([
+        _cell(g, name, unit, limits.get(name), column_of[name], None) for g in groups for name, unit in units.items()
+    ])  # fmt: skip
+
+
+class _Group:
+    """One model's judged predictions (a usable ``prediction_time``), in frame order: the rows, their slow
+    flags and the ranks of their prediction times."""
+
+    def __init__(self, code: int, model: object, n_predictions: int, judged: np.ndarray, slow: np.ndarray,
+                 pt: np.ndarray) -> None:  # fmt: skip
+        self.code, self.model, self.n_predictions = code, model, n_predictions
+        self.judged, self.slow = judged, slow
+        self.n_slow = int(np.count_nonzero(slow))
+        self.pt_ranks = _Ranks(pt, compact=True)
+        self.pt_ranks.ranks()
+
+
+@contextlib.contextmanager
+def _worker(n_rows: int) -> Generator[Executor, None, None]:
+    """A second thread for large frames on a machine with a second core (numpy's sorts, gathers and
+    arithmetic release the GIL); small frames run inline."""
+    if n_rows >= PARALLEL_ROWS and (os.cpu_count() or 1) > 1:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="correlate") as pool:
+            yield pool
     else:
-        codes, models = pd.factorize(joined["model"], sort=True, use_na_sentinel=False)
-    codes = np.asarray(codes)
-    pt_all = joined["prediction_time"].to_numpy(dtype="float64", na_value=np.nan)
-    usable_all = usable_prediction_times(joined["prediction_time"])
-    slow_all = joined["slow"].to_numpy(dtype=bool)
-    # rank codes of every resource's values: the dense rank of the sample each value came from
-    value_codes: dict[str, tuple[np.ndarray, np.ndarray] | None] = {}
-    queries = join.samples.queries if join is not None else []
-    for name in units:
-        if name in queries:
-            j = queries.index(name)
-            lo, hi = join.samples.query_range(j)
-            uniq, inv = np.unique(join.samples.value[lo:hi], return_inverse=True)
-            k = join.sample_index[j]
-            value_codes[name] = (uniq, np.where(k >= 0, inv[np.maximum(k - lo, 0)] if hi > lo else 0, -1))
-        else:
-            value_codes[name] = None
-    if join is not None:
-        column_of = dict(zip(queries, join.value_arrays, strict=True))
+        yield _Inline()
+
+
+class _Inline(Executor):
+    """An executor that runs each call at once, in the caller's thread."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:  # handed to the caller through the future, as a pool does
+            future.set_exception(exc)
+        return future
+
+
+def _model_groups(frame: pd.DataFrame, codes: np.ndarray, models: pd.Index, slow_all: np.ndarray,
+                  pool: Executor | None = None) -> list[_Group]:  # fmt: skip
+    pt_all = frame["prediction_time"].to_numpy(dtype="float64", na_value=np.nan)
+    usable_all = usable_prediction_times(frame["prediction_time"])
+    if len(models) <= 16:  # a scan per model: no frame-long sort order held
+
+        def rows_of(m: int) -> np.ndarray:
+            return np.flatnonzero(codes == m)
     else:
-        column_of = {name: joined[f"{VALUE_PREFIX}{name}"].to_numpy(dtype="float64") for name in units}
-    # stable: each model's rows stay in frame order (small integer codes sort by radix)
-    by_model = np.argsort(codes.astype(np.int16) if len(models) < 2**15 else codes, kind="stable")
-    model_bounds = np.searchsorted(codes[by_model], np.arange(len(models) + 1))
-    for m, model in enumerate(models):
-        if pd.isna(model):  # groupby leaves out predictions without a model
-            continue
-        idx = by_model[model_bounds[m] : model_bounds[m + 1]]
+        # stable: each model's rows stay in frame order (small integer codes sort by radix)
+        by_model = np.argsort(codes.astype(np.int16) if len(models) < 2**15 else codes, kind="stable")
+        model_bounds = np.searchsorted(codes[by_model], np.arange(len(models) + 1))
+
+        def rows_of(m: int) -> np.ndarray:
+            return by_model[model_bounds[m] : model_bounds[m + 1]]
+
+    def group(m: int, model: object) -> _Group:
+        idx = rows_of(m)
         # predictions without a usable prediction_time are neither slow nor normal
-        judged = idx[usable_all[idx]]
-        slow = slow_all[judged]
-        pt = pt_all[judged]
-        n_slow = int(np.count_nonzero(slow))
-        pt_ranks = _Ranks(pt)
-        for name in units:
-            values = column_of[name][judged]
-            has = ~np.isnan(values)
-            limit = limits.get(name)
-            sat = (values >= limit) if limit is not None else np.zeros(len(values), dtype=bool)
-            t = two_by_two(slow, has, sat)
-            a, b, c, d = t["n_slow_saturated"], t["n_normal_saturated"], t["n_slow_unsaturated"], t["n_normal_unsaturated"]
-            n_slow_with, n_norm_with = a + c, b + d
-            slow_share = a / n_slow_with if n_slow_with else np.nan
-            norm_share = b / n_norm_with if n_norm_with else np.nan
-            tested = limit is not None
-            all_sampled = bool(has.all())
-            vc = value_codes.get(name)
-            if vc is not None:
-                y_ranks = _Ranks.from_codes(vc[1][judged] if all_sampled else vc[1][judged][has], len(vc[0]))
-            else:
-                y_ranks = _Ranks(values if all_sampled else values[has])
-            rx = pt_ranks.ranks() if all_sampled else pt_ranks.subset(has)
-            slow_values = values[slow & has]
-            rows.append({
-                "model": model, "resource": name, "unit": units[name],
-                "threshold": float(limit) if limit is not None else np.nan,
-                "n_predictions": len(idx), "n_judged": len(judged), "n_slow": n_slow, "n_normal": len(judged) - n_slow,
-                **t,
-                "coverage": n_slow_with / n_slow if n_slow else np.nan,
-                "slow_share_saturated": a / (a + b) if tested and a + b else np.nan,
-                "slow_share_unsaturated": c / (c + d) if tested and c + d else np.nan,
-                "relative_risk": relative_risk(a, b, c, d) if tested else np.nan,
-                "p_value": fisher_greater(a, b, c, d) if tested else np.nan,
-                "slow_saturated_share": slow_share if tested else np.nan,
-                "normal_saturated_share": norm_share if tested else np.nan,
-                "lift": _lift(slow_share, norm_share) if tested else np.nan,
-                "spearman": _spearman_of_ranks(rx, y_ranks.ranks()),
-                "slow_value_median": _nan_stat(np.median, slow_values),
-                "slow_value_max": _nan_stat(np.max, slow_values),
-                "normal_value_median": _nan_stat(np.median, values[~slow & has]),
-            })  # fmt: skip
+        judged = idx[usable_all.take(idx)].astype(np.int32 if len(codes) < 2**31 else np.intp)
+        return _Group(m, model, len(idx), judged, slow_all.take(judged), pt_all.take(judged))
+
+    # groupby leaves out predictions without a model; every other thread's group sorts beside this one
+    pool = pool or _Inline()
+    wanted = [(m, model) for m, model in enumerate(models) if not pd.isna(model)]
+    futures = [pool.submit(group, m, model) for m, model in wanted[1::2]]
+    mine = [group(m, model) for m, model in wanted[::2]]
+    others = [f.result() for f in futures]
+    return [g for pair in itertools.zip_longest(mine, others) for g in pair if g is not None]
+
+
+def _cell(g: _Group, name: str, unit: str, limit: float | None, column: np.ndarray,
+          value_codes: tuple[np.ndarray, int] | None) -> dict[str, object]:  # fmt: skip
+    """The summary row of one model and resource. ``value_codes``: the dense codes of ``column``'s values
+    and their count (ranks from a ``bincount`` instead of a sort), or ``None`` to rank the values."""
+    judged, slow, n_slow = g.judged, g.slow, g.n_slow
+    values = column.take(judged)
+    has = ~np.isnan(values)
+    sat = (values >= limit) if limit is not None else np.zeros(len(values), dtype=bool)
+    t = two_by_two(slow, has, sat)
+    a, b, c, d = t["n_slow_saturated"], t["n_normal_saturated"], t["n_slow_unsaturated"], t["n_normal_unsaturated"]
+    n_slow_with, n_norm_with = a + c, b + d
+    slow_share = a / n_slow_with if n_slow_with else np.nan
+    norm_share = b / n_norm_with if n_norm_with else np.nan
+    tested = limit is not None
+    all_sampled = bool(has.all())
+    if value_codes is not None:
+        codes = value_codes[0].take(judged)
+        y_ranks = _Ranks.from_codes(codes if all_sampled else codes[has], value_codes[1])
+        del codes
+    else:
+        y_ranks = _Ranks(values if all_sampled else values[has])
+    rx = g.pt_ranks.ranks() if all_sampled else g.pt_ranks.subset(has)
+    rho = _spearman_of_ranks(rx, y_ranks.ranks())
+    del rx, y_ranks
+    slow_values = values[slow & has]
+    normal_values = values[~slow & has]
+    del values
+    return {
+        "model": g.model, "resource": name, "unit": unit,
+        "threshold": float(limit) if limit is not None else np.nan,
+        "n_predictions": g.n_predictions, "n_judged": len(judged), "n_slow": n_slow, "n_normal": len(judged) - n_slow,
+        **t,
+        "coverage": n_slow_with / n_slow if n_slow else np.nan,
+        "slow_share_saturated": a / (a + b) if tested and a + b else np.nan,
+        "slow_share_unsaturated": c / (c + d) if tested and c + d else np.nan,
+        "relative_risk": relative_risk(a, b, c, d) if tested else np.nan,
+        "p_value": fisher_greater(a, b, c, d) if tested else np.nan,
+        "slow_saturated_share": slow_share if tested else np.nan,
+        "normal_saturated_share": norm_share if tested else np.nan,
+        "lift": _lift(slow_share, norm_share) if tested else np.nan,
+        "spearman": rho,
+        "slow_value_median": _nan_stat(_median, slow_values),
+        "slow_value_max": _nan_stat(np.max, slow_values),
+        "normal_value_median": _nan_stat(_median, normal_values),
+    }  # fmt: skip
+
+
+def _median(values: np.ndarray) -> float:
+    """``np.median`` of an array the caller no longer needs (partitioned in place, not copied)."""
+    return float(np.median(values, overwrite_input=True))
+
+
+def _summary_frame(rows: list[dict[str, object]]) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=CORRELATION_COLUMNS)
     return frame.astype({"model": "str", "resource": "str", "unit": "str"})
 
@@ -520,32 +674,50 @@ class _Ranks:
     """Average ranks (1-based, ties share the mean of their positions, as ``Series.rank()``) of a set of
     values, and of any subset of them, from dense codes: one sort for the set, a ``bincount`` per subset."""
 
-    def __init__(self, values: np.ndarray) -> None:
-        if len(values):
-            self.uniq, self.codes = np.unique(values, return_inverse=True)
-        else:
-            self.uniq, self.codes = values, np.zeros(0, dtype=np.intp)
+    def __init__(self, values: np.ndarray, compact: bool = False) -> None:
+        """``compact``: keep the ranks of the whole set as float32 when that holds them exactly (halves up
+        to 2**23), for a set that lives long; :meth:`ranks` still answers float64."""
+        self.codes, self.n_codes = _dense_codes(values)
         self._all: np.ndarray | None = None
+        self._compact = compact and len(values) < 2**23
 
     @classmethod
     def from_codes(cls, codes: np.ndarray, n_codes: int) -> _Ranks:
         self = cls.__new__(cls)
-        self.uniq, self.codes, self._all = np.empty(n_codes), codes, None
+        self.n_codes, self.codes, self._all, self._compact = n_codes, codes, None, False
         return self
 
     def ranks(self) -> np.ndarray:
         if self._all is None:
-            self._all = _average_ranks(self.codes, len(self.uniq))
-        return self._all
+            ranks = _average_ranks(self.codes, self.n_codes)
+            self._all = ranks.astype(np.float32) if self._compact else ranks
+        return self._all.astype(np.float64, copy=False)
 
     def subset(self, mask: np.ndarray) -> np.ndarray:
-        return _average_ranks(self.codes[mask], len(self.uniq))
+        return _average_ranks(self.codes[mask], self.n_codes)
+
+
+def _dense_codes(values: np.ndarray) -> tuple[np.ndarray, int]:
+    """The code of each value among the distinct values in ascending order (``np.unique``'s inverse, for
+    values without NaN) and how many there are, as int32 when that holds them: one sort, no more."""
+    n = len(values)
+    if n == 0:
+        return np.zeros(0, dtype=np.int32), 0
+    order = np.argsort(values)
+    ordered = values.take(order)
+    new = np.empty(n, dtype=bool)
+    new[0] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=new[1:])
+    del ordered
+    codes = np.empty(n, dtype=np.int32 if n < 2**31 else np.intp)
+    codes[order] = np.cumsum(new, dtype=codes.dtype) - 1
+    return codes, int(np.count_nonzero(new))
 
 
 def _average_ranks(codes: np.ndarray, n_codes: int) -> np.ndarray:
     counts = np.bincount(codes, minlength=n_codes)
     last = np.cumsum(counts)
-    return (last - (counts - 1) / 2.0)[codes]
+    return (last - (counts - 1) / 2.0).take(codes)
 
 
 def _spearman_of_ranks(rx: np.ndarray, ry: np.ndarray) -> float:
@@ -581,31 +753,64 @@ def _nan_stat(fn: Callable[[np.ndarray], float], values: np.ndarray) -> float:
     return float(fn(values)) if len(values) else float("nan")
 
 
+def _datetime_ticks(column: pd.Series) -> tuple[np.ndarray, int] | None:
+    """The int64 ticks of a datetime column (a view of its buffer) and the factor to ns, or ``None`` when
+    the column holds something else (:func:`_as_ns` converts it then)."""
+    dtype = column.dtype
+    if isinstance(dtype, pd.DatetimeTZDtype):
+        unit = dtype.unit
+    elif isinstance(dtype, np.dtype) and dtype.kind == "M":
+        unit = np.datetime_data(dtype)[0]
+    else:
+        return None
+    factor = {"s": 10**9, "ms": 10**6, "us": 10**3, "ns": 1}.get(unit)
+    return (column.array.asi8, factor) if factor is not None else None
+
+
 def _as_ns(ts: pd.Series) -> np.ndarray:
     return pd.to_datetime(ts, utc=True).dt.as_unit("ns").astype("int64").to_numpy()
 
 
-def _join_names(flags: np.ndarray, names: list[str]) -> np.ndarray:
-    """Comma-joined names of the set flags per row, vectorised over distinct flag patterns."""
-    if flags.shape[1] == 0 or len(flags) == 0:
-        return np.full(len(flags), "", dtype=object)
-    if flags.shape[1] <= 16:  # every pattern has a slot: a table lookup instead of sorting the rows
-        packed = np.packbits(flags, axis=1, bitorder="little")
-        codes = packed[:, 0].astype(np.int64)
-        if packed.shape[1] > 1:
-            codes |= packed[:, 1].astype(np.int64) << 8
-        table = np.empty(1 << flags.shape[1], dtype=object)
-        present = np.flatnonzero(np.bincount(codes, minlength=len(table)))
-        table[present] = [",".join(n for k, n in enumerate(names) if code >> k & 1) for code in present]
-        if _ARROW_STRINGS:  # the column pandas would make of the strings, without converting 1M objects
-            import pyarrow as pa
-
-            labels = pa.array(table[present].tolist(), type=pa.large_string())
-            index = np.zeros(len(table), dtype=np.int32)
-            index[present] = np.arange(len(present), dtype=np.int32)
-            return pd.array(pa.DictionaryArray.from_arrays(index[codes], labels).cast(pa.large_string()), dtype="str")
+def _join_names(flag: Callable[[int, slice], np.ndarray], names: list[str], n: int) -> np.ndarray:
+    """Comma-joined names of the set flags per row (``flag(k, rows)``: name number ``k``'s boolean flags of
+    ``rows``, asked chunk by chunk), vectorised over distinct flag patterns."""
+    if not names or n == 0:
+        return np.full(n, "", dtype=object)
+    chunks = [slice(a, min(a + CHUNK_ROWS, n)) for a in range(0, n, CHUNK_ROWS)]
+    if len(names) > 16:
+        columns = [np.concatenate([flag(k, rows) for rows in chunks]) for k in range(len(names))]
+        flags = np.column_stack(columns)
+        codes = flags.astype(np.int64) @ (1 << np.arange(len(names), dtype=np.int64))
+        uniq, inverse = np.unique(codes, return_inverse=True)
+        labels = np.array([_names_of(code, names) for code in uniq], dtype=object)
+        return labels[inverse]
+    # every pattern has a slot: a table lookup instead of sorting the rows
+    codes = np.empty(n, dtype=np.uint16)
+    table = np.empty(1 << len(names), dtype=object)
+    seen = np.zeros(len(table), dtype=bool)
+    for rows in chunks:
+        part = codes[rows]
+        part.fill(0)
+        for k in range(len(names)):
+            part |= flag(k, rows).astype(np.uint16) << k
+        seen[part] = True
+    present = np.flatnonzero(seen)
+    table[present] = [_names_of(code, names) for code in present]
+    if not _ARROW_STRINGS:
         return table[codes]
-    codes = flags.astype(np.int64) @ (1 << np.arange(flags.shape[1], dtype=np.int64))
-    uniq, inverse = np.unique(codes, return_inverse=True)
-    labels = np.array([",".join(n for k, n in enumerate(names) if code >> k & 1) for code in uniq], dtype=object)
-    return labels[inverse]
+    # the column pandas would make of the strings, without converting millions of objects
+    import pyarrow as pa
+
+    labels = pa.array(table[present].tolist(), type=pa.large_string())
+    index = np.zeros(len(table), dtype=np.int8 if len(present) < 128 else np.int32)
+    index[present] = np.arange(len(present), dtype=index.dtype)
+    indices = np.empty(n, dtype=index.dtype)
+    for rows in chunks:
+        np.take(index, codes[rows], out=indices[rows])
+    del codes
+    return pd.array(pa.DictionaryArray.from_arrays(indices, labels).cast(pa.large_string()), dtype="str")
+
+
+def _names_of(code: int, names: list[str]) -> str:
+    """The names whose bit is set in ``code``, comma-joined."""
+    return ",".join(name for k, name in enumerate(names) if code >> k & 1)

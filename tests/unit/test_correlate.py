@@ -351,8 +351,38 @@ def test_grid_lookup_and_binary_search_join_alike(monkeypatch: pytest.MonkeyPatc
          float(rng.gamma(2.0, 0.6))) for _ in range(n)
     ])  # fmt: skip
     on_grid = correlate(pred, res, small_config())
-    monkeypatch.setattr(mod._Join, "_grid", lambda *args: None)
+    monkeypatch.setattr(mod._Grid, "fits", staticmethod(lambda *args: False))
     searched = correlate(pred, res, small_config())
     pd.testing.assert_frame_equal(on_grid[0], searched[0], check_exact=True)
     pd.testing.assert_frame_equal(on_grid[1], searched[1], check_exact=True)
     assert on_grid[0]["res_cpu"].notna().any() and on_grid[0]["res_cpu"].isna().any()
+
+
+def test_chunked_and_threaded_join_equal_the_whole_frame_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``correlate`` looks predictions up a chunk at a time (:data:`CHUNK_ROWS`) and, on large frames, with a
+    second thread: a tiny chunk size (chunks that split instances, models and the global fallback) and the
+    thread forced on small frames give exactly the frames of one pass over everything, on the grid lookup
+    and on the binary search, unsorted input included."""
+    import modelwatch.correlate as mod
+
+    rng = np.random.default_rng(5)
+    steps = 40
+    rows = [
+        (15.0 * k + float(rng.choice([0.0, 0.0, 0.4, 0.123])), q, inst, float(rng.random()))
+        for q in ("cpu", "memory", "request_rate") for inst in ("a", "b", "")
+        for k in range(steps) if rng.random() > 0.15
+    ]  # fmt: skip
+    res = resources(rows)
+    pred = predictions([
+        (float(rng.uniform(-60, 15 * steps + 60)), str(rng.choice(["m1", "m2", "m3"])), str(rng.choice(["a", "b", "c"])),
+         float(rng.gamma(2.0, 0.6)) if rng.random() > 0.05 else float("nan")) for _ in range(500)
+    ])  # fmt: skip
+    for frame in (res, res[res["timestamp"].dt.microsecond == 0]):  # off the grid (searched), then on it
+        whole = correlate(pred, frame, small_config())
+        monkeypatch.setattr(mod, "CHUNK_ROWS", 7)
+        monkeypatch.setattr(mod, "PARALLEL_ROWS", 0)
+        chunked = correlate(pred, frame, small_config())
+        monkeypatch.undo()
+        pd.testing.assert_frame_equal(whole[0], chunked[0], check_exact=True)
+        pd.testing.assert_frame_equal(whole[1], chunked[1], check_exact=True)
+        assert whole[0]["res_cpu"].notna().any() and whole[0]["res_cpu"].isna().any()

@@ -8,6 +8,7 @@ prefixed with the benchmark's name) and ``run(args) -> str`` returning a markdow
 from __future__ import annotations
 
 import argparse
+import contextlib
 import platform
 import sys
 import time
@@ -53,7 +54,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{platform.processor() or platform.machine()}\n")  # fmt: skip
     for name in selected:
         started = time.perf_counter()
-        section = BENCHMARKS[name].run(args)
+        # stdout is the report: what the benchmarks' loggers and libraries print goes to stderr
+        with contextlib.redirect_stdout(sys.stderr):
+            section = BENCHMARKS[name].run(args)
         print(section.rstrip() + f"\n\n_{name}: {time.perf_counter() - started:.0f} s in all_\n", flush=True)
     return 0
 

@@ -22,7 +22,6 @@ incidents it seeded.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import shutil
@@ -439,9 +438,7 @@ def run(args: argparse.Namespace) -> str:
         state = Path(args.scale_state).absolute() if args.scale_state else Path(tmp)
         state.mkdir(parents=True, exist_ok=True)
         out: list[str] = []
-        # stdout is the report: what Airflow's loggers and MLflow's client print goes to stderr
-        with contextlib.redirect_stdout(sys.stderr):
-            _run_parts(args, parts, base, state, out)
+        _run_parts(args, parts, base, state, out)
     return "\n".join(out)
 
 

@@ -8,7 +8,7 @@ prefixed with the benchmark's name) and ``run(args) -> str`` returning a markdow
 from __future__ import annotations
 
 import argparse
-import contextlib
+import os
 import platform
 import sys
 import time
@@ -50,14 +50,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: {module.DESCRIPTION}")
         return 0
     selected = args.only or list(BENCHMARKS)
+    # stdout is the report. Airflow's loggers keep the stdout they found when configured, and child
+    # processes inherit it: point file descriptor 1 at stderr for all of them, the report at a copy of it.
+    sys.stdout.flush()
+    report = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
     print(f"# modelwatch benchmarks\n\nPython {platform.python_version()} on {platform.platform()}, "
-          f"{platform.processor() or platform.machine()}\n")  # fmt: skip
+          f"{platform.processor() or platform.machine()}\n", file=report, flush=True)  # fmt: skip
     for name in selected:
         started = time.perf_counter()
-        # stdout is the report: what the benchmarks' loggers and libraries print goes to stderr
-        with contextlib.redirect_stdout(sys.stderr):
-            section = BENCHMARKS[name].run(args)
-        print(section.rstrip() + f"\n\n_{name}: {time.perf_counter() - started:.0f} s in all_\n", flush=True)
+        section = BENCHMARKS[name].run(args)
+        print(section.rstrip() + f"\n\n_{name}: {time.perf_counter() - started:.0f} s in all_\n", file=report, flush=True)
     return 0
 
 

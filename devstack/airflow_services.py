@@ -209,6 +209,8 @@ class AirflowConfig:
         env = runner.airflow_env(self.home, self.connections, self.lake_url)
         env.update({
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.db_path}",
+            # wait for SQLite's lock instead of failing (a scheduler that fails on it exits)
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "devstack.sqlite_args.CONNECT_ARGS",
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             "AIRFLOW__CORE__PARALLELISM": str(self.parallelism),
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",

@@ -564,8 +564,13 @@ def run(
 FRAUD_TAGS = {"model": "fraud-detector", "model_version": "3", "instance": "model-a"}
 
 
-def test_runs_to_frame() -> None:
-    runs = [
+#: tag keys under which r2 of :func:`two_runs` says where it ran
+SERVED_ON_TAGS = {"model": "model", "model_version": "model_version", "instance": "served_on"}
+
+
+def two_runs() -> list[Run]:
+    """r1 with every metric and the fraud tags; r2 with prediction_time only, its instance under ``served_on``."""
+    return [
         run("r1", DAY_MS + 600_000, {"prediction_time": 0.2, "accuracy": 0.9, "loss": 0.1}, FRAUD_TAGS),
         run(
             "r2",
@@ -574,9 +579,11 @@ def test_runs_to_frame() -> None:
             {"model": "fraud-detector", "served_on": "model-b:8000"},
         ),
     ]
-    df = runs_to_frame(
-        runs, {"model": "model", "model_version": "model_version", "instance": "served_on"}, "exp"
-    )
+
+
+def test_runs_to_frame() -> None:
+    runs = two_runs()
+    df = runs_to_frame(runs, SERVED_ON_TAGS, "exp")
     assert list(df.columns) == list(PREDICTION_COLUMNS)
     assert str(df["timestamp"].dtype) == "datetime64[ms, UTC]"
     assert df["timestamp"].tolist() == [
@@ -603,15 +610,9 @@ def rest_json(r: Run) -> dict[str, Any]:
 
 
 def test_runs_json_to_frame_equals_runs_to_frame() -> None:
-    tags = {"model": "model", "model_version": "model_version", "instance": "served_on"}
+    tags = SERVED_ON_TAGS
     runs = [
-        run("r1", DAY_MS + 600_000, {"prediction_time": 0.2, "accuracy": 0.9, "loss": 0.1}, FRAUD_TAGS),
-        run(
-            "r2",
-            DAY_MS + 1_200_000,
-            {"prediction_time": 2.5},
-            {"model": "fraud-detector", "served_on": "model-b:8000"},
-        ),
+        *two_runs(),
         run(
             "r3",
             DAY_MS + 1_200_000,

@@ -10,13 +10,15 @@ STAMP := $(VENV)/.installed-$(shell sha1sum requirements.lock | cut -c1-12)
 
 install: $(STAMP)
 
-$(STAMP): requirements.lock scripts/ensure-system-deps.sh Makefile
+$(STAMP): requirements.lock pyproject.toml scripts/ensure-system-deps.sh Makefile
 	@scripts/ensure-system-deps.sh
 	@$(PYTHON) -m uv --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 	@[ -x $(PY) ] || $(PYTHON) -m uv venv --quiet --python $(PYTHON) $(VENV)
 	$(PYTHON) -m uv pip sync --quiet --compile-bytecode --python $(PY) requirements.lock
-	@# the modelwatch package (plugins/) and devstack importable from the venv, as Airflow sees them
-	@printf '%s\n%s\n' "$(CURDIR)/plugins" "$(CURDIR)" > "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/modelwatch-dev.pth"
+	@# modelwatch itself, as a user installs it (editable here, so edits under src/ need no reinstall);
+	@# its entry point registers the provider (connection types) with Airflow. The lock already holds
+	@# every dependency, so nothing else moves.
+	$(PYTHON) -m uv pip install --quiet --no-deps --python $(PY) -e .
 	@rm -f $(VENV)/.installed-* && touch $@
 
 lock:

@@ -7,12 +7,6 @@ so one case's high-water mark never shows up in another's.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-PLUGINS = REPO / "plugins"
-
-# Airflow puts plugins/ on sys.path; outside Airflow the benchmarks do it themselves.
-if str(PLUGINS) not in sys.path:
-    sys.path.insert(0, str(PLUGINS))

@@ -14,7 +14,6 @@ import sys
 import time
 from types import ModuleType
 
-import bench  # noqa: F401  (puts plugins/ on sys.path)
 from bench import correlation, day, layouts, predictions, scale
 
 

@@ -426,8 +426,6 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m bench.layouts [options]``, or ``--child KIND URL EXP_ID NAME`` (one timed read, JSON)."""
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--child"]:
-        import bench  # noqa: F401  (puts plugins/ on sys.path)
-
         print(json.dumps(child(*argv[1:5])))
         return 0
     parser = argparse.ArgumentParser(prog="python -m bench.layouts", description=__doc__.splitlines()[0])

@@ -7,7 +7,13 @@
 # start, and can resolve differently from one start to the next.
 FROM apache/airflow:3.3.2
 
-COPY requirements-airflow.txt /requirements-airflow.txt
+COPY compose/requirements-airflow.txt /requirements-airflow.txt
 # Pinning apache-airflow to the image's own version keeps pip from moving Airflow while it resolves
 # (the pattern of https://airflow.apache.org/docs/docker-stack/build.html).
 RUN pip install --no-cache-dir "apache-airflow==${AIRFLOW_VERSION}" -r /requirements-airflow.txt
+
+# modelwatch itself, as any user installs it: the provider entry point registers its connection types,
+# and the DAG files import it like any library. --no-deps: its dependencies are the pins above.
+COPY --chown=airflow:0 pyproject.toml README.md /opt/modelwatch/
+COPY --chown=airflow:0 src /opt/modelwatch/src
+RUN pip install --no-cache-dir --no-deps /opt/modelwatch

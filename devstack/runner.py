@@ -33,9 +33,8 @@ def airflow_env(airflow_home: Path, connections: dict[str, str], lake_url: str) 
     return {
         "AIRFLOW_HOME": str(airflow_home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "PYTHONPATH": os.pathsep.join([str(REPO / "plugins"), str(REPO)]),
+        "PYTHONPATH": str(REPO),  # devstack (sqlite_args); modelwatch is an installed package
         "MODELWATCH_STORAGE_URL": lake_url,
         **connections,
     }

@@ -19,11 +19,11 @@ _HOME = Path(tempfile.mkdtemp(prefix="modelwatch-airflow-"))
 os.environ.update({
     "AIRFLOW_HOME": str(_HOME),
     "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-    "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
     "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
     "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
     "AIRFLOW__API__BASE_URL": "http://127.0.0.1:18080",
-    "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "plugins"), str(REPO), os.environ.get("PYTHONPATH")])),
+    # devstack (the test stack's own code) for Airflow subprocesses; modelwatch is an installed package
+    "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
 })  # fmt: skip
 
 

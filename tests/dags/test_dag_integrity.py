@@ -109,17 +109,27 @@ def test_runs_have_a_deadline_alert_from_the_config(dagbag):
         assert deadlines[0].callback.path == "modelwatch.notify.deadline_missed"
 
 
-def test_airflow_plugin_loader_does_not_shadow_real_packages(tmp_path):
-    # Airflow imports every .py under plugins/ as a top-level module named after the file unless
-    # plugins/.airflowignore excludes it: hooks/mlflow.py would then replace the real mlflow package.
+def test_modelwatch_is_an_installed_provider_with_three_connection_types():
+    # DAG files import modelwatch like any library, and Airflow learns its connection types from the
+    # package's entry point: no sys.path entry, no plugins folder.
     code = (
-        "import sys\n"
-        "from airflow import plugins_manager\n"
-        "plugins_manager.ensure_plugins_loaded()\n"
-        "import mlflow.tracking\n"
-        "print(sorted(m for m in ('mlflow', 'config', 'tasks', 'storage', 'base', 'prometheus') if m in sys.modules"
-        " and 'plugins' in (getattr(sys.modules[m], '__file__', '') or '')))\n"
+        "import json, importlib.metadata as md\n"
+        "from airflow.providers_manager import ProvidersManager\n"
+        "pm = ProvidersManager()\n"
+        "dist = md.distribution('modelwatch')\n"
+        "hooks = {t: pm.hooks.get(t) for t in ('prometheus', 'mlflow', 'alertmanager')}\n"
+        "print(json.dumps({'provider': 'modelwatch' in pm.providers, 'version': dist.version,\n"
+        "  'entry': [e.value for e in dist.entry_points if e.group == 'apache_airflow_provider'],\n"
+        "  'hooks': {t: [h.hook_class_name, h.connection_testable] for t, h in hooks.items() if h},\n"
+        "  'fields': sorted(k for k in pm.connection_form_widgets if k.startswith('extra__prometheus__'))}))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd="/")
     assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.strip().splitlines()[-1] == "[]"
+    info = json.loads(out.stdout.strip().splitlines()[-1])
+    assert info["provider"] and info["entry"] == ["modelwatch.provider:get_provider_info"]
+    assert info["hooks"] == {
+        "prometheus": ["modelwatch.hooks.prometheus.PrometheusHook", True],
+        "mlflow": ["modelwatch.hooks.mlflow.MlflowHook", True],
+        "alertmanager": ["modelwatch.hooks.alertmanager.AlertmanagerHook", True],
+    }
+    assert {"extra__prometheus__auth", "extra__prometheus__region", "extra__prometheus__timeout"} <= set(info["fields"])

@@ -1,6 +1,6 @@
 """The Deadline Alert stays on the DAG that is parsed and serialized for the scheduler; only an in-process
 ``DAG.test()`` (``airflow dags test``, ``devstack.runner``) runs without it. See ``MonitoringDAG`` in
-plugins/modelwatch/monitoring_dag.py; tests/integration/test_cli_dags_test.py runs the real CLI."""
+src/modelwatch/monitoring_dag.py; tests/integration/test_cli_dags_test.py runs the real CLI."""
 
 from __future__ import annotations
 

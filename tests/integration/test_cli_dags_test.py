@@ -1,7 +1,7 @@
 """``airflow dags test``, the command every Airflow user runs first, against the real seeded stack.
 
 It runs the real CLI in a child process with a throwaway AIRFLOW_HOME. In Airflow 3.3.2 this command used to
-exit 1 after every task had succeeded, because of the DAG's Deadline Alert; ``MonitoringDAG`` (plugins/modelwatch/monitoring_dag.py,
+exit 1 after every task had succeeded, because of the DAG's Deadline Alert; ``MonitoringDAG`` (src/modelwatch/monitoring_dag.py,
 used by dags/model_performance_monitoring.py) fixes that for in-process test runs. The test also checks that the
 DAG which the command stores for the scheduler still has its Deadline Alert.
 """

@@ -267,7 +267,7 @@ def test_airflow_services_follow_the_official_layout(services: dict[str, Any]) -
         assert "postgres" in urlsplit(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]).hostname, name
         assert svc.get("build"), f"{name}: the Airflow image is built from compose/ (see the Dockerfile)"
         mounts = {str(v).split(":")[1]: str(v).split(":")[0] for v in svc.get("volumes", [])}
-        for folder in ("dags", "plugins", "include"):
+        for folder in ("dags", "include"):
             assert mounts.get(f"/opt/airflow/{folder}") == f"./{folder}", f"{name} does not mount ./{folder}"
         deps = svc.get("depends_on") or {}
         assert deps.get("postgres", {}).get("condition") == "service_healthy", name
@@ -311,10 +311,8 @@ def test_every_connection_id_of_the_config_has_a_variable(services: dict[str, An
         assert env.get("MODELWATCH_CONFIG", "/opt/airflow/include/thresholds.yaml").startswith(
             "/opt/airflow/include/"
         )
-        # The modelwatch package must import in every process: tasks, and the triggerer's Deadline callback.
-        assert "/opt/airflow/plugins" in env.get("PYTHONPATH", "").split(":"), (
-            f"{name}: plugins not on PYTHONPATH"
-        )
+        # The modelwatch package is installed in the image (no PYTHONPATH, no plugins folder).
+        assert "PYTHONPATH" not in env, f"{name}: modelwatch is installed in the image, not put on PYTHONPATH"
 
 
 def test_hooks_resolve_the_compose_connections(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+from modelwatch import connections
 from modelwatch.errors import AlertmanagerError, AlertmanagerRefused, UpstreamUnavailable, is_refusal
 from modelwatch.hooks.base import ApiHook
 
@@ -30,9 +31,10 @@ class AlertmanagerHook(ApiHook):
 
     conn_name_attr: ClassVar[str] = "alertmanager_conn_id"
     default_conn_name: ClassVar[str] = "alertmanager_default"
-    conn_type: ClassVar[str] = "alertmanager"
+    conn_type: ClassVar[str] = connections.ALERTMANAGER
     hook_name: ClassVar[str] = "Alertmanager"
     service_name: ClassVar[str] = "Alertmanager"
+    test_request: ClassVar[tuple[str, str, dict[str, Any]]] = ("GET", "/api/v2/status", {})
 
     def __init__(self, alertmanager_conn_id: str = default_conn_name, **kwargs: Any) -> None:
         super().__init__(alertmanager_conn_id, **kwargs)

@@ -19,6 +19,7 @@ import requests
 from airflow.sdk import BaseHook
 from requests.auth import AuthBase
 
+from modelwatch.connections import AUTH_MODES
 from modelwatch.errors import ModelwatchError, UpstreamUnavailable
 
 #: HTTP statuses worth another attempt: request timeout, rate limiting and server-side failures.
@@ -34,8 +35,6 @@ BACKOFF_MAX_SECONDS = 30.0
 RETRY_AFTER_MAX_SECONDS = 120.0
 #: Per-request timeout unless the connection's extra ``timeout`` says otherwise.
 DEFAULT_TIMEOUT_SECONDS = 60.0
-#: Values of the connection extra ``auth``.
-AUTH_MODES = ("none", "basic", "bearer", "sigv4")
 #: Default SigV4 service: Amazon Managed Service for Prometheus (queries and its Alertmanager).
 DEFAULT_SIGV4_SERVICE = "aps"
 #: Frozen AWS credentials are re-read this often, so temporary (STS) credentials rotate in long tasks.
@@ -387,16 +386,36 @@ class ApiHook(BaseHook):
             text = text[:_BODY_EXCERPT] + "..."
         return self.redact(text.strip())
 
-    # -- Airflow UI -------------------------------------------------------------------------------
+    # -- Airflow UI ---------------------------------------------------------------------------------
+    # The form's fields come from modelwatch.connections through the provider; the Test button calls this.
 
-    @classmethod
-    def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        """Connection form layout for the Airflow UI."""
-        return {
-            "hidden_fields": [],
-            "relabeling": {"schema": "Scheme (http/https)", "password": "Password or bearer token"},
-            "placeholders": {
-                "host": "127.0.0.1, or a full URL such as https://aps-workspaces.us-east-1.amazonaws.com/workspaces/ws-123",
-                "extra": '{"auth": "none|basic|bearer|sigv4", "region": "us-east-1", "timeout": 60}',
-            },
-        }
+    #: The request :meth:`test_connection` sends: the cheapest call that proves address and credentials.
+    test_request: ClassVar[tuple[str, str, dict[str, Any]]] = ("GET", "/", {})
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Send :attr:`test_request` once (no retries: a person is waiting at the form) and say what came back.
+
+        :return: ``(ok, message)`` as Airflow's connection Test expects; the message names the server, the
+            path and the HTTP status or the transport error, credentials redacted.
+        """
+        method, path, kwargs = self.test_request
+        attempts, self.max_attempts = self.max_attempts, 1
+        try:
+            started = time.monotonic()
+            response = self._request(method, path, **kwargs)
+            elapsed = time.monotonic() - started
+            problem = self.test_problem(response)
+        except Exception as exc:  # any failure is the answer the form shows
+            return False, self.redact(f"{self.service_name} connection {self.conn_id!r}: {exc}")
+        finally:
+            self.max_attempts = attempts
+        where = f"{self.service_name} at {self.base_url} ({method} {path})"
+        if problem:
+            return False, f"{where}: {problem}"
+        return True, f"{where} answered HTTP {response.status_code} in {elapsed * 1000:.0f} ms"
+
+    def test_problem(self, response: requests.Response) -> str | None:
+        """What is wrong with the answer to :attr:`test_request`, or ``None`` when it proves the connection."""
+        if 200 <= response.status_code < 300:
+            return None
+        return f"HTTP {response.status_code}: {self.body_excerpt(response)!r}"

@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 
 import requests
 
+from modelwatch import connections
 from modelwatch.errors import PrometheusQueryError, PrometheusQueryRefused, UpstreamUnavailable, is_refusal
 from modelwatch.extract import epoch_ms, merge_matrices, plan_chunks, step_to_ms
 from modelwatch.hooks.base import ApiHook
@@ -37,9 +38,11 @@ class PrometheusHook(ApiHook):
 
     conn_name_attr: ClassVar[str] = "prometheus_conn_id"
     default_conn_name: ClassVar[str] = "prometheus_default"
-    conn_type: ClassVar[str] = "prometheus"
+    conn_type: ClassVar[str] = connections.PROMETHEUS
     hook_name: ClassVar[str] = "Prometheus"
     service_name: ClassVar[str] = "Prometheus"
+    # An instant query proves the address, the credentials (SigV4 included) and the query API at once.
+    test_request: ClassVar[tuple[str, str, dict[str, Any]]] = ("POST", QUERY_PATH, {"data": {"query": "vector(1)"}})
 
     def __init__(self, prometheus_conn_id: str = default_conn_name, **kwargs: Any) -> None:
         super().__init__(prometheus_conn_id, **kwargs)
@@ -140,6 +143,16 @@ class PrometheusHook(ApiHook):
         except UpstreamUnavailable as exc:
             raise exc.doing(f"Prometheus query {query_name!r}") from None
         return self._matrix(response, promql=promql, query_name=query_name)
+
+    def test_problem(self, response: requests.Response) -> str | None:
+        """A test query proves the connection only when Prometheus answers it with ``status: success``."""
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if isinstance(body, dict) and body.get("status") == "success" and response.status_code < 300:
+            return None
+        return f"HTTP {response.status_code}, not a successful Prometheus answer: {self.body_excerpt(response)!r}"
 
     def _matrix(self, response: requests.Response, *, promql: str, query_name: str) -> list[dict[str, Any]]:
         def fail(error_type: str, error: str) -> PrometheusQueryError:

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from airflow.sdk import BaseHook
 
+from modelwatch import connections
 from modelwatch.errors import MlflowSourceError, MlflowSourceRefused, UpstreamUnavailable, is_refusal
 from modelwatch.hooks.base import ApiHook, basic_auth_token
 
@@ -97,9 +98,13 @@ class MlflowRestHook(ApiHook):
     """
 
     default_conn_name: ClassVar[str] = "mlflow_default"
-    conn_type: ClassVar[str] = "mlflow"
+    conn_type: ClassVar[str] = connections.MLFLOW
     hook_name: ClassVar[str] = "MLflow REST"
     service_name: ClassVar[str] = "MLflow"
+    # The cheapest authenticated call of the tracking API.
+    test_request: ClassVar[tuple[str, str, dict[str, Any]]] = (
+        "GET", "/api/2.0/mlflow/experiments/search", {"params": {"max_results": 1}}
+    )
 
     def __init__(self, connection: _RestConnection, conn_id: str, **kwargs: Any) -> None:
         super().__init__(conn_id, **kwargs)
@@ -127,7 +132,7 @@ class MlflowHook(BaseHook):
 
     conn_name_attr: ClassVar[str] = "mlflow_conn_id"
     default_conn_name: ClassVar[str] = "mlflow_default"
-    conn_type: ClassVar[str] = "mlflow"
+    conn_type: ClassVar[str] = connections.MLFLOW
     hook_name: ClassVar[str] = "MLflow"
 
     def __init__(self, mlflow_conn_id: str = default_conn_name, *, logger_name: str | None = None) -> None:
@@ -202,6 +207,14 @@ class MlflowHook(BaseHook):
             max_attempts=1 + retries,
             backoff_base_seconds=DEFAULT_BACKOFF_FACTOR if backoff is None else float(backoff),
         )
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Airflow's connection Test: one search of at most one experiment through the REST path."""
+        try:
+            rest = self.rest
+        except Exception as exc:  # a bad connection is the answer the form shows
+            return False, f"MLflow connection {self.mlflow_conn_id!r}: {exc}"
+        return rest.test_connection()
 
     @property
     def rest(self) -> MlflowRestHook:

@@ -41,15 +41,16 @@ def add_arguments(group: argparse._ArgumentGroup) -> None:
 
 def _raw_queries(step: float, cfg: Any, start: datetime, end: datetime, queries: list[Any]) -> float:
     """Seconds of the bare ``query_range`` calls of ``queries`` over the window (no frame, no sample times)."""
-    from modelwatch.extract import last_step_before
+    from modelwatch.extract import query_range_chunked
     from modelwatch.hooks.prometheus import PrometheusHook
+    from modelwatch.timegrid import last_step_before
 
     hook = PrometheusHook(prometheus_conn_id=cfg.prometheus.conn_id)
     hook.get_conn()
     last = last_step_before(start, end, step)
     t0 = time.perf_counter()
     for q in queries:
-        hook.query_range_chunked(q.promql, start, last, step, query_name=q.name,
+        query_range_chunked(hook, q.promql, start, last, step, query_name=q.name,
                                  max_points=cfg.prometheus.max_points_per_request)  # fmt: skip
     return time.perf_counter() - t0
 

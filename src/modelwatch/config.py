@@ -16,6 +16,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from modelwatch.timegrid import PROMETHEUS_MAX_POINTS
+
 #: Where the DAG looks for its configuration unless ``MODELWATCH_CONFIG`` says otherwise.
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parents[2] / "include" / "thresholds.yaml"
 CONFIG_ENV = "MODELWATCH_CONFIG"
@@ -88,7 +90,7 @@ class QueryConfig(_Strict):
 class PrometheusConfig(_Strict):
     conn_id: str = "prometheus_default"
     step: Duration = timedelta(seconds=15)
-    max_points_per_request: int = Field(default=11000, gt=0, le=11000)
+    max_points_per_request: int = Field(default=PROMETHEUS_MAX_POINTS, gt=0, le=PROMETHEUS_MAX_POINTS)
     instance_label: str = "instance"
     queries: list[QueryConfig] = Field(min_length=1)
 

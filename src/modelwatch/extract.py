@@ -2,8 +2,7 @@
 
 The pure functions (chunk planning, matrix merging, frame building) hold every decision and are tested
 without servers; :func:`extract_resources` and :func:`extract_predictions` only wire them to the hooks.
-pandas is imported inside the functions: the Prometheus hook imports this module for
-:func:`plan_chunks` and :func:`merge_matrices`, and must stay light.
+pandas is imported inside the functions. Time-grid arithmetic lives in :mod:`modelwatch.timegrid`.
 
 Window convention: a run covers the half-open interval ``[start, end)``. A sample or prediction stamped
 exactly ``end`` belongs to the next window.
@@ -17,8 +16,17 @@ import math
 import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
+
+from modelwatch.timegrid import (
+    PROMETHEUS_MAX_POINTS,
+    epoch_ms,
+    from_epoch_ms,
+    last_step_before,
+    plan_chunks,
+    step_to_ms,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -29,8 +37,6 @@ if TYPE_CHECKING:
     from modelwatch.hooks.prometheus import PrometheusHook
 
 log = logging.getLogger(__name__)
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 #: Columns of :func:`matrix_to_frame`.
 MATRIX_COLUMNS = ("timestamp", "query", "instance", "labels", "value")
@@ -77,80 +83,7 @@ class NamedExperiment(Protocol):
     layout: str
 
 
-# -- time ----------------------------------------------------------------------------------------------
-
-
-def epoch_ms(dt: datetime) -> int:
-    """``dt`` as integer epoch milliseconds (sub-millisecond part truncated).
-
-    :raises ValueError: for a naive datetime.
-    """
-    if dt.tzinfo is None:
-        raise ValueError(f"naive datetime {dt.isoformat()}: pass timezone-aware datetimes")
-    delta = dt - _EPOCH
-    return delta.days * 86_400_000 + delta.seconds * 1000 + delta.microseconds // 1000
-
-
-def from_epoch_ms(ms: int) -> datetime:
-    """Epoch milliseconds as an aware UTC datetime."""
-    return _EPOCH + timedelta(milliseconds=ms)
-
-
-def step_to_ms(step_seconds: float | timedelta) -> int:
-    """A query step in whole milliseconds (Prometheus's resolution).
-
-    :raises ValueError: when the step is under one millisecond.
-    """
-    seconds = step_seconds.total_seconds() if isinstance(step_seconds, timedelta) else float(step_seconds)
-    step = round(seconds * 1000)
-    if step < 1:
-        raise ValueError(f"step {step_seconds!r} is below Prometheus's 1 ms resolution")
-    return step
-
-
-def last_step_before(start: datetime, end: datetime, step_seconds: float | timedelta) -> datetime:
-    """The last instant of ``start``'s step grid strictly before ``end``: the inclusive end to query
-    for the half-open window ``[start, end)`` (``end - step`` when the window is a whole number of steps).
-
-    :raises ValueError: when ``end`` is not after ``start``.
-    """
-    s, e, step = epoch_ms(start), epoch_ms(end), step_to_ms(step_seconds)
-    if e <= s:
-        raise ValueError(f"window end {end.isoformat()} is not after its start {start.isoformat()}")
-    return from_epoch_ms(s + ((e - s - 1) // step) * step)
-
-
 # -- Prometheus ----------------------------------------------------------------------------------------
-
-
-def plan_chunks(
-    start: datetime, end: datetime, step_seconds: float | timedelta, max_points: int = 11000
-) -> list[tuple[datetime, datetime]]:
-    """Split an inclusive query_range window into requests of at most ``max_points`` points per series.
-
-    Prometheus evaluates a query_range at ``start + k * step`` for every such instant ``<= end``, both
-    ends included. Each chunk starts on that grid and ends on the grid point before the next chunk's
-    start, so no instant is evaluated twice and together the chunks evaluate exactly the instants one
-    request over ``[start, end]`` would. The last chunk ends on the last grid point ``<= end``.
-
-    :param start: first evaluation time (timezone-aware).
-    :param end: last possible evaluation time, inclusive (timezone-aware).
-    :param step_seconds: evaluation step (millisecond resolution).
-    :param max_points: evaluation points per chunk (Prometheus allows ``(end - start) / step <= 11000``).
-    :return: ``[(chunk_start, chunk_end), ...]`` in time order, UTC, both ends inclusive.
-    :raises ValueError: when ``end`` is before ``start`` or an argument is out of range.
-    """
-    if max_points < 1:
-        raise ValueError(f"max_points must be at least 1, got {max_points}")
-    s, e, step = epoch_ms(start), epoch_ms(end), step_to_ms(step_seconds)
-    if e < s:
-        raise ValueError(f"end {end.isoformat()} is before start {start.isoformat()}")
-    n_points = (e - s) // step + 1
-    chunks = []
-    for first in range(0, n_points, max_points):
-        last = min(first + max_points, n_points) - 1
-        chunks.append((from_epoch_ms(s + first * step), from_epoch_ms(s + last * step)))
-    return chunks
 
 
 def _label_key(metric: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
@@ -178,6 +111,33 @@ def merge_matrices(chunks: Iterable[Sequence[Mapping[str, Any]]]) -> list[dict[s
         {"metric": labels[key], "values": [merged[key][ms] for ms in sorted(merged[key])]}
         for key in sorted(merged)
     ]
+
+
+def query_range_chunked(
+    hook: PrometheusHook,
+    promql: str,
+    start: datetime,
+    end: datetime,
+    step_seconds: float | timedelta,
+    *,
+    query_name: str,
+    max_points: int = PROMETHEUS_MAX_POINTS,
+) -> list[dict[str, Any]]:
+    """One query_range over any window length: as many requests as the point limit needs (:func:`plan_chunks`),
+    merged (:func:`merge_matrices`).
+
+    Chunks sit on the step grid of ``start`` and never share a point, so the merged answer holds exactly
+    the evaluations a single (hypothetically unlimited) request would.
+
+    :param max_points: evaluation points per series per request (at most 11,000).
+    :return: the merged matrix, series sorted by label set, values by time.
+    """
+    step = step_to_ms(step_seconds) / 1000
+    results = [
+        hook.query_range(promql, chunk_start, chunk_end, step, query_name=query_name)
+        for chunk_start, chunk_end in plan_chunks(start, end, step, max_points)
+    ]
+    return results[0] if len(results) == 1 else merge_matrices(results)
 
 
 def strip_port(instance: str) -> str:
@@ -462,7 +422,7 @@ def extract_resources(
     start: datetime,
     end: datetime,
     step_seconds: float | timedelta,
-    max_points: int = 11000,
+    max_points: int = PROMETHEUS_MAX_POINTS,
     instance_label: str = "instance",
     *,
     lookback: timedelta = DEFAULT_LOOKBACK,
@@ -503,8 +463,8 @@ def extract_resources(
     for query, (selectors, window) in zip(queries, analysed, strict=True):
         started = time.monotonic()
         requests_before = hook.requests_made
-        result = hook.query_range_chunked(
-            query.promql, start, last, step_seconds, query_name=query.name, max_points=max_points
+        result = query_range_chunked(
+        hook, query.promql, start, last, step_seconds, query_name=query.name, max_points=max_points
         )
         frame = matrix_to_frame(result, query.name, instance_label)
         times = None
@@ -552,8 +512,8 @@ def _selector_sample_times(
     live step to the last live step (nothing more when the selector has no live series)."""
     from modelwatch.promql import presence_promql
 
-    presence = hook.query_range_chunked(
-        presence_promql(selector, instance_label), start, last, step_seconds, query_name=query_name,
+    presence = query_range_chunked(
+        hook, presence_promql(selector, instance_label), start, last, step_seconds, query_name=query_name,
         max_points=max_points,
     )  # fmt: skip
     live = series_sample_times(presence, instance_label)

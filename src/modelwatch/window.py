@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+from modelwatch.timegrid import epoch_ms
 
 
 @dataclass(frozen=True)
@@ -33,12 +33,12 @@ class Window:
     @property
     def start_ms(self) -> int:
         """Start as epoch milliseconds (MLflow's unit)."""
-        return _epoch_ms(self.start)
+        return epoch_ms(self.start)
 
     @property
     def end_ms(self) -> int:
         """End as epoch milliseconds (exclusive)."""
-        return _epoch_ms(self.end)
+        return epoch_ms(self.end)
 
     @property
     def length(self) -> timedelta:
@@ -74,11 +74,6 @@ class Window:
 
     def __str__(self) -> str:
         return f"[{self.start.isoformat()}, {self.end.isoformat()})"
-
-
-def _epoch_ms(dt: datetime) -> int:
-    delta = dt - _EPOCH
-    return delta.days * 86_400_000 + delta.seconds * 1000 + delta.microseconds // 1000
 
 
 def last_full_interval(run_after: datetime, interval: timedelta, tz: tzinfo = UTC) -> tuple[datetime, datetime]:

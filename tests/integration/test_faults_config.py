@@ -204,9 +204,10 @@ def test_awkward_label_values_from_prometheus_join_the_same_mlflow_tag(
 
     from modelwatch.config import QueryConfig, load_config
     from modelwatch.correlate import correlate
-    from modelwatch.extract import epoch_ms, extract_predictions, extract_resources
+    from modelwatch.extract import extract_predictions, extract_resources
     from modelwatch.hooks import MlflowHook, PrometheusHook
     from modelwatch.storage import Lake
+    from modelwatch.timegrid import epoch_ms
     from modelwatch.window import Window
 
     for name, value in seeded_stack.airflow_env().items():

@@ -24,8 +24,9 @@ from airflow.sdk.exceptions import AirflowFailException
 from faultproxy import Fault, FaultProxy, airflow_conn
 
 from modelwatch.errors import MlflowSourceError, PrometheusQueryError, UpstreamUnavailable
-from modelwatch.extract import epoch_ms, extract_predictions, extract_resources
+from modelwatch.extract import extract_predictions, extract_resources
 from modelwatch.hooks import MlflowHook, PrometheusHook
+from modelwatch.timegrid import epoch_ms
 from modelwatch.window import Window, resolve_window
 
 DAY = datetime(2026, 3, 3, tzinfo=UTC)  # cpu_saturation: model-a CPU ~97 % 10:00-12:00, fraud-detector slow

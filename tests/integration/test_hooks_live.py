@@ -15,8 +15,9 @@ import pytest
 
 from devstack.scenarios import TEST_DAYS, predictions
 from modelwatch.errors import AlertmanagerError, MlflowSourceError, PrometheusQueryError
-from modelwatch.extract import PREDICTION_COLUMNS, epoch_ms, extract_predictions, extract_resources
+from modelwatch.extract import PREDICTION_COLUMNS, extract_predictions, extract_resources, query_range_chunked
 from modelwatch.hooks import AlertmanagerHook, MlflowHook, PrometheusHook
+from modelwatch.timegrid import epoch_ms
 
 DAY = date(2026, 3, 3)
 DAY_START = datetime(2026, 3, 3, tzinfo=UTC)
@@ -59,7 +60,7 @@ def test_too_many_points_is_refused_in_one_request_and_works_chunked(seeded: Any
     with pytest.raises(PrometheusQueryError) as info:
         hook.query_range("node_load1", start, end, 15, query_name="load")
     assert info.value.error_type == "bad_data" and "11,000 points" in info.value.error
-    chunked = hook.query_range_chunked("node_load1", start, end, 15, query_name="load")
+    chunked = query_range_chunked(hook, "node_load1", start, end, 15, query_name="load")
     assert hook.requests_made == 1 + 2
     assert {s["metric"]["instance"] for s in chunked} == {"model-a:9100", "model-b:9100"}
     for series in chunked:
@@ -71,8 +72,8 @@ def test_chunked_multi_day_query_equals_single_request(seeded: Any, query_name: 
     promql = _config().query(query_name).promql
     start, end = datetime(2026, 3, 2, tzinfo=UTC), datetime(2026, 3, 5, tzinfo=UTC) - timedelta(seconds=60)
     single_hook, chunked_hook = PrometheusHook(**FAST), PrometheusHook(**FAST)
-    single = single_hook.query_range_chunked(promql, start, end, 60, query_name=query_name, max_points=11000)
-    chunked = chunked_hook.query_range_chunked(promql, start, end, 60, query_name=query_name, max_points=1000)
+    single = query_range_chunked(single_hook, promql, start, end, 60, query_name=query_name, max_points=11000)
+    chunked = query_range_chunked(chunked_hook, promql, start, end, 60, query_name=query_name, max_points=1000)
     assert single_hook.requests_made == 1
     assert chunked_hook.requests_made == 5  # 4320 points per series
     assert len(single) >= 1 and sum(len(s["values"]) for s in single) > 1000

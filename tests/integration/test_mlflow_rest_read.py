@@ -16,14 +16,9 @@ import pytest
 
 from devstack.scenarios import TEST_DAYS
 from modelwatch.config import load_config
-from modelwatch.extract import (
-    epoch_ms,
-    extract_predictions,
-    runs_json_to_frame,
-    runs_to_frame,
-    sort_predictions,
-)
+from modelwatch.extract import extract_predictions, runs_json_to_frame, runs_to_frame, sort_predictions
 from modelwatch.hooks import MlflowHook
+from modelwatch.timegrid import epoch_ms
 
 
 def _both_ways(hook: MlflowHook, exp_id: str, name: str, tags: Any, start_ms: int, end_ms: int,

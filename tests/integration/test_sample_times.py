@@ -36,9 +36,10 @@ from modelwatch.config import ModelwatchConfig
 from modelwatch.correlate import correlate
 from modelwatch.errors import PrometheusQueryRefused
 from modelwatch.evaluate import evaluate
-from modelwatch.extract import extract_resources, last_step_before, matrix_to_frame
+from modelwatch.extract import extract_resources, matrix_to_frame, query_range_chunked
 from modelwatch.hooks import PrometheusHook
 from modelwatch.promql import sample_time_promql
+from modelwatch.timegrid import last_step_before
 from modelwatch.window import Window
 
 START = datetime(2026, 3, 10, 10, 0, tzinfo=UTC)
@@ -342,7 +343,7 @@ def _compare_with_timestamp(hook: PrometheusHook, promql: str, start: datetime, 
     got = extract_resources(hook, [Q("q", promql)], start, end, step, **kwargs)  # type: ignore[arg-type]
     companion = sample_time_promql(promql)
     assert companion is not None
-    ref = matrix_to_frame(hook.query_range_chunked(companion, start, last_step_before(start, end, step), step,
+    ref = matrix_to_frame(query_range_chunked(hook, companion, start, last_step_before(start, end, step), step,
                                                    query_name="reference"), "")  # fmt: skip
     ref = ref.assign(
         ref=pd.to_datetime(np.round(ref["value"].to_numpy() * 1000), unit="ms", utc=True).as_unit("ms")
@@ -392,7 +393,7 @@ def test_sample_times_equal_timestamp_with_staleness_markers(
     hook = PrometheusHook(prometheus_conn_id=gap_conn)
     end = datetime.now(UTC)
     start = end - timedelta(seconds=60)
-    gauge = hook.query_range_chunked("mw_live_gauge", start, end, 0.5, query_name="gauge")
+    gauge = query_range_chunked(hook, "mw_live_gauge", start, end, 0.5, query_name="gauge")
     y = next(s for s in gauge if s["metric"].get("kind") == "y")
     times = np.diff([float(v[0]) for v in y["values"]])
     assert times.max() > 4, "kind=y should have vanished at once (a staleness marker), not after 5 minutes"

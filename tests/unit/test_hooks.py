@@ -28,6 +28,7 @@ from urllib.parse import parse_qsl, quote, urlsplit
 import pytest
 
 from modelwatch.errors import AlertmanagerError, MlflowSourceError, PrometheusQueryError, UpstreamUnavailable
+from modelwatch.extract import query_range_chunked
 from modelwatch.hooks import AlertmanagerHook, ApiHook, MlflowHook, PrometheusHook
 from modelwatch.hooks import base as base_module
 from modelwatch.hooks.alertmanager import matcher
@@ -290,7 +291,7 @@ def test_query_range_chunked_splits_and_merges(server: ScriptedServer, prom: Pro
     base = 1772409600
     # 10 points at 15 s, at most 4 per request: 4 + 4 + 2
     server.script(answer(base, base + 45), answer(base + 60, base + 105), answer(base + 120, base + 135))
-    result = prom.query_range_chunked("up", T0, T0 + timedelta(seconds=135), 15, query_name="up", max_points=4)
+    result = query_range_chunked(prom, "up", T0, T0 + timedelta(seconds=135), 15, query_name="up", max_points=4)
     assert [r.form["start"] for r in server.seen] == ["1772409600.000", "1772409660.000", "1772409720.000"]
     assert [r.form["end"] for r in server.seen] == ["1772409645.000", "1772409705.000", "1772409735.000"]
     assert [v[0] for v in result[0]["values"]] == list(range(base, base + 136, 15))

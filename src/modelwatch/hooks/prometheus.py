@@ -10,14 +10,12 @@ import requests
 
 from modelwatch import connections
 from modelwatch.errors import PrometheusQueryError, PrometheusQueryRefused, UpstreamUnavailable, is_refusal
-from modelwatch.extract import epoch_ms, merge_matrices, plan_chunks, step_to_ms
 from modelwatch.hooks.base import ApiHook
 from modelwatch.promql import raw_samples_promql
+from modelwatch.timegrid import epoch_ms, step_to_ms
 
 QUERY_RANGE_PATH = "/api/v1/query_range"
 QUERY_PATH = "/api/v1/query"
-#: Prometheus refuses a query_range whose (end - start) / step exceeds this many points per series.
-PROMETHEUS_MAX_POINTS = 11000
 
 
 def _seconds(ms: int) -> str:
@@ -59,8 +57,8 @@ class PrometheusHook(ApiHook):
     ) -> list[dict[str, Any]]:
         """Evaluate ``promql`` at ``start + k * step`` for every such instant up to ``end`` (inclusive).
 
-        One request: Prometheus refuses more than 11,000 points per series (use
-        :meth:`query_range_chunked` for long windows).
+        One request: Prometheus refuses more than 11,000 points per series (for long windows,
+        :func:`modelwatch.extract.query_range_chunked` splits the window and merges the answers).
 
         :param promql: the PromQL expression (sent form-encoded in a POST body, so any length works).
         :param start: first evaluation time (timezone-aware).
@@ -87,34 +85,6 @@ class PrometheusHook(ApiHook):
         except UpstreamUnavailable as exc:
             raise exc.doing(f"Prometheus query {query_name!r}") from None
         return self._matrix(response, promql=promql, query_name=query_name)
-
-    def query_range_chunked(
-        self,
-        promql: str,
-        start: datetime,
-        end: datetime,
-        step_seconds: float | timedelta,
-        *,
-        query_name: str,
-        max_points: int = PROMETHEUS_MAX_POINTS,
-    ) -> list[dict[str, Any]]:
-        """Like :meth:`query_range` for any window length: as many requests as the point limit needs.
-
-        Chunks sit on the step grid of ``start`` and never share a point, so the merged answer holds
-        exactly the evaluations a single (hypothetically unlimited) request would.
-
-        :param max_points: evaluation points per series per request (at most 11,000).
-        :return: the merged matrix, series sorted by label set, values by time.
-        """
-        step = step_to_ms(step_seconds) / 1000
-        chunks = plan_chunks(start, end, step, max_points)
-        results = [
-            self.query_range(promql, chunk_start, chunk_end, step, query_name=query_name)
-            for chunk_start, chunk_end in chunks
-        ]
-        if len(results) == 1:
-            return results[0]
-        return merge_matrices(results)
 
     def raw_samples(
         self, selector: str, start: datetime, end: datetime, *, query_name: str

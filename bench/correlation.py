@@ -57,8 +57,9 @@ import pandas as pd
 
 import bench
 from modelwatch.config import ModelwatchConfig, load_config
-from modelwatch.correlate import SATURATED_PREFIX, VALUE_PREFIX, correlate, spearman
+from modelwatch.correlate import correlate, spearman
 from modelwatch.extract import sort_predictions
+from modelwatch.schema import SATURATED_PREFIX, VALUE_PREFIX
 
 DESCRIPTION = "modelwatch.correlate.correlate on a synthetic day against a naive per-prediction Python loop"
 

@@ -266,11 +266,12 @@ def _as_seeded(want: str, got: str) -> bool:
 def pipeline_work(cfg: Any, day: date, lake_url: str) -> float:
     """Seconds of one day's work in this process: the library functions the tasks call, same lake writes."""
     from modelwatch.correlate import correlate
-    from modelwatch.evaluate import evaluate, verdicts_frame
+    from modelwatch.evaluate import evaluate
     from modelwatch.extract import extract_predictions, extract_resources
     from modelwatch.hooks.mlflow import MlflowHook
     from modelwatch.hooks.prometheus import PrometheusHook
     from modelwatch.storage import Lake
+    from modelwatch.verdict import verdicts_frame
     from modelwatch.window import Window
 
     start = datetime(day.year, day.month, day.day, tzinfo=UTC)

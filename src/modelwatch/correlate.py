@@ -23,6 +23,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from modelwatch.schema import (
+    CORRELATION_COLUMNS,
+    age_column,
+    saturated_column,
+    usable_prediction_times,
+    value_column,
+)
 from modelwatch.stats import fisher_greater, relative_risk
 
 if TYPE_CHECKING:
@@ -30,37 +37,6 @@ if TYPE_CHECKING:
 
 #: pandas keeps "str" columns in Arrow: build the name columns there directly
 _ARROW_STRINGS = getattr(pd.api.types.pandas_dtype("str"), "storage", None) == "pyarrow"
-
-#: prefix of the per-resource value columns in the joined frame (``res_cpu``)
-VALUE_PREFIX = "res_"
-#: prefix of the per-resource saturation flags (``sat_cpu``)
-SATURATED_PREFIX = "sat_"
-#: prefix of the age of the real sample behind each joined value, seconds (``age_cpu``: prediction time
-#: minus sample time; negative when the sample is after the prediction)
-AGE_PREFIX = "age_"
-
-#: One row per model and resource: the 2x2 table of the judged predictions (slow/normal x saturated/not
-#: saturated among those with a sample) plus the unsampled ones, the effect size and test, and
-#: descriptive columns (lift, Spearman, values at slow predictions).
-CORRELATION_COLUMNS = [
-    "model", "resource", "unit", "threshold", "n_predictions", "n_judged", "n_slow", "n_normal",
-    "n_slow_saturated", "n_normal_saturated", "n_slow_unsaturated", "n_normal_unsaturated",
-    "n_slow_unsampled", "n_normal_unsampled", "coverage", "slow_share_saturated", "slow_share_unsaturated",
-    "relative_risk", "p_value", "slow_saturated_share", "normal_saturated_share", "lift", "spearman",
-    "slow_value_median", "slow_value_max", "normal_value_median",
-]  # fmt: skip
-
-
-def usable_prediction_times(prediction_time: pd.Series) -> np.ndarray:
-    """``True`` where ``prediction_time`` can be judged: a finite number of seconds, not negative.
-
-    A run that never logged the metric (NaN), logged NaN, or logged an infinity (which MLflow stores as
-    the largest float) says nothing about speed: it is neither slow nor normal, and never makes a model
-    look healthy.
-    """
-    values = prediction_time.to_numpy(dtype="float64", na_value=np.nan)
-    with np.errstate(invalid="ignore"):
-        return np.isfinite(values) & (values >= 0) & (values < np.finfo("float64").max)
 
 
 def slow_flags(predictions: pd.DataFrame, slow_seconds_for: Callable[[str], float]) -> pd.Series:
@@ -425,8 +401,8 @@ def join_resources(
     columns: dict[str, np.ndarray] = {}
     for j, name in enumerate(queries):
         values, ages, _ = join.columns(j)
-        columns[f"{VALUE_PREFIX}{name}"] = values
-        columns[f"{AGE_PREFIX}{name}"] = ages
+        columns[value_column(name)] = values
+        columns[age_column(name)] = ages
     columns["missing_resources"] = _missing_names(columns, queries, len(join.frame))
     return _with_columns(join.frame, columns)
 
@@ -434,7 +410,7 @@ def join_resources(
 def _missing_names(columns: dict[str, np.ndarray], queries: list[str], n: int) -> np.ndarray:
     """``missing_resources``: the queries without a value (a sample whose value is NaN is never chosen, so
     a NaN value is exactly a missing sample)."""
-    values = [columns[f"{VALUE_PREFIX}{name}"] for name in queries]
+    values = [columns[value_column(name)] for name in queries]
     return _join_names(lambda k, rows: np.isnan(values[k][rows]), queries, n)
 
 
@@ -489,8 +465,8 @@ def correlate(
             values, ages, codes = pending.result()  # type: ignore[union-attr]
             # (the future holding this query's codes is dropped with it)
             pending = pool.submit(join.columns, j + 1) if j + 1 < len(queries) else None
-            columns[f"{VALUE_PREFIX}{name}"] = values
-            columns[f"{AGE_PREFIX}{name}"] = ages
+            columns[value_column(name)] = values
+            columns[age_column(name)] = ages
             n_codes = join.samples.n_codes[j]
             for g in groups:
                 limit = limits.get(name)
@@ -503,8 +479,8 @@ def correlate(
     columns["slow"] = slow
     saturated = []
     for name, limit in limits.items():
-        flags = columns[f"{VALUE_PREFIX}{name}"] >= limit
-        columns[f"{SATURATED_PREFIX}{name}"] = flags
+        flags = columns[value_column(name)] >= limit
+        columns[saturated_column(name)] = flags
         saturated.append(flags)
     columns["saturated_resources"] = _join_names(lambda k, rows: saturated[k][rows], list(limits), len(frame))
     joined = _with_columns(frame, columns)
@@ -524,7 +500,7 @@ def summarise(joined: pd.DataFrame, thresholds: ModelwatchConfig) -> pd.DataFram
     limits = thresholds.saturation_thresholds
     codes, models = pd.factorize(joined["model"], sort=True, use_na_sentinel=False)
     groups = _model_groups(joined, np.asarray(codes), pd.Index(models), joined["slow"].to_numpy(dtype=bool))
-    column_of = {name: joined[f"{VALUE_PREFIX}{name}"].to_numpy(dtype="float64") for name in units}
+    column_of = {name: joined[value_column(name)].to_numpy(dtype="float64") for name in units}
     return _summary_frame([
         _cell(g, name, unit, limits.get(name), column_of[name], None) for g in groups for name, unit in units.items()
     ])  # fmt: skip
@@ -650,7 +626,7 @@ def _median(values: np.ndarray) -> float:
 
 
 def _summary_frame(rows: list[dict[str, object]]) -> pd.DataFrame:
-    frame = pd.DataFrame(rows, columns=CORRELATION_COLUMNS)
+    frame = pd.DataFrame(rows, columns=list(CORRELATION_COLUMNS))
     return frame.astype({"model": "str", "resource": "str", "unit": "str"})
 
 

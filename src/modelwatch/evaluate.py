@@ -1,18 +1,20 @@
 """Verdicts: is a model healthy, degraded by saturation, slow for no visible reason, or unseen?
 
-Pure functions: the correlation frames in, one verdict per model out.
+Pure functions: the correlation frames in, one :class:`~modelwatch.verdict.ModelVerdict` per model out.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
-from modelwatch.alerting import fmt_pct as pct
-from modelwatch.alerting import fmt_value as fmt
+from modelwatch.fanout import models_to_judge
+from modelwatch.schema import saturated_column, usable_prediction_times, value_column
 from modelwatch.stats import TEST_NAME, holm
+from modelwatch.text import fmt_pct as pct
+from modelwatch.text import fmt_value as fmt
+from modelwatch.verdict import ModelVerdict, Outcome, ResourceEvidence
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -21,77 +23,6 @@ if TYPE_CHECKING:
     from modelwatch.window import Window
 
 log = logging.getLogger(__name__)
-
-Verdict = Literal["healthy", "degraded", "slow_unexplained", "no_data"]
-#: What the evidence test of one resource concluded (see :func:`test_resources`).
-Outcome = Literal["explains", "no_samples", "never_saturated", "low_coverage", "no_contrast", "not_significant",
-                  "small_effect"]  # fmt: skip
-
-
-@dataclass
-class ResourceEvidence:
-    """The evidence test of one resource with a saturation threshold, for one model in one window.
-
-    ``a``/``b``: slow/normal predictions at saturation; ``c``/``d``: slow/normal ones with a sample below
-    the threshold; plus those without a real sample. ``p_adjusted`` is the one-sided Fisher p-value after
-    Holm's correction over the model's tested resources.
-    """
-
-    resource: str
-    threshold: float
-    unit: str
-    outcome: Outcome
-    n_slow_saturated: int
-    n_normal_saturated: int
-    n_slow_unsaturated: int
-    n_normal_unsaturated: int
-    n_slow_unsampled: int
-    n_normal_unsampled: int
-    coverage: float | None
-    slow_share_saturated: float | None
-    slow_share_unsaturated: float | None
-    relative_risk: float | None
-    p_value: float | None
-    p_adjusted: float | None
-    slow_saturated_share: float | None
-    normal_saturated_share: float | None
-    lift: float | None
-    spearman: float | None
-    slow_value_median: float | None
-    slow_value_max: float | None
-    test: str = TEST_NAME
-    explanation: str = ""
-
-
-@dataclass
-class ModelVerdict:
-    """The verdict for one model in one window, as stored in the ``verdicts`` dataset and ``_verdict.json``.
-
-    ``saturated_resources`` are the resources whose saturation explains the slowness (``outcome ==
-    "explains"``); ``rejected_resources`` the other tested ones, each with the test that ruled it out.
-    """
-
-    model: str
-    verdict: Verdict
-    reason: str
-    window_start: str
-    window_end: str
-    model_versions: list[str] = field(default_factory=list)
-    n_predictions: int = 0
-    n_slow: int = 0
-    slow_share: float = 0.0
-    slow_threshold_seconds: float = 0.0
-    slow_instances: list[str] = field(default_factory=list)
-    #: slow predictions without a real sample of any resource with a threshold (a blind spot)
-    n_slow_unsampled: int = 0
-    saturated_resources: list[ResourceEvidence] = field(default_factory=list)
-    rejected_resources: list[ResourceEvidence] = field(default_factory=list)
-    resources_without_data: list[str] = field(default_factory=list)
-    incident_start: str | None = None
-    incident_end: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return _json_safe(asdict(self))
 
 
 def test_resources(rows: pd.DataFrame, rules: ModelThresholds) -> list[ResourceEvidence]:
@@ -196,9 +127,6 @@ def evaluate(
     - ``slow_unexplained``: slow enough, but no resource explains it; the reason names the test each
       resource failed.
     """
-    from modelwatch.correlate import SATURATED_PREFIX, VALUE_PREFIX, usable_prediction_times
-    from modelwatch.fanout import models_to_judge
-
     limits = config.saturation_thresholds
     seen = set(joined["model"].unique())
     if "" in seen:
@@ -236,7 +164,7 @@ def evaluate(
         covered = set(resources.loc[resources["instance"].isin(instances | {""}), "query"].unique())
         without = sorted(q for q in limits if q not in covered)
         slow = rows[rows["slow"]]
-        blind = int(slow[[f"{VALUE_PREFIX}{q}" for q in limits]].isna().all(axis=1).sum()) if len(slow) else 0
+        blind = int(slow[[value_column(q) for q in limits]].isna().all(axis=1).sum()) if len(slow) else 0
         share = len(slow) / len(rows)
         common = {
             **base, "model_versions": sorted(set(rows["model_version"].astype(str))),
@@ -263,7 +191,7 @@ def evaluate(
         rejected = [e for e in tests if e.outcome != "explains"]
         gap = f"; {blind} slow prediction(s) had no real resource sample" if blind else ""
         if explains:
-            flags = slow[[f"{SATURATED_PREFIX}{e.resource}" for e in explains]].any(axis=1)
+            flags = slow[[saturated_column(e.resource) for e in explains]].any(axis=1)
             hit = slow.loc[flags, "timestamp"]
             verdicts.append(ModelVerdict(
                 verdict="degraded",
@@ -289,52 +217,9 @@ def evaluate(
     return verdicts
 
 
-def verdicts_frame(verdicts: list[ModelVerdict]) -> pd.DataFrame:
-    """The verdicts as a flat frame for the ``verdicts`` Parquet dataset."""
-    import pandas as pd
-
-    return pd.DataFrame(
-        [{
-            "model": v.model, "verdict": v.verdict, "reason": v.reason, "window_start": v.window_start,
-            "window_end": v.window_end, "model_versions": ",".join(v.model_versions),
-            "n_predictions": v.n_predictions, "n_slow": v.n_slow, "slow_share": v.slow_share,
-            "slow_threshold_seconds": v.slow_threshold_seconds, "slow_instances": ",".join(v.slow_instances),
-            "n_slow_unsampled": v.n_slow_unsampled,
-            "saturated_resources": ",".join(e.resource for e in v.saturated_resources),
-            # the strongest explanation (smallest adjusted p): its effect size, test result and coverage
-            "relative_risk": v.saturated_resources[0].relative_risk if v.saturated_resources else None,
-            "p_value": v.saturated_resources[0].p_adjusted if v.saturated_resources else None,
-            "coverage": v.saturated_resources[0].coverage if v.saturated_resources else None,
-            "resources_without_data": ",".join(v.resources_without_data),
-            "incident_start": v.incident_start, "incident_end": v.incident_end,
-        } for v in verdicts],
-        columns=["model", "verdict", "reason", "window_start", "window_end", "model_versions", "n_predictions",
-                 "n_slow", "slow_share", "slow_threshold_seconds", "slow_instances", "n_slow_unsampled",
-                 "saturated_resources", "relative_risk", "p_value", "coverage", "resources_without_data",
-                 "incident_start", "incident_end"],
-    )  # fmt: skip
-
-
 def _none_if_nan(x: Any) -> Any:
     if x is None:
         return None
     if hasattr(x, "item"):  # numpy scalars
         x = x.item()
     return None if isinstance(x, float) and math.isnan(x) else x
-
-
-def _json_safe(obj: Any) -> Any:
-    """JSON has no NaN or Infinity: NaN becomes null, infinity the string "inf"."""
-    if isinstance(obj, float):
-        if math.isnan(obj):
-            return None
-        if math.isinf(obj):
-            return "inf" if obj > 0 else "-inf"
-        return obj
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_json_safe(v) for v in obj]
-    if hasattr(obj, "item"):  # numpy scalars
-        return _json_safe(obj.item())
-    return obj

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from modelwatch.errors import ModelwatchError
+from modelwatch.schema import FRAME_DATASETS, check, conform
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -132,6 +133,9 @@ class Lake:
         self, dataset: str, window: Window, table: Any, run_id: str, extra: dict[str, Any] | None = None
     ) -> PartitionRef:
         url = self.partition_url(dataset, window)
+        if dataset in FRAME_DATASETS:
+            # every partition of a dataset stores the same columns as the same types, whatever the window held
+            table = conform(table, dataset, where=url)
         payload = table_to_parquet(table)
         manifest = {
             "dataset": dataset,
@@ -343,8 +347,10 @@ class Lake:
         :raises IncompletePartition: no manifest, or the data does not match it (a concurrent rewrite).
         """
         import pandas as pd
+        import pyarrow.parquet as pq
 
         manifest = self.read_manifest(url)
+        dataset = manifest.get("dataset")
         frames = []
         for entry in manifest["files"]:
             try:
@@ -359,6 +365,10 @@ class Lake:
                 raise IncompletePartition(
                     f"{url}/{entry['name']} does not match its manifest (rewritten by another run?); retry"
                 )
+            if dataset in FRAME_DATASETS:
+                # the file's own schema, no data read: a partition written before a schema change fails here,
+                # naming the column, instead of deep inside a stage
+                check(pq.read_schema(io.BytesIO(payload)), dataset, where=f"{url}/{entry['name']}")
             frames.append(pd.read_parquet(io.BytesIO(payload), columns=columns, filters=filters))
         return pd.concat(frames, ignore_index=True) if len(frames) != 1 else frames[0]
 

@@ -121,7 +121,7 @@ def correlate(resources: dict[str, Any], group: dict[str, Any], interval: timede
     saturation against slowness, give each model its verdict, and stage the three parts for ``evaluate``."""
     from modelwatch.correlate import correlate as run_correlation
     from modelwatch.evaluate import evaluate as run_evaluation
-    from modelwatch.evaluate import verdicts_frame
+    from modelwatch.verdict import verdicts_frame
 
     cfg, window, lake, context = _run(interval)
     models: list[str] = list(group["models"])
@@ -138,7 +138,6 @@ def correlate(resources: dict[str, Any], group: dict[str, Any], interval: timede
         "joined": lake.stage_frame(window, run_id, f"joined-{name}", joined),
         "correlation": lake.stage_frame(window, run_id, f"correlation-{name}", summary),
         "verdicts": lake.stage_frame(window, run_id, f"verdicts-{name}", verdicts_frame(verdicts)),
-        "verdict_dicts": lake.stage_document(window, run_id, f"verdicts-{name}", [v.to_dict() for v in verdicts]),
     }
     no_sample = int((joined["missing_resources"] != "").sum()) if len(joined) else 0
     log.info(
@@ -159,6 +158,7 @@ def evaluate(resources: dict[str, Any], groups: list[dict[str, Any]], interval: 
     from airflow.configuration import conf
 
     from modelwatch.alerting import build_alerts, paging_decision, run_url
+    from modelwatch.verdict import verdicts_from_frame
 
     cfg, window, lake, context = _run(interval)
     run_id = context["run_id"]
@@ -167,19 +167,19 @@ def evaluate(resources: dict[str, Any], groups: list[dict[str, Any]], interval: 
     j = lake.commit_parts("joined", window, [g["joined"] for g in groups], run_id=run_id)
     c = lake.commit_parts("correlation", window, [g["correlation"] for g in groups], run_id=run_id)
     ref = lake.commit_parts("verdicts", window, [g["verdicts"] for g in groups], run_id=run_id, sort_by="model")
-    as_dicts = [v for g in groups for v in lake.read_document(g["verdict_dicts"]) or []]
-    as_dicts.sort(key=lambda v: v["model"])
+    # the verdicts as the lake holds them (one serialisation, restored to the typed object)
+    verdicts = verdicts_from_frame(lake.read_partition(ref.url))
     dag_run = context["dag_run"]
     params = context.get("params") or {}
     decision = paging_decision(
-        as_dicts,
+        verdicts,
         run_type=str(getattr(dag_run.run_type, "value", dag_run.run_type)),
         dry_run=bool(params.get("dry_run", False)),
         page_on_backfill=bool(params.get("page_on_backfill", cfg.alerting.page_on_backfill)),
     )
     url_of_run = run_url(conf.get("api", "base_url", fallback="http://localhost:8080"), context["dag"].dag_id,
                          run_id)  # fmt: skip
-    alerts = build_alerts(as_dicts, cfg.alerting, run_url=url_of_run, partition_url=ref.url)
+    alerts = build_alerts(verdicts, cfg.alerting, run_url=url_of_run, partition_url=ref.url)
     payload_url = None
     if alerts:
         # Kept before posting, so an alert that cannot be delivered now is never lost: a retry of
@@ -187,22 +187,22 @@ def evaluate(resources: dict[str, Any], groups: list[dict[str, Any]], interval: 
         payload_url = lake.write_document("alerts", window, "payload", alerts)
     document = {
         "window": window.to_dict(), "run_id": run_id, "run_url": url_of_run,
-        "verdicts": as_dicts, "alert": {"post": decision.post, "reason": decision.reason, "payload": payload_url},
+        "verdicts": [v.to_dict() for v in verdicts], "alert": {"post": decision.post, "reason": decision.reason, "payload": payload_url},
     }  # fmt: skip
     verdict_url = lake.write_document("verdicts", window, "verdict", document)
     lake.drop_staging(window, run_id)
-    for v in as_dicts:
-        log.info("verdict %s: %s (%s)", v["model"], v["verdict"], v["reason"])
+    for v in verdicts:
+        log.info("verdict %s: %s (%s)", v.model, v.verdict, v.reason)
     log.info(
         "window %s: %d models from %d group(s); %d predictions joined -> %s; alerting: %s; verdict document %s",
-        window, len(as_dicts), len(groups), j.rows, j.url, decision.reason, verdict_url,
+        window, len(verdicts), len(groups), j.rows, j.url, decision.reason, verdict_url,
     )  # fmt: skip
     return {
         "resources": resources, "predictions": groups[0]["predictions"],
         "joined": j.to_dict(), "correlation": c.to_dict(),
         "verdicts": ref.to_dict(), "verdict_document": verdict_url, "alert_payload": payload_url,
         "post": decision.post, "reason": decision.reason,
-        "summary": {v["model"]: v["verdict"] for v in as_dicts},
+        "summary": {v.model: v.verdict for v in verdicts},
     }  # fmt: skip
 
 

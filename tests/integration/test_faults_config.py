@@ -145,8 +145,8 @@ AWKWARD = [
 ]
 
 
-def _verdict(model: str) -> dict[str, Any]:
-    from modelwatch.evaluate import ModelVerdict, ResourceEvidence
+def _verdict(model: str) -> Any:
+    from modelwatch.verdict import ModelVerdict, ResourceEvidence
 
     evidence = ResourceEvidence(
         resource="cpu", threshold=0.9, unit="ratio", outcome="explains", n_slow_saturated=5, n_normal_saturated=0,
@@ -161,7 +161,7 @@ def _verdict(model: str) -> dict[str, Any]:
         window_end=now.isoformat(), model_versions=['v"1'], n_predictions=10, n_slow=5, slow_share=0.5,
         slow_threshold_seconds=1.0, slow_instances=["model-a"], saturated_resources=[evidence],
         incident_start=(now - timedelta(minutes=30)).isoformat(), incident_end=(now - timedelta(minutes=10)).isoformat(),
-    ).to_dict()  # fmt: skip
+    )  # fmt: skip
 
 
 def test_awkward_model_names_in_alert_labels_and_alertmanager_filters(

@@ -20,8 +20,9 @@ from devstack.stack import (
     Stack,
     wait_for,
 )
-from modelwatch.extract import PREDICTION_COLUMNS, extract_predictions
+from modelwatch.extract import extract_predictions
 from modelwatch.hooks import MlflowHook
+from modelwatch.schema import PREDICTION_COLUMNS
 
 N = 12
 

@@ -12,7 +12,7 @@ import pytest
 
 from modelwatch.alerting import build_alerts, paging_decision, run_url, stamp_for_posting
 from modelwatch.config import AlertingConfig
-from modelwatch.evaluate import ModelVerdict, ResourceEvidence
+from modelwatch.verdict import ModelVerdict, ResourceEvidence
 
 RUN_URL = "http://airflow.example/dags/model_performance_monitoring/runs/scheduled__2026-03-04"
 PARTITION = "s3://lake/verdicts/dt=2026-03-03"
@@ -33,7 +33,7 @@ def evidence(resource: str = "cpu", **over: Any) -> ResourceEvidence:
 
 def verdict(
     model: str = "fraud-detector", kind: str = "degraded", day: int = 3, **over: Any
-) -> dict[str, Any]:
+) -> ModelVerdict:
     start = datetime(2026, 3, day, tzinfo=UTC)
     degraded = kind == "degraded"
     values: dict[str, Any] = {
@@ -46,7 +46,7 @@ def verdict(
         "incident_start": (start + timedelta(hours=10)).isoformat() if degraded else None,
         "incident_end": (start + timedelta(hours=12)).isoformat() if degraded else None,
     }  # fmt: skip
-    return ModelVerdict(**{**values, **over}).to_dict()
+    return ModelVerdict(**{**values, **over})
 
 
 CFG = AlertingConfig()

@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 from config_helpers import small_config
 
-from modelwatch.correlate import CORRELATION_COLUMNS, correlate, join_resources, slow_flags, spearman
+from modelwatch.correlate import correlate, join_resources, slow_flags, spearman
+from modelwatch.schema import CORRELATION_COLUMNS
 
 T0 = pd.Timestamp("2026-03-03T10:00:00Z")
 TOL = timedelta(seconds=60)
@@ -195,7 +196,7 @@ def known_example() -> tuple[pd.DataFrame, pd.DataFrame]:
 def test_statistics_on_a_known_example() -> None:
     pred, res = known_example()
     _, corr = correlate(pred, res, small_config())
-    assert list(corr.columns) == CORRELATION_COLUMNS
+    assert list(corr.columns) == list(CORRELATION_COLUMNS)
     assert list(corr["resource"]) == ["cpu", "memory", "request_rate"]
     cpu = corr.set_index("resource").loc["cpu"]
     assert cpu["model"] == "m"

@@ -14,8 +14,9 @@ from config_helpers import small_config
 
 from modelwatch.config import ModelwatchConfig
 from modelwatch.correlate import correlate
-from modelwatch.evaluate import ModelVerdict, evaluate, verdicts_frame
+from modelwatch.evaluate import evaluate
 from modelwatch.storage import frame_to_parquet
+from modelwatch.verdict import ModelVerdict, verdicts_frame
 from modelwatch.window import Window
 
 T0 = pd.Timestamp("2026-03-03T10:00:00Z")

@@ -26,7 +26,8 @@ import pytest
 from config_helpers import small_config
 
 from modelwatch.correlate import correlate
-from modelwatch.evaluate import ModelVerdict, evaluate
+from modelwatch.evaluate import evaluate
+from modelwatch.verdict import ModelVerdict
 from modelwatch.window import Window
 
 T0 = pd.Timestamp("2026-03-03T00:00:00Z")

@@ -11,9 +11,10 @@ from config_helpers import small_config
 from test_evidence_matrix import Case, frames
 
 from modelwatch.correlate import correlate
-from modelwatch.evaluate import evaluate, verdicts_frame
+from modelwatch.evaluate import evaluate
 from modelwatch.fanout import model_groups, models_to_judge
 from modelwatch.storage import Lake, StorageError
+from modelwatch.verdict import verdicts_frame
 
 
 def test_models_to_judge_are_the_seen_and_the_expected_without_untagged() -> None:

@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from modelwatch.schema import SchemaError, arrow_schema
 from modelwatch.storage import (
     DATA_FILE,
     MANIFEST,
@@ -24,6 +25,7 @@ from modelwatch.storage import (
     StorageError,
     frame_to_parquet,
 )
+from modelwatch.verdict import ModelVerdict, verdicts_frame
 from modelwatch.window import Window
 
 
@@ -43,7 +45,18 @@ def samples(n: int, start: str = "2026-03-03T00:00:00Z", value: float = 0.0) -> 
         "instance": [f"model-{'ab'[k % 2]}" for k in range(n)],
         "labels": '{instance="model-a:9100"}',
         "value": value + np.arange(n) / 100.0,
+        "sample_time": ts,
+        "window_seconds": 0.0,
     })  # fmt: skip
+
+
+def verdict_rows(n: int) -> pd.DataFrame:
+    """A ``verdicts`` frame of ``n`` models."""
+    return verdicts_frame([
+        ModelVerdict(model=f"m{k}", verdict="healthy", reason="fine", window_start=DAY3.start.isoformat(),
+                     window_end=DAY3.end.isoformat())
+        for k in range(n)
+    ])  # fmt: skip
 
 
 @pytest.fixture
@@ -67,9 +80,13 @@ def test_round_trip_with_utc_millisecond_timestamps(lake: Lake, tmp_path: Path) 
         "timestamp": pd.to_datetime(["2026-03-03T10:00:00.123456Z", "2026-03-03T23:59:59.999999Z",
                                      "2026-03-03T00:00:00.000000Z"], utc=True),
         "model": ["fraud-detector", 'quo"te', "modèle"],
+        "model_version": "v1",
+        "instance": "model-a",
         "prediction_time": [0.2, np.nan, 2.5],
-        "slow": [False, False, True],
-        "n": [1, 2, 3],
+        "accuracy": [1.0, 0.0, np.nan],
+        "loss": 0.1,
+        "run_id": ["r1", "r2", "r3"],
+        "experiment": "predictions",
     })  # fmt: skip
     ref = lake.write_frame("predictions", DAY3, frame, run_id="scheduled__2026-03-04")
     assert ref.url == f"{tmp_path.as_uri()}/predictions/dt=2026-03-03"
@@ -88,8 +105,8 @@ def test_round_trip_with_utc_millisecond_timestamps(lake: Lake, tmp_path: Path) 
     assert schema.field("timestamp").type == pa.timestamp("ms", tz="UTC")
     assert list(back["model"]) == list(frame["model"])
     np.testing.assert_array_equal(back["prediction_time"].to_numpy(), frame["prediction_time"].to_numpy())
-    assert list(back["slow"]) == [False, False, True]
-    assert list(back["n"]) == [1, 2, 3]
+    # every column stored as the dataset declares it (modelwatch.schema)
+    assert schema.remove_metadata() == arrow_schema("predictions")
     pd.testing.assert_frame_equal(lake.read_frame("predictions", DAY3), back)
 
 
@@ -194,14 +211,14 @@ def test_rewrite_replaces_the_partition(lake: Lake, tmp_path: Path) -> None:
 
 
 def test_rewrite_removes_stray_files_and_keeps_documents(lake: Lake, tmp_path: Path) -> None:
-    lake.write_frame("verdicts", DAY3, samples(3), run_id="first")
+    lake.write_frame("verdicts", DAY3, verdict_rows(3), run_id="first")
     doc_url = lake.write_document("verdicts", DAY3, "verdict", {"ok": True})
     part = part_dir(tmp_path, "verdicts", DAY3)
-    stray = frame_to_parquet(samples(3, value=9.0))
+    stray = frame_to_parquet(verdict_rows(3))
     (part / "part-00001.parquet").write_bytes(stray)  # an older layout with more parts
     (part / "_tmp-0123abcd-part-00000.parquet").write_bytes(stray)  # a write that died before its rename
     (part / ".part-00000.parquet.crc").write_bytes(b"crc")
-    lake.write_frame("verdicts", DAY3, samples(2), run_id="second")
+    lake.write_frame("verdicts", DAY3, verdict_rows(2), run_id="second")
     assert sorted(p.name for p in part.iterdir()) == ["_manifest.json", "_verdict.json", DATA_FILE]
     assert lake.read_document(doc_url) == {"ok": True}
     assert len(lake.read_frame("verdicts", DAY3)) == 2
@@ -285,15 +302,51 @@ def test_duckdb_reads_the_lake_as_a_partitioned_table(lake: Lake, tmp_path: Path
     ]
     assert columns["timestamp"] == "TIMESTAMP WITH TIME ZONE"
     assert columns["dt"] == "DATE"
-    assert set(columns) == {"timestamp", "query", "instance", "labels", "value", "dt"}
+    assert set(columns) == {"timestamp", "query", "instance", "labels", "value", "sample_time", "window_seconds", "dt"}
 
 
 def test_duckdb_sees_only_the_complete_file_after_rewrites(lake: Lake, tmp_path: Path) -> None:
     for k in range(5):
-        lake.write_frame("joined", DAY3, samples(10 + k), run_id=f"r{k}")
+        lake.write_frame("resources", DAY3, samples(10 + k), run_id=f"r{k}")
     con = duckdb.connect()
     try:
-        n = con.sql(f"select count(*) from read_parquet('{tmp_path}/joined/*/*.parquet')").fetchall()
+        n = con.sql(f"select count(*) from read_parquet('{tmp_path}/resources/*/*.parquet')").fetchall()
     finally:
         con.close()
     assert n == [(14,)]
+
+
+# -- declared schemas ----------------------------------------------------------------------------------------
+
+
+def test_a_frame_off_its_schema_is_refused_naming_dataset_and_column_and_nothing_is_written(
+    lake: Lake, tmp_path: Path
+) -> None:
+    wrong = samples(3).drop(columns=["window_seconds"]).assign(value=["1", "2", "3"])
+    with pytest.raises(SchemaError) as err:
+        lake.write_frame("resources", DAY3, wrong, run_id="r")
+    message = str(err.value)
+    assert "resources frame at" in message and "dt=2026-03-03" in message
+    assert "missing column(s) window_seconds" in message and "column value is" in message
+    assert not part_dir(tmp_path, "resources", DAY3).exists()
+
+
+def test_a_window_without_any_explanation_stores_the_same_types_as_one_with(lake: Lake, tmp_path: Path) -> None:
+    # all-healthy verdicts have no relative risk at all: without the declared schema Arrow would store the
+    # column as type null, and a table over many days would see two types for one column
+    lake.write_frame("verdicts", DAY3, verdict_rows(2), run_id="r")
+    schema = pq.read_schema(part_dir(tmp_path, "verdicts", DAY3) / DATA_FILE).remove_metadata()
+    assert schema == arrow_schema("verdicts")
+    assert schema.field("relative_risk").type == pa.float64()
+
+
+def test_a_partition_written_off_schema_is_refused_when_read(lake: Lake, tmp_path: Path) -> None:
+    ref = lake.write_frame("resources", DAY3, samples(3), run_id="r")
+    # another writer (an older modelwatch) left a file without window_seconds, with a matching manifest
+    data = frame_to_parquet(samples(3).drop(columns=["window_seconds"]))
+    (part_dir(tmp_path, "resources", DAY3) / DATA_FILE).write_bytes(data)
+    manifest = manifest_on_disk(tmp_path, "resources", DAY3)
+    manifest["files"][0]["sha256"] = hashlib.sha256(data).hexdigest()
+    (part_dir(tmp_path, "resources", DAY3) / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(SchemaError, match="missing column\\(s\\) window_seconds"):
+        lake.read_partition(ref.url)

@@ -23,13 +23,14 @@ WINDOW = Window(datetime(2026, 3, 3, tzinfo=UTC), datetime(2026, 3, 4, tzinfo=UT
 
 def _frame(n: int, value: float = 0.5) -> pd.DataFrame:
     ts = pd.date_range("2026-03-03", periods=n, freq="15s", tz="UTC").as_unit("ms")
-    return pd.DataFrame({"timestamp": ts, "query": "cpu", "instance": "model-a", "labels": "{}", "value": value})
+    return pd.DataFrame({"timestamp": ts, "query": "cpu", "instance": "model-a", "labels": "{}", "value": value,
+                         "sample_time": ts, "window_seconds": 0.0})  # fmt: skip
 
 
 def test_a_writer_gives_up_only_with_the_partition_incomplete_never_inconsistent(tmp_path: Any) -> None:
     """The give-up path, forced: another run replaces the data after every one of our manifest writes."""
     lake = Lake(f"file://{tmp_path}/lake")
-    url = lake.partition_url("joined", WINDOW)
+    url = lake.partition_url("resources", WINDOW)
     theirs = storage.frame_to_parquet(_frame(7, value=9.0))
     original = Lake._atomic_write
 
@@ -43,10 +44,10 @@ def test_a_writer_gives_up_only_with_the_partition_incomplete_never_inconsistent
         mp.setattr(storage, "MAX_WRITE_ATTEMPTS", 2)
         mp.setattr(storage.time, "sleep", lambda s: None)
         with pytest.raises(StorageError, match="kept rewriting it"):
-            lake.write_frame("joined", WINDOW, _frame(3), run_id="ours")
+            lake.write_frame("resources", WINDOW, _frame(3), run_id="ours")
     with pytest.raises(IncompletePartition):
         lake.read_partition(url)
-    lake.write_frame("joined", WINDOW, _frame(3), run_id="rerun")
+    lake.write_frame("resources", WINDOW, _frame(3), run_id="rerun")
     assert len(lake.read_partition(url)) == 3
 
 

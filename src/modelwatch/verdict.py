@@ -1,0 +1,187 @@
+"""The verdict: one typed object from :mod:`modelwatch.evaluate` to :mod:`modelwatch.alerting`.
+
+A :class:`ModelVerdict` is built once, by ``evaluate``, and read as an object by everything after it
+(paging, alert payloads, the verdict document). It is serialised once for the lake, as one row of the
+``verdicts`` dataset (:meth:`ModelVerdict.to_record`, columns :data:`modelwatch.schema.VERDICT_COLUMNS`),
+and restored from that row (:meth:`ModelVerdict.from_record`) by the task that commits the run's parts.
+:meth:`ModelVerdict.to_dict` is its JSON view for the run's ``_verdict.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import TYPE_CHECKING, Any, Literal
+
+from modelwatch.schema import VERDICT_COLUMNS
+from modelwatch.stats import TEST_NAME
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+Verdict = Literal["healthy", "degraded", "slow_unexplained", "no_data"]
+#: What the evidence test of one resource concluded (see :func:`modelwatch.evaluate.test_resources`).
+Outcome = Literal["explains", "no_samples", "never_saturated", "low_coverage", "no_contrast", "not_significant",
+                  "small_effect"]  # fmt: skip
+
+
+@dataclass
+class ResourceEvidence:
+    """The evidence test of one resource with a saturation threshold, for one model in one window.
+
+    ``a``/``b``: slow/normal predictions at saturation; ``c``/``d``: slow/normal ones with a sample below
+    the threshold; plus those without a real sample. ``p_adjusted`` is the one-sided Fisher p-value after
+    Holm's correction over the model's tested resources.
+    """
+
+    resource: str
+    threshold: float
+    unit: str
+    outcome: Outcome
+    n_slow_saturated: int
+    n_normal_saturated: int
+    n_slow_unsaturated: int
+    n_normal_unsaturated: int
+    n_slow_unsampled: int
+    n_normal_unsampled: int
+    coverage: float | None
+    slow_share_saturated: float | None
+    slow_share_unsaturated: float | None
+    relative_risk: float | None
+    p_value: float | None
+    p_adjusted: float | None
+    slow_saturated_share: float | None
+    normal_saturated_share: float | None
+    lift: float | None
+    spearman: float | None
+    slow_value_median: float | None
+    slow_value_max: float | None
+    test: str = TEST_NAME
+    explanation: str = ""
+
+    @property
+    def n_saturated(self) -> int:
+        """Sampled predictions at or above the threshold."""
+        return self.n_slow_saturated + self.n_normal_saturated
+
+    @property
+    def n_unsaturated(self) -> int:
+        """Sampled predictions below the threshold."""
+        return self.n_slow_unsaturated + self.n_normal_unsaturated
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ResourceEvidence:
+        """The inverse of the JSON view (``"inf"`` back to infinity)."""
+        return cls(**{f.name: _from_json(d[f.name]) if f.name in d else f.default for f in fields(cls)})
+
+
+@dataclass
+class ModelVerdict:
+    """The verdict for one model in one window.
+
+    ``saturated_resources`` are the resources whose saturation explains the slowness (``outcome ==
+    "explains"``), strongest first; ``rejected_resources`` the other tested ones, each with the test that
+    ruled it out.
+    """
+
+    model: str
+    verdict: Verdict
+    reason: str
+    window_start: str
+    window_end: str
+    model_versions: list[str] = field(default_factory=list)
+    n_predictions: int = 0
+    n_slow: int = 0
+    slow_share: float = 0.0
+    slow_threshold_seconds: float = 0.0
+    slow_instances: list[str] = field(default_factory=list)
+    #: slow predictions without a real sample of any resource with a threshold (a blind spot)
+    n_slow_unsampled: int = 0
+    saturated_resources: list[ResourceEvidence] = field(default_factory=list)
+    rejected_resources: list[ResourceEvidence] = field(default_factory=list)
+    resources_without_data: list[str] = field(default_factory=list)
+    incident_start: str | None = None
+    incident_end: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON view (``_verdict.json``): NaN as null, infinity as ``"inf"``."""
+        return _json_safe(asdict(self))
+
+    def to_record(self) -> dict[str, Any]:
+        """One row of the ``verdicts`` dataset: flat columns a person can query with DuckDB or Athena
+        (lists joined with commas; the strongest explanation's effect size, test result and coverage),
+        and ``evidence``, every tested resource as JSON, so :meth:`from_record` restores the verdict."""
+        top = self.saturated_resources[0] if self.saturated_resources else None
+        evidence = {"saturated": [asdict(e) for e in self.saturated_resources],
+                    "rejected": [asdict(e) for e in self.rejected_resources]}  # fmt: skip
+        return {
+            "model": self.model, "verdict": self.verdict, "reason": self.reason,
+            "window_start": self.window_start, "window_end": self.window_end,
+            "model_versions": ",".join(self.model_versions), "n_predictions": self.n_predictions,
+            "n_slow": self.n_slow, "slow_share": self.slow_share, "slow_threshold_seconds": self.slow_threshold_seconds,
+            "slow_instances": ",".join(self.slow_instances), "n_slow_unsampled": self.n_slow_unsampled,
+            "saturated_resources": ",".join(e.resource for e in self.saturated_resources),
+            "relative_risk": top.relative_risk if top else None, "p_value": top.p_adjusted if top else None,
+            "coverage": top.coverage if top else None,
+            "resources_without_data": ",".join(self.resources_without_data),
+            "incident_start": self.incident_start, "incident_end": self.incident_end,
+            "evidence": json.dumps(_json_safe(evidence), sort_keys=True, allow_nan=False),
+        }  # fmt: skip
+
+    @classmethod
+    def from_record(cls, row: dict[str, Any]) -> ModelVerdict:
+        """The verdict a :meth:`to_record` row holds."""
+        evidence = json.loads(row["evidence"])
+
+        def names(value: Any) -> list[str]:
+            return [s for s in str(value or "").split(",") if s]
+
+        return cls(
+            model=row["model"], verdict=row["verdict"], reason=row["reason"], window_start=row["window_start"],
+            window_end=row["window_end"], model_versions=names(row["model_versions"]),
+            n_predictions=int(row["n_predictions"]), n_slow=int(row["n_slow"]), slow_share=float(row["slow_share"]),
+            slow_threshold_seconds=float(row["slow_threshold_seconds"]), slow_instances=names(row["slow_instances"]),
+            n_slow_unsampled=int(row["n_slow_unsampled"]),
+            saturated_resources=[ResourceEvidence.from_dict(e) for e in evidence["saturated"]],
+            rejected_resources=[ResourceEvidence.from_dict(e) for e in evidence["rejected"]],
+            resources_without_data=names(row["resources_without_data"]),
+            incident_start=_none_if_missing(row["incident_start"]), incident_end=_none_if_missing(row["incident_end"]),
+        )  # fmt: skip
+
+
+def verdicts_frame(verdicts: list[ModelVerdict]) -> pd.DataFrame:
+    """The verdicts as rows of the ``verdicts`` dataset."""
+    import pandas as pd
+
+    return pd.DataFrame([v.to_record() for v in verdicts], columns=list(VERDICT_COLUMNS))
+
+
+def verdicts_from_frame(frame: pd.DataFrame) -> list[ModelVerdict]:
+    """The verdicts of a ``verdicts`` partition, in its row order."""
+    return [ModelVerdict.from_record(row) for row in frame.to_dict("records")]
+
+
+def _none_if_missing(x: Any) -> Any:
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else x
+
+
+def _from_json(x: Any) -> Any:
+    return float(x) if x in ("inf", "-inf") else x
+
+
+def _json_safe(obj: Any) -> Any:
+    """JSON has no NaN or Infinity: NaN becomes null, infinity the string "inf"."""
+    if isinstance(obj, float):
+        if math.isnan(obj):
+            return None
+        if math.isinf(obj):
+            return "inf" if obj > 0 else "-inf"
+        return obj
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_json_safe(v) for v in obj]
+    if hasattr(obj, "item"):  # numpy scalars
+        return _json_safe(obj.item())
+    return obj

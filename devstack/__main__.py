@@ -2,6 +2,10 @@
 
 Configuration comes from the environment (``MODELWATCH_STACK_DIR``, ``MODELWATCH_<SERVICE>_PORT``, see
 ``devstack/CONTRACT.md``), so ``down`` in one shell stops what ``up`` started in another.
+
+Why: argparse over the modules below, one entry point for the Makefile and a developer's shell. The state
+is in PID files rather than in a foreground supervisor (``airflow standalone``, a compose engine), so
+``up`` returns and the tests start the very same services from their fixtures.
 """
 
 from __future__ import annotations

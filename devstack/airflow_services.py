@@ -20,6 +20,13 @@ in its own session and process group. Stopping sends SIGTERM to the groups (the 
 scheduler has exited), then SIGTERM and SIGKILL to every process left in the sessions, which also reaches
 task processes the supervisor moved into process groups of their own. Processes are found again through
 their PID files only, never by name.
+
+Why not ``airflow standalone`` (read in 3.3.2): it keeps the four commands as children of one foreground
+process that merges their output, stops them only on Ctrl-C, starts the log servers (all interfaces) and
+writes no PID file, so neither ``down`` from another shell nor a test fixture could find or stop them.
+Why not ``apache-airflow-client`` (3.3.2 on PyPI, not in requirements.lock): it would replace only the
+request building in :meth:`AirflowApi._send`; it neither gets nor renews the ``/auth/token`` JWT and has no
+paging, no retry of SQLite's "database is locked" answers and no waits, which are the rest of the class.
 """
 
 from __future__ import annotations
@@ -481,10 +488,6 @@ class AirflowServices(ManagedProcesses):
         tmp.replace(path)
         return path
 
-    def cli_env(self) -> dict[str, str]:
-        """:returns: the whole environment for running ``airflow`` CLI commands against this Airflow."""
-        return self._env()
-
     # -- internals -------------------------------------------------------------------------------------
     def _own_env(self) -> dict[str, str]:
         """:meth:`AirflowConfig.env` plus the JWT secret of this state folder."""
@@ -699,10 +702,6 @@ class AirflowApi:
         except urllib.error.HTTPError as exc:
             raise AirflowApiError("GET", base_url, exc.code, exc.read().decode(errors="replace")) from None
 
-    def health(self) -> dict[str, Any]:
-        """:returns: ``/api/v2/monitor/health``."""
-        return self.get_health(self.base_url, self.timeout)
-
     # -- DAGs ------------------------------------------------------------------------------------------
     def dag(self, dag_id: str) -> dict[str, Any]:
         """:param dag_id: DAG id. :returns: ``GET /api/v2/dags/{dag_id}``.
@@ -717,10 +716,6 @@ class AirflowApi:
         """Unpause a DAG (the toggle in the UI). With ``catchup=False`` the scheduler then creates one run for
         the latest complete interval. :param dag_id: DAG id. :returns: the DAG."""
         return self.set_paused(dag_id, False)
-
-    def pause(self, dag_id: str) -> dict[str, Any]:
-        """:param dag_id: DAG id. :returns: the DAG."""
-        return self.set_paused(dag_id, True)
 
     def import_errors(self) -> list[dict[str, Any]]:
         """:returns: ``GET /api/v2/importErrors``: ``filename``, ``stack_trace``, ``timestamp``, ... per file."""
@@ -841,15 +836,6 @@ class AirflowApi:
                 )
             time.sleep(interval)
 
-    def wait_for_runs(
-        self, dag_id: str, run_ids: Iterable[str], timeout: float = 300.0, interval: float = 2.0
-    ) -> dict[str, dict[str, Any]]:
-        """:func:`wait_for_run` for several runs under one deadline. :returns: run id -> finished run."""
-        deadline = time.monotonic() + timeout
-        return {
-            r: self.wait_for_run(dag_id, r, max(0.0, deadline - time.monotonic()), interval) for r in run_ids
-        }
-
     # -- backfills -------------------------------------------------------------------------------------
     def create_backfill(
         self,
@@ -885,10 +871,6 @@ class AirflowApi:
             "dag_run_conf": conf or {},
         }
         return self.request("POST", "/api/v2/backfills", body)
-
-    def backfill(self, backfill_id: int) -> dict[str, Any]:
-        """:param backfill_id: id. :returns: the backfill; ``completed_at`` is set once all its runs ended."""
-        return self.request("GET", f"/api/v2/backfills/{backfill_id}")
 
     def backfill_runs(self, dag_id: str, backfill: dict[str, Any]) -> list[dict[str, Any]]:
         """:param dag_id: DAG id. :param backfill: a backfill from :meth:`create_backfill`.

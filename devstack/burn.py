@@ -10,6 +10,9 @@ session. Burners in one session would take at most one session's share, leaving 
 session) about half the CPU however many workers run. One session per worker gives each worker a share
 equal to the service's, so ``N`` workers leave the service about ``2 / (N + k)`` of the two CPUs, ``k``
 being the other busy sessions (the service, the load generator, MLflow).
+
+Why not ``stress-ng`` (a Debian package): it would be one more system dependency for a busy loop, and what
+the drill needs is the session layout and the self-imposed deadline above, which this module controls.
 """
 
 from __future__ import annotations

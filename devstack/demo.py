@@ -10,6 +10,10 @@
    run the DAG over that window with ``include/thresholds.live.yaml`` and print the verdict, its reason and
    the alert (``--no-live`` skips it);
 6. stop the stack (``--keep`` leaves it running for a look around; ``make stack-down`` stops it).
+
+Why: nothing in Airflow or the libraries seeds a stack, runs a DAG over chosen days and prints the verdicts
+beside their evidence; this is that script. The DAG runs through :mod:`devstack.runner` (``dag.test()``),
+not through a scheduler: six past days need no API server, and the report reads the lake and Alertmanager.
 """
 
 from __future__ import annotations

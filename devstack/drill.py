@@ -7,6 +7,9 @@ across the three phases and :mod:`devstack.burn` during the burn phase only. Bot
 sessions of their own, bounded in time by themselves and stopped by PID in a ``finally`` block, so an
 interrupted drill leaves nothing running. The returned :class:`DrillResult` has the phase boundaries
 (aware UTC) and Locust's counts.
+
+Why: Locust's own command line makes the load and :mod:`devstack.burn` the CPU burn; this module only
+starts the two in step, bounds them in time and reports when each phase began, which neither tool does.
 """
 
 from __future__ import annotations

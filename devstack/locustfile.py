@@ -7,6 +7,9 @@ PYTHONPATH). The phases come from ``MODELWATCH_LOAD_*`` variables (see :mod:`dev
 Each user posts feature rows drawn from the model's training distribution, with their true label (the
 delayed feedback that gives the service its accuracy and loss), waiting ``MODELWATCH_LOAD_WAIT_MIN_S`` to
 ``_MAX_S`` between requests. The shape stops the test by itself when the last phase ends.
+
+Why: Locust does the load generation, the statistics and the shape's scheduling; this file is only what
+Locust asks of a project, one user class and one ``LoadTestShape``.
 """
 
 from __future__ import annotations

@@ -7,6 +7,11 @@ A FastAPI app serving a small scikit-learn classifier (a random forest trained a
 ``make_classification`` data, fixed seed), instrumented with prometheus-fastapi-instrumentator and logging
 every prediction to MLflow in modelwatch's ``metric_history`` layout.
 
+Why it is written here: FastAPI, scikit-learn, prometheus-fastapi-instrumentator and ``MlflowClient`` do
+the serving, the model, the metrics and the writes. What is left is the ``prediction_time`` measurement at
+the ASGI edge and the two MLflow layouts modelwatch reads; MLflow's own scoring server (``mlflow models
+serve``) does not log each prediction to a tracking run.
+
 Endpoints
     ``POST /predict`` ``{"features": [20 floats], "label": 0|1 (optional)}`` ->
     ``{"label": int, "probability": float, "model": ..., "version": ...}``. ``label`` is the true class as

@@ -5,6 +5,10 @@ Every service is started as the leader of a session of its own (and so of a proc
 with stdout and stderr going to its log file and its PID written to its PID file. A PID file counts only
 while it names a live session leader whose command line is that service's, so a recycled PID is never
 taken for ours. Processes are stopped through their PID, process group or session, never by name.
+
+Why not systemd, supervisord or psutil: no init system runs services on these machines, a supervisor
+daemon would be one more process to find and stop, and psutil (in the lock through Airflow and locust) has
+no session id, which is what still finds Airflow's task processes once they leave their parent's group.
 """
 
 from __future__ import annotations

@@ -8,6 +8,10 @@ Used by ``make demo`` (in a child process whose Airflow log goes to a file) and 
 
 Airflow reads its configuration when first imported, so :func:`airflow_env` must be in the environment
 before this module's :func:`run_days` or :func:`run_window` imports Airflow.
+
+Why not ``airflow dags test``: it runs the same ``dag.test()``, but one run per command (Airflow imported
+and the DAG parsed each time), gives back no run whose task states and XComs the caller can read, and with
+the DAG's Deadline Alert it exits 1 after the tasks succeed (Airflow 3.3.2).
 """
 
 from __future__ import annotations

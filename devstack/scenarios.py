@@ -14,6 +14,9 @@ The scenarios, the dates and the series follow ``devstack/CONTRACT.md``:
 Counters restart from zero at 00:00:00 UTC (each synthetic day is an independent "boot"): the first
 sample of a day equals the increase over its first 15 s, so Prometheus' counter-reset handling gives
 exact rates across midnight whatever the previous day's scenario was.
+
+Why: the tests assert the DAG's verdicts exactly, so they need history whose every value is known in
+advance; recorded data or a live load would not give that, and no library generates these scenarios.
 """
 
 from __future__ import annotations

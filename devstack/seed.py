@@ -7,6 +7,10 @@
 
 Both seeders are idempotent: a day already seeded with the same scenario and generator version is
 skipped, so running them twice never duplicates data.
+
+Why: Prometheus 2.42 takes days-old samples only through promtool's backfill (remote write refuses samples
+older than its head block, the Pushgateway refuses timestamps) and MLflow through its client; this module
+is the glue around both, plus the markers that make seeding idempotent.
 """
 
 from __future__ import annotations

@@ -2,6 +2,10 @@
 
 Each message is saved as ``<dir>/<stamp>-<id>.eml`` and summarised as one JSON line (from, to, subject,
 date, body, file) in ``<dir>/messages.jsonl``. Run with ``python -m devstack.smtp_sink --port P --dir DIR``.
+
+Why: aiosmtpd (PyPI) speaks SMTP; its stock handlers print, relay or fill a Maildir. This handler adds the
+one-line JSON summary (decoded subject, text body) the tests and the demo read back. Mailpit, which
+docker-compose.yaml uses, is packaged in neither Debian nor PyPI.
 """
 
 from __future__ import annotations

@@ -9,6 +9,10 @@ module, so the stack the demo runs on is the stack the tests run on. Ports and f
 State lives in :attr:`StackConfig.state_dir`: one sub-folder per service plus ``<name>.pid`` and
 ``<name>.log``. Processes are found again through their PID files only, so ``down`` from another shell
 stops exactly what ``up`` started and nothing else.
+
+Why not docker-compose.yaml: no Docker engine runs on these machines or in CI (``docker-compose config``
+only validates that file). The Debian and PyPI servers started here are the same programs; this module
+gives them free ports, their config files, readiness probes and a clean stop.
 """
 
 from __future__ import annotations

@@ -8,6 +8,9 @@ Standard library only and self-contained: docker-compose.yaml mounts this very f
 ``python:3.11-slim`` container and runs ``python webhook_receiver.py --host 0.0.0.0 --port 9095 --out
 /data/received.jsonl``. The SMTP sink (:mod:`devstack.smtp_sink`) borrows :func:`read_jsonl`,
 :func:`service_parser` and :func:`serve_until_stopped` from here.
+
+Why: Alertmanager ships no receiver that records what it sends, and the tests and the demo read back
+exactly what it delivered. Written on ``http.server`` alone, it runs in the stock python:slim image.
 """
 
 from __future__ import annotations

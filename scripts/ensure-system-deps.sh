@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Makes sure the binaries of the local stack exist. On Debian/Ubuntu as root (or with sudo) it installs
 # the packages; elsewhere it stops and names what to install.
+# docker-compose (Debian's 1.29) is not part of the running stack: tests/unit/test_compose.py reads
+# docker-compose.yaml through `docker-compose config` (no Docker engine needed). Without apt it is only
+# named, not required.
 set -euo pipefail
 need=()
-for bin in prometheus promtool prometheus-alertmanager amtool prometheus-node-exporter; do
+for bin in prometheus promtool prometheus-alertmanager amtool prometheus-node-exporter docker-compose; do
   command -v "$bin" >/dev/null 2>&1 || need+=("$bin")
 done
 [ ${#need[@]} -eq 0 ] && exit 0
-pkgs="prometheus prometheus-alertmanager prometheus-node-exporter"
+pkgs="prometheus prometheus-alertmanager prometheus-node-exporter docker-compose"
 if command -v apt-get >/dev/null 2>&1; then
   if [ "$(id -u)" -eq 0 ]; then sudo=""; elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then sudo="sudo"; else
     echo "modelwatch: missing ${need[*]}; run as root or with sudo: apt-get install -y $pkgs" >&2; exit 1
@@ -17,6 +20,12 @@ if command -v apt-get >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends $pkgs >/dev/null
   exit 0
 fi
+if [ "${need[*]}" = "docker-compose" ]; then
+  echo "modelwatch: docker-compose is not installed: tests/unit/test_compose.py will skip its compose checks" \
+       "(install docker-compose >= 1.29, or Docker Compose v2 as docker-compose, to run them)." >&2
+  exit 0
+fi
 echo "modelwatch: missing ${need[*]}. Install Prometheus >= 2.42 (prometheus, promtool), Alertmanager >= 0.25" \
-     "(as prometheus-alertmanager, amtool) and node-exporter (as prometheus-node-exporter), then retry." >&2
+     "(as prometheus-alertmanager, amtool), node-exporter (as prometheus-node-exporter) and docker-compose" \
+     ">= 1.29, then retry." >&2
 exit 1

@@ -1,15 +1,17 @@
 """docker-compose.yaml: valid, wired to the services it defines, pinned, loopback-only, no stray secrets.
 
-Nothing is started and no Docker engine is needed. The file is validated against the compose-spec schema
-(check-jsonschema) and, when a compose binary is installed, by ``docker-compose config -q``; the rest reads
-the YAML. Values are taken with compose's interpolation defaults (``${VAR:-default}`` -> ``default``),
-i.e. as the file runs when no variable is set.
+Nothing is started and no Docker engine is needed. Every test reads the configuration that compose itself
+resolves: ``docker-compose config`` (Debian's docker-compose 1.29, which ``make install`` installs through
+scripts/ensure-system-deps.sh) run with a throwaway environment, i.e. as the file runs when no variable
+and no ``.env`` is set: variables interpolated, anchors and merges applied, paths absolute. The raw file
+is also validated against the current compose-spec schema (check-jsonschema), which Compose v2 follows.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import re
 import shutil
 import signal
@@ -58,9 +60,6 @@ DEV_DEFAULTS = frozenset({
     "modelwatch-local-dev-secret-key-not-for-production",
 })  # fmt: skip
 
-_VAR = re.compile(
-    r"\$(?:\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?+])(?P<arg>[^}]*))?\}|(?P<bare>[A-Za-z_][A-Za-z0-9_]*))"
-)
 _SECRET_NAME = re.compile(r"(PASSWORD|PASSWD|SECRET|TOKEN|_KEY$|ACCESS_KEY|CREDENTIAL)", re.IGNORECASE)
 _URL_PASSWORD = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s:@'\"]+:([^/\s@'\"]+)@", re.IGNORECASE)
 _KEY_PATTERNS = (
@@ -71,51 +70,58 @@ _KEY_PATTERNS = (
 )
 
 
-# -- helpers ---------------------------------------------------------------------------------------------
+# -- compose itself --------------------------------------------------------------------------------------
 
 
-def interpolate(text: str) -> str:
-    """Compose interpolation with every variable unset: ``${X:-d}``/``${X-d}`` give ``d``, ``${X}`` and
-    ``${X:+v}`` give ``""``, ``$$`` gives ``$``."""
-    parts = text.split("$$")
-
-    def sub(m: re.Match[str]) -> str:
-        if m.group("braced") and m.group("op") in (":-", "-"):
-            return m.group("arg")
-        if m.group("op") in (":?", "?"):
-            raise AssertionError(f"{m.group(0)!r} requires a variable; the file must run without one")
-        return ""
-
-    return "$".join(_VAR.sub(sub, p) for p in parts)
+def _run(cmd: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, **kwargs)
 
 
-def _resolve(node: Any) -> Any:
-    if isinstance(node, str):
-        return interpolate(node)
-    if isinstance(node, dict):
-        return {k: _resolve(v) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_resolve(v) for v in node]
-    return node
+def _compose_cli() -> list[str]:
+    """The compose command: ``docker-compose`` (what ``make install`` installs), else the v2 plugin."""
+    exe = shutil.which("docker-compose")
+    if exe:
+        return [exe]
+    if shutil.which("docker") and _run(["docker", "compose", "version"]).returncode == 0:
+        return ["docker", "compose"]
+    if shutil.which("apt-get"):
+        pytest.fail(
+            "`docker-compose` is missing: `make install` installs it (scripts/ensure-system-deps.sh, Debian "
+            "package docker-compose; as root or with sudo)"
+        )
+    pytest.skip(
+        "neither `docker-compose` nor `docker compose` is installed and there is no apt to install it: "
+        "install docker-compose >= 1.29 (or Docker Compose v2) to run the compose checks"
+    )
 
 
-def _strings(node: Any) -> Iterator[str]:
-    if isinstance(node, str):
-        yield node
-    elif isinstance(node, dict):
-        for k, v in node.items():
-            yield str(k)
-            yield from _strings(v)
-    elif isinstance(node, list):
-        for v in node:
-            yield from _strings(v)
+def compose_config(workdir: Path, *files: Path, variables: dict[str, str] | None = None) -> dict[str, Any]:
+    """``docker-compose -f FILE... config``, parsed: the configuration compose would run.
+
+    The environment is thrown away (only PATH, and HOME in ``workdir``) and ``variables`` are the only
+    ones set, through an env file that replaces the repository's ``.env``: the developer's shell and
+    ``.env`` cannot change what the tests see.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    env_file = workdir / "compose.env"
+    env_file.write_text("".join(f"{k}={v}\n" for k, v in (variables or {}).items()), encoding="utf-8")
+    cmd = [*_compose_cli(), "--env-file", str(env_file)]
+    for path in files:
+        cmd += ["-f", str(path)]
+    proc = _run(
+        [*cmd, "config"],
+        cwd=REPO,
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(workdir)},
+    )
+    assert proc.returncode == 0, f"`{' '.join(cmd)} config` rejects the file:\n{proc.stdout}{proc.stderr}"
+    return yaml.safe_load(proc.stdout)
+
+
+# -- reading the resolved configuration ------------------------------------------------------------------
 
 
 def _env(service: dict[str, Any]) -> dict[str, str]:
-    env = service.get("environment") or {}
-    if isinstance(env, list):
-        env = dict(item.split("=", 1) if "=" in item else (item, "") for item in env)
-    return {str(k): "" if v is None else str(v) for k, v in env.items()}
+    return {str(k): "" if v is None else str(v) for k, v in (service.get("environment") or {}).items()}
 
 
 def _as_text(value: Any) -> str:
@@ -129,17 +135,32 @@ def _as_text(value: Any) -> str:
 
 
 def _published(entry: Any) -> tuple[str, str, str]:
-    """(host ip, host port, container port) of a ``ports`` entry, short or long syntax."""
+    """(host ip, host port, container port) of a resolved ``ports`` entry: ``ip:host:container/proto``
+    from docker-compose 1.29, the long syntax from Compose v2."""
     if isinstance(entry, dict):
         return str(entry.get("host_ip", "")), str(entry.get("published", "")), str(entry["target"])
-    text = str(entry).split("/")[0]
-    # [ip:][host:]container; an IPv6 ip is bracketed.
-    m = re.fullmatch(r"(?:(\[[^\]]+\]|[^:\[\]]+):)?(?:(\d[\d-]*)?:)?(\d[\d-]*)", text)
-    assert m, f"unreadable ports entry {entry!r}"
-    ip, host, container = m.groups()
-    if ip and ip.isdigit() and host is None:  # "8080:8080" -> host port, not an ip
-        ip, host = None, ip
-    return ip or "", host or "", container
+    parts = str(entry).split("/")[0].rsplit(":", 2)
+    ip, host, container = [""] * (3 - len(parts)) + parts
+    return ip, host, container
+
+
+def _mounts(service: dict[str, Any]) -> dict[str, str]:
+    """Container path -> source (absolute host path or volume name) of a service's resolved volumes:
+    ``source:target[:mode]`` from docker-compose 1.29, the long syntax from Compose v2."""
+    mounts = {}
+    for volume in service.get("volumes") or []:
+        if isinstance(volume, dict):
+            mounts[str(volume["target"])] = str(volume.get("source", ""))
+        else:
+            source, target = str(volume).split(":")[:2]
+            mounts[target] = source
+    return mounts
+
+
+def _build(service: dict[str, Any]) -> tuple[Path, str]:
+    """(context directory, Dockerfile path relative to it) of a service that is built."""
+    build = service["build"]
+    return Path(build["context"]), str(build.get("dockerfile", "Dockerfile"))
 
 
 def declared_ports(service: dict[str, Any]) -> set[int]:
@@ -176,6 +197,10 @@ def listens_on(services: dict[str, Any], host: str, port: int) -> None:
     )
 
 
+def _flags(command: list[str]) -> dict[str, str]:
+    return dict(arg[2:].split("=", 1) for arg in command if arg.startswith("--") and "=" in arg)
+
+
 def _load_module(name: str, path: Path) -> ModuleType:
     spec = importlib.util.spec_from_file_location(name, path)
     assert spec and spec.loader
@@ -187,13 +212,8 @@ def _load_module(name: str, path: Path) -> ModuleType:
 
 
 @pytest.fixture(scope="module")
-def raw() -> dict[str, Any]:
-    return yaml.safe_load(COMPOSE_FILE.read_text(encoding="utf-8"))
-
-
-@pytest.fixture(scope="module")
-def compose(raw: dict[str, Any]) -> dict[str, Any]:
-    return _resolve(raw)
+def compose(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    return compose_config(tmp_path_factory.mktemp("compose"), COMPOSE_FILE)
 
 
 @pytest.fixture(scope="module")
@@ -207,50 +227,25 @@ def doc() -> str:
     return DOC.read_text(encoding="utf-8")
 
 
-def _run(cmd: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, **kwargs)
-
-
-# -- the helpers themselves --------------------------------------------------------------------------------
-
-
-def test_interpolation_and_port_parsing_helpers() -> None:
-    assert interpolate("${A:-x}:${B-y}:${C}:$$HOME:$D") == "x:y::$HOME:"
-    assert interpolate('{"login":"${U:-minioadmin}"}') == '{"login":"minioadmin"}'
-    assert _published("127.0.0.1:8080:8080") == ("127.0.0.1", "8080", "8080")
-    assert _published("8080:80") == ("", "8080", "80")
-    assert _published("9000") == ("", "", "9000")
-    assert _published({"target": 80, "published": "8080", "host_ip": "127.0.0.1"}) == (
-        "127.0.0.1",
-        "8080",
-        "80",
-    )
-    assert configured_ports({"command": ["--web.listen-address=:9090"]}) == {9090}
-    assert configured_ports({"command": ["serve", "--port", "9095"]}) == {9095}
-
-
 # -- validity --------------------------------------------------------------------------------------------
 
 
 def test_validates_against_the_compose_spec() -> None:
+    # docker-compose 1.29 (2021) validates against an older copy of the compose-spec schema; this is the
+    # current one, which `docker compose` (v2) users run the file with.
     exe = BIN / "check-jsonschema"
     assert exe.exists(), f"{exe} is missing: it comes with requirements.lock (`make install`)"
     proc = _run([str(exe), "--builtin-schema", "vendor.compose-spec", str(COMPOSE_FILE)])
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def test_compose_cli_accepts_the_file() -> None:
-    if shutil.which("docker-compose"):
-        cmd = ["docker-compose", "-f", str(COMPOSE_FILE), "config", "-q"]
-    elif shutil.which("docker") and _run(["docker", "compose", "version"]).returncode == 0:
-        cmd = ["docker", "compose", "-f", str(COMPOSE_FILE), "config", "-q"]
-    else:
-        pytest.skip(
-            "neither `docker-compose` nor the `docker compose` plugin is installed (not needed: the "
-            "compose-spec schema check covers the file; `apt-get install docker-compose` enables this one)"
-        )
-    proc = _run(cmd, cwd=REPO)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+def test_compose_resolves_the_file_without_any_variable(compose: dict[str, Any]) -> None:
+    # `compose` is `docker-compose config` with no variable set: it fails on a `${X:?}` or a bad file.
+    # The named volumes are declared, so every non-path volume source is one of them.
+    declared = set(compose.get("volumes") or {})
+    for name, svc in compose["services"].items():
+        for source in _mounts(svc).values():
+            assert source.startswith("/") or source in declared, f"{name}: undeclared volume {source!r}"
 
 
 # -- wiring ----------------------------------------------------------------------------------------------
@@ -265,10 +260,16 @@ def test_airflow_services_follow_the_official_layout(services: dict[str, Any]) -
         env = _env(svc)
         assert env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor", name
         assert "postgres" in urlsplit(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]).hostname, name
-        assert svc.get("build"), f"{name}: the Airflow image is built from compose/ (see the Dockerfile)"
-        mounts = {str(v).split(":")[1]: str(v).split(":")[0] for v in svc.get("volumes", [])}
+        # Built from the repository root: the Dockerfile pip-installs the modelwatch package (pyproject, src/).
+        assert _build(svc) == (REPO, "compose/airflow.Dockerfile"), f"{name}: {svc.get('build')}"
+        mounts = _mounts(svc)
         for folder in ("dags", "include"):
-            assert mounts.get(f"/opt/airflow/{folder}") == f"./{folder}", f"{name} does not mount ./{folder}"
+            assert mounts.get(f"/opt/airflow/{folder}") == str(REPO / folder), (
+                f"{name} does not mount ./{folder}"
+            )
+        assert "/opt/airflow/plugins" not in mounts, (
+            f"{name}: modelwatch is installed in the image, no plugins/"
+        )
         deps = svc.get("depends_on") or {}
         assert deps.get("postgres", {}).get("condition") == "service_healthy", name
         if name != "airflow-init":
@@ -403,8 +404,10 @@ def test_mlflow_init_creates_the_configured_experiments(services: dict[str, Any]
     uri = urlsplit(re.search(r"--tracking-uri[ =](\S+)", args).group(1))
     listens_on(services, uri.hostname or "", uri.port or 80)
     config_arg = re.search(r"--config[ =](\S+)", args).group(1)
-    mounts = dict(reversed(str(v).split(":")[:2]) for v in init["volumes"])
-    assert any(config_arg.startswith(target + "/") and src == "./include" for target, src in mounts.items())
+    mounts = _mounts(init)
+    assert any(
+        config_arg.startswith(target + "/") and src == str(REPO / "include") for target, src in mounts.items()
+    )
     assert (
         services["airflow-scheduler"]["depends_on"]["mlflow-init"]["condition"]
         == "service_completed_successfully"
@@ -417,19 +420,16 @@ def test_mlflow_init_creates_the_configured_experiments(services: dict[str, Any]
 
 def test_bind_mounts_and_build_context_exist(services: dict[str, Any]) -> None:
     for name, svc in services.items():
-        for volume in svc.get("volumes") or []:
-            source = volume["source"] if isinstance(volume, dict) else str(volume).split(":")[0]
-            if source.startswith("./"):
-                assert (REPO / source).exists(), f"{name} mounts {source}, which does not exist"
-        build = svc.get("build")
-        if build:
-            context = REPO / (build if isinstance(build, str) else build.get("context", "."))
-            dockerfile = context / (
-                build.get("dockerfile", "Dockerfile") if isinstance(build, dict) else "Dockerfile"
-            )
-            assert dockerfile.is_file(), f"{name}: {dockerfile} is missing"
-    assert "./compose/prometheus.yml" in _as_text(services["prometheus"]["volumes"])
-    assert "./compose/alertmanager.yml" in _as_text(services["alertmanager"]["volumes"])
+        for source in _mounts(svc).values():
+            if Path(source).is_relative_to(REPO):
+                assert Path(source).exists(), f"{name} mounts {source}, which does not exist"
+        if svc.get("build"):
+            context, dockerfile = _build(svc)
+            assert (context / dockerfile).is_file(), f"{name}: {context / dockerfile} is missing"
+    # Each server reads the checked file: its --config.file is where the repository's file is mounted.
+    for name in ("prometheus", "alertmanager"):
+        config_file = _flags(services[name]["command"])["config.file"]
+        assert _mounts(services[name]).get(config_file) == str(COMPOSE_DIR / f"{name}.yml"), name
 
 
 @pytest.mark.parametrize(
@@ -471,9 +471,8 @@ def test_prometheus_and_alertmanager_targets_are_services(services: dict[str, An
 
 def test_webhook_service_runs_devstack_receiver(services: dict[str, Any], tmp_path: Path) -> None:
     svc = services["webhook"]
-    mounts = dict(reversed(str(v).split(":")[:2]) for v in svc["volumes"])
     script = svc["command"][1]
-    assert mounts[script] == "./devstack/webhook_receiver.py"
+    assert _mounts(svc)[script] == str(WEBHOOK_RECEIVER)
     # The compose command's flags are the receiver's own.
     flags = svc["command"][2:]
     args = _load_module("compose_webhook_receiver", WEBHOOK_RECEIVER).build_parser().parse_args(flags)
@@ -526,16 +525,11 @@ def test_webhook_service_runs_devstack_receiver(services: dict[str, Any], tmp_pa
     assert "firing X model=m severity=-" in output.splitlines()
 
 
-def _flags(command: list[str]) -> dict[str, str]:
-    return dict(arg[2:].split("=", 1) for arg in command if arg.startswith("--") and "=" in arg)
-
-
 def test_model_service_runs_devstack_service_logged_to_mlflow(services: dict[str, Any]) -> None:
     svc = services["model-service"]
-    assert svc["build"] == {"context": "./compose", "dockerfile": "model-service.Dockerfile"}
-    mounts = dict(reversed(str(v).split(":")[:2]) for v in svc["volumes"])
+    assert _build(svc) == (COMPOSE_DIR, "model-service.Dockerfile")
     script = svc["command"][1]
-    assert mounts[script] == "./devstack/model_service.py"
+    assert _mounts(svc)[script] == str(MODEL_SERVICE)
     # The compose command's flags are the service's own.
     args = _load_module("compose_model_service", MODEL_SERVICE).build_parser().parse_args(svc["command"][2:])
     assert (args.host, args.port) == ("0.0.0.0", 8000)
@@ -710,30 +704,48 @@ def test_doc_covers_running_services_and_real_systems(doc: str, services: dict[s
             )
 
 
-def _doc_overrides(doc: str) -> list[dict[str, Any]]:
+def _doc_overrides(doc: str) -> list[str]:
     blocks = re.findall(r"```yaml\n(.*?)```", doc, re.DOTALL)
-    return [yaml.safe_load(b) for b in blocks if "docker-compose.override.yaml" in b]
+    return [b for b in blocks if "docker-compose.override.yaml" in b]
+
+
+#: The variable the doc's examples read from .env; set in the throwaway env file to see it filled in.
+_DOC_VARIABLES = {"ALERTMANAGER_PASSWORD": "from-dot-env"}
 
 
 def test_doc_override_examples_resolve_through_the_hooks(
-    doc: str, services: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+    doc: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     from modelwatch.hooks import AlertmanagerHook, PrometheusHook
 
     overrides = _doc_overrides(doc)
     assert len(overrides) >= 3, "expected override examples for S3, AMP and an existing Alertmanager"
     seen: set[str] = set()
-    for n, override in enumerate(overrides):
+    for n, text in enumerate(overrides):
+        override = yaml.safe_load(text)
         assert set(override["services"]) == set(AIRFLOW_SERVICES), (
             "an override must reach every Airflow service"
         )
-        env = _env(_resolve(override["services"]["airflow-scheduler"]))
+        # What compose runs: docker-compose.yaml merged with the example, as it merges a real override.
+        path = tmp_path / f"example-{n}" / "docker-compose.override.yaml"
+        path.parent.mkdir()
+        path.write_text(text, encoding="utf-8")
+        merged = compose_config(path.parent, COMPOSE_FILE, path, variables=_DOC_VARIABLES)["services"]
+        overridden = set(override["services"]["airflow-scheduler"]["environment"])
+        envs = [{k: v for k, v in _env(merged[name]).items() if k in overridden} for name in AIRFLOW_SERVICES]
+        assert all(e == envs[0] for e in envs), "the example resolves differently per Airflow service"
+        env = envs[0]
+        assert set(env) == overridden
         for variable, value in env.items():
             if not variable.startswith("AIRFLOW_CONN_"):
                 continue
             conn = json.loads(value)
             conn_type = conn["conn_type"]
             seen.add(conn_type)
+            written = str(override["services"]["airflow-scheduler"]["environment"][variable])
+            for name, filled in _DOC_VARIABLES.items():
+                if f"${{{name}}}" in written:  # compose fills it in from .env, as the doc says
+                    assert filled in value and "${" not in value, (variable, value)
             conn_id = f"doc_{n}_{variable.removeprefix('AIRFLOW_CONN_').lower()}"
             monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", value)
             if conn_type == "prometheus":

@@ -31,7 +31,7 @@ from typing import Any
 from devstack.runner import PROGRESS, airflow_env, migrate
 from devstack.seed import DEFAULT_THREADS, days_from_args, seed_stack
 from devstack.seed import add_arguments as _seed_arguments
-from modelwatch.alerting import fmt_pct, fmt_value
+from modelwatch.text import fmt_pct, fmt_value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -31,21 +31,21 @@ from airflow.timetables.interval import CronDataIntervalTimetable
 
 from modelwatch import tasks
 from modelwatch.config import load_config
-from modelwatch.monitoring_dag import MonitoringDAG
+from modelwatch.monitoring_dag import OWNER, MonitoringDAG, Tag
 from modelwatch.notify import deadline_missed, failure_email
 
 # Validated at parse time: a bad thresholds.yaml is an import error naming file, key and problem.
 CONFIG = load_config()
 ALERTING = CONFIG.alerting
 
-# dag_id -> (interval, cron of the interval boundaries, paused when first seen)
+# dag_id -> (interval, cron of the interval boundaries, paused when first seen, cadence tag)
 VARIANTS = {
-    "model_performance_monitoring": (timedelta(days=1), "0 0 * * *", False),
+    "model_performance_monitoring": (timedelta(days=1), "0 0 * * *", False, Tag.DAILY),
     # for teams that need faster detection; opt in by unpausing it
-    "model_performance_monitoring_hourly": (timedelta(hours=1), "0 * * * *", True),
+    "model_performance_monitoring_hourly": (timedelta(hours=1), "0 * * * *", True, Tag.HOURLY),
 }
 
-for dag_id, (interval, cron, paused) in VARIANTS.items():
+for dag_id, (interval, cron, paused, cadence) in VARIANTS.items():
     assets = tasks.assets(CONFIG, intraday=interval < timedelta(days=1))
     with MonitoringDAG(
         dag_id=dag_id,
@@ -57,9 +57,9 @@ for dag_id, (interval, cron, paused) in VARIANTS.items():
         catchup=False,
         is_paused_upon_creation=paused,
         max_active_runs=4,
-        tags=["modelwatch", "monitoring", "ml"],
+        tags=[Tag.MODELWATCH, Tag.MONITORING, Tag.ML, cadence],
         default_args={
-            "owner": "ml-platform",
+            "owner": OWNER,
             "retries": 2,
             "retry_delay": timedelta(seconds=30),
             "retry_exponential_backoff": True,

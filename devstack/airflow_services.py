@@ -233,6 +233,8 @@ class AirflowConfig:
             "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": str(self.min_file_process_interval),
             # The scheduler's health server would listen on all interfaces; the API's health is enough.
             "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
+            # the connection form's Test button (off by default in Airflow 3): each modelwatch hook's test_connection
+            "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
             "PYTHONUNBUFFERED": "1",
         })  # fmt: skip
         env.update(self.extra_env)

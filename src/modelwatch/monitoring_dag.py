@@ -2,9 +2,24 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any
 
 from airflow.sdk import DAG
+
+#: The team that owns every task (the owner filter of the UI, and the failure emails' subject).
+OWNER = "ml-platform"
+
+
+class Tag(StrEnum):
+    """The DAG tags modelwatch uses: a fixed set, so the UI's tag filter finds every modelwatch DAG under
+    the same words (the DAG tests refuse a tag outside it)."""
+
+    MODELWATCH = "modelwatch"
+    MONITORING = "monitoring"
+    ML = "ml"
+    DAILY = "daily"
+    HOURLY = "hourly"
 
 
 class MonitoringDAG(DAG):

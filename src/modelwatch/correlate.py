@@ -42,16 +42,30 @@ _ARROW_STRINGS = getattr(pd.api.types.pandas_dtype("str"), "storage", None) == "
 def slow_flags(predictions: pd.DataFrame, slow_seconds_for: Callable[[str], float]) -> pd.Series:
     """``True`` where a prediction took longer than its model's ``slow_prediction_seconds`` (never for a
     prediction without a usable ``prediction_time``)."""
-    limits = predictions["model"].map({m: slow_seconds_for(m) for m in predictions["model"].unique()})
-    return pd.Series(_is_slow(predictions["prediction_time"], limits.to_numpy(dtype="float64")),
-                     index=predictions.index)  # fmt: skip
+    codes, models = pd.factorize(predictions["model"], use_na_sentinel=False)
+    limits = slow_thresholds(models, np.asarray(codes), slow_seconds_for)
+    usable = usable_prediction_times(predictions["prediction_time"])
+    return pd.Series(is_slow(predictions["prediction_time"], limits, usable), index=predictions.index)
 
 
-def _is_slow(prediction_time: pd.Series, limits: np.ndarray) -> np.ndarray:
-    """The slow rule itself: a usable ``prediction_time`` above the row's limit."""
+def slow_thresholds(models: Any, codes: np.ndarray, slow_seconds_for: Callable[[str], float]) -> np.ndarray:
+    """Each row's ``slow_prediction_seconds``, looked up once per model and spread through the model codes."""
+    per_model = np.array([slow_seconds_for(m) for m in models], dtype="float64")
+    return per_model[codes] if len(per_model) else np.zeros(len(codes))
+
+
+def is_slow(prediction_time: pd.Series, limits: np.ndarray, usable: np.ndarray) -> np.ndarray:
+    """The slow rule: a usable ``prediction_time`` (``usable``, :func:`usable_prediction_times`) above the
+    row's limit."""
     pt = prediction_time.to_numpy(dtype="float64", na_value=np.nan)
     with np.errstate(invalid="ignore"):
-        return (pt > limits) & usable_prediction_times(prediction_time)
+        return (pt > limits) & usable
+
+
+def is_saturated(values: np.ndarray, limit: float) -> np.ndarray:
+    """The saturation rule: a real value at or above the resource's threshold (no sample: never saturated)."""
+    with np.errstate(invalid="ignore"):
+        return values >= limit
 
 
 class _Samples:
@@ -447,18 +461,17 @@ def correlate(
     join = _Join(predictions, resources, thresholds.correlation.tolerance, queries)
     frame = join.frame
 
-    def slow_seconds(model: str) -> float:
-        return thresholds.evaluation.for_model(model).slow_prediction_seconds
-
     # per-model thresholds through the model codes, not a map over every row's string
-    per_model = np.array([slow_seconds(m) for m in join.models], dtype="float64")
-    slow_threshold = per_model[join.model_codes] if len(per_model) else np.zeros(len(frame))
-    slow = _is_slow(frame["prediction_time"], slow_threshold)
+    slow_threshold = slow_thresholds(
+        join.models, join.model_codes, lambda m: thresholds.evaluation.for_model(m).slow_prediction_seconds
+    )
+    usable = usable_prediction_times(frame["prediction_time"])
+    slow = is_slow(frame["prediction_time"], slow_threshold, usable)
     units = {q.name: q.unit for q in thresholds.prometheus.queries}
     columns: dict[str, np.ndarray] = {}
     cells: dict[tuple[int, str], dict[str, object]] = {}
     with _worker(len(frame)) as pool:
-        groups = _model_groups(frame, join.model_codes, join.models, slow, pool)
+        groups = _model_groups(frame, join.model_codes, join.models, slow, usable, pool)
         # the next query's lookup runs beside this query's statistics (numpy releases the GIL)
         pending = pool.submit(join.columns, 0) if queries else None
         for j, name in enumerate(queries):
@@ -479,7 +492,7 @@ def correlate(
     columns["slow"] = slow
     saturated = []
     for name, limit in limits.items():
-        flags = columns[value_column(name)] >= limit
+        flags = is_saturated(columns[value_column(name)], limit)
         columns[saturated_column(name)] = flags
         saturated.append(flags)
     columns["saturated_resources"] = _join_names(lambda k, rows: saturated[k][rows], list(limits), len(frame))
@@ -499,7 +512,8 @@ def summarise(joined: pd.DataFrame, thresholds: ModelwatchConfig) -> pd.DataFram
     units = {q.name: q.unit for q in thresholds.prometheus.queries}
     limits = thresholds.saturation_thresholds
     codes, models = pd.factorize(joined["model"], sort=True, use_na_sentinel=False)
-    groups = _model_groups(joined, np.asarray(codes), pd.Index(models), joined["slow"].to_numpy(dtype=bool))
+    usable = usable_prediction_times(joined["prediction_time"])
+    groups = _model_groups(joined, np.asarray(codes), pd.Index(models), joined["slow"].to_numpy(dtype=bool), usable)
     column_of = {name: joined[value_column(name)].to_numpy(dtype="float64") for name in units}
     return _summary_frame([
         _cell(g, name, unit, limits.get(name), column_of[name], None) for g in groups for name, unit in units.items()
@@ -543,9 +557,8 @@ class _Inline(Executor):
 
 
 def _model_groups(frame: pd.DataFrame, codes: np.ndarray, models: pd.Index, slow_all: np.ndarray,
-                  pool: Executor | None = None) -> list[_Group]:  # fmt: skip
+                  usable_all: np.ndarray, pool: Executor | None = None) -> list[_Group]:  # fmt: skip
     pt_all = frame["prediction_time"].to_numpy(dtype="float64", na_value=np.nan)
-    usable_all = usable_prediction_times(frame["prediction_time"])
     if len(models) <= 16:  # a scan per model: no frame-long sort order held
 
         def rows_of(m: int) -> np.ndarray:
@@ -580,7 +593,7 @@ def _cell(g: _Group, name: str, unit: str, limit: float | None, column: np.ndarr
     judged, slow, n_slow = g.judged, g.slow, g.n_slow
     values = column.take(judged)
     has = ~np.isnan(values)
-    sat = (values >= limit) if limit is not None else np.zeros(len(values), dtype=bool)
+    sat = is_saturated(values, limit) if limit is not None else np.zeros(len(values), dtype=bool)
     t = two_by_two(slow, has, sat)
     a, b, c, d = t["n_slow_saturated"], t["n_normal_saturated"], t["n_slow_unsaturated"], t["n_normal_unsaturated"]
     n_slow_with, n_norm_with = a + c, b + d

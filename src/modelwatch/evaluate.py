@@ -5,7 +5,6 @@ Pure functions: the correlation frames in, one :class:`~modelwatch.verdict.Model
 
 from __future__ import annotations
 
-import logging
 import math
 from typing import TYPE_CHECKING, Any
 
@@ -21,8 +20,6 @@ if TYPE_CHECKING:
 
     from modelwatch.config import ModelThresholds, ModelwatchConfig
     from modelwatch.window import Window
-
-log = logging.getLogger(__name__)
 
 
 def test_resources(rows: pd.DataFrame, rules: ModelThresholds) -> list[ResourceEvidence]:
@@ -128,14 +125,9 @@ def evaluate(
       resource failed.
     """
     limits = config.saturation_thresholds
+    # predictions without a model tag have no one to judge (models_to_judge leaves ""); the extractor
+    # that read them said so, naming their runs
     seen = set(joined["model"].unique())
-    if "" in seen:
-        untagged = joined[joined["model"] == ""]
-        # No model to give a verdict (or an alert label) to: say so instead of judging a nameless model.
-        log.warning(
-            "%d prediction(s) without a model tag are not judged (run ids %s)",
-            len(untagged), ", ".join(sorted(set(untagged["run_id"].astype(str)))[:5]),
-        )  # fmt: skip
     if models is None:
         models = models_to_judge(seen, config.evaluation.expected_models)
     verdicts = []

@@ -103,9 +103,6 @@ def extract_predictions(interval: timedelta) -> list[dict[str, Any]]:
     ref = lake.write_frame("predictions", window, frame, run_id=context["run_id"])
     per_model = frame.groupby("model").size().to_dict() if len(frame) else {}
     log.info("predictions: %d rows %s -> %s", ref.rows, per_model, ref.url)
-    if untagged := per_model.get(""):
-        # No model to give a verdict (or an alert label) to: say so instead of judging a nameless model.
-        log.warning("%d prediction(s) without a model tag are not judged", untagged)
     models = models_to_judge(per_model, cfg.evaluation.expected_models, selected)
     groups = model_groups(models, cfg.correlation.models_per_task, per_model)
     log.info(

@@ -6,8 +6,14 @@ times each, and prints medians:
 
 (a) the raw REST call loop alone: ``requests`` POST ``/api/2.0/mlflow/runs/search`` with 50,000 per page,
     ``json.loads``, ``next_page_token`` followed; no frame;
-(b) the new ``extract_predictions`` path (REST through the hook, frame straight from the JSON, sorted);
-(c) the old path: ``MlflowHook.search_runs`` (MlflowClient entities) -> ``runs_to_frame`` -> sorted.
+(b) ``extract_predictions``: the hook's one request path (experiment by name and the search over REST through
+    ``ApiHook._request``, frame straight from the JSON, sorted);
+(c) the old path: ``MlflowClient`` (experiment by name, ``search_runs`` entity objects, every page) -> the
+    frame ``runs_to_frame`` built from the entities -> sorted. The hook no longer has a client path: this
+    restates it here, so the two can still be compared in one process.
+
+Each read also counts the response body bytes it received (every HTTP response of the read, decoded, counted
+in ``requests``' transport adapter, which ``MlflowClient`` uses too).
 
 For (a) and (b) the time waiting on the server (``response.elapsed`` of each ``runs/search``: until the
 answer's headers arrive, and the server sends them only once its whole JSON body is built) is recorded too,
@@ -135,21 +141,64 @@ def _new_path(start: datetime, end: datetime, waits: list[float] | None = None) 
 
     hook = MlflowHook()
     if waits is not None:
-        # on the hook's own REST session: record each answer's server wait, change nothing else
-        session = hook.rest.get_conn()
-        session.hooks["response"].append(lambda r, *a, **k: waits.append(r.elapsed.total_seconds()))
+        # on the hook's own session: record each runs/search answer's server wait, change nothing else
+        def wait(r: Any, *args: Any, **kwargs: Any) -> None:  # a hook that returns None keeps the response
+            if r.url.endswith("/runs/search"):
+                waits.append(r.elapsed.total_seconds())
+
+        hook.get_conn().hooks["response"].append(wait)
     experiment = SimpleNamespace(name=EXPERIMENT, layout="run_per_prediction")
     return len(extract_predictions(hook, [experiment], TAGS, start, end, PAGE))
 
 
-def _old_path(start: datetime, end: datetime) -> int:
-    from modelwatch.extract import epoch_ms, runs_to_frame, sort_predictions
-    from modelwatch.hooks import MlflowHook
+def _old_path(url: str, start: datetime, end: datetime) -> int:
+    """The hook's former MlflowClient path, then ``runs_to_frame`` as it was (rows of entity values)."""
+    from mlflow.tracking import MlflowClient
 
-    hook = MlflowHook()
-    exp_id = hook.experiment_ids([EXPERIMENT])[EXPERIMENT]
-    runs = list(hook.search_runs([exp_id], epoch_ms(start), epoch_ms(end), page_size=PAGE))
-    return len(sort_predictions(runs_to_frame(runs, TAGS, EXPERIMENT)))
+    from modelwatch.extract import _prediction_frame, _tag_keys, epoch_ms, sort_predictions, strip_port
+
+    client = MlflowClient(url)
+    exp_id = client.get_experiment_by_name(EXPERIMENT).experiment_id
+    flt = f"attributes.start_time >= {epoch_ms(start)} AND attributes.start_time < {epoch_ms(end)}"
+    runs, token = [], None
+    while True:
+        page = client.search_runs([exp_id], flt, max_results=PAGE, order_by=["attributes.start_time ASC"],
+                                  page_token=token)  # fmt: skip
+        runs.extend(page)
+        token = page.token
+        if not token:
+            break
+    keys, rows = _tag_keys(TAGS), []
+    for run in runs:
+        tags, metrics = run.data.tags, run.data.metrics
+        row = {column: str(tags.get(tag, "")) for column, tag in keys.items()}
+        row["instance"] = strip_port(row["instance"])
+        rows.append({"timestamp": int(run.info.start_time), **row,
+                     **{k: float(metrics.get(k, math.nan)) for k in ("prediction_time", "accuracy", "loss")},
+                     "run_id": run.info.run_id, "experiment": EXPERIMENT})  # fmt: skip
+    return len(sort_predictions(_prediction_frame(rows)))
+
+
+#: Response body bytes received since the last reset (see :func:`_count_received`).
+RECEIVED = [0]
+
+
+def _count_received() -> None:
+    """Count every response body ``requests`` receives (the hook, the raw loop and MlflowClient alike)."""
+    from requests.adapters import HTTPAdapter
+
+    send = HTTPAdapter.send
+    if getattr(send, "counts_bytes", False):
+        return
+
+    def counting(self: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
+        response = send(self, request, *args, **kwargs)
+        size = len(response.content)  # read first: the sum is then one short step (reads run one at a time)
+        RECEIVED[0] += size
+        return response
+
+    counting.counts_bytes = True  # type: ignore[attr-defined]
+    HTTPAdapter.send = counting  # type: ignore[method-assign]
 
 
 def measure(runs: int, rounds: int) -> list[dict[str, Any]]:
@@ -159,6 +208,7 @@ def measure(runs: int, rounds: int) -> list[dict[str, Any]]:
     from devstack.stack import Stack, StackConfig
 
     logging.getLogger("airflow.task.hooks").setLevel(logging.WARNING)
+    _count_received()
     with tempfile.TemporaryDirectory(prefix="modelwatch-bench-predictions-") as tmp:
         stack = Stack(StackConfig.free_ports(Path(tmp)))
         try:
@@ -174,27 +224,31 @@ def measure(runs: int, rounds: int) -> list[dict[str, Any]]:
             reads: dict[str, Callable[[], int]] = {
                 "(a) raw REST loop (requests + json, no frame)": lambda: _raw_rest(url, exp_id, start_ms, end_ms,
                                                                                    waits),
-                "(b) extract_predictions (REST -> frame from JSON)": lambda: _new_path(start, end, waits),
-                "(c) old path (MlflowClient -> runs_to_frame)": lambda: _old_path(start, end),
+                "(b) extract_predictions (hook: REST -> frame from JSON)": lambda: _new_path(start, end, waits),
+                "(c) old path (MlflowClient -> frame from entities)": lambda: _old_path(url, start, end),
             }  # fmt: skip
             names = list(reads)
             for name in names:  # warm-up, untimed: imports (pandas, mlflow, modelwatch), connections
                 reads[name]()
             times: dict[str, list[float]] = {n: [] for n in names}
             server: dict[str, list[float]] = {n: [] for n in names}
+            received: dict[str, list[int]] = {n: [] for n in names}
             for k in range(rounds):
                 for name in names[k % 3:] + names[: k % 3]:  # rotate the order each round
                     waits.clear()
+                    RECEIVED[0] = 0
                     t = time.perf_counter()
                     n = reads[name]()
                     times[name].append(time.perf_counter() - t)
+                    received[name].append(RECEIVED[0])
                     server[name].append(sum(waits) if waits else math.nan)
                     if n != runs:
                         raise AssertionError(f"{name} read {n} runs, expected {runs}")
                     print(f"  round {k + 1} {name[:3]} {times[name][-1]:.2f} s", flush=True)
         finally:
             stack.stop()
-    return [{"read": n, "seconds": statistics.median(times[n]), "all": times[n], "server": server[n]} for n in names]
+    return [{"read": n, "seconds": statistics.median(times[n]), "all": times[n], "server": server[n],
+             "bytes": statistics.median(received[n])} for n in names]  # fmt: skip
 
 
 DESCRIPTION = "the run_per_prediction read: raw REST loop vs extract_predictions vs the old MlflowClient path"
@@ -212,8 +266,8 @@ def report(rows: list[dict[str, Any]], runs: int, rounds: int) -> str:
     lines = [
         f"## MLflow read, run_per_prediction\n\nMLflow 1 worker sqlite, {runs} runs, one day, pages of {PAGE}; "
         f"median of {rounds}, interleaved\n",
-        "| read | seconds | runs/s | vs (a) | server wait | client side | all rounds |",
-        "|---|---:|---:|---:|---:|---:|---|",
+        "| read | seconds | runs/s | vs (a) | server wait | client side | MB received | all rounds |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
     ]  # fmt: skip
     for row in rows:
         s = row["seconds"]
@@ -223,7 +277,8 @@ def report(rows: list[dict[str, Any]], runs: int, rounds: int) -> str:
         else:
             wait = f"{statistics.median(row['server']):.2f}"
             client = f"{statistics.median(t - w for t, w in zip(row['all'], row['server'], strict=True)):.2f}"
-        lines.append(f"| {row['read']} | {s:.2f} | {runs / s:,.0f} | {s / raw:.3f} | {wait} | {client} | {every} |")
+        lines.append(f"| {row['read']} | {s:.2f} | {runs / s:,.0f} | {s / raw:.3f} | {wait} | {client} | "
+                     f"{row['bytes'] / 1e6:.2f} | {every} |")  # fmt: skip
     ratio = rows[1]["seconds"] / raw
     paired = statistics.median(b / a for a, b in zip(rows[0]["all"], rows[1]["all"], strict=True))
     lines.append(f"\nb/a = {ratio:.3f} (ratio of medians; target <= 1.1): {'met' if ratio <= 1.1 else 'NOT met'}; "

@@ -31,7 +31,6 @@ from modelwatch.timegrid import (
 if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
-    from mlflow.entities import Metric, Run
 
     from modelwatch.hooks.mlflow import MlflowHook
     from modelwatch.hooks.prometheus import PrometheusHook
@@ -46,7 +45,7 @@ MATRIX_COLUMNS = ("timestamp", "query", "instance", "labels", "value")
 RESOURCE_COLUMNS = (*MATRIX_COLUMNS, "sample_time", "window_seconds")
 #: Metric columns of a prediction (MLflow metric keys of the same names).
 METRIC_KEYS = ("prediction_time", "accuracy", "loss")
-#: Columns of :func:`runs_to_frame` / :func:`history_to_frame` / :func:`extract_predictions`.
+#: Columns of :func:`runs_json_to_frame` / :func:`history_to_frame` / :func:`extract_predictions`.
 PREDICTION_COLUMNS = (
     "timestamp",
     "model",
@@ -575,46 +574,21 @@ def _columns_frame(columns: Mapping[str, Sequence[Any]]) -> pd.DataFrame:
     return pd.DataFrame(data, columns=list(PREDICTION_COLUMNS))
 
 
-def _tags_of(run: Run, keys: Mapping[str, str]) -> dict[str, str]:
-    tags = run.data.tags or {}
+def _tags_of(run: Mapping[str, Any], keys: Mapping[str, str]) -> dict[str, str]:
+    """Tag columns of one run's REST JSON (a missing tag is ``""``, the port removed from the instance)."""
+    tags = {t["key"]: t.get("value", "") for t in (run.get("data") or {}).get("tags") or ()}
     out = {column: str(tags.get(tag, "")) for column, tag in keys.items()}
     # Same normalisation as the Prometheus side, so "model-a:8000" in a tag still joins "model-a".
     out["instance"] = strip_port(out["instance"])
     return out
 
 
-def runs_to_frame(
-    runs: Iterable[Run], tag_keys: Mapping[str, str] | Any, experiment_name: str
-) -> pd.DataFrame:
-    """Layout ``run_per_prediction``: one row per run, at the run's start time.
-
-    :param runs: MLflow runs.
-    :param tag_keys: output column (``model``, ``model_version``, ``instance``) -> MLflow tag name.
-    :param experiment_name: value of the ``experiment`` column.
-    :return: :data:`PREDICTION_COLUMNS`; a missing metric is NaN, a missing tag ``""``.
-    """
-    keys = _tag_keys(tag_keys)
-    rows = []
-    for run in runs:
-        metrics = run.data.metrics or {}
-        rows.append(
-            {
-                "timestamp": int(run.info.start_time),
-                **_tags_of(run, keys),
-                **{k: float(metrics.get(k, math.nan)) for k in METRIC_KEYS},
-                "run_id": run.info.run_id,
-                "experiment": experiment_name,
-            }
-        )
-    return _prediction_frame(rows)
-
-
 def runs_json_to_frame(
     runs: Sequence[Mapping[str, Any]], tag_keys: Mapping[str, str] | Any, experiment_name: str
 ) -> pd.DataFrame:
-    """Layout ``run_per_prediction`` from MLflow's REST JSON (``runs/search`` answers): the frame of
-    :func:`runs_to_frame` (same dtypes, NaN for a missing metric, ``""`` for a missing tag, port removed
-    from the instance, same row order), built column by column with no per-run entity objects.
+    """Layout ``run_per_prediction`` from MLflow's REST JSON (``runs/search`` answers): one row per run, at
+    the run's start time, in the order of ``runs``; NaN for a missing metric, ``""`` for a missing tag, port
+    removed from the instance. Built column by column, with no per-run objects.
 
     :param runs: run objects as the server sends them (:meth:`MlflowHook.search_runs_json`).
     :param tag_keys: output column (``model``, ``model_version``, ``instance``) -> MLflow tag name.
@@ -624,7 +598,7 @@ def runs_json_to_frame(
     keys = _tag_keys(tag_keys)
     infos = [run["info"] for run in runs]
     datas = [run.get("data") or {} for run in runs]
-    # the server leaves out an empty list; an unset proto double is 0.0, an unset string "" (as the entities)
+    # the server leaves out an empty list; an unset proto double is 0.0, an unset string "" (as MLflow reads them)
     metrics = [{m["key"]: m.get("value", 0.0) for m in data.get("metrics") or ()} for data in datas]
     tags = [{t["key"]: t.get("value", "") for t in data.get("tags") or ()} for data in datas]
     nan = math.nan
@@ -643,8 +617,8 @@ def runs_json_to_frame(
 
 
 def history_to_frame(
-    run: Run,
-    histories: Mapping[str, Sequence[Metric]],
+    run: Mapping[str, Any],
+    histories: Mapping[str, Sequence[Mapping[str, Any]]],
     tag_keys: Mapping[str, str] | Any,
     experiment_name: str,
     start_ms: int,
@@ -656,8 +630,10 @@ def history_to_frame(
     Only points with ``start_ms <= timestamp < end_ms`` are kept. A point logged twice at the same
     ``(timestamp, step)`` keeps its last value.
 
-    :param run: the run (tags give model, version, instance).
-    :param histories: metric key -> its history (keys outside :data:`METRIC_KEYS` are ignored).
+    :param run: the run's REST JSON (tags give model, version, instance).
+    :param histories: metric key -> its points as the server sends them (``metrics/get-history``:
+        ``{"key", "value", "timestamp", "step"}``; a NaN value is the string ``"NaN"``, an unset field
+        absent). Keys outside :data:`METRIC_KEYS` are ignored.
     :param tag_keys: output column -> MLflow tag name.
     :param experiment_name: value of the ``experiment`` column.
     :param start_ms: window start, epoch ms, inclusive.
@@ -667,15 +643,15 @@ def history_to_frame(
     points: dict[tuple[int, int], dict[str, float]] = {}
     for key in METRIC_KEYS:
         for metric in histories.get(key) or ():
-            ts = int(metric.timestamp)
+            ts = int(metric.get("timestamp", 0))
             if start_ms <= ts < end_ms:
-                points.setdefault((ts, int(metric.step)), {})[key] = float(metric.value)
+                points.setdefault((ts, int(metric.get("step", 0))), {})[key] = float(metric.get("value", 0.0))
     rows = [
         {
             "timestamp": ts,
             **tags,
             **{k: values.get(k, math.nan) for k in METRIC_KEYS},
-            "run_id": run.info.run_id,
+            "run_id": run["info"]["run_id"],
             "experiment": experiment_name,
         }
         for (ts, _step), values in sorted(points.items())
@@ -779,7 +755,7 @@ def _batch_metric(table: pa.Table, name: str, where: str) -> Any:
 
 
 def batches_to_frame(
-    batches: Iterable[tuple[Run, pa.Table]],
+    batches: Iterable[tuple[Mapping[str, Any], pa.Table]],
     tag_keys: Mapping[str, str] | Any,
     experiment_name: str,
     start_ms: int,
@@ -793,14 +769,14 @@ def batches_to_frame(
     ``[start_time, end_time]`` (which a search by run times may miss in another window), are counted in a
     warning naming the runs; the former are dropped, the latter kept when inside the window.
 
-    :param batches: ``(run, table)`` pairs; tables with :data:`BATCH_COLUMNS` (extra columns ignored; a
-        missing metric column is NaN).
+    :param batches: ``(run, table)`` pairs: the run's REST JSON and a table with :data:`BATCH_COLUMNS`
+        (extra columns ignored; a missing metric column is NaN).
     :param tag_keys: output column -> MLflow tag name.
     :param experiment_name: value of the ``experiment`` column.
     :param start_ms: window start, epoch ms, inclusive.
     :param end_ms: window end, epoch ms, exclusive.
     :param artifact_path: for messages.
-    :return: :data:`PREDICTION_COLUMNS` with the dtypes of :func:`runs_to_frame`, unsorted.
+    :return: :data:`PREDICTION_COLUMNS` with the dtypes of :func:`runs_json_to_frame`, unsorted.
     :raises ValueError: a table without ``timestamp`` or with a column of the wrong type (message: the
         experiment, run and artifact).
     """
@@ -815,7 +791,9 @@ def batches_to_frame(
     untimed: list[str] = []
     outside: dict[str, int] = {}
     for run, table in batches:
-        where = f"experiment {experiment_name!r}, run {run.info.run_id}, artifact {artifact_path!r}"
+        info = run["info"]
+        run_id = info["run_id"]
+        where = f"experiment {experiment_name!r}, run {run_id}, artifact {artifact_path!r}"
         if "timestamp" not in table.column_names:
             raise ValueError(
                 f"{where}: no 'timestamp' column (columns: {', '.join(table.column_names) or 'none'})"
@@ -823,20 +801,21 @@ def batches_to_frame(
         ts = batch_timestamps_ms(table.column("timestamp"), where)
         values = {k: _batch_metric(table, k, where) for k in METRIC_KEYS}
         if (ts == np.iinfo("int64").min).any():
-            untimed.append(run.info.run_id)
-        first = run.info.start_time if run.info.start_time is not None else np.iinfo("int64").min
-        last = run.info.end_time if run.info.end_time is not None else np.iinfo("int64").max
+            untimed.append(run_id)
+        first = int(info["start_time"]) if info.get("start_time") is not None else np.iinfo("int64").min
+        # an unset end time is absent (or 0, the proto default): the run has not ended
+        last = int(info.get("end_time") or 0) or np.iinfo("int64").max
         timed = ts != np.iinfo("int64").min
         stray = int((timed & ((ts < first) | (ts > last))).sum())
         if stray:
-            outside[run.info.run_id] = stray
+            outside[run_id] = stray
         keep = (ts >= start_ms) & (ts < end_ms)
         timestamps.append(ts[keep])
         for k in METRIC_KEYS:
             metrics[k].append(values[k][keep])
         counts.append(int(keep.sum()))
         tags.append(_tags_of(run, keys))
-        run_ids.append(run.info.run_id)
+        run_ids.append(run_id)
     if untimed:
         log.warning(
             "experiment %s: rows without a timestamp dropped (runs %s)",
@@ -904,12 +883,12 @@ def extract_predictions(
 ) -> pd.DataFrame:
     """Every prediction made in ``[start, end)`` in the given experiments, as one frame.
 
-    ``run_per_prediction`` experiments: runs that started in the window, read over REST
-    (:meth:`MlflowHook.search_runs_json`, ``page_size`` runs per request) into
-    :func:`runs_json_to_frame`. ``metric_history``
-    experiments: runs overlapping the window, their metric points inside it. ``batch_table``
-    experiments: runs overlapping the window, the rows inside it of each run's
-    :data:`BATCH_ARTIFACT_PATH` (only that file downloaded; see :func:`batches_to_frame`).
+    Every layout reads MLflow's REST JSON through the hook. ``run_per_prediction`` experiments: runs that
+    started in the window (:meth:`MlflowHook.search_runs_json`, ``page_size`` runs per request) into
+    :func:`runs_json_to_frame`. ``metric_history`` experiments: runs overlapping the window, their metric
+    points inside it (:meth:`MlflowHook.metric_history`). ``batch_table`` experiments: runs overlapping the
+    window, the rows inside it of each run's :data:`BATCH_ARTIFACT_PATH` (only that file downloaded; see
+    :func:`batches_to_frame`).
 
     :param hook: the MLflow hook.
     :param experiments: objects with ``name`` and ``layout``.
@@ -942,7 +921,9 @@ def extract_predictions(
             )
             frame = runs_json_to_frame(runs, tag_keys, experiment.name)
         elif experiment.layout == "batch_table":
-            runs = hook.search_runs_overlapping([exp_id], start_ms, end_ms, page_size=page_size)
+            runs = hook.search_runs_overlapping(
+                [exp_id], start_ms, end_ms, page_size=page_size, experiment=experiment.name
+            )
             batches = hook.read_parquet_artifacts(runs, BATCH_ARTIFACT_PATH, experiment=experiment.name)
             try:
                 frame = batches_to_frame(batches, tag_keys, experiment.name, start_ms, end_ms)
@@ -951,11 +932,16 @@ def extract_predictions(
 
                 raise MlflowSourceRefused(getattr(hook, "tracking_uri", "MLflow"), str(exc)) from None
         else:
-            runs = hook.search_runs_overlapping([exp_id], start_ms, end_ms, page_size=page_size)
+            runs = hook.search_runs_overlapping(
+                [exp_id], start_ms, end_ms, page_size=page_size, experiment=experiment.name
+            )
             per_run = [
                 history_to_frame(
                     run,
-                    {key: hook.metric_history(run.info.run_id, key) for key in METRIC_KEYS},
+                    {
+                        key: hook.metric_history(run["info"]["run_id"], key, experiment=experiment.name)
+                        for key in METRIC_KEYS
+                    },
                     tag_keys,
                     experiment.name,
                     start_ms,

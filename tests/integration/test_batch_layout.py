@@ -1,7 +1,8 @@
 """The ``batch_table`` layout against the session stack's real MLflow server: batches written as the sample
 service writes them (a run per batch, ``predictions.parquet``), across a window edge, come back through
 ``extract_predictions`` with exactly the window's rows; a finished batch run without its table is refused
-naming the run and the artifact. Seconds."""
+naming the run and the artifact; the server's artifact proxy (``mlflow-artifacts:/``) reads the same as its
+local artifact root, both through ``/get-artifact``. Seconds."""
 
 from __future__ import annotations
 
@@ -91,6 +92,23 @@ def test_the_sample_service_recorder_writes_what_modelwatch_reads(mlflow: tuple[
     assert len(frame) == 1501 and frame["run_id"].nunique() == 3
     assert set(frame["model"]) == {"sample-classifier"} and set(frame["instance"]) == {"127.0.0.1"}
     assert frame["accuracy"].isna().sum() == 751  # no label: null in Parquet, NaN in the frame
+
+
+def test_batches_behind_the_servers_artifact_proxy_read_like_the_local_root(mlflow: tuple[Any, str, str]) -> None:
+    client, exp_id, name = mlflow
+    proxied_name = f"{name}-proxied"
+    proxied_id = client.create_experiment(proxied_name, artifact_location=f"mlflow-artifacts:/{proxied_name}")
+    start = epoch_ms(WINDOW[0])
+    table = batch_table([start + 1, start + 2, start + 3], [0.1, 0.2, 0.3], [1.0, 0.0, None], [0.3, 0.4, None])
+    tags = {"model": "fraud-detector", "model_version": "3", "instance": "model-a:8000"}
+    local_run = log_batch_run(client, exp_id, table, tags)
+    proxied_run = log_batch_run(client, proxied_id, table, tags)
+    assert client.get_run(proxied_run).info.artifact_uri.startswith("mlflow-artifacts:/")
+    assert client.get_run(local_run).info.artifact_uri.startswith("/")  # the stack's --default-artifact-root
+    local, proxied = read(name), read(proxied_name)
+    assert len(local) == 3 and set(local["run_id"]) == {local_run} and set(proxied["run_id"]) == {proxied_run}
+    same = ["timestamp", "model", "model_version", "instance", "prediction_time", "accuracy", "loss"]
+    assert local[same].equals(proxied[same])
 
 
 def test_finished_batch_without_its_table_is_refused(mlflow: tuple[Any, str, str]) -> None:

@@ -57,7 +57,7 @@ def prom_proxy(env: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[FaultProxy
 @pytest.fixture
 def mlflow_proxy(env: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[FaultProxy]:
     """A fault proxy in front of the real MLflow; ``mlflow_default`` points at it with a short retry
-    policy (MLflow's own default retries for minutes)."""
+    policy (the hook's default, MLflow's client defaults, retries for minutes)."""
     with FaultProxy(env.config.mlflow_url, lifetime=120) as proxy:
         monkeypatch.setenv(
             "AIRFLOW_CONN_MLFLOW_DEFAULT",
@@ -373,7 +373,7 @@ def test_mlflow_down_names_server_experiment_and_reason(mlflow_proxy: FaultProxy
     err = info.value
     assert err.server == mlflow_proxy.url and err.experiment == "fraud-detector-predictions"
     assert "reset" in str(err).lower() or "aborted" in str(err).lower(), str(err)
-    assert mlflow_proxy.count(action="reset") == 3  # MLflow's client retried (max_retries=2)
+    assert mlflow_proxy.count(action="reset") == 3  # the hook retried (max_retries=2)
 
 
 def test_mlflow_slow_past_its_timeout_names_server_and_timeout(
@@ -387,7 +387,7 @@ def test_mlflow_slow_past_its_timeout_names_server_and_timeout(
         _predictions(_cfg().mlflow.experiments, DAY, DAY + timedelta(days=1))
     assert time.monotonic() - started < 10
     assert "Read timed out" in str(info.value) and mlflow_proxy.url in str(info.value)
-    assert mlflow_proxy.received == 2  # MLflow's client retried once (max_retries=1)
+    assert mlflow_proxy.received == 2  # the hook retried once (max_retries=1)
 
 
 def test_mlflow_5xx_is_retried_until_it_answers(mlflow_proxy: FaultProxy) -> None:
@@ -401,7 +401,7 @@ def test_mlflow_5xx_is_retried_until_it_answers(mlflow_proxy: FaultProxy) -> Non
     ("fault", "words"),
     [
         (Fault.status_code(500, '{"error_code":"INTERNAL_ERROR","message":"database is locked"}', times=None),
-         "too many 500 error responses"),
+         "HTTP 500 INTERNAL_ERROR): database is locked"),
         (Fault.status_code(403, '{"error_code":"PERMISSION_DENIED","message":"user faults may not read"}',
                            times=None), "user faults may not read"),
         (Fault.not_json(times=None), "502 Bad Gateway"),
@@ -420,6 +420,37 @@ def test_mlflow_error_answers_name_server_experiment_and_reason(
     assert words in str(err), str(err)
     # a refusal is final (no Airflow retries); a server failure is retried by Airflow
     assert isinstance(err, AirflowFailException) == words.startswith("user faults")
+
+
+def test_mlflow_history_and_artifact_requests_share_the_retry_policy(mlflow_proxy: FaultProxy, env: Any) -> None:
+    """metrics/get-history and get-artifact go through the hook's one retry policy, like runs/search: two 503s
+    each are retried and the read completes; a 500 every time names the run, the artifact and the server's
+    words, and Airflow may retry it."""
+    from devstack.model_service import log_batch_run
+    from modelwatch.extract import batch_table
+
+    start = datetime(2026, 3, 12, tzinfo=UTC)
+    history = Experiment(env, "retry-history", layout="metric_history")
+    history.history_run(start, start + timedelta(hours=1), [(start + timedelta(minutes=m), 0.2) for m in range(5)])
+    batches = Experiment(env, "retry-batches", layout="batch_table")
+    table = batch_table([epoch_ms(start) + 1000 * i for i in range(3)], [0.1, 0.2, 0.3])
+    run_id = log_batch_run(batches.client, batches.id, table, {"model": "faults-batch", "instance": "model-a"})
+    busy = '{"error_code":"TEMPORARILY_UNAVAILABLE","message":"busy"}'
+    mlflow_proxy.add(Fault.status_code(503, busy, match="get-history", times=2),
+                     Fault.status_code(503, busy, match="get-artifact", times=2))  # fmt: skip
+    df = _predictions([history, batches], start, start + timedelta(days=1))
+    assert df.groupby("experiment").size().to_dict() == {history.name: 5, batches.name: 3}
+    assert mlflow_proxy.count(status=503) == 4
+    broken = '{"error_code":"INTERNAL_ERROR","message":"artifact store unreachable"}'
+    mlflow_proxy.add(Fault.status_code(500, broken, match="get-artifact", times=None))
+    with pytest.raises(MlflowSourceError) as info:
+        _predictions([batches], start, start + timedelta(days=1))
+    err = info.value
+    assert not isinstance(err, AirflowFailException)
+    assert err.server == mlflow_proxy.url and err.experiment == batches.name
+    for part in (f"run {run_id} artifact 'predictions.parquet'", "HTTP 500 INTERNAL_ERROR", "artifact store unreachable"):
+        assert part in str(err), str(err)
+    assert mlflow_proxy.count(status=500) == 3  # max_retries=2
 
 
 def test_unknown_experiment_in_the_config_names_it(env: Any) -> None:

@@ -149,10 +149,19 @@ def test_paging_50_equals_1000(seeded: Any, monkeypatch: pytest.MonkeyPatch) -> 
     small_hook = MlflowHook()
     small = extract_predictions(small_hook, cfg.mlflow.experiments, cfg.mlflow.tags, DAY_START, DAY_END, page_size=50)
     large = extract_predictions(MlflowHook(), cfg.mlflow.experiments, cfg.mlflow.tags, DAY_START, DAY_END, page_size=1000)
-    pages = small_hook.pages_read  # runs per page of every search, REST or MlflowClient
+    pages = small_hook.pages_read  # runs per page of every runs/search
     assert len(pages) >= 288 // 50 + 1  # fraud-detector alone needs 6 pages of 50
     assert max(pages) == 50
     pd.testing.assert_frame_equal(small, large)
+
+
+def test_mlflow_connection_test_button(conns: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    ok, message = MlflowHook().test_connection()  # what Airflow's connection form calls
+    assert ok, message
+    assert f"MLflow at {conns.config.mlflow_url} (GET /api/2.0/mlflow/experiments/search) answered HTTP 200" in message
+    monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_BROKEN", '{"conn_type": "mlflow", "host": "127.0.0.1", "port": 1}')
+    ok, message = MlflowHook("mlflow_broken").test_connection()
+    assert not ok and "127.0.0.1:1" in message
 
 
 def test_unknown_experiment_names_it_and_the_server(conns: Any) -> None:

@@ -1,7 +1,7 @@
 """The one-run-per-prediction read over REST (``runs/search`` JSON -> frame) against the real MLflow server:
-exactly the frame of the MlflowClient path (entity objects -> :func:`runs_to_frame`), on the seeded days
-and on runs with what the seeded ones never have (a missing metric or tag, NaN and infinite values, an
-instance with a port).
+exactly the frame the hook's former MlflowClient path built (``MlflowClient.search_runs`` entity objects ->
+``runs_to_frame``, restated here as the reference), on the seeded days and on runs with what the seeded
+ones never have (a missing metric or tag, NaN and infinite values, an instance with a port).
 """
 
 from __future__ import annotations
@@ -16,14 +16,47 @@ import pytest
 
 from devstack.scenarios import TEST_DAYS
 from modelwatch.config import load_config
-from modelwatch.extract import extract_predictions, runs_json_to_frame, runs_to_frame, sort_predictions
+from modelwatch.extract import (
+    _prediction_frame,
+    _tag_keys,
+    extract_predictions,
+    runs_json_to_frame,
+    sort_predictions,
+    strip_port,
+)
 from modelwatch.hooks import MlflowHook
 from modelwatch.timegrid import epoch_ms
 
 
+def _client_frame(tracking_uri: str, exp_id: str, name: str, tags: Any, start_ms: int, end_ms: int,
+                  page_size: int) -> pd.DataFrame:  # fmt: skip
+    """The former MlflowClient path: the same search through ``MlflowClient`` (entity objects, every page),
+    then ``runs_to_frame`` as it was."""
+    from mlflow.tracking import MlflowClient
+
+    client, runs, token = MlflowClient(tracking_uri), [], None
+    while True:
+        page = client.search_runs(
+            [exp_id], f"attributes.start_time >= {start_ms} AND attributes.start_time < {end_ms}",
+            max_results=page_size, order_by=["attributes.start_time ASC"], page_token=token,
+        )  # fmt: skip
+        runs.extend(page)
+        token = page.token
+        if not token:
+            break
+    keys, rows = _tag_keys(tags), []
+    for run in runs:
+        row = {column: str(run.data.tags.get(tag, "")) for column, tag in keys.items()}
+        row["instance"] = strip_port(row["instance"])
+        rows.append({"timestamp": int(run.info.start_time), **row,
+                     **{k: float(run.data.metrics.get(k, math.nan)) for k in ("prediction_time", "accuracy", "loss")},
+                     "run_id": run.info.run_id, "experiment": name})  # fmt: skip
+    return _prediction_frame(rows)
+
+
 def _both_ways(hook: MlflowHook, exp_id: str, name: str, tags: Any, start_ms: int, end_ms: int,
                page_size: int) -> tuple[pd.DataFrame, pd.DataFrame]:  # fmt: skip
-    old = runs_to_frame(list(hook.search_runs([exp_id], start_ms, end_ms, page_size=page_size)), tags, name)
+    old = _client_frame(hook.tracking_uri, exp_id, name, tags, start_ms, end_ms, page_size)
     new = runs_json_to_frame(
         hook.search_runs_json([exp_id], start_ms, end_ms, page_size=page_size, experiment=name), tags, name
     )

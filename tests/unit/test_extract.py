@@ -6,7 +6,7 @@ import bisect
 import json
 import math
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -37,7 +37,6 @@ from modelwatch.extract import (
     newest_sample_at,
     next_raw_span,
     runs_json_to_frame,
-    runs_to_frame,
     series_sample_times,
     strip_port,
 )
@@ -544,7 +543,7 @@ def test_attach_sample_times_matches_instance_and_step() -> None:
 # -- MLflow frames ------------------------------------------------------------------------------------
 
 
-def run(
+def run_entity(
     run_id: str,
     start_ms: int,
     metrics: dict[str, float] | None = None,
@@ -559,6 +558,48 @@ def run(
     return Run(info, data)
 
 
+def rest_json(r: Run) -> dict[str, Any]:
+    """A run as MLflow's REST API sends it (``runs/search``): MLflow's own proto -> JSON conversion."""
+    from mlflow.utils.proto_json_utils import message_to_json
+
+    return json.loads(message_to_json(r.to_proto()))
+
+
+def run(
+    run_id: str,
+    start_ms: int,
+    metrics: dict[str, float] | None = None,
+    tags: dict[str, str] | None = None,
+    end_ms: int | None = None,
+) -> dict[str, Any]:
+    """One run as the server's JSON."""
+    return rest_json(run_entity(run_id, start_ms, metrics, tags, end_ms))
+
+
+def point(key: str, value: float, timestamp: int, step: int) -> dict[str, Any]:
+    """One metric point as ``metrics/get-history`` sends it (MLflow's own proto -> JSON conversion)."""
+    from mlflow.utils.proto_json_utils import message_to_json
+
+    return json.loads(message_to_json(Metric(key, value, timestamp, step).to_proto()))
+
+
+def client_frame(runs: list[Run], tag_keys: Any, experiment: str) -> pd.DataFrame:
+    """The frame the MlflowClient path built from run entities (``runs_to_frame`` until the hook read REST
+    only), kept as the reference the REST frame must equal."""
+    from modelwatch.extract import _prediction_frame, _tag_keys
+
+    keys = _tag_keys(tag_keys)
+    rows = []
+    for r in runs:
+        tags, metrics = r.data.tags or {}, r.data.metrics or {}
+        row = {column: str(tags.get(tag, "")) for column, tag in keys.items()}
+        row["instance"] = strip_port(row["instance"])
+        rows.append({"timestamp": int(r.info.start_time), **row,
+                     **{k: float(metrics.get(k, math.nan)) for k in ("prediction_time", "accuracy", "loss")},
+                     "run_id": r.info.run_id, "experiment": experiment})  # fmt: skip
+    return _prediction_frame(rows)
+
+
 FRAUD_TAGS = {"model": "fraud-detector", "model_version": "3", "instance": "model-a"}
 
 
@@ -566,11 +607,11 @@ FRAUD_TAGS = {"model": "fraud-detector", "model_version": "3", "instance": "mode
 SERVED_ON_TAGS = {"model": "model", "model_version": "model_version", "instance": "served_on"}
 
 
-def two_runs() -> list[Run]:
+def two_run_entities() -> list[Run]:
     """r1 with every metric and the fraud tags; r2 with prediction_time only, its instance under ``served_on``."""
     return [
-        run("r1", DAY_MS + 600_000, {"prediction_time": 0.2, "accuracy": 0.9, "loss": 0.1}, FRAUD_TAGS),
-        run(
+        run_entity("r1", DAY_MS + 600_000, {"prediction_time": 0.2, "accuracy": 0.9, "loss": 0.1}, FRAUD_TAGS),
+        run_entity(
             "r2",
             DAY_MS + 1_200_000,
             {"prediction_time": 2.5},
@@ -579,9 +620,14 @@ def two_runs() -> list[Run]:
     ]
 
 
-def test_runs_to_frame() -> None:
+def two_runs() -> list[dict[str, Any]]:
+    """:func:`two_run_entities` as the server's JSON."""
+    return [rest_json(r) for r in two_run_entities()]
+
+
+def test_runs_json_to_frame() -> None:
     runs = two_runs()
-    df = runs_to_frame(runs, SERVED_ON_TAGS, "exp")
+    df = runs_json_to_frame(runs, SERVED_ON_TAGS, "exp")
     assert list(df.columns) == list(PREDICTION_COLUMNS)
     assert str(df["timestamp"].dtype) == "datetime64[ms, UTC]"
     assert df["timestamp"].tolist() == [
@@ -600,29 +646,22 @@ def test_runs_to_frame() -> None:
         assert df[column].dtype == "float64"
 
 
-def rest_json(r: Run) -> dict[str, Any]:
-    """A run as MLflow's REST API sends it (``runs/search``): MLflow's own proto -> JSON conversion."""
-    from mlflow.utils.proto_json_utils import message_to_json
-
-    return json.loads(message_to_json(r.to_proto()))
-
-
-def test_runs_json_to_frame_equals_runs_to_frame() -> None:
+def test_runs_json_to_frame_equals_the_client_frame() -> None:
     tags = SERVED_ON_TAGS
     runs = [
-        *two_runs(),
-        run(
+        *two_run_entities(),
+        run_entity(
             "r3",
             DAY_MS + 1_200_000,
             {"prediction_time": math.nan, "accuracy": math.inf, "loss": -math.inf},
             {"served_on": "[::1]:9100", "model_version": ""},
         ),
-        run("r4", DAY_MS, {}, {}),  # no metrics, no tags: the JSON has no lists at all
-        run("r5", DAY_MS + 5, {"prediction_time": 0.0, "accuracy": -1.5}, {"served_on": "10.0.0.7:8000"}),
+        run_entity("r4", DAY_MS, {}, {}),  # no metrics, no tags: the JSON has no lists at all
+        run_entity("r5", DAY_MS + 5, {"prediction_time": 0.0, "accuracy": -1.5}, {"served_on": "10.0.0.7:8000"}),
     ]
     payload = [rest_json(r) for r in runs]
     assert "metrics" not in payload[3].get("data", {}) and payload[2]["data"]["metrics"][0]["value"] == "NaN"
-    expected = runs_to_frame(runs, tags, "exp")
+    expected = client_frame(runs, tags, "exp")
     got = runs_json_to_frame(payload, tags, "exp")
     pd.testing.assert_frame_equal(got, expected)
     assert got["instance"].tolist() == ["", "model-b", "::1", "", "10.0.0.7"]
@@ -659,11 +698,8 @@ def test_runs_json_to_frame_reads_the_server_json_text() -> None:
 
 
 def test_runs_json_to_frame_empty() -> None:
-    pd.testing.assert_frame_equal(runs_json_to_frame([], TAGS, "exp"), runs_to_frame([], TAGS, "exp"))
-
-
-def test_runs_to_frame_empty() -> None:
-    df = runs_to_frame([], TAGS, "exp")
+    pd.testing.assert_frame_equal(runs_json_to_frame([], TAGS, "exp"), client_frame([], TAGS, "exp"))
+    df = runs_json_to_frame([], TAGS, "exp")
     assert list(df.columns) == list(PREDICTION_COLUMNS) and len(df) == 0
     assert str(df["timestamp"].dtype) == "datetime64[ms, UTC]" and df["loss"].dtype == "float64"
 
@@ -673,18 +709,18 @@ def test_history_to_frame_joins_on_timestamp_and_step() -> None:
     t1, t2, t3 = DAY_MS, DAY_MS + 120_000, DAY_MS + 240_000
     histories = {
         "prediction_time": [
-            Metric("prediction_time", 0.2, t1, 0),
-            Metric("prediction_time", 0.3, t2, 1),
-            Metric("prediction_time", 0.4, t3, 2),
+            point("prediction_time", 0.2, t1, 0),
+            point("prediction_time", 0.3, t2, 1),
+            point("prediction_time", 0.4, t3, 2),
         ],
         # logged out of order, t3 missing, one point duplicated (last value wins)
         "accuracy": [
-            Metric("accuracy", 0.8, t2, 1),
-            Metric("accuracy", 0.9, t1, 0),
-            Metric("accuracy", 0.95, t1, 0),
+            point("accuracy", 0.8, t2, 1),
+            point("accuracy", 0.9, t1, 0),
+            point("accuracy", 0.95, t1, 0),
         ],
-        "loss": [Metric("loss", 0.1, t1, 0), Metric("loss", 0.2, t2, 1), Metric("loss", 0.3, t3, 2)],
-        "other": [Metric("other", 1.0, t1, 0)],
+        "loss": [point("loss", 0.1, t1, 0), point("loss", 0.2, t2, 1), point("loss", 0.3, t3, 2)],
+        "other": [point("other", 1.0, t1, 0)],
     }
     df = history_to_frame(r, histories, TAGS, "recommender-predictions", DAY_MS, NEXT_MS)
     assert list(df.columns) == list(PREDICTION_COLUMNS)
@@ -699,8 +735,8 @@ def test_history_same_timestamp_different_steps_are_two_predictions() -> None:
     r = run("h1", DAY_MS, tags=FRAUD_TAGS)
     histories = {
         "prediction_time": [
-            Metric("prediction_time", 0.2, DAY_MS, 0),
-            Metric("prediction_time", 0.3, DAY_MS, 1),
+            point("prediction_time", 0.2, DAY_MS, 0),
+            point("prediction_time", 0.3, DAY_MS, 1),
         ]
     }
     assert len(history_to_frame(r, histories, TAGS, "e", DAY_MS, NEXT_MS)) == 2
@@ -709,7 +745,7 @@ def test_history_same_timestamp_different_steps_are_two_predictions() -> None:
 def test_history_window_edges() -> None:
     r = run("h1", DAY_MS - 86_400_000, tags=FRAUD_TAGS)
     points = [DAY_MS - 1, DAY_MS, NEXT_MS - 1, NEXT_MS]
-    histories = {"prediction_time": [Metric("prediction_time", 0.2, t, i) for i, t in enumerate(points)]}
+    histories = {"prediction_time": [point("prediction_time", 0.2, t, i) for i, t in enumerate(points)]}
     df = history_to_frame(r, histories, TAGS, "e", DAY_MS, NEXT_MS)
     assert [epoch_ms(t) for t in df["timestamp"].dt.to_pydatetime()] == [DAY_MS, NEXT_MS - 1]
 
@@ -723,23 +759,25 @@ class E:
     layout: str
 
 
-class FakeMlflow:
-    """Filters like the MLflow server would (start_time in [start, end); overlap for histories)."""
+def overlaps(r: dict[str, Any], start_ms: int, end_ms: int) -> bool:
+    """A run's JSON overlaps [start, end): started before the end, not ended before the start."""
+    info = r["info"]
+    return int(info["start_time"]) < end_ms and ("end_time" not in info or int(info["end_time"]) >= start_ms)
 
-    def __init__(self, per_run: list[Run], histories: list[tuple[Run, dict[str, list[Metric]]]]) -> None:
+
+class FakeMlflow:
+    """Filters like the MLflow server would (start_time in [start, end); overlap for histories), answering
+    the server's JSON."""
+
+    def __init__(
+        self, per_run: list[dict[str, Any]], histories: list[tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]]
+    ) -> None:
         self.per_run = per_run
-        self.histories = {r.info.run_id: (r, h) for r, h in histories}
+        self.histories = {r["info"]["run_id"]: (r, h) for r, h in histories}
         self.page_sizes: list[int] = []
 
     def experiment_ids(self, names: Sequence[str]) -> dict[str, str]:
         return {n: f"id-{n}" for n in names}
-
-    def search_runs(
-        self, experiment_ids: Sequence[str], start_ms: int, end_ms: int, *, page_size: int = 1000
-    ) -> Iterator[Run]:
-        assert experiment_ids == ["id-fraud"]
-        self.page_sizes.append(page_size)
-        yield from (r for r in self.per_run if start_ms <= r.info.start_time < end_ms)
 
     def search_runs_json(
         self,
@@ -750,21 +788,24 @@ class FakeMlflow:
         page_size: int = 1000,
         experiment: str | None = None,
     ) -> list[dict[str, Any]]:
-        # the same runs, as the server's REST answer carries them (MLflow's own proto -> JSON)
-        assert experiment == "fraud"
-        return [rest_json(r) for r in self.search_runs(experiment_ids, start_ms, end_ms, page_size=page_size)]
+        assert experiment_ids == ["id-fraud"] and experiment == "fraud"
+        self.page_sizes.append(page_size)
+        return [r for r in self.per_run if start_ms <= int(r["info"]["start_time"]) < end_ms]
 
     def search_runs_overlapping(
-        self, experiment_ids: Sequence[str], start_ms: int, end_ms: int, page_size: int = 1000
-    ) -> list[Run]:
-        assert experiment_ids == ["id-rec"]
-        return [
-            r
-            for r, _ in self.histories.values()
-            if r.info.start_time < end_ms and (r.info.end_time is None or r.info.end_time >= start_ms)
-        ]
+        self,
+        experiment_ids: Sequence[str],
+        start_ms: int,
+        end_ms: int,
+        page_size: int = 1000,
+        *,
+        experiment: str | None = None,
+    ) -> list[dict[str, Any]]:
+        assert experiment_ids == ["id-rec"] and experiment == "rec"
+        return [r for r, _ in self.histories.values() if overlaps(r, start_ms, end_ms)]
 
-    def metric_history(self, run_id: str, key: str) -> list[Metric]:
+    def metric_history(self, run_id: str, key: str, *, experiment: str | None = None) -> list[dict[str, Any]]:
+        assert experiment == "rec"
         return self.histories[run_id][1].get(key, [])
 
 
@@ -791,9 +832,9 @@ def fixture_runs(shuffle: int | None = None) -> FakeMlflow:
             (
                 r,
                 {
-                    "prediction_time": [Metric("prediction_time", 0.2, t, i) for i, t in enumerate(ts)],
-                    "accuracy": [Metric("accuracy", 0.9, t, i) for i, t in enumerate(ts)],
-                    "loss": [Metric("loss", 0.1, t, i) for i, t in enumerate(ts)],
+                    "prediction_time": [point("prediction_time", 0.2, t, i) for i, t in enumerate(ts)],
+                    "accuracy": [point("accuracy", 0.9, t, i) for i, t in enumerate(ts)],
+                    "loss": [point("loss", 0.1, t, i) for i, t in enumerate(ts)],
                 },
             )
         )
@@ -855,9 +896,10 @@ def batch_run(
     end_ms: int | None,
     tags: dict[str, str] | None = None,
     status: str = "FINISHED",
-) -> Run:
+) -> dict[str, Any]:
+    """A batch run as the server's JSON."""
     info = RunInfo(run_id, "1", "u", status, start_ms, end_ms, "active", artifact_uri=f"/nowhere/{run_id}")
-    return Run(info, RunData(tags=[RunTag(k, v) for k, v in (tags or FRAUD_TAGS).items()]))
+    return rest_json(Run(info, RunData(tags=[RunTag(k, v) for k, v in (tags or FRAUD_TAGS).items()])))
 
 
 def test_batch_table_schema_and_nulls() -> None:
@@ -905,7 +947,7 @@ def test_batches_to_frame_keeps_only_the_window() -> None:
 
 def test_batches_to_frame_dtypes_match_the_other_layouts() -> None:
     batch = [(batch_run("b", DAY_MS, DAY_MS), batch_table([DAY_MS], [0.2], [1.0], [0.1]))]
-    per_run = runs_to_frame(
+    per_run = runs_json_to_frame(
         [run("r", DAY_MS, {"prediction_time": 0.2, "accuracy": 1.0, "loss": 0.1}, FRAUD_TAGS)], TAGS, "exp"
     )
     df = batches_to_frame(batch, TAGS, "exp", DAY_MS, NEXT_MS)
@@ -990,7 +1032,7 @@ class FakeBatchMlflow:
 
     tracking_uri = "http://mlflow.test"
 
-    def __init__(self, batches: list[tuple[Run, Any]]) -> None:
+    def __init__(self, batches: list[tuple[dict[str, Any], Any]]) -> None:
         self.batches = batches
         self.read: list[str] = []
 
@@ -998,21 +1040,23 @@ class FakeBatchMlflow:
         return {n: f"id-{n}" for n in names}
 
     def search_runs_overlapping(
-        self, experiment_ids: Sequence[str], start_ms: int, end_ms: int, page_size: int = 1000
-    ) -> list[Run]:
-        return [
-            r
-            for r, _ in self.batches
-            if r.info.start_time < end_ms and (r.info.end_time is None or r.info.end_time >= start_ms)
-        ]
+        self,
+        experiment_ids: Sequence[str],
+        start_ms: int,
+        end_ms: int,
+        page_size: int = 1000,
+        *,
+        experiment: str | None = None,
+    ) -> list[dict[str, Any]]:
+        return [r for r, _ in self.batches if overlaps(r, start_ms, end_ms)]
 
     def read_parquet_artifacts(
-        self, runs: Sequence[Run], path: str, *, experiment: str | None = None
-    ) -> list[tuple[Run, Any]]:
+        self, runs: Sequence[dict[str, Any]], path: str, *, experiment: str | None = None
+    ) -> list[tuple[dict[str, Any], Any]]:
         assert path == BATCH_ARTIFACT_PATH
-        tables = {r.info.run_id: t for r, t in self.batches}
-        self.read += [r.info.run_id for r in runs]
-        return [(r, tables[r.info.run_id]) for r in runs]
+        tables = {r["info"]["run_id"]: t for r, t in self.batches}
+        self.read += [r["info"]["run_id"] for r in runs]
+        return [(r, tables[r["info"]["run_id"]]) for r in runs]
 
 
 def test_extract_predictions_batch_table_reads_only_overlapping_runs() -> None:

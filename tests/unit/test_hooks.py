@@ -1,4 +1,4 @@
-"""Hooks against a tiny real HTTP server (scripted answers), and MlflowHook against a fake client.
+"""Hooks against tiny real HTTP servers: scripted answers, and a fake MLflow tracking server in memory.
 
 Connections come from ``AIRFLOW_CONN_<ID>`` JSON env vars: outside a task (no SDK supervisor) Airflow
 3.3 resolves connections through the env-var backend (plus any configured external backend), which is
@@ -22,8 +22,9 @@ from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
-from urllib.parse import parse_qsl, quote, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 import pytest
 
@@ -510,131 +511,301 @@ def test_hook_modules_import_no_heavy_libraries() -> None:
 # -- MLflow -------------------------------------------------------------------------------------------
 
 
-def make_run(run_id: str, start: int, end: int | None = None, status: str = "FINISHED") -> Any:
-    from mlflow.entities import Run, RunData, RunInfo
+class FakeMlflowServer:
+    """An MLflow tracking server in memory, answering the REST endpoints :class:`MlflowHook` uses the way
+    MLflow 3.17 answers them (JSON shapes and field names, offset page tokens, ``RESOURCE_DOES_NOT_EXIST``
+    with HTTP 404 for an unknown experiment, run or file). Records every request, and the process's
+    ``MLFLOW_*`` environment variables at the moment the request arrived (the server runs in the test's
+    process, so a hook that changed ``os.environ`` for a call would show here)."""
 
-    return Run(RunInfo(run_id, "1", "u", status, start, end, "active"), RunData())
+    def __init__(self) -> None:
+        self.experiments: dict[str, dict[str, Any]] = {}
+        self.runs: list[dict[str, Any]] = []
+        self.histories: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        self.artifacts: dict[tuple[str, str], bytes] = {}
+        #: files of the artifact proxy (``mlflow-artifacts:/<path>``), by path
+        self.proxied: dict[str, bytes] = {}
+        self.failures: deque[Reply] = deque()
+        self.seen: list[Seen] = []
+        self.env_at_request: list[dict[str, str]] = []
+        self.lock = threading.Lock()
+        server = self
 
+        class Handler(BaseHTTPRequestHandler):
+            def _handle(self) -> None:
+                import os
 
-class FakeMlflowClient:
-    """Stands in for MlflowClient: pages runs, records calls, sees the env at call time."""
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                parts = urlsplit(self.path)
+                with server.lock:
+                    server.seen.append(Seen(self.command, parts.path, parts.query, dict(self.headers.items()), body))
+                    server.env_at_request.append({k: v for k, v in os.environ.items() if k.startswith("MLFLOW_")})
+                    failure = server.failures.popleft() if server.failures else None
+                if failure is not None:
+                    status, payload, ctype = failure.status, json.dumps(failure.body).encode(), "application/json"
+                else:
+                    status, payload, ctype = server.answer(self.command, parts.path, dict(parse_qsl(parts.query)), body)
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
 
-    instances: list[FakeMlflowClient] = []
+            do_GET = do_POST = _handle
 
-    def __init__(self, tracking_uri: str) -> None:
-        self.tracking_uri = tracking_uri
-        self.calls: list[dict[str, Any]] = []
-        self.runs: dict[str, list[Any]] = {}
-        self.env_seen: list[str | None] = []
-        self.env_at_call: list[dict[str, str]] = []
-        FakeMlflowClient.instances.append(self)
+            def log_message(self, *args: Any) -> None:
+                pass
 
-    def get_experiment_by_name(self, name: str) -> Any:
-        import os
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.httpd.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
 
-        from mlflow.entities import Experiment
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
 
-        self.env_seen.append(os.environ.get("MLFLOW_TRACKING_TOKEN"))
-        self.env_at_call.append({k: v for k, v in os.environ.items() if k.startswith("MLFLOW_")})
-        if name == "missing":
-            return None
-        return Experiment(f"id-{name}", name, "", "active")
+    # -- content ----------------------------------------------------------------------------------------
+    def experiment(self, name: str, stage: str = "active") -> str:
+        exp_id = str(len(self.experiments) + 1)
+        self.experiments[name] = {"experiment_id": exp_id, "name": name, "lifecycle_stage": stage}
+        return exp_id
 
-    def search_runs(self, experiment_ids: list[str], filter_string: str, max_results: int,
-                    order_by: list[str], page_token: str | None) -> Any:
-        from mlflow.store.entities.paged_list import PagedList
+    def run(self, exp_id: str, run_id: str, start: int, end: int | None = None, *, status: str = "FINISHED",
+            tags: dict[str, str] | None = None, metrics: dict[str, float] | None = None,
+            artifact_uri: str | None = None) -> dict[str, Any]:  # fmt: skip
+        info: dict[str, Any] = {"run_uuid": run_id, "run_id": run_id, "experiment_id": exp_id, "status": status,
+                                "start_time": start, "lifecycle_stage": "active",
+                                "artifact_uri": artifact_uri or f"/srv/mlflow/artifacts/{exp_id}/{run_id}/artifacts"}  # fmt: skip
+        if end is not None:
+            info["end_time"] = end
+        data: dict[str, Any] = {}
+        if metrics:
+            data["metrics"] = [{"key": k, "value": v, "timestamp": start, "step": 0} for k, v in metrics.items()]
+        if tags:
+            data["tags"] = [{"key": k, "value": v} for k, v in tags.items()]
+        run = {"info": info, "data": data}
+        self.runs.append(run)
+        return run
 
-        self.calls.append({"filter": filter_string, "max_results": max_results, "order_by": order_by,
-                           "page_token": page_token, "experiment_ids": experiment_ids})
-        runs = self.runs.get(filter_string, [])
-        offset = int(page_token or 0)
-        page = runs[offset: offset + max_results]
-        more = offset + max_results < len(runs)
-        return PagedList(page, str(offset + max_results) if more else None)
+    # -- answers ----------------------------------------------------------------------------------------
+    @staticmethod
+    def _missing(message: str) -> tuple[int, bytes, str]:
+        return 404, json.dumps({"error_code": "RESOURCE_DOES_NOT_EXIST", "message": message}).encode(), "application/json"
+
+    @staticmethod
+    def _matches(info: dict[str, Any], flt: str) -> bool:
+        for cond in flt.split(" AND "):
+            field_, op, value = cond.removeprefix("attributes.").split(" ", 2)
+            have = info.get(field_)
+            if have is None:
+                return False
+            want: Any = value.strip("'") if field_ == "status" else int(value)
+            if not {">=": have >= want, "<": have < want, "=": have == want}[op]:
+                return False
+        return True
+
+    @staticmethod
+    def _page(items: list[Any], size: int, token: str | None) -> tuple[list[Any], str | None]:
+        offset = int(token or 0)
+        more = offset + size < len(items)
+        return items[offset: offset + size], str(offset + size) if more else None
+
+    def answer(self, method: str, path: str, params: dict[str, str], body: bytes) -> tuple[int, bytes, str]:
+        out: dict[str, Any] = {}
+        if path == "/api/2.0/mlflow/experiments/get-by-name":
+            exp = self.experiments.get(params["experiment_name"])
+            if exp is None:
+                return self._missing(f"Could not find experiment with name '{params['experiment_name']}'")
+            out = {"experiment": exp}
+        elif path == "/api/2.0/mlflow/experiments/search":
+            out = {"experiments": list(self.experiments.values())[: int(params.get("max_results", 1000))]}
+        elif path == "/api/2.0/mlflow/runs/search" and method == "POST":
+            req = json.loads(body)
+            found = [r for r in self.runs
+                     if r["info"]["experiment_id"] in req["experiment_ids"] and self._matches(r["info"], req["filter"])]
+            found.sort(key=lambda r: (r["info"]["start_time"], r["info"]["run_id"]))
+            page, token = self._page(found, req["max_results"], req.get("page_token"))
+            out = {**({"runs": page} if page else {}), **({"next_page_token": token} if token else {})}
+        elif path == "/api/2.0/mlflow/metrics/get-history":
+            points = self.histories.get((params["run_id"], params["metric_key"]), [])
+            page, token = self._page(points, int(params["max_results"]), params.get("page_token"))
+            out = {**({"metrics": page} if page else {}), **({"next_page_token": token} if token else {})}
+        elif path == "/api/2.0/mlflow/artifacts/list":
+            folder = params.get("path", "")
+            files = [{"path": p, "is_dir": False, "file_size": len(b)} for (rid, p), b in self.artifacts.items()
+                     if rid == params["run_id"] and (p.rsplit("/", 1)[0] if "/" in p else "") == folder]
+            out = {"root_uri": f"/artifacts/{params['run_id']}", **({"files": files} if files else {})}
+        elif path.startswith("/api/2.0/mlflow-artifacts/artifacts/"):
+            where = unquote(path.removeprefix("/api/2.0/mlflow-artifacts/artifacts/"))
+            if where not in self.proxied:
+                return self._missing(f"No such artifact: '{where}'")
+            return 200, self.proxied[where], "application/octet-stream"
+        elif path == "/get-artifact":
+            data = self.artifacts.get((params["run_uuid"], params["path"]))
+            if data is None:
+                return self._missing(f"No such artifact: '{params['path']}'")
+            return 200, data, "application/octet-stream"
+        else:
+            return 404, b"<html>not found</html>", "text/html"
+        return 200, json.dumps(out).encode(), "application/json"
 
 
 @pytest.fixture
-def fake_mlflow(monkeypatch: pytest.MonkeyPatch) -> type[FakeMlflowClient]:
-    import mlflow.tracking
+def mlflow_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeMlflowServer]:
+    """A fake MLflow server; connection ``mlf`` points at it (no credentials, fast retries)."""
+    s = FakeMlflowServer()
+    set_conn(monkeypatch, "mlf", conn_type="mlflow", host="127.0.0.1", port=s.port,
+             extra={"max_retries": 2, "backoff_factor": 0, "timeout": 5})
+    yield s
+    s.close()
 
-    FakeMlflowClient.instances = []
-    monkeypatch.setattr(mlflow.tracking, "MlflowClient", FakeMlflowClient)
-    return FakeMlflowClient
+
+def parquet_bytes(table: Any) -> bytes:
+    import io
+
+    import pyarrow.parquet as pq
+
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    return buf.getvalue()
 
 
-def test_mlflow_tracking_uri_and_lazy_connection(monkeypatch: pytest.MonkeyPatch,
-                                                  fake_mlflow: type[FakeMlflowClient]) -> None:
+def test_mlflow_tracking_uri_and_lazy_connection(monkeypatch: pytest.MonkeyPatch) -> None:
+    hook = MlflowHook("no_such_mlflow_connection_anywhere")  # no lookup, no request yet
+    assert hook.mlflow_conn_id == "no_such_mlflow_connection_anywhere" and hook.requests_made == 0
     set_conn(monkeypatch, "mlf", conn_type="mlflow", host="127.0.0.1", port=15000)
-    hook = MlflowHook("mlf")
-    assert fake_mlflow.instances == []
-    assert hook.get_conn().tracking_uri == "http://127.0.0.1:15000"
+    assert MlflowHook("mlf").tracking_uri == "http://127.0.0.1:15000"
     set_conn(monkeypatch, "mlf2", conn_type="mlflow", host="https://mlflow.example/tracking/")
     assert MlflowHook("mlf2").tracking_uri == "https://mlflow.example/tracking"
+    set_conn(monkeypatch, "mlf3", conn_type="mlflow", host="https://bob:pw@mlflow.example")
+    assert MlflowHook("mlf3").tracking_uri == "https://mlflow.example"  # credentials never in messages
+    set_conn(monkeypatch, "mlf4", conn_type="mlflow", host=" ")
+    with pytest.raises(MlflowSourceError, match="connection 'mlf4'.*no host"):
+        MlflowHook("mlf4").get_conn()
 
 
-def test_mlflow_token_only_in_env_during_calls(monkeypatch: pytest.MonkeyPatch,
-                                               fake_mlflow: type[FakeMlflowClient]) -> None:
+def _extract_every_layout(server: FakeMlflowServer) -> Any:
+    """extract_predictions over one experiment of each layout, every hook call used once at least."""
+    import pyarrow as pa
+
+    from modelwatch.extract import extract_predictions
+
+    tags = {"model": "m", "model_version": "1", "instance": "model-a:8000"}
+    per_run = server.experiment("per-run")
+    for i in range(3):
+        server.run(per_run, f"p{i}", 1000 + i, 1001 + i, tags=tags, metrics={"prediction_time": 0.1 * i})
+    history = server.experiment("history")
+    server.run(history, "h0", 900, 2500, tags=tags)
+    server.histories[("h0", "prediction_time")] = [{"key": "prediction_time", "value": 0.5, "timestamp": 1100 + i,
+                                                    "step": i} for i in range(3)]  # fmt: skip
+    batches = server.experiment("batches")
+    server.run(batches, "b0", 1000, 1200, tags=tags)
+    server.artifacts[("b0", "predictions.parquet")] = parquet_bytes(
+        pa.table({"timestamp": pa.array([1100, 1150], pa.int64()), "prediction_time": [0.2, 0.3]})
+    )
+    server.run(batches, "b1", 1300, status="RUNNING", tags=tags)  # being written: listed, skipped
+    experiments = [SimpleNamespace(name="per-run", layout="run_per_prediction"),
+                   SimpleNamespace(name="history", layout="metric_history"),
+                   SimpleNamespace(name="batches", layout="batch_table")]  # fmt: skip
+    start, end = datetime(1970, 1, 1, tzinfo=UTC), datetime(1970, 1, 1, 0, 0, 2, tzinfo=UTC)
+    return extract_predictions(MlflowHook("mlf"), experiments, None, start, end, 2)
+
+
+@pytest.mark.parametrize("auth", ["basic", "token"])
+def test_mlflow_never_touches_os_environ_nor_imports_mlflow(
+    mlflow_server: FakeMlflowServer, monkeypatch: pytest.MonkeyPatch, auth: str
+) -> None:
     import os
 
-    monkeypatch.delenv("MLFLOW_TRACKING_TOKEN", raising=False)
-    set_conn(monkeypatch, "mlf_tok", conn_type="mlflow", host="127.0.0.1", port=15000, password="mlflow-tok-42")
-    hook = MlflowHook("mlf_tok")
-    assert hook.experiment_ids(["a"]) == {"a": "id-a"}
-    assert hook.get_conn().env_seen == ["mlflow-tok-42"]
-    assert "MLFLOW_TRACKING_TOKEN" not in os.environ
+    # an ambient token of someone else's must neither be used nor disturbed
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "ambient-token")
+    login = {"login": "bob"} if auth == "basic" else {}
+    set_conn(monkeypatch, "mlf", conn_type="mlflow", host="127.0.0.1", port=mlflow_server.port, password="s3cret-42",
+             extra={"max_retries": 0}, **login)  # fmt: skip
+    for name in [m for m in sys.modules if m == "mlflow" or m.startswith("mlflow.")]:
+        monkeypatch.setitem(sys.modules, name, None)  # any `import mlflow...` now raises ImportError
+    monkeypatch.setitem(sys.modules, "mlflow", None)
+    before = dict(os.environ)
+    frame = _extract_every_layout(mlflow_server)
+    assert dict(os.environ) == before  # the whole extraction: nothing set, changed or removed, ...
+    assert all(env == {"MLFLOW_TRACKING_TOKEN": "ambient-token"} for env in mlflow_server.env_at_request)  # ... ever
+    assert frame.groupby("experiment").size().to_dict() == {"per-run": 3, "history": 3, "batches": 2}
+    paths = {s.path for s in mlflow_server.seen}
+    assert paths == {"/api/2.0/mlflow/experiments/get-by-name", "/api/2.0/mlflow/runs/search",
+                     "/api/2.0/mlflow/metrics/get-history", "/api/2.0/mlflow/artifacts/list", "/get-artifact"}
+    expected = f"Basic {base64.b64encode(b'bob:s3cret-42').decode()}" if auth == "basic" else "Bearer s3cret-42"
+    assert {s.headers.get("Authorization") for s in mlflow_server.seen} == {expected}
 
 
-def test_mlflow_basic_auth_and_retry_extras(monkeypatch: pytest.MonkeyPatch,
-                                            fake_mlflow: type[FakeMlflowClient]) -> None:
-    import os
+def test_mlflow_rest_retry_policy_follows_the_connection_extras(monkeypatch: pytest.MonkeyPatch) -> None:
+    from modelwatch.hooks import mlflow as mlflow_module
 
-    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "ambient-token")  # must not be mixed with our basic auth
-    set_conn(monkeypatch, "mlf_basic", conn_type="mlflow", host="127.0.0.1", port=15000, login="bob",
-             password="bobs-pass", extra={"max_retries": 2, "timeout": 0.5, "backoff_factor": 1})
-    hook = MlflowHook("mlf_basic")
-    hook.experiment_ids(["a"])
-    seen = hook.get_conn().env_at_call[0]
-    assert seen["MLFLOW_TRACKING_USERNAME"] == "bob" and seen["MLFLOW_TRACKING_PASSWORD"] == "bobs-pass"
-    assert "MLFLOW_TRACKING_TOKEN" not in seen
-    assert (seen["MLFLOW_HTTP_REQUEST_MAX_RETRIES"], seen["MLFLOW_HTTP_REQUEST_TIMEOUT"]) == ("2", "1")
-    assert os.environ["MLFLOW_TRACKING_TOKEN"] == "ambient-token"  # put back after the call
-    assert "MLFLOW_TRACKING_PASSWORD" not in os.environ
+    set_conn(monkeypatch, "mlf_x", conn_type="mlflow", host="127.0.0.1", port=1,
+             extra={"max_retries": 2, "backoff_factor": 0.5, "timeout": 2.5, "insecure_tls": "true"})
+    hook = MlflowHook("mlf_x")
+    assert hook.get_conn().verify is False and hook.base_url == "http://127.0.0.1:1"
+    assert (hook.max_attempts, hook.backoff_base_seconds, hook._timeout) == (3, 0.5, 3.0)
+    set_conn(monkeypatch, "mlf_d", conn_type="mlflow", host="127.0.0.1", port=1)
+    hook = MlflowHook("mlf_d")
+    assert hook.get_conn().verify is True and hook.max_attempts == 1 + mlflow_module.DEFAULT_MAX_RETRIES
+    assert hook._timeout == mlflow_module.DEFAULT_TIMEOUT_SECONDS
+    assert hook.backoff_base_seconds == mlflow_module.DEFAULT_BACKOFF_FACTOR
 
 
-def test_mlflow_unknown_experiment(monkeypatch: pytest.MonkeyPatch, fake_mlflow: type[FakeMlflowClient]) -> None:
-    set_conn(monkeypatch, "mlf", conn_type="mlflow", host="127.0.0.1", port=15000)
+def test_mlflow_unknown_or_deleted_experiment(mlflow_server: FakeMlflowServer) -> None:
+    from modelwatch.errors import MlflowSourceRefused
+
+    mlflow_server.experiment("a")
+    mlflow_server.experiment("gone", stage="deleted")
+    assert MlflowHook("mlf").experiment_ids(["a"]) == {"a": "1"}
+    for name, words in (("missing", "no such experiment"), ("gone", "experiment is deleted")):
+        with pytest.raises(MlflowSourceRefused) as info:  # a typo does not fix itself: no Airflow retries
+            MlflowHook("mlf").experiment_ids(["a", name])
+        assert f"'{name}'" in str(info.value) and mlflow_server.url in str(info.value) and words in str(info.value)
+        assert info.value.experiment == name
+
+
+def test_mlflow_a_404_without_mlflow_error_is_not_a_missing_experiment(mlflow_server: FakeMlflowServer) -> None:
+    mlflow_server.failures.append(Reply(404, {"detail": "no route"}))  # e.g. a wrong path prefix
     with pytest.raises(MlflowSourceError) as info:
-        MlflowHook("mlf").experiment_ids(["a", "missing"])
-    assert "'missing'" in str(info.value) and "http://127.0.0.1:15000" in str(info.value)
+        MlflowHook("mlf").experiment_ids(["a"])
+    assert "experiments/get-by-name failed" in str(info.value) and "HTTP 404" in str(info.value)
+    assert "no such experiment" not in str(info.value)
 
 
-def test_mlflow_search_runs_follows_every_page(monkeypatch: pytest.MonkeyPatch,
-                                               fake_mlflow: type[FakeMlflowClient]) -> None:
-    set_conn(monkeypatch, "mlf", conn_type="mlflow", host="127.0.0.1", port=15000)
+def test_mlflow_search_runs_overlapping(mlflow_server: FakeMlflowServer) -> None:
+    exp = mlflow_server.experiment("e")
+    for run_id, start, end, status in (("day-before", 0, 1000, "FINISHED"), ("spans", 500, 1500, "FINISHED"),
+                                       ("inside", 1100, 1200, "FINISHED"), ("open", 900, None, "RUNNING"),
+                                       ("old", 0, 999, "FINISHED"), ("later", 2000, 2100, "FINISHED")):  # fmt: skip
+        mlflow_server.run(exp, run_id, start, end, status=status)
     hook = MlflowHook("mlf")
-    flt = "attributes.start_time >= 1000 AND attributes.start_time < 2000"
-    hook.get_conn().runs[flt] = [make_run(f"r{i}", 1000 + i) for i in range(7)]
-    runs = list(hook.search_runs(["1"], 1000, 2000, page_size=3))
-    assert [r.info.run_id for r in runs] == [f"r{i}" for i in range(7)]
-    calls = hook.get_conn().calls
-    assert [c["page_token"] for c in calls] == [None, "3", "6"]
-    assert calls[0]["order_by"] == ["attributes.start_time ASC"] and calls[0]["max_results"] == 3
-    with pytest.raises(ValueError):
-        list(hook.search_runs(["1"], 0, 1, page_size=50_001))
-
-
-def test_mlflow_search_runs_overlapping(monkeypatch: pytest.MonkeyPatch,
-                                        fake_mlflow: type[FakeMlflowClient]) -> None:
-    set_conn(monkeypatch, "mlf", conn_type="mlflow", host="127.0.0.1", port=15000)
-    hook = MlflowHook("mlf")
-    client = hook.get_conn()
-    finished = [make_run("day-before", 0, 1000), make_run("spans", 500, 1500), make_run("inside", 1100, 1200)]
-    running = [make_run("open", 900, None, "RUNNING"), make_run("inside", 1100, 1200)]
-    client.runs["attributes.start_time < 2000 AND attributes.end_time >= 1000"] = finished
-    client.runs["attributes.start_time < 2000 AND attributes.status = 'RUNNING'"] = running
-    runs = hook.search_runs_overlapping(["1"], 1000, 2000, page_size=1)
+    runs = hook.search_runs_overlapping([exp], 1000, 2000, page_size=1, experiment="e")
     # "day-before" ended exactly at the window start: it overlaps [1000, 2000) at its last instant
-    assert [r.info.run_id for r in runs] == ["day-before", "spans", "open", "inside"]
+    assert [r["info"]["run_id"] for r in runs] == ["day-before", "spans", "open", "inside"]
+    filters = [json.loads(s.body)["filter"] for s in mlflow_server.seen]
+    assert set(filters) == {"attributes.start_time < 2000 AND attributes.end_time >= 1000",
+                            "attributes.start_time < 2000 AND attributes.status = 'RUNNING'"}
+    assert hook.pages_read == [1, 1, 1, 1]  # one run per page, every page followed
+
+
+def test_mlflow_metric_history_follows_every_page(mlflow_server: FakeMlflowServer,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    from modelwatch.hooks import mlflow as mlflow_module
+
+    monkeypatch.setattr(mlflow_module, "HISTORY_PAGE_SIZE", 2)
+    points = [{"key": "loss", "value": v, "timestamp": 1000 + i, "step": i} for i, v in enumerate([0.1, "NaN", 0.3])]
+    mlflow_server.histories[("r1", "loss")] = points
+    hook = MlflowHook("mlf")
+    assert hook.metric_history("r1", "loss") == points
+    assert [dict(s.params) for s in mlflow_server.seen] == [
+        {"run_id": "r1", "metric_key": "loss", "max_results": "2"},
+        {"run_id": "r1", "metric_key": "loss", "max_results": "2", "page_token": "2"},
+    ]
+    assert hook.metric_history("r1", "accuracy") == []  # never logged: the server answers {}
 
 
 def test_mlflow_unreachable_server(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -649,53 +820,98 @@ def test_mlflow_unreachable_server(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "mlflow-pass-777" not in message
 
 
-def artifact_run(tmp_path: Path, run_id: str, status: str = "FINISHED", content: bytes | None = None,
-                 table: Any = None) -> Any:
-    """A run whose artifact_uri is a local folder holding (or not) ``predictions.parquet``."""
-    import pyarrow.parquet as pq
-    from mlflow.entities import Run, RunData, RunInfo
+def test_mlflow_test_connection(mlflow_server: FakeMlflowServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    ok, message = MlflowHook("mlf").test_connection()
+    assert ok and f"MLflow at {mlflow_server.url} (GET /api/2.0/mlflow/experiments/search)" in message
+    assert mlflow_server.seen[-1].params == [("max_results", "1")]
+    # one attempt only, whatever max_retries says: a person is waiting at the form
+    port = closed_port()
+    set_conn(monkeypatch, "mlf_down", conn_type="mlflow", host="127.0.0.1", port=port, password="tok-9",
+             extra={"max_retries": 5, "backoff_factor": 10})
+    hook = MlflowHook("mlf_down")
+    started = time.monotonic()
+    ok, message = hook.test_connection()
+    assert not ok and hook.requests_made == 1 and time.monotonic() - started < 5
+    assert f"127.0.0.1:{port}" in message and "tok-9" not in message
+    assert hook.max_attempts == 6  # the connection's policy is back for the next calls
+    set_conn(monkeypatch, "mlf_nohost", conn_type="mlflow", host="")
+    ok, message = MlflowHook("mlf_nohost").test_connection()
+    assert not ok and "'mlf_nohost'" in message and "no host" in message
 
-    folder = tmp_path / run_id / "artifacts"
-    folder.mkdir(parents=True)
-    if table is not None:
-        pq.write_table(table, folder / "predictions.parquet")
-    elif content is not None:
-        (folder / "predictions.parquet").write_bytes(content)
-    return Run(RunInfo(run_id, "1", "u", status, 0, None if status == "RUNNING" else 1, "active",
-                       artifact_uri=str(folder)), RunData())
 
+def test_mlflow_read_parquet_artifacts(mlflow_server: FakeMlflowServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tempfile
 
-def test_mlflow_read_parquet_artifacts(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
-                                       fake_mlflow: type[FakeMlflowClient]) -> None:
     import pyarrow as pa
 
-    set_conn(monkeypatch, "mlf", conn_type="mlflow", host="127.0.0.1", port=15000)
-    hook = MlflowHook("mlf")
-    runs = [artifact_run(tmp_path, f"r{i}", table=pa.table({"timestamp": [i], "prediction_time": [0.1 * i]}))
-            for i in range(12)]
-    runs.insert(3, artifact_run(tmp_path, "open", status="RUNNING"))  # being written: skipped
+    exp = mlflow_server.experiment("exp")
+    runs = []
+    for i in range(12):
+        runs.append(mlflow_server.run(exp, f"r{i}", i, i + 1))
+        mlflow_server.artifacts[(f"r{i}", "predictions.parquet")] = parquet_bytes(
+            pa.table({"timestamp": [i], "prediction_time": [0.1 * i]})
+        )
+    runs.insert(3, mlflow_server.run(exp, "open", 0, status="RUNNING"))  # being written: skipped
+    mlflow_server.artifacts[("open", "other.txt")] = b"x"  # its folder lists something else
+    monkeypatch.setattr(tempfile, "mkdtemp", lambda *a, **k: pytest.fail("a temporary folder was created"))
     for workers in (1, 4):
+        hook = MlflowHook("mlf")
         got = hook.read_parquet_artifacts(runs, "predictions.parquet", experiment="exp", workers=workers)
-        assert [r.info.run_id for r, _ in got] == [f"r{i}" for i in range(12)]
+        assert [r["info"]["run_id"] for r, _ in got] == [f"r{i}" for i in range(12)]
         assert [t.column("timestamp").to_pylist() for _, t in got] == [[i] for i in range(12)]
-    assert not list(tmp_path.glob("modelwatch-batches-*"))
+    listed = [s for s in mlflow_server.seen if s.path == "/api/2.0/mlflow/artifacts/list"]
+    assert [dict(s.params) for s in listed] == [{"run_id": "open"}] * 2  # only the RUNNING run is listed
+    downloads = [dict(s.params) for s in mlflow_server.seen if s.path == "/get-artifact"]
+    assert len(downloads) == 24 and downloads[0] == {"path": "predictions.parquet", "run_uuid": "r0"}
 
 
 @pytest.mark.parametrize(("content", "reason"), [(None, "not found"), (b"not parquet", "not a readable Parquet file")])
 def test_mlflow_read_parquet_artifacts_errors_name_run_and_path(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, fake_mlflow: type[FakeMlflowClient], content: bytes | None,
-    reason: str,
+    mlflow_server: FakeMlflowServer, content: bytes | None, reason: str
 ) -> None:
     from modelwatch.errors import MlflowSourceRefused
 
-    set_conn(monkeypatch, "mlf", conn_type="mlflow", host="127.0.0.1", port=15000)
-    hook = MlflowHook("mlf")
-    run = artifact_run(tmp_path, "done-7", content=content)
+    run = mlflow_server.run(mlflow_server.experiment("batches"), "done-7", 0, 1)
+    if content is not None:
+        mlflow_server.artifacts[("done-7", "predictions.parquet")] = content
     with pytest.raises(MlflowSourceRefused) as info:
-        hook.read_parquet_artifacts([run], "predictions.parquet", experiment="batches")
+        MlflowHook("mlf").read_parquet_artifacts([run], "predictions.parquet", experiment="batches")
     message = str(info.value)
     assert "experiment 'batches'" in message and "run done-7 artifact 'predictions.parquet'" in message
-    assert reason in message and "http://127.0.0.1:15000" in message
+    assert reason in message and mlflow_server.url in message
+
+
+def test_mlflow_artifacts_under_the_proxy_are_read_through_it(mlflow_server: FakeMlflowServer) -> None:
+    import pyarrow as pa
+
+    from modelwatch.errors import MlflowSourceRefused
+
+    exp = mlflow_server.experiment("proxied")
+    runs = [mlflow_server.run(exp, f"p{i}", i, i + 1, artifact_uri=f"mlflow-artifacts:/proxied exp/p{i}/artifacts")
+            for i in range(2)]  # fmt: skip
+    mlflow_server.proxied["proxied exp/p0/artifacts/predictions.parquet"] = parquet_bytes(pa.table({"timestamp": [7]}))
+    with pytest.raises(MlflowSourceRefused, match=r"run p1 artifact 'predictions.parquet': not found"):
+        MlflowHook("mlf").read_parquet_artifacts(runs, "predictions.parquet", experiment="proxied", workers=1)
+    [(run, table)] = MlflowHook("mlf").read_parquet_artifacts(runs[:1], "predictions.parquet", experiment="proxied")
+    assert run["info"]["run_id"] == "p0" and table.column("timestamp").to_pylist() == [7]
+    # straight from the proxy's store (the server need not look the run up): never /get-artifact
+    assert {s.path for s in mlflow_server.seen} == {
+        f"/api/2.0/mlflow-artifacts/artifacts/proxied%20exp/p{i}/artifacts/predictions.parquet" for i in range(2)
+    }
+
+
+def test_mlflow_artifact_server_failure_is_retried_then_retryable(mlflow_server: FakeMlflowServer) -> None:
+    from airflow.sdk.exceptions import AirflowFailException
+
+    run = mlflow_server.run(mlflow_server.experiment("batches"), "done-8", 0, 1)
+    boom = {"error_code": "INTERNAL_ERROR", "message": "S3 said SlowDown"}
+    mlflow_server.failures.extend([Reply(500, boom)] * 3)
+    with pytest.raises(MlflowSourceError) as info:
+        MlflowHook("mlf").read_parquet_artifacts([run], "predictions.parquet", experiment="batches")
+    assert len(mlflow_server.seen) == 3 and not isinstance(info.value, AirflowFailException)
+    message = str(info.value)
+    assert "run done-8 artifact 'predictions.parquet': download failed" in message
+    assert "HTTP 500 INTERNAL_ERROR" in message and "S3 said SlowDown" in message
 
 
 # -- MLflow REST read (runs/search) ------------------------------------------------------------------
@@ -738,20 +954,6 @@ def test_mlflow_search_runs_json_page_size_limits(mlf_rest: MlflowHook) -> None:
     for bad in (0, 50_001):
         with pytest.raises(ValueError, match="page_size"):
             mlf_rest.search_runs_json(["7"], 0, 1, page_size=bad)
-
-
-def test_mlflow_rest_retry_policy_follows_the_connection_extras(monkeypatch: pytest.MonkeyPatch) -> None:
-    from modelwatch.hooks import mlflow as mlflow_module
-
-    set_conn(monkeypatch, "mlf_x", conn_type="mlflow", host="127.0.0.1", port=1,
-             extra={"max_retries": 2, "backoff_factor": 0.5, "timeout": 2.5, "insecure_tls": "true"})
-    rest = MlflowHook("mlf_x").rest
-    assert rest.get_conn().verify is False and rest.base_url == "http://127.0.0.1:1"
-    assert (rest.max_attempts, rest.backoff_base_seconds, rest._timeout) == (3, 0.5, 3.0)
-    set_conn(monkeypatch, "mlf_d", conn_type="mlflow", host="127.0.0.1", port=1)
-    rest = MlflowHook("mlf_d").rest
-    assert rest.get_conn().verify is True and rest.max_attempts == 1 + mlflow_module.DEFAULT_MAX_RETRIES
-    assert rest._timeout == mlflow_module.DEFAULT_TIMEOUT_SECONDS
 
 
 def test_mlflow_search_runs_json_retries_5xx(server: ScriptedServer, mlf_rest: MlflowHook) -> None:
@@ -817,4 +1019,4 @@ def test_mlflow_search_runs_json_unreachable(monkeypatch: pytest.MonkeyPatch) ->
     message = str(info.value)
     assert f"http://127.0.0.1:{port}" in message and "fraud-detector-predictions" in message
     assert "2 attempt(s)" in message and "mlflow-pass-777" not in message
-    assert hook.rest.requests_made == 2
+    assert hook.requests_made == 2

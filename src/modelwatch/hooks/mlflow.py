@@ -1,29 +1,37 @@
 """MLflow tracking server hook: experiments, paged run search, metric history, Parquet artifacts.
 
-``mlflow`` is imported only when the hook connects: it takes seconds to import and DAG parsing must not.
+One request path: every call is a request to MLflow's REST API through
+:meth:`~modelwatch.hooks.base.ApiHook._request`, the one retry/backoff/redaction policy the Prometheus and
+Alertmanager hooks use, and every answer is the server's JSON as plain dicts (no MLflow entity objects).
+Credentials live in the hook's own :class:`requests.Session`: nothing is written to ``os.environ``, and the
+``mlflow`` package is never imported here (tests and the devstack use it to write runs).
 
-Two request paths, one connection: :class:`mlflow.tracking.MlflowClient` for most calls, and for the bulk
-read of one-run-per-prediction experiments (:meth:`MlflowHook.search_runs_json`) the REST API through
-:class:`~modelwatch.hooks.base.ApiHook`'s one ``_request`` (same retries, backoff and redaction as the
-Prometheus and Alertmanager hooks), answering plain JSON with no per-run entity objects.
+Endpoints (MLflow 3.17 tracking server):
+
+- ``GET /api/2.0/mlflow/experiments/get-by-name``: experiment ids;
+- ``POST /api/2.0/mlflow/runs/search``: runs, every ``next_page_token`` followed;
+- ``GET /api/2.0/mlflow/metrics/get-history``: metric points, paged (``max_results``/``page_token``);
+- one artifact file of a run, by its ``artifact_uri``: ``GET /api/2.0/mlflow-artifacts/artifacts/<path>``
+  (the server's artifact proxy, which serves only ``mlflow-artifacts:/`` roots) for a run under
+  ``mlflow-artifacts:/``; otherwise ``GET /get-artifact?path=...&run_uuid=...``, which the server answers
+  from the run's root whatever it is (a folder of the server, as the devstack's ``--default-artifact-root``,
+  or an object store it can reach) after looking the run up in its database. Either way the hook needs no
+  storage credentials of its own;
+- ``GET /api/2.0/mlflow/artifacts/list``: whether a run still ``RUNNING`` has uploaded its file yet.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
-import re
-import tempfile
-import threading
+import posixpath
 import time
-from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import quote, urlsplit
 
-from airflow.sdk import BaseHook
+import requests
 
 from modelwatch import connections
 from modelwatch.errors import MlflowSourceError, MlflowSourceRefused, UpstreamUnavailable, is_refusal
@@ -31,39 +39,32 @@ from modelwatch.hooks.base import ApiHook, basic_auth_token
 
 if TYPE_CHECKING:
     import pyarrow as pa
-    from mlflow.entities import Metric, Run
-    from mlflow.tracking import MlflowClient
 
-T = TypeVar("T")
-
-#: MlflowClient refuses larger pages (and so does the server's runs/search).
+#: The server refuses larger pages of runs/search.
 MAX_PAGE_SIZE = 50_000
-#: REST endpoint of run search (POST, JSON body).
+#: Metric points per ``metrics/get-history`` request (MLflow's own client asks for the same).
+HISTORY_PAGE_SIZE = 25_000
+#: REST endpoints.
+EXPERIMENT_BY_NAME_PATH = "/api/2.0/mlflow/experiments/get-by-name"
 SEARCH_RUNS_PATH = "/api/2.0/mlflow/runs/search"
+METRIC_HISTORY_PATH = "/api/2.0/mlflow/metrics/get-history"
+LIST_ARTIFACTS_PATH = "/api/2.0/mlflow/artifacts/list"
+GET_ARTIFACT_PATH = "/get-artifact"
+PROXY_ARTIFACTS_PATH = "/api/2.0/mlflow-artifacts/artifacts"
 #: Order of every run search: run_uuid is the server's own tie-breaker, so offset page tokens stay stable.
 SEARCH_ORDER = ("attributes.start_time ASC",)
-#: MLflow's own HTTP defaults (``MLFLOW_HTTP_REQUEST_*``), used by the REST path when the connection has
-#: no ``max_retries``/``backoff_factor``/``timeout`` extra, so both request paths retry alike.
+#: Retry policy when the connection has no ``max_retries``/``backoff_factor``/``timeout`` extra: MLflow's
+#: own client defaults (``MLFLOW_HTTP_REQUEST_*``), which deployments of this hook were set up against.
 DEFAULT_MAX_RETRIES = 7
 DEFAULT_BACKOFF_FACTOR = 2.0
 DEFAULT_TIMEOUT_SECONDS = 120.0
-#: Artifact downloads in flight at once (I/O bound: HTTP or object-store requests, file copies).
+#: Artifact downloads in flight at once (I/O bound).
 DOWNLOAD_WORKERS = 8
-#: Connection extras -> the MLflow environment variables that carry them (read by MLflow per request).
-_EXTRA_ENV = {
-    "max_retries": "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
-    "backoff_factor": "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR",
-    "timeout": "MLFLOW_HTTP_REQUEST_TIMEOUT",
-    "insecure_tls": "MLFLOW_TRACKING_INSECURE_TLS",
-}
 #: MLflow error codes that say the request itself is wrong: retrying the task cannot help.
 REFUSAL_CODES = frozenset({
     "INVALID_PARAMETER_VALUE", "BAD_REQUEST", "RESOURCE_DOES_NOT_EXIST", "PERMISSION_DENIED", "UNAUTHENTICATED",
 })
-_AUTH_ENV = ("MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
-_USERINFO = re.compile(r"//[^/@\s]*@")
-# MLflow reads credentials from the process environment: serialise our temporary changes to it.
-_ENV_LOCK = threading.RLock()
+_MISSING = "RESOURCE_DOES_NOT_EXIST"
 
 
 def _started_in(start_ms: int, end_ms: int) -> str:
@@ -71,264 +72,254 @@ def _started_in(start_ms: int, end_ms: int) -> str:
     return f"attributes.start_time >= {int(start_ms)} AND attributes.start_time < {int(end_ms)}"
 
 
-class _RestConnection:
-    """The MLflow connection restated in :class:`~modelwatch.hooks.base.ApiHook`'s terms (what its
-    ``get_conn`` reads of an Airflow connection)."""
-
-    def __init__(self, uri: str, login: str | None, password: str | None, extra: Mapping[str, Any]) -> None:
-        self.host, self.port, self.schema = uri, None, None
-        self.login, self.password = login, password
-        auth = ("basic" if login else "bearer") if password else "none"
-        timeout = extra.get("timeout")
-        self.extra_dejson: dict[str, Any] = {
-            "auth": auth,
-            "timeout": float(math.ceil(float(timeout))) if timeout is not None else DEFAULT_TIMEOUT_SECONDS,
-        }
-        if str(extra.get("insecure_tls")).lower() in ("true", "1", "yes"):
-            self.extra_dejson["verify"] = False
+def _run_times(run: Mapping[str, Any]) -> tuple[int, int | None]:
+    """``(start_time, end_time)`` of a run's JSON: an unset start is 0 and an unset (or 0) end ``None``,
+    as MLflow reads its own protos."""
+    info = run.get("info") or {}
+    return int(info.get("start_time") or 0), int(info.get("end_time") or 0) or None
 
 
-class MlflowRestHook(ApiHook):
-    """The MLflow REST API through :meth:`ApiHook._request`, on the connection of an :class:`MlflowHook`
-    (built by it: not resolved from Airflow again).
-
-    :param connection: the MLflow connection in ApiHook's terms.
-    :param conn_id: the MLflow connection id, for messages.
-    :param kwargs: retry settings, see :class:`~modelwatch.hooks.base.ApiHook`.
-    """
-
-    default_conn_name: ClassVar[str] = "mlflow_default"
-    conn_type: ClassVar[str] = connections.MLFLOW
-    hook_name: ClassVar[str] = "MLflow REST"
-    service_name: ClassVar[str] = "MLflow"
-    # The cheapest authenticated call of the tracking API.
-    test_request: ClassVar[tuple[str, str, dict[str, Any]]] = (
-        "GET", "/api/2.0/mlflow/experiments/search", {"params": {"max_results": 1}}
-    )
-
-    def __init__(self, connection: _RestConnection, conn_id: str, **kwargs: Any) -> None:
-        super().__init__(conn_id, **kwargs)
-        self._connection = connection
-
-    def get_connection(self, conn_id: str) -> Any:  # type: ignore[override]
-        """The MLflow connection given at construction (already resolved by :class:`MlflowHook`)."""
-        return self._connection
+def _run_id(run: Mapping[str, Any]) -> str:
+    info = run.get("info") or {}
+    return str(info.get("run_id") or info.get("run_uuid") or "")
 
 
-class MlflowHook(BaseHook):
-    """Read runs and metrics from an MLflow tracking server.
+def _artifact_request(run: Mapping[str, Any], path: str) -> tuple[str, dict[str, Any]]:
+    """Where to GET the artifact ``path`` of a run: the server's artifact proxy for a run under
+    ``mlflow-artifacts:/`` (served straight from the proxy's store), else ``/get-artifact`` (the server looks
+    the run up and reads its root)."""
+    info = run.get("info") or {}
+    root = urlsplit(str(info.get("artifact_uri") or ""))
+    if root.scheme == "mlflow-artifacts" and not root.netloc:
+        where = posixpath.join(root.path.strip("/"), path)
+        return f"{PROXY_ARTIFACTS_PATH}/{quote(where)}", {}
+    return GET_ARTIFACT_PATH, {"params": {"path": path, "run_uuid": _run_id(run)}}
 
-    Connection: ``host`` (a full tracking URI when it contains ``://``), ``port``, ``schema`` (URL
-    scheme, default ``http``); ``password`` with ``login`` is HTTP basic auth, ``password`` alone a bearer
-    token. Extras ``max_retries``, ``backoff_factor``, ``timeout`` set MLflow's own HTTP retry policy
-    (``MLFLOW_HTTP_REQUEST_*``; MLflow's default retries for about 4 minutes), ``insecure_tls``. The REST
-    path (:meth:`search_runs_json`) follows the same extras: ``max_retries + 1`` attempts, backoff
-    ``backoff_factor`` doubled per attempt (at most 30 s), ``timeout`` per request; MLflow's defaults
-    (7, 2 s, 120 s) when absent.
+
+def _as_bool(value: Any) -> bool:
+    return str(value).lower() in ("true", "1", "yes")
+
+
+class MlflowHook(ApiHook):
+    """Read runs, metric histories and run artifacts from an MLflow tracking server over its REST API.
+
+    Connection: ``host`` (a full tracking URI when it contains ``://``), ``port``, ``schema`` (URL scheme,
+    default ``http``); ``password`` with ``login`` is HTTP basic auth, ``password`` alone a bearer token.
+    Extras (:data:`modelwatch.connections.MLFLOW_FIELDS`): ``max_retries`` (``max_retries + 1`` attempts per
+    request), ``backoff_factor`` (seconds before the first retry, doubled per retry, at most 30 s; longer
+    when the server sends ``Retry-After``), ``timeout`` (seconds per request, rounded up), ``insecure_tls``;
+    MLflow's client defaults (7, 2 s, 120 s) when absent. Transport failures, 408, 429 and 5xx are retried;
+    other answers are final.
 
     :param mlflow_conn_id: Airflow connection id.
     :param logger_name: see :class:`airflow.sdk.BaseHook`.
+    :raises MlflowSourceError: from every call: naming the server (credentials removed), the experiment
+        and what went wrong, credentials redacted; :class:`MlflowSourceRefused` (no Airflow retries) when the
+        server refused the request itself.
     """
 
     conn_name_attr: ClassVar[str] = "mlflow_conn_id"
     default_conn_name: ClassVar[str] = "mlflow_default"
     conn_type: ClassVar[str] = connections.MLFLOW
     hook_name: ClassVar[str] = "MLflow"
+    service_name: ClassVar[str] = "MLflow"
+    # The cheapest authenticated call of the tracking API.
+    test_request: ClassVar[tuple[str, str, dict[str, Any]]] = (
+        "GET", "/api/2.0/mlflow/experiments/search", {"params": {"max_results": 1}}
+    )
 
     def __init__(self, mlflow_conn_id: str = default_conn_name, *, logger_name: str | None = None) -> None:
-        super().__init__(logger_name=logger_name)
-        self.mlflow_conn_id = mlflow_conn_id
-        self._client: MlflowClient | None = None
-        self._rest: MlflowRestHook | None = None
-        #: Runs per page of every run search of this hook, in order (either request path).
+        super().__init__(
+            mlflow_conn_id,
+            max_attempts=1 + DEFAULT_MAX_RETRIES,
+            backoff_base_seconds=DEFAULT_BACKOFF_FACTOR,
+            logger_name=logger_name,
+        )
+        self.mlflow_conn_id = self.conn_id
+        self._timeout = DEFAULT_TIMEOUT_SECONDS
+        #: Runs per page of every run search of this hook, in order.
         self.pages_read: list[int] = []
-        self._tracking_uri = ""
-        self._env: dict[str, str] = {}
-        self._secrets: list[str] = []
 
     # -- connection -------------------------------------------------------------------------------
 
     @property
     def tracking_uri(self) -> str:
         """The tracking server URI, credentials removed (resolves the connection)."""
-        self.get_conn()
-        return _USERINFO.sub("//", self._tracking_uri)
+        return self.base_url
 
-    def get_conn(self) -> MlflowClient:
-        """Resolve the connection (once) and return an :class:`mlflow.tracking.MlflowClient`."""
-        if self._client is not None:
-            return self._client
-        conn = self.get_connection(self.mlflow_conn_id)
+    def get_conn(self) -> requests.Session:
+        """Resolve the MLflow connection (once): base URL, retry policy from the extras, and a
+        :class:`requests.Session` carrying the credentials.
+
+        :raises MlflowSourceError: when the connection has no host.
+        """
+        if self._session is not None:
+            return self._session
+        conn = self.get_connection(self.conn_id)
         extra: Mapping[str, Any] = conn.extra_dejson or {}
         host = (conn.host or "").strip()
         if not host:
-            raise MlflowSourceError(f"connection {self.mlflow_conn_id!r}", "the connection has no host")
+            raise MlflowSourceError(f"connection {self.conn_id!r}", "the connection has no host")
         if "://" in host:
             uri = host.rstrip("/")
         else:
             scheme = (conn.schema or "http").strip() or "http"
             uri = f"{scheme}://{host}" + (f":{conn.port}" if conn.port else "")
-        env: dict[str, str] = {}
+        retries, backoff, timeout = extra.get("max_retries"), extra.get("backoff_factor"), extra.get("timeout")
+        self.max_attempts = 1 + (DEFAULT_MAX_RETRIES if retries is None else max(0, math.ceil(float(retries))))
+        self.backoff_base_seconds = DEFAULT_BACKOFF_FACTOR if backoff is None else float(backoff)
+        # whole seconds, as MLflow's client read the same extra
+        self._timeout = DEFAULT_TIMEOUT_SECONDS if timeout is None else float(math.ceil(float(timeout)))
+
+        session = requests.Session()
+        session.headers["User-Agent"] = "modelwatch"
+        session.headers["Accept"] = "application/json"
+        if _as_bool(extra.get("insecure_tls")):
+            session.verify = False
         if conn.password:
             if conn.login:
-                env["MLFLOW_TRACKING_USERNAME"] = conn.login
-                env["MLFLOW_TRACKING_PASSWORD"] = conn.password
-                # sent as base64(login:password) in the Authorization header, which an error may echo
-                self._secrets.append(basic_auth_token(conn.login, conn.password) or "")
+                session.auth = (conn.login, conn.password)
+                # the Authorization header carries base64(login:password), which an error may echo
+                self._add_secret(basic_auth_token(conn.login, conn.password))
             else:
-                env["MLFLOW_TRACKING_TOKEN"] = conn.password
-            self._secrets.append(conn.password)
-        for key, var in _EXTRA_ENV.items():
-            value = extra.get(key)
-            if value is None:
-                continue
-            if key == "insecure_tls":
-                env[var] = "true" if str(value).lower() in ("true", "1", "yes") else "false"
-            else:
-                # MLflow parses these variables as integers.
-                env[var] = str(math.ceil(float(value)))
-        from mlflow.tracking import MlflowClient
-
-        self._tracking_uri = uri
-        self._env = env
-        self._rest = self._rest_hook(uri, conn.login, conn.password, extra)
-        self._client = MlflowClient(tracking_uri=uri)
-        return self._client
-
-    def _rest_hook(
-        self, uri: str, login: str | None, password: str | None, extra: Mapping[str, Any]
-    ) -> MlflowRestHook:
-        retries = extra.get("max_retries")
-        backoff = extra.get("backoff_factor")
-        retries = DEFAULT_MAX_RETRIES if retries is None else max(0, math.ceil(float(retries)))
-        return MlflowRestHook(
-            _RestConnection(uri, login, password, extra),
-            self.mlflow_conn_id,
-            max_attempts=1 + retries,
-            backoff_base_seconds=DEFAULT_BACKOFF_FACTOR if backoff is None else float(backoff),
-        )
+                session.headers["Authorization"] = f"Bearer {conn.password}"
+            self._add_secret(conn.password)
+        self._base_url = uri
+        self._session = session
+        self.log.debug("MLflow connection %r: %s", self.conn_id, self.base_url)
+        return session
 
     def test_connection(self) -> tuple[bool, str]:
-        """Airflow's connection Test: one search of at most one experiment through the REST path."""
+        """Airflow's connection Test: one search of at most one experiment, one attempt."""
         try:
-            rest = self.rest
-        except Exception as exc:  # a bad connection is the answer the form shows
-            return False, f"MLflow connection {self.mlflow_conn_id!r}: {exc}"
-        return rest.test_connection()
+            self.get_conn()  # first, so the retry policy it sets does not replace the test's single attempt
+        except MlflowSourceError as exc:  # a bad connection is the answer the form shows
+            return False, self.redact(str(exc))
+        except Exception as exc:
+            return False, self.redact(f"MLflow connection {self.mlflow_conn_id!r}: {exc}")
+        return super().test_connection()
 
-    @property
-    def rest(self) -> MlflowRestHook:
-        """The REST request path of this hook's connection (resolves the connection)."""
-        self.get_conn()
-        assert self._rest is not None
-        return self._rest
+    # -- requests ---------------------------------------------------------------------------------
 
-    @contextmanager
-    def _credentials_env(self) -> Generator[None]:
-        # MLflow reads credentials from os.environ at each request; set ours only for the call and put
-        # back what was there, so they never leak to other code (or to a task's environment dump).
-        with _ENV_LOCK:
-            names = set(self._env) | (set(_AUTH_ENV) if self._env.keys() & set(_AUTH_ENV) else set())
-            saved = {name: os.environ.get(name) for name in names}
-            try:
-                for name in names:
-                    os.environ.pop(name, None)
-                os.environ.update(self._env)
-                yield
-            finally:
-                for name, value in saved.items():
-                    if value is None:
-                        os.environ.pop(name, None)
-                    else:
-                        os.environ[name] = value
-
-    def _redact(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return _USERINFO.sub("//***@", text)
-
-    def _call(self, what: str, fn: Callable[..., T], *args: Any, experiment: str | None = None, **kwargs: Any) -> T:
-        from mlflow.exceptions import MlflowException
-        from requests import RequestException
-
-        self.get_conn()
+    def _send(self, method: str, path: str, *, what: str, experiment: str | None, **kwargs: Any) -> requests.Response:
+        """One request through :meth:`_request` (retries included); a transport failure as MlflowSourceError."""
         started = time.monotonic()
         try:
-            with self._credentials_env():
-                return fn(*args, **kwargs)
-        except (MlflowException, RequestException, OSError) as exc:
-            message = getattr(exc, "message", None) or str(exc)
-            code = getattr(exc, "error_code", None)
-            reason = f"{what} failed after {time.monotonic() - started:.1f} s" + (f" ({code})" if code else "")
-            # a refusal fails the task without Airflow's retries; anything else (unreachable, 5xx) is retried
-            kind = MlflowSourceRefused if code in REFUSAL_CODES else MlflowSourceError
-            raise kind(self.tracking_uri, f"{reason}: {self._redact(str(message))}", experiment=experiment) from None
+            return self._request(method, path, **kwargs)
+        except UpstreamUnavailable as exc:
+            raise MlflowSourceError(
+                self.tracking_uri,
+                f"{what} failed after {exc.attempts} attempt(s), {time.monotonic() - started:.1f} s: {exc.last_error}",
+                experiment=experiment,
+            ) from None
+
+    def _failure(
+        self, response: requests.Response, answer: Any, *, what: str, experiment: str | None, started: float
+    ) -> MlflowSourceError:
+        """The error of an answer that is not what was asked: HTTP status, MLflow's error code and message
+        (or the start of the body), redacted; a refusal when no retry can help."""
+        code = answer.get("error_code") if isinstance(answer, dict) else None
+        message = answer.get("message") if isinstance(answer, dict) else None
+        text = self.redact(str(message)) if message else self.body_excerpt(response) or "(empty body)"
+        status = f"HTTP {response.status_code}" + (f" {code}" if code else "")
+        if response.status_code == 200:
+            status += ", not an MLflow JSON object"
+        refused = code in REFUSAL_CODES or is_refusal(response.status_code)
+        kind = MlflowSourceRefused if refused else MlflowSourceError
+        reason = f"{what} failed after {time.monotonic() - started:.1f} s ({status}): {text}"
+        return kind(self.tracking_uri, reason, experiment=experiment)
+
+    def _json(
+        self, method: str, path: str, *, what: str, experiment: str | None, allow_missing: bool = False, **kwargs: Any
+    ) -> dict[str, Any] | None:
+        """Send a request and decode its JSON object.
+
+        :param allow_missing: answer ``None`` for MLflow's ``RESOURCE_DOES_NOT_EXIST`` instead of raising.
+        :raises MlflowSourceError: on any other answer than HTTP 200 with a JSON object.
+        """
+        started = time.monotonic()
+        response = self._send(method, path, what=what, experiment=experiment, **kwargs)
+        try:
+            answer = json.loads(response.content)
+        except ValueError:
+            answer = None
+        if response.status_code == 200 and isinstance(answer, dict):
+            return answer
+        if allow_missing and isinstance(answer, dict) and answer.get("error_code") == _MISSING:
+            return None
+        raise self._failure(response, answer, what=what, experiment=experiment, started=started)
+
+    def _list(self, answer: Mapping[str, Any], key: str, *, what: str, experiment: str | None) -> list[Any]:
+        """``answer[key]``, a list (the server leaves an empty list out)."""
+        value = answer.get(key) or []
+        if not isinstance(value, list):
+            raise MlflowSourceError(
+                self.tracking_uri, f"{what} answered {key!r} of type {type(value).__name__}", experiment=experiment
+            )
+        return value
 
     # -- API --------------------------------------------------------------------------------------
 
     def experiment_ids(self, names: Sequence[str]) -> dict[str, str]:
-        """Experiment ids by name.
+        """Experiment ids by name (``experiments/get-by-name``).
 
         :param names: experiment names (case-sensitive).
-        :raises MlflowSourceError: naming an experiment that does not exist (or is deleted) and the server.
+        :raises MlflowSourceRefused: naming an experiment that does not exist (or is deleted) and the server.
+        :raises MlflowSourceError: on a server failure or an unreachable server.
         """
-        client = self.get_conn()
         ids: dict[str, str] = {}
         for name in names:
-            experiment = self._call("get_experiment_by_name", client.get_experiment_by_name, name, experiment=name)
-            if experiment is None:
+            answer = self._json(
+                "GET", EXPERIMENT_BY_NAME_PATH, params={"experiment_name": name},
+                what="experiments/get-by-name", experiment=name, allow_missing=True,
+            )  # fmt: skip
+            if answer is None:
                 raise MlflowSourceRefused(self.tracking_uri, "no such experiment", experiment=name)
-            if experiment.lifecycle_stage != "active":
-                raise MlflowSourceRefused(
-                    self.tracking_uri, f"experiment is {experiment.lifecycle_stage}", experiment=name
+            experiment = answer.get("experiment") or {}
+            if not isinstance(experiment, dict) or not experiment.get("experiment_id"):
+                raise MlflowSourceError(
+                    self.tracking_uri, "experiments/get-by-name answered no experiment id", experiment=name
                 )
-            ids[name] = str(experiment.experiment_id)
+            stage = experiment.get("lifecycle_stage", "active")
+            if stage != "active":
+                raise MlflowSourceRefused(self.tracking_uri, f"experiment is {stage}", experiment=name)
+            ids[name] = str(experiment["experiment_id"])
         return ids
 
-    def _paged_runs(self, experiment_ids: Sequence[str], filter_string: str, page_size: int) -> Iterator[Run]:
+    def _search(
+        self, experiment_ids: Sequence[str], filter_string: str, page_size: int, experiment: str | None
+    ) -> list[dict[str, Any]]:
+        """``POST runs/search`` of active runs matching ``filter_string``, oldest first, every page followed."""
         if not 1 <= page_size <= MAX_PAGE_SIZE:
             raise ValueError(f"page_size must be between 1 and {MAX_PAGE_SIZE}, got {page_size}")
-        client = self.get_conn()
         ids = [str(i) for i in experiment_ids]
-        token: str | None = None
-        pages = runs = 0
+        name = experiment or ",".join(ids)
+        body: dict[str, Any] = {
+            "experiment_ids": ids,
+            "filter": filter_string,
+            "max_results": page_size,
+            "order_by": list(SEARCH_ORDER),
+            "run_view_type": "ACTIVE_ONLY",
+        }
+        runs: list[dict[str, Any]] = []
+        pages = 0
         started = time.monotonic()
         while True:
-            page = self._call(
-                "search_runs",
-                client.search_runs,
-                experiment_ids=ids,
-                filter_string=filter_string,
-                max_results=page_size,
-                # run_uuid is the server's own tie-breaker, so offset-based page tokens stay stable.
-                order_by=list(SEARCH_ORDER),
-                page_token=token,
-                experiment=",".join(ids),
-            )
+            answer = self._json("POST", SEARCH_RUNS_PATH, json=body, what="runs/search", experiment=name)
+            assert answer is not None
+            page = self._list(answer, "runs", what="runs/search", experiment=name)
+            runs.extend(page)
             pages += 1
-            runs += len(page)
             self.pages_read.append(len(page))
-            yield from page
-            token = page.token
+            token = answer.get("next_page_token")
             if not token:
                 break
+            body["page_token"] = token
         self.log.info(
-            "MLflow search_runs experiments=%s filter=%r: %d run(s) in %d page(s), %.3f s",
-            ids, filter_string, runs, pages, time.monotonic() - started,
-        )
-
-    def search_runs(
-        self, experiment_ids: Sequence[str], start_ms: int, end_ms: int, *, page_size: int = 1000
-    ) -> Iterator[Run]:
-        """Active runs that started in ``[start_ms, end_ms)``, oldest first, every page followed.
-
-        :param experiment_ids: experiment ids (see :meth:`experiment_ids`).
-        :param start_ms: window start, epoch milliseconds (inclusive).
-        :param end_ms: window end, epoch milliseconds (exclusive).
-        :param page_size: runs per request (1..50,000).
-        :raises MlflowSourceError: on a server error or an unreachable server.
-        """
-        return self._paged_runs(experiment_ids, _started_in(start_ms, end_ms), page_size)
+            "MLflow runs/search experiment %s filter=%r: %d run(s) in %d page(s), %.3f s",
+            name, filter_string, len(runs), pages, time.monotonic() - started,
+        )  # fmt: skip
+        return runs
 
     def search_runs_json(
         self,
@@ -339,12 +330,11 @@ class MlflowHook(BaseHook):
         page_size: int = 1000,
         experiment: str | None = None,
     ) -> list[dict[str, Any]]:
-        """The runs of :meth:`search_runs` (same filter, order and pages) as MLflow's REST JSON objects.
+        """Active runs that started in ``[start_ms, end_ms)``, oldest first, as MLflow's REST JSON objects.
 
-        ``POST /api/2.0/mlflow/runs/search`` through :meth:`ApiHook._request` (retries, backoff,
-        redaction), every ``next_page_token`` followed. Each run is the server's JSON: ``{"info": {"run_id",
-        "start_time", ...}, "data": {"metrics": [{"key", "value", ...}], "tags": [{"key", "value"}]}}``
-        (an empty list may be absent; a NaN metric value is the string ``"NaN"``).
+        ``POST /api/2.0/mlflow/runs/search``, every ``next_page_token`` followed. Each run is the server's
+        JSON: ``{"info": {"run_id", "start_time", ...}, "data": {"metrics": [{"key", "value", ...}], "tags":
+        [{"key", "value"}]}}`` (an empty list may be absent; a NaN metric value is the string ``"NaN"``).
 
         :param experiment_ids: experiment ids (see :meth:`experiment_ids`).
         :param start_ms: window start, epoch milliseconds (inclusive).
@@ -356,76 +346,20 @@ class MlflowHook(BaseHook):
         :raises MlflowSourceError: on a server error after the retries, an unreachable server or an
             answer that is not MLflow JSON; naming the experiment and the server, secrets redacted.
         """
-        if not 1 <= page_size <= MAX_PAGE_SIZE:
-            raise ValueError(f"page_size must be between 1 and {MAX_PAGE_SIZE}, got {page_size}")
-        rest = self.rest
-        ids = [str(i) for i in experiment_ids]
-        name = experiment or ",".join(ids)
-        body: dict[str, Any] = {
-            "experiment_ids": ids,
-            "filter": _started_in(start_ms, end_ms),
-            "max_results": page_size,
-            "order_by": list(SEARCH_ORDER),
-            "run_view_type": "ACTIVE_ONLY",
-        }
-        runs: list[dict[str, Any]] = []
-        pages = 0
-        started = time.monotonic()
-        while True:
-            answer = self._rest_post(rest, SEARCH_RUNS_PATH, body, what="runs/search", experiment=name)
-            page = answer.get("runs") or []
-            if not isinstance(page, list):
-                raise MlflowSourceError(
-                    self.tracking_uri, f"runs/search answered 'runs' of type {type(page).__name__}", experiment=name
-                )
-            runs.extend(page)
-            pages += 1
-            self.pages_read.append(len(page))
-            token = answer.get("next_page_token")
-            if not token:
-                break
-            body["page_token"] = token
-        self.log.info(
-            "MLflow runs/search (REST) experiment %s filter=%r: %d run(s) in %d page(s), %.3f s",
-            name, body["filter"], len(runs), pages, time.monotonic() - started,
-        )  # fmt: skip
-        return runs
-
-    def _rest_post(
-        self, rest: MlflowRestHook, path: str, body: Mapping[str, Any], *, what: str, experiment: str
-    ) -> dict[str, Any]:
-        """POST ``body`` to ``path``; the decoded JSON object, or an :class:`MlflowSourceError`."""
-        started = time.monotonic()
-        try:
-            response = rest._request("POST", path, json=body)
-        except UpstreamUnavailable as exc:
-            raise MlflowSourceError(
-                self.tracking_uri,
-                f"{what} failed after {exc.attempts} attempt(s), {time.monotonic() - started:.1f} s: {exc.last_error}",
-                experiment=experiment,
-            ) from None
-        try:
-            answer = json.loads(response.content)
-        except ValueError:
-            answer = None
-        if response.status_code != 200 or not isinstance(answer, dict):
-            code = answer.get("error_code") if isinstance(answer, dict) else None
-            message = answer.get("message") if isinstance(answer, dict) else None
-            text = rest.redact(str(message)) if message else rest.body_excerpt(response) or "(empty body)"
-            status = f"HTTP {response.status_code}" + (f" {code}" if code else "")
-            if response.status_code == 200:
-                status += ", not an MLflow JSON object"
-            refused = code in REFUSAL_CODES or is_refusal(response.status_code)
-            kind = MlflowSourceRefused if refused else MlflowSourceError
-            reason = f"{what} failed after {time.monotonic() - started:.1f} s ({status}): {text}"
-            raise kind(self.tracking_uri, reason, experiment=experiment)
-        return answer
+        return self._search(experiment_ids, _started_in(start_ms, end_ms), page_size, experiment)
 
     def search_runs_overlapping(
-        self, experiment_ids: Sequence[str], start_ms: int, end_ms: int, page_size: int = 1000
-    ) -> list[Run]:
-        """Active runs that overlap ``[start_ms, end_ms)``: started before ``end_ms`` and not finished
-        before ``start_ms`` (``end_time`` unset, or at/after ``start_ms``). Sorted by start time, run id.
+        self,
+        experiment_ids: Sequence[str],
+        start_ms: int,
+        end_ms: int,
+        page_size: int = 1000,
+        *,
+        experiment: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Active runs (REST JSON, as :meth:`search_runs_json`) that overlap ``[start_ms, end_ms)``: started
+        before ``end_ms`` and not finished before ``start_ms`` (``end_time`` unset, or at/after
+        ``start_ms``). Sorted by start time, run id.
 
         MLflow's filter has no OR and no ``IS NULL`` on attributes, so this is two searches: finished
         runs with ``end_time >= start_ms``, and runs still ``RUNNING`` (no end time yet); the exact
@@ -434,45 +368,73 @@ class MlflowHook(BaseHook):
         :raises MlflowSourceError: on a server error or an unreachable server.
         """
         before_end = f"attributes.start_time < {int(end_ms)}"
-        found: dict[str, Run] = {}
+        found: dict[str, dict[str, Any]] = {}
         for flt in (
             f"{before_end} AND attributes.end_time >= {int(start_ms)}",
             f"{before_end} AND attributes.status = 'RUNNING'",
         ):
-            for run in self._paged_runs(experiment_ids, flt, page_size):
-                info = run.info
-                if info.start_time is None or info.start_time >= end_ms:
+            for run in self._search(experiment_ids, flt, page_size, experiment):
+                start, end = _run_times(run)
+                if start >= end_ms or (end is not None and end < start_ms):
                     continue
-                if info.end_time is not None and info.end_time < start_ms:
-                    continue
-                found[info.run_id] = run
-        return sorted(found.values(), key=lambda r: (r.info.start_time, r.info.run_id))
+                found[_run_id(run)] = run
+        return sorted(found.values(), key=lambda r: (_run_times(r)[0], _run_id(r)))
 
-    def metric_history(self, run_id: str, key: str) -> list[Metric]:
-        """Every logged value of metric ``key`` in run ``run_id`` (MLflow pages internally).
+    def metric_history(self, run_id: str, key: str, *, experiment: str | None = None) -> list[dict[str, Any]]:
+        """Every logged point of metric ``key`` in run ``run_id``: the server's JSON, ``{"key", "value",
+        "timestamp", "step"}`` (a NaN value is the string ``"NaN"``), pages of :data:`HISTORY_PAGE_SIZE`
+        followed.
+
+        :param experiment: experiment name, for messages.
+        :raises MlflowSourceError: on a server error or an unreachable server.
+        """
+        what = f"metrics/get-history (run {run_id}, key {key!r})"
+        params: dict[str, Any] = {"run_id": run_id, "metric_key": key, "max_results": HISTORY_PAGE_SIZE}
+        points: list[dict[str, Any]] = []
+        started = time.monotonic()
+        while True:
+            answer = self._json("GET", METRIC_HISTORY_PATH, params=params, what=what, experiment=experiment)
+            assert answer is not None
+            points.extend(self._list(answer, "metrics", what=what, experiment=experiment))
+            token = answer.get("next_page_token")
+            if not token:
+                break
+            params["page_token"] = token
+        self.log.debug(
+            "MLflow metric history run=%s key=%s: %d point(s), %.3f s",
+            run_id, key, len(points), time.monotonic() - started,
+        )  # fmt: skip
+        return points
+
+    def artifact_exists(self, run_id: str, path: str, *, experiment: str | None = None) -> bool:
+        """Whether run ``run_id`` has the artifact file ``path`` (``artifacts/list`` of its folder).
 
         :raises MlflowSourceError: on a server error or an unreachable server.
         """
-        client = self.get_conn()
-        started = time.monotonic()
-        history = self._call(f"get_metric_history({key!r})", client.get_metric_history, run_id, key)
-        self.log.debug(
-            "MLflow metric history run=%s key=%s: %d point(s), %.3f s",
-            run_id, key, len(history), time.monotonic() - started,
-        )
-        return list(history)
+        folder = posixpath.dirname(path)
+        params = {"run_id": run_id, **({"path": folder} if folder else {})}
+        what = f"run {run_id} artifact {path!r}: artifacts/list"
+        answer = self._json("GET", LIST_ARTIFACTS_PATH, params=params, what=what, experiment=experiment)
+        assert answer is not None
+        files = self._list(answer, "files", what=what, experiment=experiment)
+        return any(isinstance(f, dict) and f.get("path") == path and not f.get("is_dir") for f in files)
 
     def read_parquet_artifacts(
-        self, runs: Sequence[Run], path: str, *, experiment: str | None = None, workers: int = DOWNLOAD_WORKERS
-    ) -> list[tuple[Run, pa.Table]]:
+        self,
+        runs: Sequence[Mapping[str, Any]],
+        path: str,
+        *,
+        experiment: str | None = None,
+        workers: int = DOWNLOAD_WORKERS,
+    ) -> list[tuple[Mapping[str, Any], pa.Table]]:
         """The Parquet artifact ``path`` of every run, read with pyarrow, in the order of ``runs``.
 
-        Only that one file of each run is downloaded (from the run's ``artifact_uri``: the server's artifact
-        proxy, S3, a local folder...), ``workers`` at a time, into a temporary folder removed afterwards.
-        A run still ``RUNNING`` without the artifact (a batch being written, or a writer that died before
-        uploading) is skipped with a warning; a finished run without it is an error.
+        Only that one file of each run is downloaded (through the server: its artifact proxy, or
+        ``/get-artifact``; see the module's notes), ``workers`` at a time, into memory. A run still ``RUNNING``
+        whose folder does not list the file (a batch being written, or a writer that died before uploading) is
+        skipped with a warning; a finished run without it is an error.
 
-        :param runs: runs from :meth:`search_runs_overlapping` (their ``info.artifact_uri`` is used).
+        :param runs: runs (REST JSON) from :meth:`search_runs_overlapping`.
         :param path: artifact path inside each run (e.g. ``predictions.parquet``).
         :param experiment: experiment name, for messages.
         :param workers: downloads in flight at once.
@@ -480,49 +442,55 @@ class MlflowHook(BaseHook):
             (message: experiment, run, artifact path, server).
         :raises MlflowSourceError: a server or storage failure (retryable).
         """
+        import pyarrow as pa
         import pyarrow.parquet as pq
-        from mlflow.exceptions import MlflowException
-        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
-        from requests import RequestException
 
         self.get_conn()
         started = time.monotonic()
         sizes: list[int] = []
 
-        def one(index: int, run: Run, tmp: Path) -> tuple[Run, pa.Table] | None:
-            where = f"run {run.info.run_id} artifact {path!r}"
-            try:
-                repo = get_artifact_repository(run.info.artifact_uri, tracking_uri=self._tracking_uri)
-                dst = tmp / str(index)
-                dst.mkdir()
-                local = Path(repo.download_artifacts(path, dst_path=str(dst)))
-                sizes.append(local.stat().st_size)
-            except (MlflowException, RequestException, OSError) as exc:
-                code = getattr(exc, "error_code", None)
-                text = self._redact(str(getattr(exc, "message", None) or exc))
-                missing = code == "RESOURCE_DOES_NOT_EXIST" or "404" in text or "No such" in text
-                if missing and run.info.status == "RUNNING":
-                    self.log.warning(
-                        "MLflow experiment %s: %s is missing and the run is still RUNNING: skipped (%s)",
-                        experiment, where, text.splitlines()[-1][:200],
-                    )  # fmt: skip
+        def skipped(run_id: str, why: str) -> None:
+            self.log.warning(
+                "MLflow experiment %s: run %s artifact %r is missing and the run is still RUNNING: skipped (%s)",
+                experiment, run_id, path, why,
+            )  # fmt: skip
+
+        def one(run: Mapping[str, Any]) -> tuple[Mapping[str, Any], pa.Table] | None:
+            run_id = _run_id(run)
+            running = (run.get("info") or {}).get("status") == "RUNNING"
+            where = f"run {run_id} artifact {path!r}"
+            if running and not self.artifact_exists(run_id, path, experiment=experiment):
+                skipped(run_id, "not listed")
+                return None
+            sent = time.monotonic()
+            url_path, kwargs = _artifact_request(run, path)
+            response = self._send("GET", url_path, what=f"{where}: download", experiment=experiment, **kwargs)
+            if response.status_code != 200:
+                try:
+                    answer = json.loads(response.content)
+                except ValueError:
+                    answer = None
+                if not (isinstance(answer, dict) and answer.get("error_code") == _MISSING):
+                    raise self._failure(response, answer, what=f"{where}: download", experiment=experiment,
+                                        started=sent)  # fmt: skip
+                if running:  # listed a moment ago, gone now: as good as not uploaded
+                    skipped(run_id, "not found")
                     return None
-                kind = MlflowSourceRefused if missing or code in REFUSAL_CODES else MlflowSourceError
-                reason = "not found" if missing else f"download failed ({code or type(exc).__name__})"
-                raise kind(self.tracking_uri, f"{where}: {reason}: {text}", experiment=experiment) from None
+                text = self.redact(str(answer.get("message") or f"HTTP {response.status_code}"))
+                raise MlflowSourceRefused(self.tracking_uri, f"{where}: not found: {text}", experiment=experiment)
+            sizes.append(len(response.content))
             try:
-                return run, pq.read_table(local)
+                return run, pq.read_table(pa.BufferReader(response.content))
             except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ...
                 raise MlflowSourceRefused(
                     self.tracking_uri, f"{where}: not a readable Parquet file: {exc}", experiment=experiment
                 ) from None
 
-        with tempfile.TemporaryDirectory(prefix="modelwatch-batches-") as tmp, self._credentials_env():
-            if workers <= 1 or len(runs) <= 1:
-                results = [one(i, run, Path(tmp)) for i, run in enumerate(runs)]
-            else:
-                with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mlflow-artifacts") as pool:
-                    results = list(pool.map(one, range(len(runs)), runs, [Path(tmp)] * len(runs)))
+        if workers <= 1 or len(runs) <= 1:
+            results = [one(run) for run in runs]
+        else:
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mlflow-artifacts") as pool:
+                results = list(pool.map(one, runs))
         tables = [r for r in results if r is not None]
         self.log.info(
             "MLflow artifacts %r of %d run(s) (experiment %s): %d read, %d skipped, %.1f MiB, %.3f s",

@@ -19,6 +19,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
+from modelwatch.schema import (
+    MATRIX_COLUMNS,
+    METRIC_KEYS,
+    PREDICTION_COLUMNS,
+    RESOURCE_COLUMNS,
+    usable_prediction_times,
+)
 from modelwatch.timegrid import (
     PROMETHEUS_MAX_POINTS,
     epoch_ms,
@@ -37,24 +44,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Columns of :func:`matrix_to_frame`.
-MATRIX_COLUMNS = ("timestamp", "query", "instance", "labels", "value")
-#: Columns of :func:`extract_resources` (the ``resources`` dataset): the matrix columns, then
-#: ``sample_time``, the newest real sample behind the value (NaT when Prometheus could not say), and
-#: ``window_seconds``, the range the value averages over (``[1m]`` of a rate: 60; a plain gauge: 0).
-RESOURCE_COLUMNS = (*MATRIX_COLUMNS, "sample_time", "window_seconds")
-#: Metric columns of a prediction (MLflow metric keys of the same names).
-METRIC_KEYS = ("prediction_time", "accuracy", "loss")
-#: Columns of :func:`runs_json_to_frame` / :func:`history_to_frame` / :func:`extract_predictions`.
-PREDICTION_COLUMNS = (
-    "timestamp",
-    "model",
-    "model_version",
-    "instance",
-    *METRIC_KEYS,
-    "run_id",
-    "experiment",
-)
 #: Tag columns and the default MLflow tag each one is read from.
 DEFAULT_TAG_KEYS = {"model": "model", "model_version": "model_version", "instance": "instance"}
 LAYOUTS = ("run_per_prediction", "metric_history", "batch_table")
@@ -845,8 +834,6 @@ def batches_to_frame(
 
 def _warn_incomplete(frame: pd.DataFrame, experiment: str, keys: Mapping[str, str]) -> None:
     """Log the predictions that cannot be judged as they are (kept in the partition all the same)."""
-    from modelwatch.correlate import usable_prediction_times
-
     def ids(mask: Any) -> str:
         run_ids = sorted(set(frame.loc[mask, "run_id"].astype(str)))
         return ", ".join(run_ids[:5]) + (f" and {len(run_ids) - 5} more" if len(run_ids) > 5 else "")

@@ -17,8 +17,9 @@ import pytest
 from devstack.model_service import BatchRecorder, log_batch_run
 from devstack.stack import Stack
 from modelwatch.errors import MlflowSourceRefused
-from modelwatch.extract import PREDICTION_COLUMNS, batch_table, extract_predictions
+from modelwatch.extract import batch_table, extract_predictions
 from modelwatch.hooks import MlflowHook
+from modelwatch.schema import PREDICTION_COLUMNS
 from modelwatch.timegrid import epoch_ms
 
 TAGS = {"model": "model", "model_version": "model_version", "instance": "instance"}

@@ -31,7 +31,23 @@ BUCKET = "modelwatch"
 
 def _frame(n: int, value: float = 0.5) -> pd.DataFrame:
     ts = pd.date_range("2026-03-03", periods=n, freq="15s", tz="UTC").as_unit("ms")
-    return pd.DataFrame({"timestamp": ts, "query": "cpu", "instance": "model-a", "labels": "{}", "value": value})
+    return pd.DataFrame({"timestamp": ts, "query": "cpu", "instance": "model-a", "labels": "{}", "value": value,
+                         "sample_time": ts, "window_seconds": 0.0})  # fmt: skip
+
+
+def _predictions(n: int) -> pd.DataFrame:
+    """A ``predictions`` frame of ``n`` rows (the dataset's declared columns, modelwatch.schema)."""
+    ts = pd.date_range("2026-03-03", periods=n, freq="15s", tz="UTC").as_unit("ms")
+    return pd.DataFrame({"timestamp": ts, "model": "m", "model_version": "1", "instance": "model-a",
+                         "prediction_time": 0.1, "accuracy": 1.0, "loss": 0.0, "run_id": [f"r{k}" for k in range(n)],
+                         "experiment": "e"})  # fmt: skip
+
+
+def _verdicts(n: int) -> pd.DataFrame:
+    from modelwatch.verdict import ModelVerdict, verdicts_frame
+
+    return verdicts_frame([ModelVerdict(model=f"m{k}", verdict="healthy", reason="fine", window_start="a",
+                                        window_end="b") for k in range(n)])  # fmt: skip
 
 
 def _aws_conn(monkeypatch: pytest.MonkeyPatch, endpoint: str, login: str = "testing", password: str = "testing") -> str:
@@ -91,14 +107,14 @@ def test_s3_failing_on_the_data_write_keeps_no_manifest_over_old_or_new_data(
     prefix = f"faults-datawrite-{uuid.uuid4().hex[:8]}"
     lake = Lake(f"s3://{BUCKET}/{prefix}", aws_conn_id=_aws_conn(monkeypatch, s3_proxy.url))
     url = lake.partition_url("predictions", WINDOW)
-    lake.write_frame("predictions", WINDOW, _frame(3), run_id="first")
+    lake.write_frame("predictions", WINDOW, _predictions(3), run_id="first")
     s3_proxy.add(Fault.reset(match=rf"^PUT /{BUCKET}/.*/{DATA_FILE}", times=None))
     with pytest.raises(StorageError, match="predictions partition .* failed"):
-        lake.write_frame("predictions", WINDOW, _frame(4), run_id="second")
+        lake.write_frame("predictions", WINDOW, _predictions(4), run_id="second")
     with pytest.raises(IncompletePartition):
         lake.read_partition(url)  # the re-run is visibly unfinished, not silently the old day
     s3_proxy.clear()
-    lake.write_frame("predictions", WINDOW, _frame(4), run_id="second")
+    lake.write_frame("predictions", WINDOW, _predictions(4), run_id="second")
     assert len(lake.read_partition(url)) == 4
 
 
@@ -135,7 +151,7 @@ def test_s3_access_denied_names_the_partition_and_leaves_nothing_complete(
     _moto_auth(seeded_stack, 0)
     try:
         with pytest.raises(StorageError) as info:
-            lake.write_frame("verdicts", WINDOW, _frame(2), run_id="denied")
+            lake.write_frame("verdicts", WINDOW, _verdicts(2), run_id="denied")
         with pytest.raises(IncompletePartition):
             lake.read_partition(url)  # the read-only user can look: nothing complete is there
     finally:

@@ -15,8 +15,9 @@ import pytest
 
 from devstack.scenarios import TEST_DAYS, predictions
 from modelwatch.errors import AlertmanagerError, MlflowSourceError, PrometheusQueryError
-from modelwatch.extract import PREDICTION_COLUMNS, extract_predictions, extract_resources, query_range_chunked
+from modelwatch.extract import extract_predictions, extract_resources, query_range_chunked
 from modelwatch.hooks import AlertmanagerHook, MlflowHook, PrometheusHook
+from modelwatch.schema import PREDICTION_COLUMNS
 from modelwatch.timegrid import epoch_ms
 
 DAY = date(2026, 3, 3)

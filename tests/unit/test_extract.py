@@ -19,10 +19,7 @@ from mlflow.entities import Metric, Run, RunData, RunInfo, RunTag
 from modelwatch.extract import (
     BATCH_ARTIFACT_PATH,
     BATCH_COLUMNS,
-    MATRIX_COLUMNS,
     NO_SAMPLE,
-    PREDICTION_COLUMNS,
-    RESOURCE_COLUMNS,
     attach_sample_times,
     batch_table,
     batch_timestamps_ms,
@@ -41,6 +38,7 @@ from modelwatch.extract import (
     strip_port,
 )
 from modelwatch.promql import analyse
+from modelwatch.schema import MATRIX_COLUMNS, PREDICTION_COLUMNS, RESOURCE_COLUMNS
 from modelwatch.timegrid import epoch_ms, from_epoch_ms, last_step_before, plan_chunks
 
 DAY = datetime(2026, 3, 3, tzinfo=UTC)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import email.utils
 import re
+import threading
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -178,6 +179,8 @@ class ApiHook(BaseHook):
         self._timeout = DEFAULT_TIMEOUT_SECONDS
         self._secrets: list[str] = []
         self._sleep: Callable[[float], None] = time.sleep
+        # the counters are shared by a hook's download threads (MLflow artifacts): += is not atomic
+        self._count_lock = threading.Lock()
 
     # -- connection -------------------------------------------------------------------------------
 
@@ -346,7 +349,8 @@ class ApiHook(BaseHook):
         last_error = ""
         for attempt in range(1, self.max_attempts + 1):
             started = time.monotonic()
-            self.requests_made += 1
+            with self._count_lock:
+                self.requests_made += 1
             try:
                 response = session.request(
                     method, url, params=params, json=json, data=data, timeout=self._timeout
@@ -364,7 +368,8 @@ class ApiHook(BaseHook):
                 continue
             elapsed = time.monotonic() - started
             size = len(response.content)
-            self.bytes_received += size
+            with self._count_lock:
+                self.bytes_received += size
             self.log.info(
                 "%s %s -> HTTP %d in %.3f s (%d bytes)", method, url_path, response.status_code, elapsed, size
             )

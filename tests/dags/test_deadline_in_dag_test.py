@@ -4,19 +4,9 @@ src/modelwatch/monitoring_dag.py; tests/integration/test_cli_dags_test.py runs t
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
 DAG_IDS = ["model_performance_monitoring", "model_performance_monitoring_hourly"]
-
-
-@pytest.fixture(scope="module")
-def dagbag(airflow_db):
-    from airflow.dag_processing.dagbag import DagBag
-
-    return DagBag(dag_folder=str(REPO / "dags"))
 
 
 @pytest.mark.parametrize("dag_id", DAG_IDS)

@@ -60,10 +60,12 @@ for dag_id, (interval, cron, paused, cadence) in VARIANTS.items():
         tags=[Tag.MODELWATCH, Tag.MONITORING, Tag.ML, cadence],
         default_args={
             "owner": OWNER,
-            "retries": 2,
-            "retry_delay": timedelta(seconds=30),
+            # the retry budget of thresholds.yaml's tasks section (docs/operating.md)
+            "execution_timeout": CONFIG.tasks.execution_timeout,
+            "retries": CONFIG.tasks.retries,
+            "retry_delay": CONFIG.tasks.retry_delay,
             "retry_exponential_backoff": True,
-            "max_retry_delay": timedelta(minutes=10),
+            "max_retry_delay": CONFIG.tasks.max_retry_delay,
             "on_failure_callback": failure_email(ALERTING.failure_email, ALERTING.smtp_conn_id),
         },
         deadline=DeadlineAlert(

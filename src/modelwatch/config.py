@@ -199,6 +199,33 @@ class AlertingConfig(_Strict):
     _active = field_validator("active_for", "run_deadline", mode="before")(lambda v: parse_duration(v))
 
 
+class TasksConfig(_Strict):
+    """How long a task may take and how often Airflow tries it again: the outer bound of every retry below
+    it (a hook's own retries happen inside one try, and a try is killed at ``execution_timeout``)."""
+
+    #: each try of each task; a source that hangs holds a worker at most this long
+    execution_timeout: Duration = timedelta(minutes=30)
+    #: Airflow's retries after the first try (a refusal, such as bad PromQL, fails without them)
+    retries: int = Field(default=2, ge=0, le=10)
+    #: delay before the first retry, doubled per retry up to ``max_retry_delay``
+    retry_delay: Duration = timedelta(seconds=30)
+    max_retry_delay: Duration = timedelta(minutes=10)
+
+    _durations = field_validator("execution_timeout", "retry_delay", "max_retry_delay", mode="before")(
+        lambda v: parse_duration(v)
+    )
+
+    def retry_delays(self) -> list[timedelta]:
+        """The waits between tries, as Airflow's exponential backoff gives them (at most ``max_retry_delay``;
+        Airflow adds a little jitter below these)."""
+        return [min(self.retry_delay * 2**k, self.max_retry_delay) for k in range(self.retries)]
+
+    @property
+    def worst_case(self) -> timedelta:
+        """The longest a task can take before it fails for good: every try at its timeout, every wait."""
+        return self.execution_timeout * (self.retries + 1) + sum(self.retry_delays(), timedelta())
+
+
 class ModelwatchConfig(_Strict):
     storage: StorageConfig = StorageConfig()
     prometheus: PrometheusConfig
@@ -206,11 +233,21 @@ class ModelwatchConfig(_Strict):
     correlation: CorrelationConfig = CorrelationConfig()
     evaluation: EvaluationConfig
     alerting: AlertingConfig = AlertingConfig()
+    tasks: TasksConfig = TasksConfig()
 
     @model_validator(mode="after")
     def _saturation_somewhere(self) -> ModelwatchConfig:
         if not any(q.saturation is not None for q in self.prometheus.queries):
             raise ValueError("no query has a saturation threshold, so no model could ever be degraded")
+        return self
+
+    @model_validator(mode="after")
+    def _a_try_fits_the_deadline(self) -> ModelwatchConfig:
+        if self.tasks.execution_timeout >= self.alerting.run_deadline:
+            raise ValueError(
+                f"tasks.execution_timeout ({self.tasks.execution_timeout}) must be shorter than "
+                f"alerting.run_deadline ({self.alerting.run_deadline}): one try alone would outlast the deadline"
+            )
         return self
 
     def query(self, name: str) -> QueryConfig:

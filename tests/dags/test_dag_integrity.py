@@ -16,6 +16,7 @@ def test_no_import_errors(dagbag):
 
 
 def test_every_dag_is_owned_tagged_documented_and_retried(dagbag):
+    from modelwatch.config import load_config
     from modelwatch.monitoring_dag import OWNER, Tag
 
     for dag_id, dag in dagbag.dags.items():
@@ -27,6 +28,8 @@ def test_every_dag_is_owned_tagged_documented_and_retried(dagbag):
         for t in dag.tasks:
             assert t.owner == OWNER, f"{dag_id}.{t.task_id} owner is {t.owner!r}"
             assert t.retries >= 2, f"{dag_id}.{t.task_id} has retries={t.retries}"
+            # a hung source holds a worker for one try at most (thresholds.yaml tasks.execution_timeout)
+            assert t.execution_timeout == load_config().tasks.execution_timeout, f"{dag_id}.{t.task_id}"
             assert t.on_failure_callback, f"{dag_id}.{t.task_id} sends no failure email"
 
 

@@ -306,3 +306,28 @@ def test_shipped_override_for_recommender() -> None:
     ev = load_config(SHIPPED).evaluation
     assert ev.for_model("recommender").slow_prediction_seconds == 1.5
     assert ev.for_model("fraud-detector").slow_prediction_seconds == ev.slow_prediction_seconds == 1.0
+
+
+# -- the retry budget --------------------------------------------------------------------------------------------
+
+
+def test_the_shipped_retry_budget_and_its_ceiling() -> None:
+    tasks = load_config(SHIPPED).tasks
+    assert tasks.execution_timeout == timedelta(minutes=30) and tasks.retries == 2
+    assert tasks.retry_delays() == [timedelta(seconds=30), timedelta(minutes=1)]
+    # what include/thresholds.yaml and docs/operating.md promise: three tries of 30 min and two waits
+    assert tasks.worst_case == timedelta(minutes=91, seconds=30)
+
+
+def test_retry_waits_stop_growing_at_max_retry_delay(tmp_path: Path) -> None:
+    raw = copy.deepcopy(shipped_raw())
+    raw["tasks"] = {"execution_timeout": "1m", "retries": 6, "retry_delay": "1m", "max_retry_delay": "5m"}
+    tasks = load_config(write(tmp_path, raw)).tasks
+    assert [d.total_seconds() / 60 for d in tasks.retry_delays()] == [1, 2, 4, 5, 5, 5]
+    assert tasks.worst_case == timedelta(minutes=7 + 22)
+
+
+def test_a_try_longer_than_the_run_deadline_is_refused(tmp_path: Path) -> None:
+    path, message = broken(tmp_path, set_key("tasks", "execution_timeout", value="4h"))
+    assert str(path) in message
+    assert "tasks.execution_timeout" in message and "alerting.run_deadline" in message

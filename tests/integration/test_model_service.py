@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 import requests
+from mlflow.tracking import MlflowClient
+from polling import wait_until
 
 from devstack.model_service import sample_rows
 from devstack.stack import (
@@ -18,7 +20,6 @@ from devstack.stack import (
     MODEL_SERVICE_MODEL,
     MODEL_SERVICE_VERSION,
     Stack,
-    wait_for,
 )
 from modelwatch.extract import extract_predictions
 from modelwatch.hooks import MlflowHook
@@ -74,11 +75,13 @@ def test_prometheus_scrapes_the_service(stack: Stack) -> None:
         r.raise_for_status()
         return r.json()["data"]["result"]
 
-    got = wait_for(lambda: query('up{job="model-service"} == 1'), timeout=45, interval=1)
+    got = wait_until(lambda: query('up{job="model-service"} == 1'), timeout=45, interval=1,
+                     what="Prometheus to scrape the model service (up == 1)")  # fmt: skip
     assert got[0]["metric"]["instance"] == f"127.0.0.1:{stack.config.model_service_port}"
     # The serving series the DAG's request_rate/error_rate/p95_latency queries read.
     _predict(stack, 2)
-    wait_for(lambda: query('http_requests_total{job="model-service",handler="/predict",status="2xx"}'), 45, 1)
+    wait_until(lambda: query('http_requests_total{job="model-service",handler="/predict",status="2xx"}'),
+               timeout=45, interval=1, what="the /predict 2xx request counter in Prometheus")  # fmt: skip
 
 
 def test_predictions_come_back_through_modelwatch_extraction(conns: Stack) -> None:
@@ -93,7 +96,8 @@ def test_predictions_come_back_through_modelwatch_extraction(conns: Stack) -> No
         frame = extract_predictions(MlflowHook(), [experiment], tags, start, end)
         return [frame] if len(frame) >= N + 2 else None
 
-    (frame,) = wait_for(mine, timeout=30, interval=0.5)
+    (frame,) = wait_until(mine, timeout=30, interval=0.5,
+                          what=f"the {N + 2} predictions to come back through extract_predictions")  # fmt: skip
     assert list(frame.columns) == list(PREDICTION_COLUMNS)
     assert len(frame) == N + 2
     assert set(frame["model"]) == {MODEL_SERVICE_MODEL}
@@ -116,14 +120,14 @@ def test_predictions_come_back_through_modelwatch_extraction(conns: Stack) -> No
     assert len(unlabelled) == 2 and t1 <= t2
 
     # The run: tags and a start before its points, still running (terminated at midnight or shutdown).
-    run = MlflowHook().get_conn().get_run(frame["run_id"].iloc[0])
+    run = MlflowClient(MlflowHook().tracking_uri).get_run(frame["run_id"].iloc[0])
     assert {k: run.data.tags[k] for k in tags} == {
         "model": MODEL_SERVICE_MODEL, "model_version": MODEL_SERVICE_VERSION, "instance": "127.0.0.1",
     }  # fmt: skip
     assert run.info.status == "RUNNING"
     assert run.info.start_time <= int(stamps.min().timestamp() * 1000)
     history = MlflowHook().metric_history(run.info.run_id, "prediction_time")
-    steps = [m.step for m in history]
+    steps = [m["step"] for m in history]
     assert len(steps) == len(set(steps)), "step is unique per prediction"
 
 
@@ -137,7 +141,7 @@ def test_shutdown_flushes_and_terminates_the_run(conns: Stack) -> None:
     tags = {"model": "model", "model_version": "model_version", "instance": "instance"}
     frame = extract_predictions(MlflowHook(), [experiment], tags, start, datetime.now(UTC))
     assert len(frame) == 3
-    run = MlflowHook().get_conn().get_run(frame["run_id"].iloc[0])
+    run = MlflowClient(MlflowHook().tracking_uri).get_run(frame["run_id"].iloc[0])
     assert run.info.status == "FINISHED"
     assert (
         int(frame["timestamp"].max().timestamp() * 1000)
@@ -151,5 +155,6 @@ def test_shutdown_flushes_and_terminates_the_run(conns: Stack) -> None:
         found = extract_predictions(MlflowHook(), [experiment], tags, start, t1 + timedelta(seconds=1))
         return [found] if len(found) == 4 else []
 
-    (after,) = wait_for(runs, timeout=30, interval=0.5)
+    (after,) = wait_until(runs, timeout=30, interval=0.5,
+                          what="the prediction after the restart to come back through extract_predictions")  # fmt: skip
     assert after["run_id"].nunique() == 2

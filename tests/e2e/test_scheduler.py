@@ -27,6 +27,7 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
+from polling import wait_until
 
 from devstack.airflow_services import AirflowApi, AirflowServices
 
@@ -116,17 +117,16 @@ def triggered_run(api: AirflowApi, submitted: dict[str, Any]) -> dict[str, Any]:
 def backfill_runs(api: AirflowApi, submitted: dict[str, Any]) -> dict[date, dict[str, Any]]:
     """The backfill's runs once all have finished, by the day they cover."""
     backfill = submitted["backfill"]
-    deadline = time.monotonic() + _remaining(submitted)
-    while True:
-        runs = api.backfill_runs(DAG_ID, backfill)
-        if len(runs) == len(BACKFILL_DAYS) and all(r["state"] in ("success", "failed") for r in runs):
-            break
-        if time.monotonic() > deadline:
-            pytest.fail(
-                f"backfill {backfill['id']} not finished: {[(r['dag_run_id'], r['state']) for r in runs]}"
-            )
-        time.sleep(2)
-    return {_when(r["data_interval_start"]).date(): r for r in runs}  # type: ignore[union-attr]
+
+    def runs() -> list[tuple[str, str]]:
+        return [(r["dag_run_id"], r["state"]) for r in api.backfill_runs(DAG_ID, backfill)]
+
+    def finished(got: list[tuple[str, str]]) -> bool:
+        return len(got) == len(BACKFILL_DAYS) and all(state in ("success", "failed") for _, state in got)
+
+    wait_until(runs, until=finished, timeout=_remaining(submitted), interval=2,
+               what=f"the {len(BACKFILL_DAYS)} runs of backfill {backfill['id']} to finish")  # fmt: skip
+    return {_when(r["data_interval_start"]).date(): r for r in api.backfill_runs(DAG_ID, backfill)}  # type: ignore[union-attr]
 
 
 @pytest.fixture(scope="module")
@@ -216,17 +216,21 @@ def test_alertmanager_got_the_triggered_runs_alert_and_none_from_the_backfill(
     seeded_stack: Any, triggered_run: dict[str, Any], backfill_runs: dict[date, dict[str, Any]], e2e_alertname: str
 ) -> None:
     run_id = triggered_run["dag_run_id"]
-    deadline = time.monotonic() + 30
-    while True:
-        alerts = [
+
+    def ours() -> list[dict[str, Any]]:
+        return [
             a for n in seeded_stack.webhook_notifications() for a in n.get("alerts", [])
             if a["labels"].get("alertname") == e2e_alertname
         ]  # fmt: skip
-        seen = {(a["annotations"]["window"][:10], a["labels"]["model"]) for a in alerts}
-        if seen >= {(CPU_DAY.isoformat(), "fraud-detector")} or time.monotonic() > deadline:
-            break
-        time.sleep(1)
-    assert seen == {(CPU_DAY.isoformat(), "fraud-detector")}, seen
+
+    def seen(alerts: list[dict[str, Any]]) -> set[tuple[str, str]]:
+        return {(a["annotations"]["window"][:10], a["labels"]["model"]) for a in alerts}
+
+    # the triggered run and the backfill are over (the fixtures): wait for the triggered run's alert, then
+    # check that it came alone (a backfill does not page)
+    alerts = wait_until(ours, until=lambda got: seen(got) >= {(CPU_DAY.isoformat(), "fraud-detector")},
+                        timeout=30, interval=1, what="the webhook receiver to get the triggered run's alert")  # fmt: skip
+    assert seen(alerts) == {(CPU_DAY.isoformat(), "fraud-detector")}, seen(alerts)
     for a in alerts:
         assert a["annotations"]["airflow_run"].endswith(f"/runs/{quote(run_id, safe='')}"), a["annotations"]
         assert "cpu" in a["labels"]["resources"].split(",")
@@ -244,14 +248,15 @@ def test_an_invalid_window_fails_at_once_and_emails(
     failed = sorted(t for t, ti in tasks.items() if ti["state"] == "failed")
     assert failed == ["extract_predictions", "extract_resources"], _explain(api, run_id)
     assert all(tasks[t]["try_number"] == 1 for t in failed), "an invalid window must not be retried"
-    deadline = time.monotonic() + 30
-    while True:
-        mails = [
+
+    def mails_of_the_run() -> list[dict[str, Any]]:
+        return [
             m for m in seeded_stack.mail() if run_id in m["subject"] and "missed its deadline" not in m["subject"]
         ]
-        if len(mails) >= len(failed) or time.monotonic() > deadline:
-            break
-        time.sleep(1)
+
+    # the run is over: one failure email per failed task is on its way
+    mails = wait_until(mails_of_the_run, until=lambda got: len(got) >= len(failed), timeout=30, interval=1,
+                       what=f"a failure email for each of {failed}")  # fmt: skip
     assert sorted(m["subject"].split("task ")[1].split()[0] for m in mails) == failed, [
         m["subject"] for m in mails
     ]

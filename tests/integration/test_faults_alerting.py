@@ -9,7 +9,6 @@ task, the branch, the failure email.
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -19,7 +18,9 @@ import pytest
 from airflow.sdk.exceptions import AirflowFailException
 from faultdag import fault_config, parse_dag, run_day, state, task_states, test_copy
 from faultproxy import Fault, FaultProxy, airflow_conn
+from polling import holds_for, wait_until
 
+from devstack.stack import alertmanager_config
 from modelwatch.errors import AlertmanagerError, UpstreamUnavailable
 from modelwatch.hooks import AlertmanagerHook
 
@@ -51,15 +52,6 @@ def _alerts_named(stack: Any, alertname: str) -> list[dict[str, Any]]:
     """Notifications the webhook receiver got that carry an alert called ``alertname``."""
     return [n for n in stack.webhook_notifications()
             if any(a["labels"].get("alertname") == alertname for a in n.get("alerts", []))]  # fmt: skip
-
-
-def _wait(predicate: Any, timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.3)
 
 
 def _lake_docs(tmp_path: Any, day: date) -> dict[str, Any]:
@@ -101,7 +93,8 @@ def test_alertmanager_5xx_keeps_the_payload_and_a_task_retry_delivers_it(
     first_post = min(s.wall for s in am_proxy.seen if s.method == "POST")
     assert docs["_payload.json"].stat().st_mtime <= first_post
     assert json.loads(docs["_delivery.json"].read_text())["alerts"][0]["labels"] == payload[0]["labels"]
-    notified = _wait(lambda: _alerts_named(env, alertname))
+    notified = wait_until(lambda: _alerts_named(env, alertname), timeout=20,
+                          what=f"the webhook receiver to get the {alertname} notification")  # fmt: skip
     assert len(notified) == 1, notified  # delivered once
 
 
@@ -144,9 +137,12 @@ def test_alertmanager_and_smtp_down_fail_the_run_keep_the_payload_and_log_the_lo
 
     kept = json.loads(docs["_payload.json"].read_text())
     AlertmanagerHook(**FAST).post_alerts(stamp_for_posting(kept, datetime.now(UTC), timedelta(hours=1)))
-    assert len(_wait(lambda: _alerts_named(env, alertname))) == 1
+    notified = wait_until(lambda: _alerts_named(env, alertname), timeout=20,
+                          what=f"the webhook receiver to get the kept {alertname} alert")  # fmt: skip
+    assert len(notified) == 1, notified
     # and mail works again: Alertmanager's email receiver reaches the restarted sink
-    assert _wait(lambda: len(env.mail()) > mails_before)
+    wait_until(lambda: env.mail()[mails_before:], timeout=20,
+               what="a mail from Alertmanager's email receiver through the restarted SMTP sink")  # fmt: skip
 
 
 # -- Alertmanager answering errors (hook) --------------------------------------------------------------------
@@ -196,9 +192,14 @@ def test_posting_the_same_alert_twice_pages_once(env: Any) -> None:
     def notified() -> list[Any]:
         return [n for n in env.webhook_notifications() if any(a["labels"].get("model") == model for a in n["alerts"])]
 
-    assert len(_wait(notified)) == 1
+    first = wait_until(notified, timeout=20, what=f"the webhook receiver to get the {model} notification")
+    assert len(first) == 1, first
     # a retry posts the same payload again, with a later endsAt
     hook.post_alerts(stamp_for_posting(payload, datetime.now(UTC) + timedelta(seconds=30), timedelta(hours=1)))
-    time.sleep(7)  # past Alertmanager's group_interval (5 s): a second notification would have come by now
-    assert len(notified()) == 1
+    # Only waiting can tell here: deduplicating, Alertmanager sends nothing and records nothing of this group
+    # that the test could read (its metrics count every group's flushes). The group flushes every
+    # group_interval; past one interval and a margin, a second notification would have come.
+    group_interval = float(alertmanager_config(env.config)["route"]["group_interval"].removesuffix("s"))
+    holds_for(notified, until=lambda got: len(got) == 1, seconds=group_interval + 2,
+              what=f"a single notification for {model} after the same alert was posted again")  # fmt: skip
     assert len(hook.get_alerts({"model": model})) == 1

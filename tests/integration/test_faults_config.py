@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 import yaml
 from config_helpers import delete_key, set_key
+from polling import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "include" / "thresholds.yaml"
@@ -188,13 +189,12 @@ def test_awkward_model_names_in_alert_labels_and_alertmanager_filters(
     assert hook.get_alerts({"alertname": cfg.alertname, "model": models[0][:-1]}) == []
 
     # the webhook receives the label values byte for byte
-    deadline = time.monotonic() + 20
-    received: set[str] = set()
-    while time.monotonic() < deadline and received != set(models):
-        received = {a["labels"]["model"] for n in seeded_stack.webhook_notifications() for a in n["alerts"]
-                    if a["labels"].get("alertname") == cfg.alertname}  # fmt: skip
-        time.sleep(0.3)
-    assert received == set(models)
+    def received() -> set[str]:
+        return {a["labels"]["model"] for n in seeded_stack.webhook_notifications() for a in n["alerts"]
+                if a["labels"].get("alertname") == cfg.alertname}  # fmt: skip
+
+    wait_until(received, until=lambda got: got == set(models), timeout=20,
+               what=f"the webhook receiver to get the {cfg.alertname} alerts of {models}")  # fmt: skip
 
 
 def test_awkward_label_values_from_prometheus_join_the_same_mlflow_tag(
@@ -294,11 +294,12 @@ def test_bad_promql_fails_the_task_at_once_without_retries_and_emails_prometheus
     states = task_states(run)
     assert states["extract_resources"] == ("failed", 1)  # no second try
     assert states["extract_predictions"][0] == "success" and states["correlate"][0] == "upstream_failed"
-    assert time.monotonic() - started < 60
-    deadline = time.monotonic() + 20
-    while len(seeded_stack.mail()) == mails_before and time.monotonic() < deadline:
-        time.sleep(0.3)
-    mails = seeded_stack.mail()[mails_before:]
-    assert len(mails) == 1 and "extract_resources" in mails[0]["subject"]
+    took = time.monotonic() - started
+    # "at once": a bound with a wide margin for a busy machine (the first try's failure is asserted above)
+    assert took < 60, f"the run took {took:.0f} s to fail"
+    # the run is over (dag.test returned), so its failure email is sent: wait for it to reach the sink
+    mails = wait_until(lambda: seeded_stack.mail()[mails_before:], timeout=20,
+                       what="the failure email of extract_resources in the SMTP sink")  # fmt: skip
+    assert len(mails) == 1 and "extract_resources" in mails[0]["subject"], [m["subject"] for m in mails]
     for words in ("Prometheus query", "cpu", "bad_data", "parse error"):
         assert words in mails[0]["body"], mails[0]["body"]

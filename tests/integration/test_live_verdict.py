@@ -15,15 +15,15 @@ also fall inside it, and the old rule said ``slow_unexplained`` with CPU at 0.99
 from __future__ import annotations
 
 import json
-import time
 import urllib.request
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from polling import wait_until
 
 from devstack.drill import run_drill
 from devstack.runner import load_dag, run_window, task_states, xcom
@@ -54,9 +54,31 @@ def drill(stack: Any) -> Any:
         stack.config.model_service_url, quiet_s=QUIET_S, burn_s=BURN_S, after_s=AFTER_S,
         users_quiet=5, users_surge=15, progress=lambda line: print(f"drill: {line}", flush=True),
     )  # fmt: skip
-    # the service flushes predictions to MLflow every second; Prometheus scrapes every 5 s
-    time.sleep(8)
+    # Locust has stopped: wait until the service has written every prediction to MLflow (it flushes every
+    # second) and Prometheus has scraped the service and node-exporter after the drill's end (every 5 s), so
+    # the window's samples are all stored.
+    wait_until(lambda: _not_settled(stack, result.end), until=lambda left: not left, timeout=60, interval=0.5,
+               what="the drill's predictions in MLflow and a scrape of the service and node-exporter after its end")  # fmt: skip
     return result
+
+
+def _not_settled(stack: Any, end: datetime) -> dict[str, Any]:
+    """What is still on its way after a drill that ended at ``end``: the targets the verdict reads (the model
+    service, node-exporter) not scraped since, and the predictions the service holds that MLflow has not got
+    yet (``/health``'s ``pending``; a flush being written already shows 0, but it takes milliseconds and the
+    DAG run that reads MLflow next takes seconds to get there)."""
+    left: dict[str, Any] = {}
+    with urllib.request.urlopen(f"{stack.config.prometheus_url}/api/v1/targets", timeout=5) as resp:
+        targets = json.loads(resp.read())["data"]["activeTargets"]
+    late = [t["scrapeUrl"] for t in targets if t["labels"]["job"] in ("model-service", "node-local")
+            and datetime.fromisoformat(t["lastScrape"]) <= end]  # fmt: skip
+    if late:
+        left["not scraped since the end"] = late
+    with urllib.request.urlopen(f"{stack.config.model_service_url}/health", timeout=5) as resp:
+        pending = json.loads(resp.read())["pending"]
+    if pending:
+        left["predictions not written to MLflow"] = pending
+    return left
 
 
 @pytest.fixture(scope="module")

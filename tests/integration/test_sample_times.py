@@ -20,7 +20,6 @@ import os
 import shutil
 import subprocess
 import threading
-import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pandas as pd
 import pytest
+from polling import wait_until
 
 from devstack.stack import HOST, find_binary
 from modelwatch.config import ModelwatchConfig
@@ -208,20 +208,21 @@ def gap_prometheus(tmp_path_factory: pytest.TempPathFactory, live_exporter: Live
         stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     url = f"http://{HOST}:{port}"
+
+    def ready() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError(f"Prometheus exited: {(work / 'prometheus.log').read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/-/ready", timeout=2) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/-/ready", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"Prometheus did not start: {(work / 'prometheus.log').read_text()[-2000:]}"
-                )
-            time.sleep(0.2)
+        try:
+            wait_until(ready, timeout=30, interval=0.2, what=f"the gap Prometheus to answer {url}/-/ready")
+        except AssertionError as exc:
+            raise RuntimeError(f"{exc}; its log: {(work / 'prometheus.log').read_text()[-2000:]}") from None
         yield url
     finally:
         proc.terminate()
@@ -386,10 +387,8 @@ def test_sample_times_equal_timestamp_on_history(gap_conn: str, promql: str) -> 
 def test_sample_times_equal_timestamp_with_staleness_markers(
     gap_conn: str, live_exporter: LiveExporter
 ) -> None:
-    deadline = time.monotonic() + 60
-    while live_exporter.served < 21:
-        assert time.monotonic() < deadline, f"the live target was scraped only {live_exporter.served} times"
-        time.sleep(0.5)
+    wait_until(lambda: live_exporter.served, until=lambda served: served >= 21, timeout=60, interval=0.5,
+               what="Prometheus to scrape the live target 21 times (4 more after it was down)")  # fmt: skip
     hook = PrometheusHook(prometheus_conn_id=gap_conn)
     end = datetime.now(UTC)
     start = end - timedelta(seconds=60)

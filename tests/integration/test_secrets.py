@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import time
 import uuid
 from datetime import date
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any
 import pytest
 from faultdag import fault_config, parse_dag, run_day, state, task_states, test_copy
 from faultproxy import Fault, FaultProxy, airflow_conn
+from polling import wait_until
 
 CPU_DAY = date(2026, 3, 3)
 TAG = uuid.uuid4().hex[:12]
@@ -98,10 +98,10 @@ def two_runs(
         mlflow.add(Fault.echo(400, prometheus=False, times=None))
         failed = run_day(dag, CPU_DAY)
         out["failed"] = (state(failed), task_states(failed))
-        deadline = time.monotonic() + 30  # the alert's mail, and one failure email per failed task
-        while len(seeded_stack.mail()) < mails_before + 3 and time.monotonic() < deadline:
-            time.sleep(0.5)
-        out["mails"] = seeded_stack.mail()[mails_before:]
+        # both runs are over: the alert's mail (through Alertmanager's group_wait) and one failure email per
+        # failed task are on their way to the sink
+        out["mails"] = wait_until(lambda: seeded_stack.mail()[mails_before:], until=lambda mails: len(mails) >= 3,
+                                  timeout=30, what="the alert's mail and the two failure emails in the SMTP sink")  # fmt: skip
         printed = capture.read_global_capture() if capture is not None else ("", "")
         out["logs"] = printed[0] + printed[1]
     finally:

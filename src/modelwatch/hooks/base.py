@@ -63,13 +63,33 @@ def _strip_userinfo(url: str) -> str:
     return _USERINFO.sub("//", url)
 
 
-def _as_bool(value: Any) -> bool | str:
+def as_bool(value: Any) -> bool | str:
     # ``verify`` may be a CA bundle path; anything else is read as a boolean.
     if isinstance(value, str) and value.lower() in ("false", "0", "no", "off"):
         return False
     if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on"):
         return True
     return value if isinstance(value, str) else bool(value)
+
+
+def connection_url(conn: Any) -> str:
+    """The base URL an Airflow connection names: ``host`` itself when it is a full URL (contains ``://``),
+    else ``schema://host:port`` (scheme ``http`` by default); ``""`` when it has no host."""
+    host = (conn.host or "").strip()
+    if not host:
+        return ""
+    if "://" in host:
+        return host.rstrip("/")
+    scheme = (conn.schema or "http").strip() or "http"
+    return f"{scheme}://{host}" + (f":{conn.port}" if conn.port else "")
+
+
+def new_session() -> requests.Session:
+    """A session with the headers every modelwatch request carries."""
+    session = requests.Session()
+    session.headers["User-Agent"] = "modelwatch"
+    session.headers["Accept"] = "application/json"
+    return session
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -199,23 +219,16 @@ class ApiHook(BaseHook):
             return self._session
         conn = self.get_connection(self.conn_id)
         extra: Mapping[str, Any] = conn.extra_dejson or {}
-        host = (conn.host or "").strip()
-        if not host:
+        base = connection_url(conn)
+        if not base:
             raise ModelwatchError(f"connection {self.conn_id!r} has no host")
-        if "://" in host:
-            base = host.rstrip("/")
-        else:
-            scheme = (conn.schema or "http").strip() or "http"
-            base = f"{scheme}://{host}" + (f":{conn.port}" if conn.port else "")
         prefix = str(extra.get("path_prefix") or "").strip("/")
         self._base_url = base + (f"/{prefix}" if prefix else "")
         self._timeout = float(extra.get("timeout") or DEFAULT_TIMEOUT_SECONDS)
 
-        session = requests.Session()
-        session.headers["User-Agent"] = "modelwatch"
-        session.headers["Accept"] = "application/json"
+        session = new_session()
         if "verify" in extra:
-            session.verify = _as_bool(extra["verify"])
+            session.verify = as_bool(extra["verify"])
         auth = str(extra.get("auth") or "none").lower()
         if auth not in AUTH_MODES:
             raise ModelwatchError(
@@ -404,6 +417,12 @@ class ApiHook(BaseHook):
             path and the HTTP status or the transport error, credentials redacted.
         """
         method, path, kwargs = self.test_request
+        try:
+            # first: resolving the connection may set the hook's retry policy (MLflow's extras), which the
+            # single attempt below must override, not be overridden by
+            self.get_conn()
+        except Exception as exc:  # a connection that cannot be resolved is the answer the form shows
+            return False, self.redact(f"{self.service_name} connection {self.conn_id!r}: {exc}")
         attempts, self.max_attempts = self.max_attempts, 1
         try:
             started = time.monotonic()

@@ -35,7 +35,7 @@ import requests
 
 from modelwatch import connections
 from modelwatch.errors import MlflowSourceError, MlflowSourceRefused, UpstreamUnavailable, is_refusal
-from modelwatch.hooks.base import ApiHook, basic_auth_token
+from modelwatch.hooks.base import ApiHook, as_bool, basic_auth_token, connection_url, new_session
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -96,10 +96,6 @@ def _artifact_request(run: Mapping[str, Any], path: str) -> tuple[str, dict[str,
     return GET_ARTIFACT_PATH, {"params": {"path": path, "run_uuid": _run_id(run)}}
 
 
-def _as_bool(value: Any) -> bool:
-    return str(value).lower() in ("true", "1", "yes")
-
-
 class MlflowHook(ApiHook):
     """Read runs, metric histories and run artifacts from an MLflow tracking server over its REST API.
 
@@ -157,24 +153,17 @@ class MlflowHook(ApiHook):
             return self._session
         conn = self.get_connection(self.conn_id)
         extra: Mapping[str, Any] = conn.extra_dejson or {}
-        host = (conn.host or "").strip()
-        if not host:
+        uri = connection_url(conn)
+        if not uri:
             raise MlflowSourceError(f"connection {self.conn_id!r}", "the connection has no host")
-        if "://" in host:
-            uri = host.rstrip("/")
-        else:
-            scheme = (conn.schema or "http").strip() or "http"
-            uri = f"{scheme}://{host}" + (f":{conn.port}" if conn.port else "")
         retries, backoff, timeout = extra.get("max_retries"), extra.get("backoff_factor"), extra.get("timeout")
         self.max_attempts = 1 + (DEFAULT_MAX_RETRIES if retries is None else max(0, math.ceil(float(retries))))
         self.backoff_base_seconds = DEFAULT_BACKOFF_FACTOR if backoff is None else float(backoff)
         # whole seconds, as MLflow's client read the same extra
         self._timeout = DEFAULT_TIMEOUT_SECONDS if timeout is None else float(math.ceil(float(timeout)))
 
-        session = requests.Session()
-        session.headers["User-Agent"] = "modelwatch"
-        session.headers["Accept"] = "application/json"
-        if _as_bool(extra.get("insecure_tls")):
+        session = new_session()
+        if as_bool(extra.get("insecure_tls")) is True:
             session.verify = False
         if conn.password:
             if conn.login:
@@ -188,18 +177,6 @@ class MlflowHook(ApiHook):
         self._session = session
         self.log.debug("MLflow connection %r: %s", self.conn_id, self.base_url)
         return session
-
-    def test_connection(self) -> tuple[bool, str]:
-        """Airflow's connection Test: one search of at most one experiment, one attempt."""
-        try:
-            self.get_conn()  # first, so the retry policy it sets does not replace the test's single attempt
-        except MlflowSourceError as exc:  # a bad connection is the answer the form shows
-            return False, self.redact(str(exc))
-        except Exception as exc:
-            return False, self.redact(f"MLflow connection {self.mlflow_conn_id!r}: {exc}")
-        return super().test_connection()
-
-    # -- requests ---------------------------------------------------------------------------------
 
     def _send(self, method: str, path: str, *, what: str, experiment: str | None, **kwargs: Any) -> requests.Response:
         """One request through :meth:`_request` (retries included); a transport failure as MlflowSourceError."""

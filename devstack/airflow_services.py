@@ -31,6 +31,7 @@ paging, no retry of SQLite's "database is locked" answers and no waits, which ar
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -38,6 +39,7 @@ import secrets
 import shlex
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -63,6 +65,7 @@ from devstack.processes import (
     tail,
     use_bytecode_cache,
 )
+from devstack.sqlite_args import CONNECT_ARGS
 from devstack.stack import HOST, MissingBinaryError, PortInUseError, StackConfig, port_is_free
 
 #: The components. Task processes report to the API server's execution API, so the scheduler (which starts
@@ -541,6 +544,10 @@ class AirflowServices(ManagedProcesses):
             raise ServiceNotReadyError(
                 f"`airflow db migrate` failed with code {proc.returncode}. Last lines of {log}:\n{tail(log)}"
             )
+        # Write-ahead logging lets the API server read while the scheduler writes (in SQLite's default
+        # rollback journal every reader blocks the writer and the reverse); the mode stays in the file.
+        with contextlib.closing(sqlite3.connect(self.config.db_path, timeout=60)) as db:
+            db.execute("PRAGMA journal_mode=WAL")
         self.ready_seconds["migrate"] = time.monotonic() - t0
 
     def _matches(self, name: str, cmdline: str) -> bool:
@@ -602,6 +609,9 @@ def _fresh_and_healthy(info: dict[str, Any] | None, since: datetime | None) -> b
 TERMINAL_RUN_STATES = frozenset({"success", "failed"})
 #: How long :meth:`AirflowApi.request` retries a request the metadata database refused (SQLite only).
 LOCKED_RETRY_SECONDS = 60.0
+#: Seconds per request: longer than the API server may wait for SQLite's lock (devstack.sqlite_args), or a
+#: request the server is still about to answer times out here (seen in CI: a trigger behind a backfill).
+REQUEST_TIMEOUT = CONNECT_ARGS["timeout"] + 30.0
 
 
 def _database_busy(exc: AirflowApiError) -> bool:
@@ -617,7 +627,9 @@ class AirflowApi:
     Only the standard library: loopback requests never go through a proxy from the environment.
     """
 
-    def __init__(self, base_url: str, username: str, password: str, *, timeout: float = 30.0) -> None:
+    def __init__(
+        self, base_url: str, username: str, password: str, *, timeout: float = REQUEST_TIMEOUT
+    ) -> None:
         """:param base_url: e.g. ``http://127.0.0.1:18080``. :param username: user. :param password: password.
         :param timeout: seconds per request.
         """
@@ -795,7 +807,9 @@ class AirflowApi:
         ``state``, ``try_number``, ...)."""
         return self._paged(f"/api/v2/dags/{_q(dag_id)}/dagRuns/{_q(run_id)}/taskInstances", "task_instances")
 
-    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1, map_index: int = -1) -> str:
+    def task_log(
+        self, dag_id: str, run_id: str, task_id: str, try_number: int = 1, map_index: int = -1
+    ) -> str:
         """One try's log as text: ``timestamp level event`` per line, and the exception of a failed try.
 
         :param dag_id: DAG id. :param run_id: run id. :param task_id: task id. :param try_number: the try.

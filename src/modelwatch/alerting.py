@@ -1,8 +1,12 @@
-"""Alertmanager payloads from verdicts, and the decision whether a run may page.
+"""Alertmanager payloads from verdicts, the decision whether a run may page, and an alert's lifecycle.
 
 Alert identity in Alertmanager is its label set, so labels hold only stable facts (alert name, model,
 severity, the saturated resources): posting the same verdict again updates the same alert and pages no
 one twice. Everything that varies (values, links, window) goes into annotations.
+
+The lifecycle: a verdict that pages fires its alert (:func:`build_alerts`); an incident that carries on
+from the previous window stays one alert listing both windows (:func:`continue_incidents`); an alert whose
+model a later run judges otherwise is resolved (:func:`plan_alerts`).
 """
 
 from __future__ import annotations
@@ -19,89 +23,221 @@ if TYPE_CHECKING:
     from modelwatch.verdict import ModelVerdict
 
 SOURCE_LABEL = "modelwatch"
+#: Annotations the lifecycle reads back: the window an alert was raised for, every window its incident
+#: spans, and when the incident began.
+WINDOW_START, WINDOW_END, WINDOWS, INCIDENT_START = "window_start", "window_end", "windows", "incident_start"
 
 
 @dataclass(frozen=True)
 class PagingDecision:
-    """Whether a run posts its alerts, and why (recorded in the verdict document)."""
+    """Whether a run talks to Alertmanager (posts its alerts and resolves ended ones), and why (recorded in
+    the verdict document)."""
 
     post: bool
     reason: str
 
 
 def paging_decision(
-    verdicts: list[ModelVerdict], *, run_type: str, dry_run: bool, page_on_backfill: bool
+    verdicts: list[ModelVerdict], cfg: AlertingConfig, *, run_type: str, dry_run: bool, page_on_backfill: bool
 ) -> PagingDecision:
     """Decide whether this run posts to Alertmanager.
 
+    A run that may page posts even when nothing pages now: a model it paged for earlier and now judges
+    otherwise must have that alert resolved (:func:`plan_alerts`).
+
     :param run_type: the DAG run's type (``scheduled``, ``manual``, ``backfill``, ...).
     """
-    degraded = [v.model for v in verdicts if v.verdict == "degraded"]
-    if not degraded:
-        return PagingDecision(False, "no model is degraded")
+    rules = cfg.paging_rules()
+    paging = ", ".join(f"{v.model} ({v.verdict})" for v in verdicts if v.verdict in rules)
     if dry_run:
-        return PagingDecision(False, f"dry run: would page for {', '.join(degraded)}")
+        return PagingDecision(
+            False, f"dry run: would page for {paging}" if paging else "dry run: nothing would page"
+        )
     if run_type == "backfill" and not page_on_backfill:
-        return PagingDecision(False, f"backfill run: not paging for {', '.join(degraded)} (set page_on_backfill)")
-    return PagingDecision(True, f"paging for degraded {', '.join(degraded)}")
+        if not paging:
+            return PagingDecision(False, "backfill run: nothing would page")
+        return PagingDecision(False, f"backfill run: not paging for {paging} (set page_on_backfill)")
+    if paging:
+        return PagingDecision(True, f"paging for {paging}")
+    judged = ", ".join(v.model for v in verdicts) or "no model"
+    return PagingDecision(True, f"nothing pages; resolving any modelwatch alert still firing for {judged}")
 
 
 def build_alerts(
     verdicts: list[ModelVerdict], cfg: AlertingConfig, *, run_url: str, partition_url: str
 ) -> list[dict[str, Any]]:
-    """One Alertmanager v2 alert per degraded model (``startsAt`` from the incident; ``endsAt`` is set when
-    posting, see :func:`stamp_for_posting`)."""
+    """One Alertmanager v2 alert per model whose verdict pages (``alerting`` of thresholds.yaml: ``degraded``
+    always, ``no_data`` and ``slow_unexplained`` as configured), under that verdict's alert name and
+    severity. ``startsAt`` comes from the incident; ``endsAt`` is set when posting (:func:`stamp_for_posting`)."""
+    rules = cfg.paging_rules()
     alerts = []
     for v in verdicts:
-        if v.verdict != "degraded":
+        if v.verdict not in rules:
             continue
-        evidence = v.saturated_resources
-        resources = sorted(e.resource for e in evidence)
-        lines = [
-            f"{e.resource}: median {fmt_value(e.slow_value_median)}, max {fmt_value(e.slow_value_max)} {e.unit} at "
-            f"slow predictions (threshold {fmt_value(e.threshold)}); slow at {fmt_pct(e.slow_share_saturated)} of "
-            f"{e.n_saturated} predictions at saturation against {fmt_pct(e.slow_share_unsaturated)} of "
-            f"{e.n_unsaturated} below it (relative risk {fmt_value(e.relative_risk)}, p={fmt_value(e.p_adjusted)}, "
-            f"{e.test}, Holm-adjusted); coverage {fmt_pct(e.coverage)} of slow predictions sampled"
-            for e in evidence
-        ]
-        if v.n_slow_unsampled:
-            lines.append(f"{v.n_slow_unsampled} slow prediction(s) had no real resource sample.")
+        alertname, severity = rules[v.verdict]
+        labels = {"alertname": alertname, "model": v.model, "severity": severity, "source": SOURCE_LABEL}
+        annotations = {
+            "summary": f"{v.model}: {v.reason}",
+            "verdict": v.verdict,
+            "window": f"{v.window_start} to {v.window_end}",
+            WINDOW_START: v.window_start,
+            WINDOW_END: v.window_end,
+            WINDOWS: f"{v.window_start} to {v.window_end}",
+            "model_versions": ",".join(v.model_versions),
+            "partition": partition_url,
+            "airflow_run": run_url,
+        }
+        if v.verdict == "degraded":
+            evidence = v.saturated_resources
+            labels["resources"] = ",".join(sorted(e.resource for e in evidence))
+            annotations["description"] = _degraded_description(v)
+            annotations["coverage"] = ", ".join(f"{e.resource} {fmt_pct(e.coverage)}" for e in evidence)
+            annotations["relative_risk"] = ", ".join(
+                f"{e.resource} {fmt_value(e.relative_risk)}" for e in evidence
+            )
+        else:
+            annotations["description"] = v.reason
+        if v.incident_start is not None:
+            annotations[INCIDENT_START] = str(v.incident_start)
+            annotations["incident_end"] = str(v.incident_end)
         alerts.append({
-            "labels": {
-                "alertname": cfg.alertname,
-                "model": v.model,
-                "severity": cfg.severity,
-                "resources": ",".join(resources),
-                "source": SOURCE_LABEL,
-            },
-            "annotations": {
-                "summary": f"{v.model}: {v.reason}",
-                "description": "\n".join([
-                    f"{v.n_slow} of {v.n_predictions} predictions took longer than "
-                    f"{fmt_value(v.slow_threshold_seconds)} s on {', '.join(v.slow_instances)} "
-                    f"between {v.incident_start} and {v.incident_end}.",
-                    *lines,
-                ]),
-                "window": f"{v.window_start} to {v.window_end}",
-                "incident_start": str(v.incident_start),
-                "incident_end": str(v.incident_end),
-                "model_versions": ",".join(v.model_versions),
-                "coverage": ", ".join(f"{e.resource} {fmt_pct(e.coverage)}" for e in evidence),
-                "relative_risk": ", ".join(f"{e.resource} {fmt_value(e.relative_risk)}" for e in evidence),
-                "partition": partition_url,
-                "airflow_run": run_url,
-            },
+            "labels": labels,
+            "annotations": annotations,
             "startsAt": v.incident_start or v.window_start,
             "generatorURL": run_url,
         })  # fmt: skip
     return alerts
 
 
-def stamp_for_posting(alerts: list[dict[str, Any]], posted_at: datetime, active_for: timedelta) -> list[dict[str, Any]]:
+def _degraded_description(v: ModelVerdict) -> str:
+    lines = [
+        f"{e.resource}: median {fmt_value(e.slow_value_median)}, max {fmt_value(e.slow_value_max)} {e.unit} at "
+        f"slow predictions (threshold {fmt_value(e.threshold)}); slow at {fmt_pct(e.slow_share_saturated)} of "
+        f"{e.n_saturated} predictions at saturation against {fmt_pct(e.slow_share_unsaturated)} of "
+        f"{e.n_unsaturated} below it (relative risk {fmt_value(e.relative_risk)}, p={fmt_value(e.p_adjusted)}, "
+        f"{e.test}, Holm-adjusted); coverage {fmt_pct(e.coverage)} of slow predictions sampled"
+        for e in v.saturated_resources
+    ]
+    if v.n_slow_unsampled:
+        lines.append(f"{v.n_slow_unsampled} slow prediction(s) had no real resource sample.")
+    return "\n".join([
+        f"{v.n_slow} of {v.n_predictions} predictions took longer than {fmt_value(v.slow_threshold_seconds)} s on "
+        f"{', '.join(v.slow_instances)} between {v.incident_start} and {v.incident_end}.",
+        *lines,
+    ])  # fmt: skip
+
+
+def continue_incidents(
+    alerts: list[dict[str, Any]], previous: list[dict[str, Any]], max_gap: timedelta
+) -> list[dict[str, Any]]:
+    """Carry an incident over from the previous window: an alert whose incident starts less than
+    ``max_gap`` after the same alert (same labels) of the previous window ended is that alert, continued.
+    It keeps the earlier ``startsAt`` and ``incident_start`` and lists every window it spans in ``windows``,
+    so an incident across midnight is one alert and its annotations cover both days.
+
+    :param alerts: this window's alerts (:func:`build_alerts`).
+    :param previous: the alerts the previous window's run stored (its payload document), or ``[]``.
+    :param max_gap: ``alerting.incident_gap``.
+    """
+    earlier = {_identity(a["labels"]): a for a in previous}
+    out = []
+    for alert in alerts:
+        before = earlier.get(_identity(alert["labels"]))
+        notes = alert["annotations"]
+        if before is not None and _continues(before["annotations"], notes, max_gap):
+            old = before["annotations"]
+            notes = {
+                **notes,
+                WINDOWS: "; ".join(dict.fromkeys([*old[WINDOWS].split("; "), *notes[WINDOWS].split("; ")])),
+                INCIDENT_START: old[INCIDENT_START],
+            }
+            alert = {
+                **alert,
+                "annotations": notes,
+                "startsAt": min(before["startsAt"], alert["startsAt"], key=_instant),
+            }
+        out.append(alert)
+    return out
+
+
+def _continues(before: dict[str, str], now: dict[str, str], max_gap: timedelta) -> bool:
+    if not before.get("incident_end") or not now.get(INCIDENT_START) or WINDOWS not in before:
+        return False  # no_data has no incident times: each window's silence is judged on its own
+    gap = _instant(now[INCIDENT_START]) - _instant(before["incident_end"])
+    return timedelta(0) <= gap < max_gap
+
+
+@dataclass(frozen=True)
+class AlertPlan:
+    """What one run sends to Alertmanager: its firing alerts, and the resolutions of alerts that ended."""
+
+    firing: list[dict[str, Any]]
+    resolved: list[dict[str, Any]]
+
+    @property
+    def payload(self) -> list[dict[str, Any]]:
+        """One POST body with both (Alertmanager takes firing and resolved alerts alike)."""
+        return [*self.firing, *self.resolved]
+
+
+def plan_alerts(
+    alerts: list[dict[str, Any]],
+    active: list[dict[str, Any]],
+    *,
+    models: list[str],
+    alertnames: frozenset[str],
+    window_end: str,
+    posted_at: datetime,
+    active_for: timedelta,
+) -> AlertPlan:
+    """Reconcile this run's alerts with what Alertmanager holds.
+
+    Every alert of this run fires (``endsAt`` = ``posted_at + active_for``). An alert Alertmanager holds for
+    a model this run judged, under one of modelwatch's alert names, that this run does not post (the model
+    is healthy again, or degraded on other resources: other labels), is resolved (``endsAt`` =
+    ``posted_at``, so receivers get the resolved notification) unless it was raised for a later window than
+    this run's: a re-run of an old day never ends a current incident.
+
+    :param active: ``GET /api/v2/alerts`` (filtered to ``source="modelwatch"``).
+    :param models: the models this run judged. :param alertnames: ``AlertingConfig.alertnames``.
+    """
+    firing = stamp_for_posting(alerts, posted_at, active_for)
+    posting = {_identity(a["labels"]) for a in alerts}
+    judged = set(models)
+    end = _instant(window_end)
+    resolved = []
+    for a in active:
+        labels = a.get("labels") or {}
+        if labels.get("source") != SOURCE_LABEL or labels.get("alertname") not in alertnames:
+            continue
+        if labels.get("model") not in judged or _identity(labels) in posting:
+            continue
+        raised_for = (a.get("annotations") or {}).get(WINDOW_END)
+        if raised_for and _instant(raised_for) > end:
+            continue
+        resolved.append({
+            "labels": labels, "annotations": a.get("annotations") or {},
+            "startsAt": a["startsAt"], "endsAt": max(posted_at.isoformat(), a["startsAt"], key=_instant),
+            "generatorURL": a.get("generatorURL", ""),
+        })  # fmt: skip
+    return AlertPlan(firing, resolved)
+
+
+def _identity(labels: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    # Alertmanager's identity of an alert: its label set
+    return tuple(sorted(labels.items()))
+
+
+def _instant(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def stamp_for_posting(
+    alerts: list[dict[str, Any]], posted_at: datetime, active_for: timedelta
+) -> list[dict[str, Any]]:
     """Set ``endsAt`` to ``posted_at + active_for`` so the alert fires (a past endsAt resolves it on arrival)."""
     ends = (posted_at + active_for).isoformat()
-    return [{**a, "endsAt": max(ends, a["startsAt"])} for a in alerts]
+    return [{**a, "endsAt": max(ends, a["startsAt"], key=_instant)} for a in alerts]
 
 
 def run_url(base_url: str, dag_id: str, run_id: str) -> str:

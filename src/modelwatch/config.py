@@ -181,10 +181,32 @@ class EvaluationConfig(_Strict):
         return ModelThresholds(**base)
 
 
+Severity = Literal["info", "warning", "critical", "page"]
+
+
+class PageRule(_Strict):
+    """Whether a verdict other than ``degraded`` pages, and as which alert (its own name and severity, so
+    routes, inhibition rules and silences can tell it apart)."""
+
+    page: bool
+    alertname: str = Field(min_length=1)
+    severity: Severity
+
+
 class AlertingConfig(_Strict):
     conn_id: str = "alertmanager_default"
+    #: the alert of a ``degraded`` verdict (slow predictions that saturated resources explain)
     alertname: str = "ModelPredictionsDegraded"
-    severity: Literal["info", "warning", "critical", "page"] = "warning"
+    severity: Severity = "warning"
+    #: an expected model without predictions or without resource samples: silence is an incident
+    no_data: PageRule = PageRule(page=True, alertname="ModelPredictionsMissing", severity="warning")
+    #: slow predictions no resource explains: off by default (nothing for infrastructure to act on)
+    slow_unexplained: PageRule = PageRule(
+        page=False, alertname="ModelPredictionsSlowUnexplained", severity="info"
+    )
+    #: an incident that ends less than this before the next window's incident starts (the same alert) is one
+    #: incident: its alert keeps the first start and lists both windows (an incident across midnight)
+    incident_gap: Duration = timedelta(minutes=30)
     page_on_backfill: bool = False
     #: An alert whose endsAt has passed is resolved on arrival and pages no one, so a posted alert stays
     #: active this long after it is posted; the incident's own times are in its annotations.
@@ -196,7 +218,32 @@ class AlertingConfig(_Strict):
     #: a run not finished this long after it was queued (its interval's end, for a scheduled run) emails
     run_deadline: Duration = timedelta(hours=3)
 
-    _active = field_validator("active_for", "run_deadline", mode="before")(lambda v: parse_duration(v))
+    _active = field_validator("active_for", "run_deadline", "incident_gap", mode="before")(
+        lambda v: parse_duration(v)
+    )
+
+    @model_validator(mode="after")
+    def _distinct_alertnames(self) -> AlertingConfig:
+        names = [self.alertname, self.no_data.alertname, self.slow_unexplained.alertname]
+        if len(set(names)) != len(names):
+            raise ValueError(
+                f"alertname, no_data.alertname and slow_unexplained.alertname must differ, got {names}"
+            )
+        return self
+
+    def paging_rules(self) -> dict[str, tuple[str, str]]:
+        """verdict -> (alertname, severity) of every verdict that pages."""
+        rules = {"degraded": (self.alertname, self.severity)}
+        for verdict, rule in (("no_data", self.no_data), ("slow_unexplained", self.slow_unexplained)):
+            if rule.page:
+                rules[verdict] = (rule.alertname, rule.severity)
+        return rules
+
+    @property
+    def alertnames(self) -> frozenset[str]:
+        """Every alert name modelwatch may have posted under this configuration, paging or not: a run
+        resolves these (a kind switched off must not stay firing)."""
+        return frozenset({self.alertname, self.no_data.alertname, self.slow_unexplained.alertname})
 
 
 class TasksConfig(_Strict):
@@ -280,7 +327,10 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                 continue  # left to the base class, which reports it
             if key in first and key != "<<":
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"key {key!r} is given twice (first at line {first[key] + 1})", key_node.start_mark
+                    None,
+                    None,
+                    f"key {key!r} is given twice (first at line {first[key] + 1})",
+                    key_node.start_mark,
                 )
             first[key] = key_node.start_mark.line
         return super().construct_mapping(node, deep=deep)

@@ -6,6 +6,7 @@ Layout, readable by Athena, DuckDB and Spark::
     <base>/<dataset>/dt=YYYY-MM-DD/_manifest.json     <- written last: the partition is complete
     <base>/<dataset>/dt=YYYY-MM-DD/_<name>.json       <- documents (verdict, alert payload)
     <base>/intraday/<dataset>/dt=YYYY-MM-DD/hour=HH/...   <- windows shorter than a day (hourly runs)
+    <base>/adhoc/<dataset>/dt=YYYY-MM-DD/run=<run id>/... <- ad-hoc runs (a trigger-form window, a model subset)
     <base>/_staging/dt=YYYY-MM-DD/run=<hash>/...       <- parts of mapped tasks until the run commits them
 
 Files whose names start with ``_`` or ``.`` are skipped by those engines, so the manifest and documents
@@ -33,6 +34,8 @@ import time
 import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from airflow.sdk.exceptions import AirflowFailException
 
 from modelwatch.errors import ModelwatchError
 from modelwatch.schema import FRAME_DATASETS, check, conform
@@ -66,28 +69,34 @@ class IncompletePartition(StorageError):
     """The partition has no manifest (never written, being rewritten, or a write failed half-way)."""
 
 
+class PartitionReplaced(StorageError, AirflowFailException):
+    """The partition a task was given now holds another version (another run of the same window rewrote
+    it): the task's input is gone, and retrying the task cannot bring it back."""
+
+
 @dataclass(frozen=True)
 class PartitionRef:
-    """What a task puts in XCom: where a partition is and what it holds."""
+    """What a task puts in XCom: where a partition is, which version of it (the data file's sha256 and
+    the run that wrote it), and what it holds."""
 
     dataset: str
     url: str
     rows: int
+    sha256: str
+    run_id: str
 
     def to_dict(self) -> dict[str, Any]:
-        return {"dataset": self.dataset, "url": self.url, "rows": self.rows}
+        return {"dataset": self.dataset, "url": self.url, "rows": self.rows, "sha256": self.sha256,
+                "run_id": self.run_id}  # fmt: skip
 
 
-INTRADAY = "intraday"
-
-
-def dataset_url(base_url: str, dataset: str, *, intraday: bool = False) -> str:
+def dataset_url(base_url: str, dataset: str, table: str = "") -> str:
     """The URL of a dataset's table location (what an Asset and an Athena table point at).
 
-    Windows shorter than a day live in their own tables under ``intraday/``, so a daily partition
-    never holds sub-folders and each table has one partitioning scheme.
+    ``table`` is :attr:`Window.table <modelwatch.window.Window.table>`: daily partitions at the top,
+    hourly ones under ``intraday/``, ad-hoc runs' under ``adhoc/``, so each table has one partitioning scheme.
     """
-    return f"{base_url.rstrip('/')}/{INTRADAY + '/' if intraday else ''}{dataset}"
+    return f"{base_url.rstrip('/')}/{table + '/' if table else ''}{dataset}"
 
 
 class Lake:
@@ -114,11 +123,17 @@ class Lake:
         """URL of ``dataset``'s partition for ``window``."""
         if dataset not in DATASETS:
             raise ValueError(f"unknown dataset {dataset!r}; expected one of {', '.join(DATASETS)}")
-        return f"{dataset_url(self.base_url, dataset, intraday=window.intraday)}/{window.partition_path}"
+        return f"{dataset_url(self.base_url, dataset, window.table)}/{window.partition_path}"
 
     # -- writing -----------------------------------------------------------------------------------------
     def write_frame(
-        self, dataset: str, window: Window, frame: pd.DataFrame, *, run_id: str, extra: dict[str, Any] | None = None
+        self,
+        dataset: str,
+        window: Window,
+        frame: pd.DataFrame,
+        *,
+        run_id: str,
+        extra: dict[str, Any] | None = None,
     ) -> PartitionRef:
         """Replace ``dataset``'s partition for ``window`` with ``frame``.
 
@@ -127,7 +142,9 @@ class Lake:
         """
         import pyarrow as pa
 
-        return self._write_table(dataset, window, pa.Table.from_pandas(frame, preserve_index=False), run_id, extra)
+        return self._write_table(
+            dataset, window, pa.Table.from_pandas(frame, preserve_index=False), run_id, extra
+        )
 
     def _write_table(
         self, dataset: str, window: Window, table: Any, run_id: str, extra: dict[str, Any] | None = None
@@ -142,7 +159,9 @@ class Lake:
             "partition": dict(window.partition),
             "window": window.to_dict(),
             "run_id": run_id,
-            "files": [{"name": DATA_FILE, "rows": table.num_rows, "bytes": len(payload), "sha256": _sha256(payload)}],
+            "files": [
+                {"name": DATA_FILE, "rows": table.num_rows, "bytes": len(payload), "sha256": _sha256(payload)}
+            ],
             "columns": [str(c) for c in table.column_names],
             **(extra or {}),
         }
@@ -162,7 +181,10 @@ class Lake:
                     break
                 log.warning(
                     "%s/%s was replaced by a concurrent write after ours (attempt %d/%d); writing again",
-                    url, DATA_FILE, attempt, MAX_WRITE_ATTEMPTS,
+                    url,
+                    DATA_FILE,
+                    attempt,
+                    MAX_WRITE_ATTEMPTS,
                 )
                 # jitter breaks the lockstep of writers that started together
                 time.sleep(random.uniform(0.05, 0.25) * attempt)
@@ -175,9 +197,11 @@ class Lake:
         except StorageError:
             raise
         except Exception as exc:
-            raise StorageError(f"writing {dataset} partition {url} failed: {type(exc).__name__}: {exc}") from exc
+            raise StorageError(
+                f"writing {dataset} partition {url} failed: {type(exc).__name__}: {exc}"
+            ) from exc
         log.info("wrote %s rows to %s/%s (%s bytes)", table.num_rows, url, DATA_FILE, len(payload))
-        return PartitionRef(dataset, url, table.num_rows)
+        return PartitionRef(dataset, url, table.num_rows, sha, run_id)
 
     # -- staging: the parts of a partition that mapped tasks compute side by side -------------------------
     def staging_url(self, window: Window, run_id: str) -> str:
@@ -233,7 +257,9 @@ class Lake:
             try:
                 tables.append(pq.read_table(io.BytesIO(self._path(url).read_bytes())))
             except FileNotFoundError:
-                raise StorageError(f"staged part {url} is missing: the task that wrote it must run again") from None
+                raise StorageError(
+                    f"staged part {url} is missing: the task that wrote it must run again"
+                ) from None
             except Exception as exc:
                 raise StorageError(f"reading staged part {url} failed: {type(exc).__name__}: {exc}") from exc
         table = tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="permissive")
@@ -251,6 +277,10 @@ class Lake:
         except Exception as exc:  # a leftover costs space, not correctness: say where it is
             log.warning("could not remove the staged parts at %s: %s: %s", url, type(exc).__name__, exc)
 
+    def document_url(self, dataset: str, window: Window, name: str) -> str:
+        """URL of the JSON document ``_<name>.json`` beside ``dataset``'s partition for ``window``."""
+        return f"{self.partition_url(dataset, window)}/_{name}.json"
+
     def write_document(self, dataset: str, window: Window, name: str, document: Any) -> str:
         """Write a JSON document (``_<name>.json``) beside a partition's data; returns its URL."""
         url = self.partition_url(dataset, window)
@@ -260,7 +290,21 @@ class Lake:
             self._atomic_write(part, f"_{name}.json", _json_bytes(document))
         except Exception as exc:
             raise StorageError(f"writing {url}/_{name}.json failed: {type(exc).__name__}: {exc}") from exc
-        return f"{url}/_{name}.json"
+        return self.document_url(dataset, window, name)
+
+    def remove_document(self, dataset: str, window: Window, name: str) -> bool:
+        """Remove the document ``_<name>.json`` beside ``window``'s partition, if there is one (a document of
+        an earlier run of the window that this run does not write again). :returns: whether it existed."""
+        url = self.document_url(dataset, window, name)
+        try:
+            path = self._path(url)
+            if not path.exists():
+                return False
+            _unlink(path)
+        except Exception as exc:
+            raise StorageError(f"removing {url} failed: {type(exc).__name__}: {exc}") from exc
+        log.info("removed %s (written by an earlier run of this window)", url)
+        return True
 
     @staticmethod
     def _remove_strays(part: ObjectStoragePath) -> None:
@@ -337,19 +381,43 @@ class Lake:
         """Read ``dataset``'s complete partition for ``window`` (see :meth:`read_partition`)."""
         return self.read_partition(self.partition_url(dataset, window))
 
+    def read_ref(self, ref: dict[str, Any], **kwargs: Any) -> pd.DataFrame:
+        """Read the partition a task got in XCom (:meth:`PartitionRef.to_dict`), exactly the version it names.
+
+        :raises PartitionReplaced: when another run has rewritten the partition since.
+        """
+        return self.read_partition(
+            ref["url"], version=ref.get("sha256"), written_by=ref.get("run_id"), **kwargs
+        )
+
     def read_partition(
-        self, url: str, *, columns: list[str] | None = None, filters: list[tuple[str, str, Any]] | None = None
+        self,
+        url: str,
+        *,
+        columns: list[str] | None = None,
+        filters: list[tuple[str, str, Any]] | None = None,
+        version: str | None = None,
+        written_by: str | None = None,
     ) -> pd.DataFrame:
-        """Read the complete partition at ``url`` (as a task got it from XCom), checked against its manifest.
+        """Read the complete partition at ``url``, checked against its manifest.
 
         :param columns: only these columns; :param filters: only the rows that pass these pyarrow filters
             (``[("model", "in", [...])]``): a mapped task reads its share without the rest in memory.
+        :param version: the data file's sha256 the reader expects (from its :class:`PartitionRef`);
+            :param written_by: the run that wrote that version (for the message).
         :raises IncompletePartition: no manifest, or the data does not match it (a concurrent rewrite).
+        :raises PartitionReplaced: the manifest describes another version than ``version``.
         """
         import pandas as pd
         import pyarrow.parquet as pq
 
         manifest = self.read_manifest(url)
+        if version is not None and [f["sha256"] for f in manifest["files"]] != [version]:
+            raise PartitionReplaced(
+                f"{url} was rewritten by run {manifest.get('run_id')!r} after run {written_by!r} wrote the version "
+                f"this task was given (sha256 {version[:12]}, now {manifest['files'][0]['sha256'][:12]}): this run's "
+                "input is gone. Two runs of the same window ran at once; clear this whole run to judge it again"
+            )
         dataset = manifest.get("dataset")
         frames = []
         for entry in manifest["files"]:
@@ -360,7 +428,9 @@ class Lake:
                     f"{url}/{entry['name']} changed while it was read (rewritten by another run?); retry: {exc}"
                 ) from None
             except Exception as exc:
-                raise StorageError(f"reading {url}/{entry['name']} failed: {type(exc).__name__}: {exc}") from exc
+                raise StorageError(
+                    f"reading {url}/{entry['name']} failed: {type(exc).__name__}: {exc}"
+                ) from exc
             if _sha256(payload) != entry["sha256"]:
                 raise IncompletePartition(
                     f"{url}/{entry['name']} does not match its manifest (rewritten by another run?); retry"

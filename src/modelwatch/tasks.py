@@ -16,6 +16,7 @@ from airflow.sdk import Asset, get_current_context, task
 
 from modelwatch.config import ModelwatchConfig, load_config
 from modelwatch.storage import DATASETS, dataset_url
+from modelwatch.window import INTRADAY
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,8 @@ def assets(cfg: ModelwatchConfig, *, intraday: bool = False) -> dict[str, Asset]
     comes back with another URI, so moving the lake (``file://`` to ``s3://``) must give new assets.
     """
     return {
-        d: Asset(uri=dataset_url(cfg.storage.base_url, d, intraday=intraday), group="modelwatch") for d in DATASETS
+        d: Asset(uri=dataset_url(cfg.storage.base_url, d, INTRADAY if intraday else ""), group="modelwatch")
+        for d in DATASETS
     }
 
 
@@ -49,13 +51,13 @@ def _run(interval: timedelta) -> tuple[ModelwatchConfig, Any, Any, dict[str, Any
     except ConfigError as exc:
         raise AirflowFailException(str(exc)) from None
     except ValueError as exc:
-        raise AirflowFailException(f"invalid window for this run (params window_start/window_end): {exc}") from None
+        raise AirflowFailException(
+            f"invalid window for this run (params window_start/window_end): {exc}"
+        ) from None
+    if not window.canonical:
+        log.info("ad-hoc run (a trigger-form window or a model subset): results go to %s, canonical partitions "
+                 "stay as they are", window.partition_path)  # fmt: skip
     return cfg, window, Lake(cfg.storage.base_url, cfg.storage.aws_conn_id), context
-
-
-def _selected_models(context: dict[str, Any]) -> set[str]:
-    models = (context.get("params") or {}).get("models") or []
-    return {m.strip() for m in models if m and m.strip()}
 
 
 @task(multiple_outputs=False)
@@ -69,7 +71,13 @@ def extract_resources(interval: timedelta) -> dict[str, Any]:
     log.info("window %s: %d queries at step %s", window, len(p.queries), p.step)
     hook = PrometheusHook(prometheus_conn_id=p.conn_id)
     frame = extract(
-        hook, p.queries, window.start, window.end, p.step.total_seconds(), p.max_points_per_request, p.instance_label
+        hook,
+        p.queries,
+        window.start,
+        window.end,
+        p.step.total_seconds(),
+        p.max_points_per_request,
+        p.instance_label,
     )
     ref = lake.write_frame(
         "resources", window, frame, run_id=context["run_id"],
@@ -90,13 +98,16 @@ def extract_predictions(interval: timedelta) -> list[dict[str, Any]]:
     from modelwatch.extract import extract_predictions as extract
     from modelwatch.fanout import model_groups, models_to_judge
     from modelwatch.hooks.mlflow import MlflowHook
+    from modelwatch.window import selected_models
 
     cfg, window, lake, context = _run(interval)
     m = cfg.mlflow
     log.info("window %s: experiments %s", window, ", ".join(e.name for e in m.experiments))
     hook = MlflowHook(mlflow_conn_id=m.conn_id)
-    frame = extract(hook, m.experiments, m.tags.model_dump(), window.start, window.end, m.max_results_per_page)
-    selected = _selected_models(context)
+    frame = extract(
+        hook, m.experiments, m.tags.model_dump(), window.start, window.end, m.max_results_per_page
+    )
+    selected = selected_models(context.get("params"))
     if selected:
         frame = frame[frame["model"].isin(selected)].reset_index(drop=True)
         log.info("keeping only models %s (run parameter)", ", ".join(sorted(selected)))
@@ -122,12 +133,12 @@ def correlate(resources: dict[str, Any], group: dict[str, Any], interval: timede
 
     cfg, window, lake, context = _run(interval)
     models: list[str] = list(group["models"])
-    pred = lake.read_partition(group["predictions"]["url"], filters=[("model", "in", models)] if models else None)
+    pred = lake.read_ref(group["predictions"], filters=[("model", "in", models)] if models else None)
     if not models:
         pred = pred.iloc[0:0]
     # Only the instances this group's predictions ran on, and the global series ("").
     instances = sorted({*pred["instance"].astype(str), ""})
-    res = lake.read_partition(resources["url"], filters=[("instance", "in", instances)])
+    res = lake.read_ref(resources, filters=[("instance", "in", instances)])
     joined, summary = run_correlation(pred, res, cfg)
     verdicts = run_evaluation(joined, summary, res, cfg, window, models=models)
     name, run_id = f"group-{int(group['index']):05d}", context["run_id"]
@@ -151,10 +162,10 @@ def correlate(resources: dict[str, Any], group: dict[str, Any], interval: timede
 @task(multiple_outputs=False)
 def evaluate(resources: dict[str, Any], groups: list[dict[str, Any]], interval: timedelta) -> dict[str, Any]:
     """Commit the groups' parts as the run's partitions, decide whether to page, and store the verdict
-    document and the alert payload."""
+    document and the alert payload (replacing or removing the documents an earlier run of the window left)."""
     from airflow.configuration import conf
 
-    from modelwatch.alerting import build_alerts, paging_decision, run_url
+    from modelwatch.alerting import build_alerts, continue_incidents, paging_decision, run_url
     from modelwatch.verdict import verdicts_from_frame
 
     cfg, window, lake, context = _run(interval)
@@ -163,13 +174,16 @@ def evaluate(resources: dict[str, Any], groups: list[dict[str, Any]], interval: 
     # every group's parts, in group order: the partitions do not depend on which task finished first
     j = lake.commit_parts("joined", window, [g["joined"] for g in groups], run_id=run_id)
     c = lake.commit_parts("correlation", window, [g["correlation"] for g in groups], run_id=run_id)
-    ref = lake.commit_parts("verdicts", window, [g["verdicts"] for g in groups], run_id=run_id, sort_by="model")
+    ref = lake.commit_parts(
+        "verdicts", window, [g["verdicts"] for g in groups], run_id=run_id, sort_by="model"
+    )
     # the verdicts as the lake holds them (one serialisation, restored to the typed object)
-    verdicts = verdicts_from_frame(lake.read_partition(ref.url))
+    verdicts = verdicts_from_frame(lake.read_ref(ref.to_dict()))
     dag_run = context["dag_run"]
     params = context.get("params") or {}
     decision = paging_decision(
         verdicts,
+        cfg.alerting,
         run_type=str(getattr(dag_run.run_type, "value", dag_run.run_type)),
         dry_run=bool(params.get("dry_run", False)),
         page_on_backfill=bool(params.get("page_on_backfill", cfg.alerting.page_on_backfill)),
@@ -177,14 +191,24 @@ def evaluate(resources: dict[str, Any], groups: list[dict[str, Any]], interval: 
     url_of_run = run_url(conf.get("api", "base_url", fallback="http://localhost:8080"), context["dag"].dag_id,
                          run_id)  # fmt: skip
     alerts = build_alerts(verdicts, cfg.alerting, run_url=url_of_run, partition_url=ref.url)
+    if alerts and window.canonical:
+        # an incident that carries on from the previous window stays one alert (across midnight)
+        previous = lake.read_document(lake.document_url("alerts", window.previous, "payload")) or []
+        alerts = continue_incidents(alerts, previous, cfg.alerting.incident_gap)
+    # The alert documents of the window are this run's: an earlier run's delivery record goes, and so does
+    # its payload when this run pages for nothing (the lake never shows an alert for a verdict that is gone).
+    lake.remove_document("alerts", window, "delivery")
     payload_url = None
     if alerts:
         # Kept before posting, so an alert that cannot be delivered now is never lost: a retry of
         # post_alert, or clearing it once Alertmanager is back, posts it from here.
         payload_url = lake.write_document("alerts", window, "payload", alerts)
+    else:
+        lake.remove_document("alerts", window, "payload")
     document = {
-        "window": window.to_dict(), "run_id": run_id, "run_url": url_of_run,
-        "verdicts": [v.to_dict() for v in verdicts], "alert": {"post": decision.post, "reason": decision.reason, "payload": payload_url},
+        "window": window.to_dict(), "canonical": window.canonical, "run_id": run_id, "run_url": url_of_run,
+        "verdicts": [v.to_dict() for v in verdicts],
+        "alert": {"post": decision.post, "reason": decision.reason, "payload": payload_url},
     }  # fmt: skip
     verdict_url = lake.write_document("verdicts", window, "verdict", document)
     lake.drop_staging(window, run_id)
@@ -198,40 +222,62 @@ def evaluate(resources: dict[str, Any], groups: list[dict[str, Any]], interval: 
         "resources": resources, "predictions": groups[0]["predictions"],
         "joined": j.to_dict(), "correlation": c.to_dict(),
         "verdicts": ref.to_dict(), "verdict_document": verdict_url, "alert_payload": payload_url,
-        "post": decision.post, "reason": decision.reason,
+        "post": decision.post, "reason": decision.reason, "window_end": window.end.isoformat(),
         "summary": {v.model: v.verdict for v in verdicts},
     }  # fmt: skip
 
 
 @task.branch
 def choose_alert_path(evaluation: dict[str, Any]) -> str:
-    """Branch to ``post_alert`` only when a model is degraded and this run may page."""
+    """Branch to ``post_alert`` when this run may page (not a dry run, not a backfill that was not asked
+    to page): it posts the run's alerts and resolves the ones that ended."""
     log.info("%s -> %s", evaluation["reason"], POST_ALERT_TASK if evaluation["post"] else NO_ALERT_TASK)
     return POST_ALERT_TASK if evaluation["post"] else NO_ALERT_TASK
 
 
 @task(task_id=POST_ALERT_TASK, multiple_outputs=False)
 def post_alert(evaluation: dict[str, Any], interval: timedelta) -> dict[str, Any]:
-    """Post the stored alert payload to Alertmanager (API v2) and record the delivery next to it."""
+    """Bring Alertmanager (API v2) in line with this run: post the stored alert payload, resolve the
+    modelwatch alerts of the judged models that this run no longer raises, and record the delivery."""
     from datetime import datetime
 
-    from modelwatch.alerting import stamp_for_posting
+    from modelwatch.alerting import SOURCE_LABEL, plan_alerts
     from modelwatch.hooks.alertmanager import AlertmanagerHook
 
     cfg, window, lake, context = _run(interval)
-    alerts = lake.read_document(evaluation["alert_payload"])
-    if not alerts:
-        raise ValueError(f"alert payload {evaluation['alert_payload']} is missing or empty")
+    alerts = []
+    if evaluation["alert_payload"]:
+        alerts = lake.read_document(evaluation["alert_payload"])
+        if not alerts:
+            raise ValueError(f"alert payload {evaluation['alert_payload']} is missing or empty")
+    hook = AlertmanagerHook(alertmanager_conn_id=cfg.alerting.conn_id)
     # The posting time only sets how long the alert stays active; which data is judged never depends on it.
     posted_at = datetime.now(UTC)
-    stamped = stamp_for_posting(alerts, posted_at, cfg.alerting.active_for)
-    AlertmanagerHook(alertmanager_conn_id=cfg.alerting.conn_id).post_alerts(stamped)
-    delivery = {"posted_at": posted_at.isoformat(), "alerts": stamped, "run_id": context["run_id"]}
-    url = lake.write_document("alerts", window, "delivery", delivery)
-    for a in stamped:
-        log.info("posted %s for %s (resources %s)", a["labels"]["alertname"], a["labels"]["model"], a["labels"]["resources"])
-    log.info("partitions: verdicts %s; delivery record %s", evaluation["verdicts"]["url"], url)
-    return {"posted": len(stamped), "delivery": url}
+    plan = plan_alerts(
+        alerts, hook.get_alerts({"source": SOURCE_LABEL}),
+        models=sorted(evaluation["summary"]), alertnames=cfg.alerting.alertnames,
+        window_end=evaluation["window_end"], posted_at=posted_at, active_for=cfg.alerting.active_for,
+    )  # fmt: skip
+    hook.post_alerts(plan.payload)
+    url = None
+    if plan.firing:
+        delivery = {"posted_at": posted_at.isoformat(), "alerts": plan.firing, "run_id": context["run_id"]}
+        url = lake.write_document("alerts", window, "delivery", delivery)
+    for a in plan.firing:
+        log.info(
+            "posted %s for %s (%s)",
+            a["labels"]["alertname"],
+            a["labels"]["model"],
+            a["annotations"]["summary"],
+        )
+    for a in plan.resolved:
+        log.info("resolved %s for %s (raised for %s): judged %s now", a["labels"]["alertname"], a["labels"]["model"],
+                 a["annotations"].get("window", "an earlier window"), evaluation["summary"][a["labels"]["model"]])  # fmt: skip
+    log.info(
+        "window %s: %d alert(s) posted, %d resolved; verdicts %s; delivery record %s",
+        window, len(plan.firing), len(plan.resolved), evaluation["verdicts"]["url"], url,
+    )  # fmt: skip
+    return {"posted": len(plan.firing), "resolved": [a["labels"] for a in plan.resolved], "delivery": url}
 
 
 @task(task_id=NO_ALERT_TASK)

@@ -2,31 +2,50 @@
 
 Every task derives its window from the run (its data interval), never from the wall clock, so a task
 retried tomorrow reads and writes exactly what it did today.
+
+Run identity: the canonical partitions of a window (``dt=D``; hourly ``dt=D/hour=HH``) are written only by
+a run whose window is exactly one scheduled interval of its DAG and that judges every model: scheduled
+runs, backfills, and manual runs of a whole interval. Any other run (a trigger-form window, a model
+subset) is ad hoc: it writes under ``adhoc/<dataset>/dt=D/run=<run id>/``, its own place, and never
+replaces canonical data. An ad-hoc window longer than :data:`MAX_ADHOC_WINDOW` is refused: a backfill
+judges several days, one canonical run per day.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from modelwatch.timegrid import epoch_ms
 
+#: The longest window an ad-hoc run may cover: a day, and the hour a daylight-saving change adds.
+MAX_ADHOC_WINDOW = timedelta(hours=25)
+#: The table folders under the lake's base URL: daily partitions at the top, then these.
+INTRADAY, ADHOC = "intraday", "adhoc"
+
 
 @dataclass(frozen=True)
 class Window:
-    """A half-open interval ``[start, end)``; ``tz`` is the DAG's timezone, used only to name the partition."""
+    """A half-open interval ``[start, end)``; ``tz`` is the DAG's timezone, used only to name the partition.
+
+    ``run_key`` is empty for a canonical window, and names the run (:func:`run_key`) for an ad-hoc one.
+    """
 
     start: datetime
     end: datetime
     tz: str = "UTC"
+    run_key: str = ""
 
     def __post_init__(self) -> None:
         if self.start.tzinfo is None or self.end.tzinfo is None:
             raise ValueError("window bounds must be timezone-aware")
         if self.end <= self.start:
-            raise ValueError(f"window end {self.end.isoformat()} is not after its start {self.start.isoformat()}")
+            raise ValueError(
+                f"window end {self.end.isoformat()} is not after its start {self.start.isoformat()}"
+            )
         object.__setattr__(self, "start", self.start.astimezone(UTC))
         object.__setattr__(self, "end", self.end.astimezone(UTC))
 
@@ -45,9 +64,22 @@ class Window:
         return self.end - self.start
 
     @property
+    def canonical(self) -> bool:
+        """Whether this window's partitions are the canonical ones (see the module's docstring)."""
+        return not self.run_key
+
+    @property
     def intraday(self) -> bool:
-        """Shorter than a day (an hourly schedule, or a trigger-form window): stored apart from daily runs."""
+        """Shorter than a day (an hourly schedule): stored apart from daily runs."""
         return self.length < timedelta(hours=23)  # a daily window on a DST day is 23 or 25 hours
+
+    @property
+    def table(self) -> str:
+        """The folder of the tables this window's partitions belong to: ``""`` (daily), ``intraday`` or
+        ``adhoc``; each table has one partitioning scheme."""
+        if self.run_key:
+            return ADHOC
+        return INTRADAY if self.intraday else ""
 
     @property
     def partition(self) -> tuple[tuple[str, str], ...]:
@@ -55,8 +87,11 @@ class Window:
 
         A daily window is ``dt``, the start's date in the DAG timezone (what a person calls "that day").
         A shorter window is ``dt``/``hour`` (and ``minute`` when not on the hour) in UTC: local hours repeat
-        on the night clocks go back, and two runs must never share a partition.
+        on the night clocks go back, and two runs must never share a partition. An ad-hoc window is
+        ``dt`` (its start's UTC date) and ``run``.
         """
+        if self.run_key:
+            return (("dt", self.start.strftime("%Y-%m-%d")), ("run", self.run_key))
         if not self.intraday:
             return (("dt", self.start.astimezone(ZoneInfo(self.tz)).strftime("%Y-%m-%d")),)
         keys = [("dt", self.start.strftime("%Y-%m-%d")), ("hour", self.start.strftime("%H"))]
@@ -70,13 +105,60 @@ class Window:
         return "/".join(f"{k}={v}" for k, v in self.partition)
 
     def to_dict(self) -> dict[str, str]:
-        return {"start": self.start.isoformat(), "end": self.end.isoformat(), "tz": self.tz}
+        return {"start": self.start.isoformat(), "end": self.end.isoformat(), "tz": self.tz,
+                **({"run_key": self.run_key} if self.run_key else {})}  # fmt: skip
 
     def __str__(self) -> str:
         return f"[{self.start.isoformat()}, {self.end.isoformat()})"
 
+    @property
+    def previous(self) -> Window:
+        """The scheduled window just before this one (a day is 23, 24 or 25 hours in a DST timezone)."""
+        interval = self.length if self.intraday else timedelta(days=1)
+        start, end = last_full_interval(self.start, interval, ZoneInfo(self.tz))
+        return replace(self, start=start, end=end)
 
-def last_full_interval(run_after: datetime, interval: timedelta, tz: tzinfo = UTC) -> tuple[datetime, datetime]:
+
+def run_key(run_id: str) -> str:
+    """A run id as a partition value: characters other than letters, digits, ``.``, ``_`` and ``-``
+    (``:`` and ``+`` of a manual run's time) become ``-``, so the folder is one path segment everywhere."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", run_id).strip("-") or "run"
+
+
+def is_scheduled_interval(window: Window, interval: timedelta) -> bool:
+    """Whether ``window`` is exactly one interval of the DAG's schedule (aligned as its timetable aligns)."""
+    start, end = last_full_interval(window.end, interval, ZoneInfo(window.tz))
+    return (start, end) == (window.start, window.end)
+
+
+def place_run(window: Window, interval: timedelta, *, run_id: str, models: set[str]) -> Window:
+    """The window with the run's identity: canonical when it is one scheduled interval and the run judges
+    every model, ad hoc (keyed by ``run_id``) otherwise.
+
+    :raises ValueError: for an ad-hoc window longer than :data:`MAX_ADHOC_WINDOW`, saying what to do instead.
+    """
+    if is_scheduled_interval(window, interval) and not models:
+        return window
+    if window.length > MAX_ADHOC_WINDOW:
+        hours = window.length / timedelta(hours=1)
+        raise ValueError(
+            f"window {window} spans {hours:g} h; an ad-hoc window may span at most "
+            f"{MAX_ADHOC_WINDOW / timedelta(hours=1):g} h. To judge several days, run a backfill over them "
+            "(Airflow UI: Trigger > Backfill, or `airflow backfill create`): each day is then a run of its own "
+            "and writes its canonical partitions"
+        )
+    return replace(window, run_key=run_key(run_id))
+
+
+def selected_models(params: Any) -> set[str]:
+    """The trigger form's ``models`` parameter as a set (empty: every model)."""
+    models = (params or {}).get("models") or []
+    return {m.strip() for m in models if m and m.strip()}
+
+
+def last_full_interval(
+    run_after: datetime, interval: timedelta, tz: tzinfo = UTC
+) -> tuple[datetime, datetime]:
     """The last complete interval that ended at or before ``run_after``.
 
     Intervals are aligned on whole multiples of ``interval`` from local midnight (a daily interval runs
@@ -118,7 +200,11 @@ def resolve_window(
         if override_start is None or override_end is None:
             raise ValueError("a window override needs both window_start and window_end")
         return Window(override_start, override_end, tz)
-    if data_interval_start is not None and data_interval_end is not None and data_interval_end > data_interval_start:
+    if (
+        data_interval_start is not None
+        and data_interval_end is not None
+        and data_interval_end > data_interval_start
+    ):
         return Window(data_interval_start, data_interval_end, tz)
     anchor = run_after or data_interval_end or data_interval_start
     if anchor is None:
@@ -128,11 +214,12 @@ def resolve_window(
 
 
 def window_from_context(context: Any, interval: timedelta) -> Window:
-    """The window of the running task's DAG run, honouring the ``window_start``/``window_end`` params."""
+    """The window of the running task's DAG run, honouring the ``window_start``/``window_end`` and
+    ``models`` params, with its identity (:func:`place_run`)."""
     dag_run = context["dag_run"]
     params = context.get("params") or {}
     tz = str(getattr(getattr(context.get("dag"), "timezone", None), "name", None) or "UTC")
-    return resolve_window(
+    window = resolve_window(
         data_interval_start=getattr(dag_run, "data_interval_start", None),
         data_interval_end=getattr(dag_run, "data_interval_end", None),
         run_after=getattr(dag_run, "run_after", None),
@@ -141,6 +228,8 @@ def window_from_context(context: Any, interval: timedelta) -> Window:
         override_start=_parse_param_time(params.get("window_start")),
         override_end=_parse_param_time(params.get("window_end")),
     )
+    run_id = str(context.get("run_id") or getattr(dag_run, "run_id", "") or "")
+    return place_run(window, interval, run_id=run_id, models=selected_models(params))
 
 
 def _parse_param_time(value: Any) -> datetime | None:

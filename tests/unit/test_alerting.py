@@ -10,7 +10,15 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from modelwatch.alerting import build_alerts, paging_decision, run_url, stamp_for_posting
+from modelwatch.alerting import (
+    PagingDecision,
+    build_alerts,
+    continue_incidents,
+    paging_decision,
+    plan_alerts,
+    run_url,
+    stamp_for_posting,
+)
 from modelwatch.config import AlertingConfig
 from modelwatch.verdict import ModelVerdict, ResourceEvidence
 
@@ -55,56 +63,84 @@ CFG = AlertingConfig()
 # -- paging ------------------------------------------------------------------------------------------------
 
 
+def decide(verdicts: list[ModelVerdict], run_type: str = "scheduled", *, dry_run: bool = False,
+           page_on_backfill: bool = False, cfg: AlertingConfig = CFG) -> PagingDecision:
+    return paging_decision(verdicts, cfg, run_type=run_type, dry_run=dry_run, page_on_backfill=page_on_backfill)
+
+
 @pytest.mark.parametrize("run_type", ["scheduled", "manual", "asset_triggered"])
 def test_degraded_pages(run_type: str) -> None:
-    d = paging_decision([verdict(), verdict("recommender", "healthy")], run_type=run_type, dry_run=False,
-                        page_on_backfill=False)  # fmt: skip
+    d = decide([verdict(), verdict("recommender", "healthy")], run_type)
     assert d.post is True
-    assert "fraud-detector" in d.reason and "recommender" not in d.reason
+    assert "fraud-detector (degraded)" in d.reason and "recommender" not in d.reason
 
 
-@pytest.mark.parametrize("kinds", [[], ["healthy"], ["healthy", "slow_unexplained", "no_data"]])
-def test_nothing_degraded_does_not_page(kinds: list[str]) -> None:
-    verdicts = [verdict(f"m{k}", kind) for k, kind in enumerate(kinds)]
-    for run_type, page_on_backfill in (("scheduled", False), ("backfill", True)):
-        d = paging_decision(verdicts, run_type=run_type, dry_run=False, page_on_backfill=page_on_backfill)
-        assert d.post is False
-        assert "no model is degraded" in d.reason
+def test_a_run_with_nothing_to_page_still_talks_to_alertmanager_to_resolve() -> None:
+    d = decide([verdict("a", "healthy"), verdict("b", "slow_unexplained")])
+    assert d.post is True
+    assert "nothing pages" in d.reason and "resolving" in d.reason and "a, b" in d.reason
+
+
+def test_no_data_pages_by_default_and_slow_unexplained_does_not() -> None:
+    d = decide([verdict("quiet", "no_data"), verdict("odd", "slow_unexplained")])
+    assert "quiet (no_data)" in d.reason and "odd" not in d.reason.split("paging for")[1]
+    loud = AlertingConfig(slow_unexplained={"page": True, "alertname": "Odd", "severity": "info"})
+    assert "odd (slow_unexplained)" in decide([verdict("odd", "slow_unexplained")], cfg=loud).reason
 
 
 def test_dry_run_does_not_page_but_says_what_it_would_do() -> None:
-    d = paging_decision([verdict("alpha"), verdict("beta")], run_type="scheduled", dry_run=True,
-                        page_on_backfill=True)  # fmt: skip
+    d = decide([verdict("alpha"), verdict("beta")], dry_run=True, page_on_backfill=True)
     assert d.post is False
     assert "dry run" in d.reason and "alpha" in d.reason and "beta" in d.reason
+    assert decide([verdict("alpha", "healthy")], dry_run=True).reason == "dry run: nothing would page"
 
 
 def test_backfill_pages_only_when_asked() -> None:
-    quiet = paging_decision([verdict()], run_type="backfill", dry_run=False, page_on_backfill=False)
+    quiet = decide([verdict()], "backfill")
     assert quiet.post is False
     assert "backfill" in quiet.reason and "page_on_backfill" in quiet.reason
-    loud = paging_decision([verdict()], run_type="backfill", dry_run=False, page_on_backfill=True)
+    assert decide([verdict("a", "healthy")], "backfill").post is False  # nor resolves
+    loud = decide([verdict()], "backfill", page_on_backfill=True)
     assert loud.post is True
-    dry = paging_decision([verdict()], run_type="backfill", dry_run=True, page_on_backfill=True)
+    dry = decide([verdict()], "backfill", dry_run=True, page_on_backfill=True)
     assert dry.post is False
 
 
 def test_page_on_backfill_does_not_affect_other_runs() -> None:
-    assert (
-        paging_decision([verdict()], run_type="scheduled", dry_run=False, page_on_backfill=False).post is True
-    )
+    assert decide([verdict()], "scheduled", page_on_backfill=False).post is True
 
 
 # -- alerts ------------------------------------------------------------------------------------------------
 
 
-def test_one_alert_per_degraded_model() -> None:
+def test_one_alert_per_model_whose_verdict_pages() -> None:
     alerts = build_alerts(
         [verdict("a"), verdict("b", "healthy"), verdict("c", "slow_unexplained"), verdict("d", "no_data"),
          verdict("e")],
         CFG, run_url=RUN_URL, partition_url=PARTITION,
     )  # fmt: skip
-    assert [a["labels"]["model"] for a in alerts] == ["a", "e"]
+    assert [(a["labels"]["model"], a["labels"]["alertname"]) for a in alerts] == [
+        ("a", CFG.alertname), ("d", CFG.no_data.alertname), ("e", CFG.alertname)]  # fmt: skip
+
+
+def test_a_no_data_alert_has_its_own_name_severity_and_stable_labels() -> None:
+    silent = verdict("quiet", "no_data", reason="no predictions in the window")
+    (alert,) = build_alerts([silent], CFG, run_url=RUN_URL, partition_url=PARTITION)
+    assert alert["labels"] == {"alertname": "ModelPredictionsMissing", "model": "quiet", "severity": "warning",
+                               "source": "modelwatch"}  # fmt: skip
+    assert alert["annotations"]["description"] == "no predictions in the window"
+    assert alert["annotations"]["verdict"] == "no_data"
+    assert alert["startsAt"] == silent.window_start
+    cfg = AlertingConfig(no_data={"page": True, "alertname": "Silence", "severity": "critical"})
+    (custom,) = build_alerts([silent], cfg, run_url=RUN_URL, partition_url=PARTITION)
+    assert (custom["labels"]["alertname"], custom["labels"]["severity"]) == ("Silence", "critical")
+    off = AlertingConfig(no_data={"page": False, "alertname": "Silence", "severity": "critical"})
+    assert build_alerts([silent], off, run_url=RUN_URL, partition_url=PARTITION) == []
+
+
+def test_alert_names_must_differ() -> None:
+    with pytest.raises(ValueError, match="must differ"):
+        AlertingConfig(no_data={"page": True, "alertname": CFG.alertname, "severity": "warning"})
 
 
 def test_labels_are_stable_across_runs() -> None:
@@ -210,7 +246,7 @@ def test_model_names_survive_as_is(name: str) -> None:
     assert alerts[0]["annotations"]["summary"].startswith(name)
     for ensure_ascii in (True, False):
         assert json.loads(json.dumps(alerts, ensure_ascii=ensure_ascii)) == alerts
-    decision = paging_decision([verdict(name)], run_type="scheduled", dry_run=False, page_on_backfill=False)
+    decision = decide([verdict(name)])
     assert name in decision.reason
 
 
@@ -262,3 +298,103 @@ def test_run_url_quotes_the_run_id() -> None:
     assert unquote(segments[4]) == run_id
     assert "+" not in segments[4] and ":" not in segments[4]
     assert "//dags" not in url
+
+
+# -- lifecycle ---------------------------------------------------------------------------------------------
+
+POSTED_AT = datetime(2026, 3, 4, 0, 5, tzinfo=UTC)
+
+
+def active(alert: dict[str, Any], ends: datetime = POSTED_AT + timedelta(hours=3)) -> dict[str, Any]:
+    """An alert as Alertmanager's GET /api/v2/alerts returns it."""
+    return {**alert, "endsAt": ends.isoformat(), "status": {"state": "active"}, "fingerprint": "f",
+            "receivers": [{"name": "x"}], "updatedAt": POSTED_AT.isoformat()}  # fmt: skip
+
+
+def plan(alerts: list[dict[str, Any]], held: list[dict[str, Any]], models: list[str],
+         window_end: str = "2026-03-04T00:00:00+00:00") -> Any:
+    return plan_alerts(alerts, held, models=models, alertnames=CFG.alertnames, window_end=window_end,
+                       posted_at=POSTED_AT, active_for=timedelta(hours=4))  # fmt: skip
+
+
+def test_a_model_judged_healthy_again_has_its_alert_resolved() -> None:
+    (fired,) = build_alerts([verdict()], CFG, run_url=RUN_URL, partition_url=PARTITION)
+    p = plan([], [active(fired)], ["fraud-detector"])
+    assert p.firing == []
+    (resolved,) = p.resolved
+    assert resolved["labels"] == fired["labels"]  # the same alert: Alertmanager's identity is the label set
+    assert resolved["startsAt"] == fired["startsAt"]
+    assert datetime.fromisoformat(resolved["endsAt"]) == POSTED_AT  # not in the future: resolved on arrival
+    assert p.payload == p.resolved
+
+
+def test_degraded_on_other_resources_supersedes_the_old_alert() -> None:
+    (old,) = build_alerts([verdict()], CFG, run_url=RUN_URL, partition_url=PARTITION)
+    new = build_alerts([verdict(saturated_resources=[evidence("memory")])], CFG, run_url=RUN_URL,
+                       partition_url=PARTITION)  # fmt: skip
+    p = plan(new, [active(old)], ["fraud-detector"])
+    assert [a["labels"]["resources"] for a in p.firing] == ["memory"]
+    assert [a["labels"]["resources"] for a in p.resolved] == ["cpu"]
+
+
+def test_the_alert_posted_again_is_not_resolved() -> None:
+    alerts = build_alerts([verdict()], CFG, run_url=RUN_URL, partition_url=PARTITION)
+    p = plan(alerts, [active(alerts[0])], ["fraud-detector"])
+    assert len(p.firing) == 1 and p.resolved == []
+    assert datetime.fromisoformat(p.firing[0]["endsAt"]) == POSTED_AT + timedelta(hours=4)
+
+
+def test_only_modelwatchs_own_alerts_of_the_judged_models_are_resolved() -> None:
+    (fired,) = build_alerts([verdict()], CFG, run_url=RUN_URL, partition_url=PARTITION)
+    other_model = {**fired, "labels": {**fired["labels"], "model": "recommender"}}
+    other_name = {**fired, "labels": {**fired["labels"], "alertname": "SomeoneElsesAlert"}}
+    not_ours = {**fired, "labels": {**fired["labels"], "source": "prometheus"}}
+    held = [active(a) for a in (other_model, other_name, not_ours)]
+    assert plan([], held, ["fraud-detector"]).resolved == []
+
+
+def test_a_rerun_of_an_older_window_never_resolves_a_newer_windows_alert() -> None:
+    (newer,) = build_alerts([verdict(day=5)], CFG, run_url=RUN_URL, partition_url=PARTITION)
+    assert plan([], [active(newer)], ["fraud-detector"], window_end="2026-03-04T00:00:00+00:00").resolved == []
+    assert len(plan([], [active(newer)], ["fraud-detector"], window_end="2026-03-06T00:00:00+00:00").resolved) == 1
+
+
+def test_an_alert_posted_before_the_window_annotation_existed_is_resolved() -> None:
+    (fired,) = build_alerts([verdict()], CFG, run_url=RUN_URL, partition_url=PARTITION)
+    old = {**fired, "annotations": {k: v for k, v in fired["annotations"].items() if k != "window_end"}}
+    assert len(plan([], [active(old)], ["fraud-detector"]).resolved) == 1
+
+
+def _across_midnight() -> tuple[dict[str, Any], dict[str, Any]]:
+    day3 = verdict(day=3, incident_start="2026-03-03T22:00:00+00:00", incident_end="2026-03-03T23:55:00+00:00")
+    day4 = verdict(day=4, incident_start="2026-03-04T00:05:00+00:00", incident_end="2026-03-04T01:30:00+00:00")
+    (a3,) = build_alerts([day3], CFG, run_url=RUN_URL, partition_url=PARTITION)
+    (a4,) = build_alerts([day4], CFG, run_url=RUN_URL, partition_url=PARTITION)
+    return a3, a4
+
+
+def test_an_incident_across_midnight_is_one_alert_covering_both_days() -> None:
+    a3, a4 = _across_midnight()
+    (merged,) = continue_incidents([a4], [a3], timedelta(minutes=30))
+    assert merged["labels"] == a4["labels"]
+    assert merged["startsAt"] == "2026-03-03T22:00:00+00:00"
+    notes = merged["annotations"]
+    assert notes["incident_start"] == "2026-03-03T22:00:00+00:00" and notes["incident_end"] == "2026-03-04T01:30:00+00:00"
+    assert notes["windows"] == ("2026-03-03T00:00:00+00:00 to 2026-03-04T00:00:00+00:00; "
+                                "2026-03-04T00:00:00+00:00 to 2026-03-05T00:00:00+00:00")  # fmt: skip
+    # an incident through the whole of day 4 carries on into day 5 with every window
+    all_day = {**merged, "annotations": {**notes, "incident_end": "2026-03-04T23:58:00+00:00"}}
+    day5 = verdict(day=5, incident_start="2026-03-05T00:01:00+00:00", incident_end="2026-03-05T02:00:00+00:00")
+    (a5,) = continue_incidents(build_alerts([day5], CFG, run_url=RUN_URL, partition_url=PARTITION), [all_day],
+                               timedelta(minutes=30))  # fmt: skip
+    assert a5["annotations"]["windows"].count(" to ") == 3
+    assert a5["startsAt"] == "2026-03-03T22:00:00+00:00"
+
+
+def test_a_gap_longer_than_incident_gap_starts_a_new_incident() -> None:
+    a3, a4 = _across_midnight()
+    (alone,) = continue_incidents([a4], [a3], timedelta(minutes=5))  # 23:55 -> 00:05 is 10 minutes
+    assert alone == a4
+    other = {**a3, "labels": {**a3["labels"], "resources": "memory"}}  # another alert (other labels)
+    assert continue_incidents([a4], [other], timedelta(minutes=30)) == [a4]
+    assert continue_incidents([a4], [], timedelta(minutes=30)) == [a4]

@@ -15,6 +15,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from airflow.sdk.exceptions import AirflowFailException
 
 from modelwatch.schema import SchemaError, arrow_schema
 from modelwatch.storage import (
@@ -22,6 +23,7 @@ from modelwatch.storage import (
     MANIFEST,
     IncompletePartition,
     Lake,
+    PartitionReplaced,
     StorageError,
     frame_to_parquet,
 )
@@ -65,7 +67,7 @@ def lake(tmp_path: Path) -> Lake:
 
 
 def part_dir(tmp_path: Path, dataset: str, window: Window) -> Path:
-    return tmp_path / ("intraday" if window.intraday else "") / dataset / window.partition_path
+    return tmp_path / window.table / dataset / window.partition_path
 
 
 def manifest_on_disk(tmp_path: Path, dataset: str, window: Window) -> dict[str, Any]:
@@ -350,3 +352,48 @@ def test_a_partition_written_off_schema_is_refused_when_read(lake: Lake, tmp_pat
     (part_dir(tmp_path, "resources", DAY3) / MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(SchemaError, match="missing column\\(s\\) window_seconds"):
         lake.read_partition(ref.url)
+
+
+# -- run identity and versions -------------------------------------------------------------------------------
+
+ADHOC = Window(utc(2026, 3, 3, 10), utc(2026, 3, 3, 12), run_key="manual__2026-03-04T09-00-00-00-00")
+
+
+def test_an_ad_hoc_run_writes_its_own_place_and_leaves_the_canonical_day_alone(lake: Lake, tmp_path: Path) -> None:
+    lake.write_frame("resources", DAY3, samples(4), run_id="scheduled__2026-03-04")
+    canonical = (part_dir(tmp_path, "resources", DAY3) / DATA_FILE).read_bytes()
+    ref = lake.write_frame("resources", ADHOC, samples(9, "2026-03-03T10:00:00Z"), run_id="manual__x")
+    assert ref.url == f"{tmp_path.as_uri()}/adhoc/resources/dt=2026-03-03/run={ADHOC.run_key}"
+    assert (part_dir(tmp_path, "resources", DAY3) / DATA_FILE).read_bytes() == canonical
+    con = duckdb.connect()
+    try:
+        runs = con.sql(f"select run, count(*) from read_parquet('{tmp_path}/adhoc/resources/*/*/*.parquet', "
+                       "hive_partitioning=true) group by run").fetchall()  # fmt: skip
+    finally:
+        con.close()
+    assert runs == [(ADHOC.run_key, 9)]  # a person finds an ad-hoc run's results by its run id
+    assert manifest_on_disk(tmp_path, "resources", ADHOC)["window"]["run_key"] == ADHOC.run_key
+
+
+def test_a_reference_names_its_version_and_reads_it(lake: Lake) -> None:
+    ref = lake.write_frame("resources", DAY3, samples(4), run_id="run-a")
+    d = ref.to_dict()
+    assert d["run_id"] == "run-a" and len(d["sha256"]) == 64 and d["rows"] == 4
+    assert len(lake.read_ref(d)) == 4
+
+
+def test_a_partition_rewritten_by_another_run_is_not_read_as_this_runs_input(lake: Lake) -> None:
+    mine = lake.write_frame("resources", DAY3, samples(4), run_id="run-a").to_dict()
+    lake.write_frame("resources", DAY3, samples(6), run_id="run-b")
+    with pytest.raises(PartitionReplaced, match=r"rewritten by run 'run-b' after run 'run-a'.*clear this whole run"):
+        lake.read_ref(mine)
+    assert isinstance(PartitionReplaced("x"), AirflowFailException)  # retrying the task cannot help
+    assert len(lake.read_partition(mine["url"])) == 6  # without a version: the partition as it is now
+
+
+def test_removing_a_document_of_an_earlier_run(lake: Lake, tmp_path: Path) -> None:
+    url = lake.write_document("alerts", DAY3, "payload", [{"labels": {"model": "m"}}])
+    assert lake.document_url("alerts", DAY3, "payload") == url
+    assert lake.remove_document("alerts", DAY3, "payload") is True
+    assert lake.read_document(url) is None
+    assert lake.remove_document("alerts", DAY3, "payload") is False

@@ -10,7 +10,15 @@ from zoneinfo import ZoneInfo
 import pendulum
 import pytest
 
-from modelwatch.window import Window, last_full_interval, resolve_window, window_from_context
+from modelwatch.window import (
+    Window,
+    last_full_interval,
+    place_run,
+    resolve_window,
+    run_key,
+    selected_models,
+    window_from_context,
+)
 
 DAY = timedelta(days=1)
 HOUR = timedelta(hours=1)
@@ -352,3 +360,55 @@ def test_to_dict_round_trips_instants() -> None:
     assert d["tz"] == "Europe/Berlin"
     assert datetime.fromisoformat(d["start"]) == berlin(2026, 3, 29)
     assert datetime.fromisoformat(d["end"]) == berlin(2026, 3, 30)
+
+
+# -- run identity: canonical partitions only for whole scheduled intervals of every model ------------------
+
+RUN = "manual__2026-03-04T09:12:00.123456+00:00"
+
+
+def test_a_scheduled_interval_of_every_model_is_canonical() -> None:
+    day = place_run(Window(utc(2026, 3, 3), utc(2026, 3, 4)), DAY, run_id="scheduled__x", models=set())
+    assert day.canonical and day.partition_path == "dt=2026-03-03" and day.table == ""
+    hour = place_run(Window(utc(2026, 3, 3, 10), utc(2026, 3, 3, 11)), HOUR, run_id=RUN, models=set())
+    assert hour.canonical and hour.table == "intraday" and hour.partition_path == "dt=2026-03-03/hour=10"
+
+
+def test_a_trigger_form_window_is_ad_hoc_and_named_by_its_run() -> None:
+    w = place_run(Window(utc(2026, 3, 3, 10), utc(2026, 3, 3, 12)), DAY, run_id=RUN, models=set())
+    assert not w.canonical and w.table == "adhoc"
+    assert w.partition_path == "dt=2026-03-03/run=manual__2026-03-04T09-12-00.123456-00-00"
+    assert w.to_dict()["run_key"] == "manual__2026-03-04T09-12-00.123456-00-00"
+    # an hour of the daily DAG is not the hourly DAG's partition, nor a noon-to-noon day the scheduled day
+    noon = place_run(Window(utc(2026, 3, 3, 12), utc(2026, 3, 4, 12)), DAY, run_id=RUN, models=set())
+    assert noon.table == "adhoc"
+
+
+def test_a_model_subset_is_ad_hoc_even_for_a_whole_day() -> None:
+    w = place_run(Window(utc(2026, 3, 3), utc(2026, 3, 4)), DAY, run_id=RUN, models={"recommender"})
+    assert not w.canonical and w.partition_path.startswith("dt=2026-03-03/run=")
+
+
+def test_a_multi_day_ad_hoc_window_is_refused_with_what_to_do() -> None:
+    with pytest.raises(ValueError, match=r"spans 48 h.*at most 25 h.*backfill"):
+        place_run(Window(utc(2026, 3, 3), utc(2026, 3, 5)), DAY, run_id=RUN, models=set())
+
+
+def test_a_local_day_with_a_dst_change_is_still_scheduled() -> None:
+    start, end = berlin(2026, 3, 29), berlin(2026, 3, 30)  # 23 hours
+    w = place_run(Window(start, end, "Europe/Berlin"), DAY, run_id=RUN, models=set())
+    assert w.canonical and w.length == timedelta(hours=23)
+    assert w.previous == Window(berlin(2026, 3, 28), start, "Europe/Berlin")
+
+
+def test_run_keys_are_one_path_segment() -> None:
+    assert run_key("manual__2026-03-04T09:12:00+00:00") == "manual__2026-03-04T09-12-00-00-00"
+    assert "/" not in run_key("a/b/../c") and run_key("///") == "run"
+
+
+def test_window_from_context_places_the_run() -> None:
+    ctx = _context({"models": [" recommender ", ""]}, data_interval_start=utc(2026, 3, 3),
+                   data_interval_end=utc(2026, 3, 4))  # fmt: skip
+    ctx["run_id"] = RUN
+    assert window_from_context(ctx, DAY).table == "adhoc"
+    assert selected_models(ctx["params"]) == {"recommender"}

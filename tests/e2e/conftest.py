@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from config_helpers import own_alertnames
 
 from devstack.airflow_services import COMPONENTS, AirflowConfig, AirflowServices, free_port, session_members
 from devstack.stack import DEFAULT_PORTS, SERVICES, Stack
@@ -48,7 +49,7 @@ def airflow(
     # same model's alerts, and a second post of an alert pages no one. A name of this session's own keeps
     # what this Airflow posts apart.
     raw = yaml.safe_load((REPO / "include" / "thresholds.yaml").read_text())
-    raw["alerting"]["alertname"] = E2E_ALERTNAME
+    own_alertnames(raw, E2E_ALERTNAME)
     config = state / "thresholds.yaml"
     config.write_text(yaml.safe_dump(raw, sort_keys=False))
     cfg = AirflowConfig(

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from config_helpers import own_alertnames
 
 REPO = Path(__file__).resolve().parents[2]
 DAG_ID = "model_performance_monitoring"
@@ -58,7 +59,8 @@ def fault_config(tmp_path: Path, *, storage: dict[str, Any] | None = None, **ale
     """
     raw = yaml.safe_load((REPO / "include" / "thresholds.yaml").read_text())
     name = f"ModelwatchFaults{uuid.uuid4().hex[:10]}"
-    raw["alerting"] = {**raw["alerting"], "alertname": name, **alerting}
+    own_alertnames(raw, name)
+    raw["alerting"] = {**raw["alerting"], **alerting}
     raw["storage"] = {**raw["storage"], **(storage or {})}
     path = tmp_path / f"thresholds-{name}.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))

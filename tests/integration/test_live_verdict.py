@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 import yaml
+from config_helpers import own_alertnames
 from polling import wait_until
 
 from devstack.drill import run_drill
@@ -41,7 +42,7 @@ def live_config(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """The live configuration with an alert name of this module's own (other tests post for other models,
     but Alertmanager keeps alerts by label set: a name of our own keeps this test's page apart)."""
     raw = yaml.safe_load(LIVE_CONFIG.read_text())
-    raw["alerting"]["alertname"] = f"ModelPredictionsDegradedLive{uuid.uuid4().hex[:6]}"
+    own_alertnames(raw, f"ModelPredictionsDegradedLive{uuid.uuid4().hex[:6]}")
     path = tmp_path_factory.mktemp("live-config") / "thresholds.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path, raw["alerting"]["alertname"]

@@ -8,6 +8,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from config_helpers import own_alertnames
 from polling import wait_until
 
 from devstack.runner import load_dag, run_day
@@ -60,7 +61,7 @@ def alertname(tmp_path_factory):
     import yaml
 
     raw = yaml.safe_load((Path(__file__).resolve().parents[2] / "include" / "thresholds.yaml").read_text())
-    raw["alerting"]["alertname"] = f"ModelPredictionsDegraded{uuid.uuid4().hex[:8]}"
+    own_alertnames(raw, f"ModelPredictionsDegraded{uuid.uuid4().hex[:8]}")
     path = tmp_path_factory.mktemp("config") / "thresholds.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     mp = pytest.MonkeyPatch()
@@ -133,6 +134,24 @@ def test_alerts_reach_the_webhook_exactly_for_degraded_days(runs, seeded_stack, 
     got = wait_until(seen, until=lambda got: got >= degraded, timeout=30, interval=0.5,
                      what=f"the webhook receiver to get the alerts of {sorted(degraded)}")  # fmt: skip
     assert got == degraded
+
+
+def test_an_expected_model_without_predictions_pages_once_with_its_own_labels(runs, seeded_stack, alertname):
+    """The no_data day: both expected models logged nothing, and silence is an incident of its own kind."""
+    missing, day = f"{alertname}Missing", _day("no_data").isoformat()
+
+    def firing() -> list[dict]:
+        return [a for a in _webhook_alerts(seeded_stack, missing) if a["status"] == "firing"]
+
+    # every run is over (the fixture), so every alert was posted before this wait
+    got = wait_until(firing, until=lambda got: len({a["labels"]["model"] for a in got}) == 2, timeout=30,
+                     interval=0.5, what=f"the webhook receiver to get the {missing} alerts of the no_data day")  # fmt: skip
+    assert sorted(a["labels"]["model"] for a in got) == ["fraud-detector", "recommender"]  # once each
+    for a in got:
+        assert a["labels"] == {"alertname": missing, "model": a["labels"]["model"], "severity": "warning",
+                               "source": "modelwatch"}  # fmt: skip
+        assert a["annotations"]["window"].startswith(day) and a["annotations"]["verdict"] == "no_data"
+        assert a["annotations"]["description"] == "no predictions in the window"
 
 
 def test_partitions_are_hive_style_and_complete(runs, lake):
@@ -224,8 +243,9 @@ def test_a_trigger_form_window_and_dry_run_evaluate_without_paging(
     seeded_stack, monitoring_dag, lake, alertname, monkeypatch
 ):
     """What a person does in the UI: trigger with a two-hour window around the CPU incident, as a dry run."""
+    from devstack.runner import xcom
     from modelwatch.storage import Lake
-    from modelwatch.window import Window
+    from modelwatch.window import Window, run_key
 
     for key, value in seeded_stack.config.airflow_env().items():
         monkeypatch.setenv(key, value)
@@ -237,13 +257,18 @@ def test_a_trigger_form_window_and_dry_run_evaluate_without_paging(
                   "models": ["fraud-detector"]},
     )  # fmt: skip
     assert str(getattr(run.state, "value", run.state)) == "success"
-    window = Window(start, end)
+    window = Window(start, end, run_key=run_key(run.run_id))  # an ad-hoc run: a place of its own
     store = Lake(lake)
     url = store.partition_url("verdicts", window)
-    assert url.endswith("/intraday/verdicts/dt=2026-03-03/hour=10")
+    assert url.endswith(f"/adhoc/verdicts/dt=2026-03-03/run={run_key(run.run_id)}")
+    assert xcom(run, "evaluate")["verdict_document"] == f"{url}/_verdict.json"
     doc = store.read_document(f"{url}/_verdict.json")
+    assert doc["canonical"] is False and doc["window"]["run_key"] == run_key(run.run_id)
     assert [(v["model"], v["verdict"]) for v in doc["verdicts"]] == [("fraud-detector", "degraded")]
     assert doc["alert"]["post"] is False and "dry run" in doc["alert"]["reason"]
+    # what it would have posted, without posting it
+    payload = store.read_document(f"{store.partition_url('alerts', window)}/_payload.json")
+    assert [a["labels"]["model"] for a in payload] == ["fraud-detector"]
     assert store.read_document(f"{store.partition_url('alerts', window)}/_delivery.json") is None
     tasks = {ti.task_id: str(getattr(ti.state, "value", ti.state)) for ti in run.get_task_instances()}
     assert tasks["post_alert"] == "skipped" and tasks["no_alert"] == "success"

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from config_helpers import own_alertnames
 
 from devstack.runner import run_window, task_states, xcom
 
@@ -24,7 +25,7 @@ START, END = datetime(2026, 3, 3, 10, tzinfo=UTC), datetime(2026, 3, 3, 12, tzin
 def window_env(seeded_stack, airflow_db, tmp_path, monkeypatch):
     """The stack's connections, a lake of this test's own and a config with an alert name of its own."""
     raw = yaml.safe_load((Path(__file__).resolve().parents[2] / "include" / "thresholds.yaml").read_text())
-    raw["alerting"]["alertname"] = alertname = f"ModelPredictionsDegraded{uuid.uuid4().hex[:8]}"
+    alertname = own_alertnames(raw, f"ModelPredictionsDegraded{uuid.uuid4().hex[:8]}")["alerting"]["alertname"]
     config = tmp_path / "thresholds.yaml"
     config.write_text(yaml.safe_dump(raw, sort_keys=False))
     for key, value in seeded_stack.airflow_env().items():
@@ -42,6 +43,7 @@ def _alertmanager_alerts(stack, alertname: str) -> list[dict]:
 
 def test_a_dry_run_window_evaluates_exactly_that_window_and_posts_nothing(seeded_stack, window_env):
     from modelwatch.storage import Lake
+    from modelwatch.window import run_key
 
     lake, alertname = window_env
     run = run_window(START, END, params={"dry_run": True})
@@ -53,7 +55,8 @@ def test_a_dry_run_window_evaluates_exactly_that_window_and_posts_nothing(seeded
     assert states["post_alert"] == "skipped" and states["no_alert"] == "success"
 
     evaluation = xcom(run, "evaluate")
-    assert evaluation["verdict_document"].endswith("/intraday/verdicts/dt=2026-03-03/hour=10/_verdict.json")
+    # a trigger-form window is an ad-hoc run: stored in a place of its own, named by the run
+    assert evaluation["verdict_document"].endswith(f"/adhoc/verdicts/dt=2026-03-03/run={run_key(run.run_id)}/_verdict.json")
     doc = Lake(lake).read_document(evaluation["verdict_document"])
     assert datetime.fromisoformat(doc["window"]["start"]) == START
     assert datetime.fromisoformat(doc["window"]["end"]) == END
@@ -97,5 +100,5 @@ def test_the_command_line_runs_a_window_with_params(seeded_stack, window_env, tm
     assert "task extract_resources success" in progress and "task post_alert skipped" in progress
     assert 'verdicts {"fraud-detector": "degraded"}' in progress
     assert any(p.startswith("alert post=False (dry run") for p in progress)
-    assert any(p.endswith("/intraday/verdicts/dt=2026-03-03/hour=10/_verdict.json") for p in progress)
+    assert any("/adhoc/verdicts/dt=2026-03-03/run=manual__" in p and p.endswith("/_verdict.json") for p in progress)
     assert _alertmanager_alerts(seeded_stack, alertname) == []

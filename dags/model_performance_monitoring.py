@@ -12,10 +12,13 @@ For each window (a full UTC day for `model_performance_monitoring`, a full hour 
    `correlation.models_per_task` models, so the executor spreads a hundred models over its workers);
 3. writes the groups' joined rows, correlation and verdicts as the window's partitions and decides whether
    to page (`evaluate`);
-4. posts to Alertmanager when a model is degraded (`post_alert`), unless the run is a dry run or a
-   backfill that was not asked to page (`no_alert`, which says why).
+4. posts to Alertmanager the alerts of the verdicts that page (`degraded`; `no_data` of an expected
+   model; `slow_unexplained` if configured) and resolves the ones that ended (`post_alert`), unless the
+   run is a dry run or a backfill that was not asked to page (`no_alert`, which says why).
 
-**Trigger form**: pick models, override the window, make a dry run, or let a backfill page.
+**Trigger form**: pick models, override the window, make a dry run, or let a backfill page. A window
+other than one whole interval, or a model subset, is an ad-hoc run: its results go to
+`<lake>/adhoc/<dataset>/dt=.../run=<run id>/` and the scheduled partitions stay as they are.
 **Where the results are**: the `evaluate` task's XCom and log (partitions, `_verdict.json`), and the
 alert's `partition` and `airflow_run` annotations.
 **Email**: a task that fails for good, or a run still unfinished `alerting.run_deadline` after it was

@@ -125,8 +125,8 @@ def run_window(
 
     The run is what the UI's Trigger form makes: no logical date, the window in the ``window_start`` and
     ``window_end`` params, plus ``params`` (e.g. ``{"models": ["fraud-detector"], "dry_run": True}``),
-    validated against the DAG's params like a triggered run's conf. A window shorter than a day is stored
-    under ``<lake>/intraday/``.
+    validated against the DAG's params like a triggered run's conf. A window other than one whole day, or a
+    ``models`` subset, is an ad-hoc run stored under ``<lake>/adhoc/<dataset>/dt=D/run=<run id>/``.
 
     :param dag: a freshly parsed DAG (:func:`load_dag`); parsed here when not given.
     :raises ValueError: if ``params`` sets ``window_start``/``window_end``.

@@ -192,6 +192,9 @@ def fleet_config(base: dict[str, Any], alertname: str) -> dict[str, Any]:
     cfg["evaluation"]["expected_models"] = []
     cfg["evaluation"]["models"] = {}
     cfg["alerting"]["alertname"] = alertname
+    # names of the bench's own for the other paging kinds too: a run resolves the alerts of its names
+    cfg["alerting"]["no_data"] = {**cfg["alerting"]["no_data"], "alertname": f"{alertname}Missing"}
+    cfg["alerting"]["slow_unexplained"] = {**cfg["alerting"]["slow_unexplained"], "alertname": f"{alertname}Unexplained"}
     return cfg
 
 

@@ -807,9 +807,7 @@ class AirflowApi:
         ``state``, ``try_number``, ...)."""
         return self._paged(f"/api/v2/dags/{_q(dag_id)}/dagRuns/{_q(run_id)}/taskInstances", "task_instances")
 
-    def task_log(
-        self, dag_id: str, run_id: str, task_id: str, try_number: int = 1, map_index: int = -1
-    ) -> str:
+    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1, map_index: int = -1) -> str:
         """One try's log as text: ``timestamp level event`` per line, and the exception of a failed try.
 
         :param dag_id: DAG id. :param run_id: run id. :param task_id: task id. :param try_number: the try.

@@ -327,10 +327,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                 continue  # left to the base class, which reports it
             if key in first and key != "<<":
                 raise yaml.constructor.ConstructorError(
-                    None,
-                    None,
-                    f"key {key!r} is given twice (first at line {first[key] + 1})",
-                    key_node.start_mark,
+                    None, None, f"key {key!r} is given twice (first at line {first[key] + 1})", key_node.start_mark
                 )
             first[key] = key_node.start_mark.line
         return super().construct_mapping(node, deep=deep)

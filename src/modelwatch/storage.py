@@ -127,13 +127,7 @@ class Lake:
 
     # -- writing -----------------------------------------------------------------------------------------
     def write_frame(
-        self,
-        dataset: str,
-        window: Window,
-        frame: pd.DataFrame,
-        *,
-        run_id: str,
-        extra: dict[str, Any] | None = None,
+        self, dataset: str, window: Window, frame: pd.DataFrame, *, run_id: str, extra: dict[str, Any] | None = None
     ) -> PartitionRef:
         """Replace ``dataset``'s partition for ``window`` with ``frame``.
 
@@ -142,9 +136,7 @@ class Lake:
         """
         import pyarrow as pa
 
-        return self._write_table(
-            dataset, window, pa.Table.from_pandas(frame, preserve_index=False), run_id, extra
-        )
+        return self._write_table(dataset, window, pa.Table.from_pandas(frame, preserve_index=False), run_id, extra)
 
     def _write_table(
         self, dataset: str, window: Window, table: Any, run_id: str, extra: dict[str, Any] | None = None
@@ -159,9 +151,7 @@ class Lake:
             "partition": dict(window.partition),
             "window": window.to_dict(),
             "run_id": run_id,
-            "files": [
-                {"name": DATA_FILE, "rows": table.num_rows, "bytes": len(payload), "sha256": _sha256(payload)}
-            ],
+            "files": [{"name": DATA_FILE, "rows": table.num_rows, "bytes": len(payload), "sha256": _sha256(payload)}],
             "columns": [str(c) for c in table.column_names],
             **(extra or {}),
         }
@@ -181,10 +171,7 @@ class Lake:
                     break
                 log.warning(
                     "%s/%s was replaced by a concurrent write after ours (attempt %d/%d); writing again",
-                    url,
-                    DATA_FILE,
-                    attempt,
-                    MAX_WRITE_ATTEMPTS,
+                    url, DATA_FILE, attempt, MAX_WRITE_ATTEMPTS,
                 )
                 # jitter breaks the lockstep of writers that started together
                 time.sleep(random.uniform(0.05, 0.25) * attempt)
@@ -197,9 +184,7 @@ class Lake:
         except StorageError:
             raise
         except Exception as exc:
-            raise StorageError(
-                f"writing {dataset} partition {url} failed: {type(exc).__name__}: {exc}"
-            ) from exc
+            raise StorageError(f"writing {dataset} partition {url} failed: {type(exc).__name__}: {exc}") from exc
         log.info("wrote %s rows to %s/%s (%s bytes)", table.num_rows, url, DATA_FILE, len(payload))
         return PartitionRef(dataset, url, table.num_rows, sha, run_id)
 
@@ -257,9 +242,7 @@ class Lake:
             try:
                 tables.append(pq.read_table(io.BytesIO(self._path(url).read_bytes())))
             except FileNotFoundError:
-                raise StorageError(
-                    f"staged part {url} is missing: the task that wrote it must run again"
-                ) from None
+                raise StorageError(f"staged part {url} is missing: the task that wrote it must run again") from None
             except Exception as exc:
                 raise StorageError(f"reading staged part {url} failed: {type(exc).__name__}: {exc}") from exc
         table = tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="permissive")
@@ -428,9 +411,7 @@ class Lake:
                     f"{url}/{entry['name']} changed while it was read (rewritten by another run?); retry: {exc}"
                 ) from None
             except Exception as exc:
-                raise StorageError(
-                    f"reading {url}/{entry['name']} failed: {type(exc).__name__}: {exc}"
-                ) from exc
+                raise StorageError(f"reading {url}/{entry['name']} failed: {type(exc).__name__}: {exc}") from exc
             if _sha256(payload) != entry["sha256"]:
                 raise IncompletePartition(
                     f"{url}/{entry['name']} does not match its manifest (rewritten by another run?); retry"

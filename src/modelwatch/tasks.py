@@ -71,13 +71,7 @@ def extract_resources(interval: timedelta) -> dict[str, Any]:
     log.info("window %s: %d queries at step %s", window, len(p.queries), p.step)
     hook = PrometheusHook(prometheus_conn_id=p.conn_id)
     frame = extract(
-        hook,
-        p.queries,
-        window.start,
-        window.end,
-        p.step.total_seconds(),
-        p.max_points_per_request,
-        p.instance_label,
+        hook, p.queries, window.start, window.end, p.step.total_seconds(), p.max_points_per_request, p.instance_label
     )
     ref = lake.write_frame(
         "resources", window, frame, run_id=context["run_id"],
@@ -174,9 +168,7 @@ def evaluate(resources: dict[str, Any], groups: list[dict[str, Any]], interval: 
     # every group's parts, in group order: the partitions do not depend on which task finished first
     j = lake.commit_parts("joined", window, [g["joined"] for g in groups], run_id=run_id)
     c = lake.commit_parts("correlation", window, [g["correlation"] for g in groups], run_id=run_id)
-    ref = lake.commit_parts(
-        "verdicts", window, [g["verdicts"] for g in groups], run_id=run_id, sort_by="model"
-    )
+    ref = lake.commit_parts("verdicts", window, [g["verdicts"] for g in groups], run_id=run_id, sort_by="model")
     # the verdicts as the lake holds them (one serialisation, restored to the typed object)
     verdicts = verdicts_from_frame(lake.read_ref(ref.to_dict()))
     dag_run = context["dag_run"]

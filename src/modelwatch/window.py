@@ -43,9 +43,7 @@ class Window:
         if self.start.tzinfo is None or self.end.tzinfo is None:
             raise ValueError("window bounds must be timezone-aware")
         if self.end <= self.start:
-            raise ValueError(
-                f"window end {self.end.isoformat()} is not after its start {self.start.isoformat()}"
-            )
+            raise ValueError(f"window end {self.end.isoformat()} is not after its start {self.start.isoformat()}")
         object.__setattr__(self, "start", self.start.astimezone(UTC))
         object.__setattr__(self, "end", self.end.astimezone(UTC))
 
@@ -156,9 +154,7 @@ def selected_models(params: Any) -> set[str]:
     return {m.strip() for m in models if m and m.strip()}
 
 
-def last_full_interval(
-    run_after: datetime, interval: timedelta, tz: tzinfo = UTC
-) -> tuple[datetime, datetime]:
+def last_full_interval(run_after: datetime, interval: timedelta, tz: tzinfo = UTC) -> tuple[datetime, datetime]:
     """The last complete interval that ended at or before ``run_after``.
 
     Intervals are aligned on whole multiples of ``interval`` from local midnight (a daily interval runs
@@ -200,11 +196,7 @@ def resolve_window(
         if override_start is None or override_end is None:
             raise ValueError("a window override needs both window_start and window_end")
         return Window(override_start, override_end, tz)
-    if (
-        data_interval_start is not None
-        and data_interval_end is not None
-        and data_interval_end > data_interval_start
-    ):
+    if data_interval_start is not None and data_interval_end is not None and data_interval_end > data_interval_start:
         return Window(data_interval_start, data_interval_end, tz)
     anchor = run_after or data_interval_end or data_interval_start
     if anchor is None:

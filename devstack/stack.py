@@ -484,11 +484,39 @@ def prometheus_config(cfg: StackConfig) -> dict[str, Any]:
 
 
 def alertmanager_config(cfg: StackConfig) -> dict[str, Any]:
-    """The Alertmanager configuration: every alert goes to the webhook receiver and by mail to the sink.
+    """The Alertmanager configuration: every alert goes to the webhook receiver and by mail to the sink;
+    modelwatch's three alert kinds get an explicit route and an inhibition rule.
+
+    modelwatch labels its alerts ``{alertname, model, severity, source="modelwatch"}`` under three names
+    (the defaults of ``alerting`` in thresholds.yaml; a deployment that renames them must rename them here
+    and in compose/alertmanager.yml too):
+
+    - ``ModelPredictionsDegraded``: slow predictions that saturated resources explain.
+    - ``ModelPredictionsMissing``: an expected model without predictions or resource samples. Its route
+      groups by ``alertname`` only: one Prometheus losing its targets silences every model it watches, and
+      that is one incident, so one notification listing the models rather than one per model. It still
+      goes to both receivers, like every other alert.
+    - ``ModelPredictionsSlowUnexplained``: slow predictions no resource explains.
+
+    Inhibition: a firing ``ModelPredictionsDegraded`` of a model holds back that model's
+    ``ModelPredictionsSlowUnexplained`` (``equal: [model]``): the degraded alert already says the model is
+    slow, and says why; once it resolves, a still-active unexplained alert is notified then. No rule has
+    ``ModelPredictionsMissing`` as its source: a no-data alert is a gap in the monitoring, not a diagnosis,
+    and must never hide an alert judged on data (a degraded alert of the same model from an earlier window
+    stays active for hours; a Prometheus losing its targets must not silence the incidents already found).
+    Both sides match ``source="modelwatch"`` so that another system's alert of the same name is left alone.
+
+    Any other alert (tests post their own alert names) takes the catch-all routes, delivered as before.
 
     :param cfg: the stack configuration.
     :returns: the configuration as a dict (YAML-ready).
     """
+    source = 'source="modelwatch"'
+    both_receivers: list[dict[str, Any]] = [
+        # Sibling routes with continue: true deliver each alert to both receivers.
+        {"receiver": "modelwatch-webhook", "continue": True},
+        {"receiver": "modelwatch-email", "continue": True},
+    ]
     return {
         "route": {
             "receiver": "modelwatch-webhook",
@@ -496,12 +524,26 @@ def alertmanager_config(cfg: StackConfig) -> dict[str, Any]:
             "group_wait": "1s",
             "group_interval": "5s",
             "repeat_interval": "4h",
-            # Sibling routes with continue: true deliver each alert to both receivers.
             "routes": [
-                {"receiver": "modelwatch-webhook", "continue": True},
-                {"receiver": "modelwatch-email", "continue": True},
+                {
+                    # No data: one notification per alert name (i.e. per incident), not per model. Its child
+                    # routes inherit that grouping and deliver to both receivers; continue: false (the
+                    # default) keeps the catch-all routes below from sending it a second time per model.
+                    "matchers": ['alertname="ModelPredictionsMissing"', source],
+                    "group_by": ["alertname"],
+                    "routes": [dict(r) for r in both_receivers],
+                },
+                *both_receivers,
             ],
         },
+        "inhibit_rules": [
+            {
+                # A degraded model's unexplained-slowness alert would say less about the same slowness.
+                "source_matchers": ['alertname="ModelPredictionsDegraded"', source],
+                "target_matchers": ['alertname="ModelPredictionsSlowUnexplained"', source],
+                "equal": ["model"],
+            },
+        ],
         "receivers": [
             {
                 "name": "modelwatch-webhook",

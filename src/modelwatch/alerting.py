@@ -6,7 +6,7 @@ one twice. Everything that varies (values, links, window) goes into annotations.
 
 The lifecycle: a verdict that pages fires its alert (:func:`build_alerts`); an incident that carries on
 from the previous window stays one alert listing both windows (:func:`continue_incidents`); an alert whose
-model a later run judges otherwise is resolved (:func:`plan_alerts`).
+model a later run judges otherwise is resolved (:func:`resolutions`).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def paging_decision(
     """Decide whether this run posts to Alertmanager.
 
     A run that may page posts even when nothing pages now: a model it paged for earlier and now judges
-    otherwise must have that alert resolved (:func:`plan_alerts`).
+    otherwise must have that alert resolved (:func:`resolutions`).
 
     :param run_type: the DAG run's type (``scheduled``, ``manual``, ``backfill``, ...).
     """
@@ -167,45 +167,30 @@ def _continues(before: dict[str, str], now: dict[str, str], max_gap: timedelta) 
     return timedelta(0) <= gap < max_gap
 
 
-@dataclass(frozen=True)
-class AlertPlan:
-    """What one run sends to Alertmanager: its firing alerts, and the resolutions of alerts that ended."""
-
-    firing: list[dict[str, Any]]
-    resolved: list[dict[str, Any]]
-
-    @property
-    def payload(self) -> list[dict[str, Any]]:
-        """One POST body with both (Alertmanager takes firing and resolved alerts alike)."""
-        return [*self.firing, *self.resolved]
-
-
-def plan_alerts(
+def resolutions(
     alerts: list[dict[str, Any]],
     active: list[dict[str, Any]],
     *,
     models: list[str],
     alertnames: frozenset[str],
     window_end: str,
-    posted_at: datetime,
-    active_for: timedelta,
-) -> AlertPlan:
-    """Reconcile this run's alerts with what Alertmanager holds.
+    resolved_at: datetime,
+) -> list[dict[str, Any]]:
+    """The alerts this run ends: every alert Alertmanager holds for a model this run judged, under one of
+    modelwatch's alert names, that this run does not post (the model is healthy again, or degraded on other
+    resources: other labels), unless it was raised for a later window than this run's (a re-run of an old
+    day never ends a current incident). Each comes back with ``endsAt`` = ``resolved_at``, which resolves it
+    on arrival, so the receivers get the resolved notification.
 
-    Every alert of this run fires (``endsAt`` = ``posted_at + active_for``). An alert Alertmanager holds for
-    a model this run judged, under one of modelwatch's alert names, that this run does not post (the model
-    is healthy again, or degraded on other resources: other labels), is resolved (``endsAt`` =
-    ``posted_at``, so receivers get the resolved notification) unless it was raised for a later window than
-    this run's: a re-run of an old day never ends a current incident.
-
+    :param alerts: this run's alerts (:func:`build_alerts`).
     :param active: ``GET /api/v2/alerts`` (filtered to ``source="modelwatch"``).
     :param models: the models this run judged. :param alertnames: ``AlertingConfig.alertnames``.
+    :param window_end: the end of this run's window (ISO 8601).
     """
-    firing = stamp_for_posting(alerts, posted_at, active_for)
     posting = {_identity(a["labels"]) for a in alerts}
     judged = set(models)
     end = _instant(window_end)
-    resolved = []
+    ended = []
     for a in active:
         labels = a.get("labels") or {}
         if labels.get("source") != SOURCE_LABEL or labels.get("alertname") not in alertnames:
@@ -215,12 +200,12 @@ def plan_alerts(
         raised_for = (a.get("annotations") or {}).get(WINDOW_END)
         if raised_for and _instant(raised_for) > end:
             continue
-        resolved.append({
+        ended.append({
             "labels": labels, "annotations": a.get("annotations") or {},
-            "startsAt": a["startsAt"], "endsAt": max(posted_at.isoformat(), a["startsAt"], key=_instant),
+            "startsAt": a["startsAt"], "endsAt": max(resolved_at.isoformat(), a["startsAt"], key=_instant),
             "generatorURL": a.get("generatorURL", ""),
         })  # fmt: skip
-    return AlertPlan(firing, resolved)
+    return ended
 
 
 def _identity(labels: dict[str, str]) -> tuple[tuple[str, str], ...]:

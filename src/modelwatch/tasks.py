@@ -233,7 +233,7 @@ def post_alert(evaluation: dict[str, Any], interval: timedelta) -> dict[str, Any
     modelwatch alerts of the judged models that this run no longer raises, and record the delivery."""
     from datetime import datetime
 
-    from modelwatch.alerting import SOURCE_LABEL, plan_alerts
+    from modelwatch.alerting import SOURCE_LABEL, resolutions, stamp_for_posting
     from modelwatch.hooks.alertmanager import AlertmanagerHook
 
     cfg, window, lake, context = _run(interval)
@@ -245,31 +245,29 @@ def post_alert(evaluation: dict[str, Any], interval: timedelta) -> dict[str, Any
     hook = AlertmanagerHook(alertmanager_conn_id=cfg.alerting.conn_id)
     # The posting time only sets how long the alert stays active; which data is judged never depends on it.
     posted_at = datetime.now(UTC)
-    plan = plan_alerts(
+    # The run's own alerts first: when Alertmanager struggles, a page matters more than a resolution.
+    firing = stamp_for_posting(alerts, posted_at, cfg.alerting.active_for)
+    hook.post_alerts(firing)
+    url = None
+    if firing:
+        delivery = {"posted_at": posted_at.isoformat(), "alerts": firing, "run_id": context["run_id"]}
+        url = lake.write_document("alerts", window, "delivery", delivery)
+    for a in firing:
+        log.info("posted %s for %s (%s)", a["labels"]["alertname"], a["labels"]["model"], a["annotations"]["summary"])
+    ended = resolutions(
         alerts, hook.get_alerts({"source": SOURCE_LABEL}),
         models=sorted(evaluation["summary"]), alertnames=cfg.alerting.alertnames,
-        window_end=evaluation["window_end"], posted_at=posted_at, active_for=cfg.alerting.active_for,
+        window_end=evaluation["window_end"], resolved_at=posted_at,
     )  # fmt: skip
-    hook.post_alerts(plan.payload)
-    url = None
-    if plan.firing:
-        delivery = {"posted_at": posted_at.isoformat(), "alerts": plan.firing, "run_id": context["run_id"]}
-        url = lake.write_document("alerts", window, "delivery", delivery)
-    for a in plan.firing:
-        log.info(
-            "posted %s for %s (%s)",
-            a["labels"]["alertname"],
-            a["labels"]["model"],
-            a["annotations"]["summary"],
-        )
-    for a in plan.resolved:
+    hook.post_alerts(ended)
+    for a in ended:
         log.info("resolved %s for %s (raised for %s): judged %s now", a["labels"]["alertname"], a["labels"]["model"],
                  a["annotations"].get("window", "an earlier window"), evaluation["summary"][a["labels"]["model"]])  # fmt: skip
     log.info(
         "window %s: %d alert(s) posted, %d resolved; verdicts %s; delivery record %s",
-        window, len(plan.firing), len(plan.resolved), evaluation["verdicts"]["url"], url,
+        window, len(firing), len(ended), evaluation["verdicts"]["url"], url,
     )  # fmt: skip
-    return {"posted": len(plan.firing), "resolved": [a["labels"] for a in plan.resolved], "delivery": url}
+    return {"posted": len(firing), "resolved": [a["labels"] for a in ended], "delivery": url}
 
 
 @task(task_id=NO_ALERT_TASK)

@@ -15,7 +15,7 @@ from modelwatch.alerting import (
     build_alerts,
     continue_incidents,
     paging_decision,
-    plan_alerts,
+    resolutions,
     run_url,
     stamp_for_posting,
 )
@@ -311,37 +311,31 @@ def active(alert: dict[str, Any], ends: datetime = POSTED_AT + timedelta(hours=3
             "receivers": [{"name": "x"}], "updatedAt": POSTED_AT.isoformat()}  # fmt: skip
 
 
-def plan(alerts: list[dict[str, Any]], held: list[dict[str, Any]], models: list[str],
-         window_end: str = "2026-03-04T00:00:00+00:00") -> Any:
-    return plan_alerts(alerts, held, models=models, alertnames=CFG.alertnames, window_end=window_end,
-                       posted_at=POSTED_AT, active_for=timedelta(hours=4))  # fmt: skip
+def ended(alerts: list[dict[str, Any]], held: list[dict[str, Any]], models: list[str],
+          window_end: str = "2026-03-04T00:00:00+00:00") -> list[dict[str, Any]]:
+    return resolutions(alerts, held, models=models, alertnames=CFG.alertnames, window_end=window_end,
+                       resolved_at=POSTED_AT)  # fmt: skip
 
 
 def test_a_model_judged_healthy_again_has_its_alert_resolved() -> None:
     (fired,) = build_alerts([verdict()], CFG, run_url=RUN_URL, partition_url=PARTITION)
-    p = plan([], [active(fired)], ["fraud-detector"])
-    assert p.firing == []
-    (resolved,) = p.resolved
+    (resolved,) = ended([], [active(fired)], ["fraud-detector"])
     assert resolved["labels"] == fired["labels"]  # the same alert: Alertmanager's identity is the label set
     assert resolved["startsAt"] == fired["startsAt"]
     assert datetime.fromisoformat(resolved["endsAt"]) == POSTED_AT  # not in the future: resolved on arrival
-    assert p.payload == p.resolved
+    assert set(resolved) == {"labels", "annotations", "startsAt", "endsAt", "generatorURL"}  # what POST takes
 
 
 def test_degraded_on_other_resources_supersedes_the_old_alert() -> None:
     (old,) = build_alerts([verdict()], CFG, run_url=RUN_URL, partition_url=PARTITION)
     new = build_alerts([verdict(saturated_resources=[evidence("memory")])], CFG, run_url=RUN_URL,
                        partition_url=PARTITION)  # fmt: skip
-    p = plan(new, [active(old)], ["fraud-detector"])
-    assert [a["labels"]["resources"] for a in p.firing] == ["memory"]
-    assert [a["labels"]["resources"] for a in p.resolved] == ["cpu"]
+    assert [a["labels"]["resources"] for a in ended(new, [active(old)], ["fraud-detector"])] == ["cpu"]
 
 
 def test_the_alert_posted_again_is_not_resolved() -> None:
     alerts = build_alerts([verdict()], CFG, run_url=RUN_URL, partition_url=PARTITION)
-    p = plan(alerts, [active(alerts[0])], ["fraud-detector"])
-    assert len(p.firing) == 1 and p.resolved == []
-    assert datetime.fromisoformat(p.firing[0]["endsAt"]) == POSTED_AT + timedelta(hours=4)
+    assert ended(alerts, [active(alerts[0])], ["fraud-detector"]) == []
 
 
 def test_only_modelwatchs_own_alerts_of_the_judged_models_are_resolved() -> None:
@@ -350,19 +344,19 @@ def test_only_modelwatchs_own_alerts_of_the_judged_models_are_resolved() -> None
     other_name = {**fired, "labels": {**fired["labels"], "alertname": "SomeoneElsesAlert"}}
     not_ours = {**fired, "labels": {**fired["labels"], "source": "prometheus"}}
     held = [active(a) for a in (other_model, other_name, not_ours)]
-    assert plan([], held, ["fraud-detector"]).resolved == []
+    assert ended([], held, ["fraud-detector"]) == []
 
 
 def test_a_rerun_of_an_older_window_never_resolves_a_newer_windows_alert() -> None:
     (newer,) = build_alerts([verdict(day=5)], CFG, run_url=RUN_URL, partition_url=PARTITION)
-    assert plan([], [active(newer)], ["fraud-detector"], window_end="2026-03-04T00:00:00+00:00").resolved == []
-    assert len(plan([], [active(newer)], ["fraud-detector"], window_end="2026-03-06T00:00:00+00:00").resolved) == 1
+    assert ended([], [active(newer)], ["fraud-detector"], window_end="2026-03-04T00:00:00+00:00") == []
+    assert len(ended([], [active(newer)], ["fraud-detector"], window_end="2026-03-06T00:00:00+00:00")) == 1
 
 
 def test_an_alert_posted_before_the_window_annotation_existed_is_resolved() -> None:
     (fired,) = build_alerts([verdict()], CFG, run_url=RUN_URL, partition_url=PARTITION)
     old = {**fired, "annotations": {k: v for k, v in fired["annotations"].items() if k != "window_end"}}
-    assert len(plan([], [active(old)], ["fraud-detector"]).resolved) == 1
+    assert len(ended([], [active(old)], ["fraud-detector"])) == 1
 
 
 def _across_midnight() -> tuple[dict[str, Any], dict[str, Any]]:

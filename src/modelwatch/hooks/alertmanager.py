@@ -72,7 +72,10 @@ class AlertmanagerHook(ApiHook):
         """
         params: list[tuple[str, str]] = [("active", "true" if active else "false")]
         params += [("filter", matcher(k, v)) for k, v in sorted((filters or {}).items())]
-        response = self._request("GET", ALERTS_PATH, params=params)
+        try:
+            response = self._request("GET", ALERTS_PATH, params=params)
+        except UpstreamUnavailable as exc:
+            raise exc.doing("reading the alerts Alertmanager holds") from None
         if not 200 <= response.status_code < 300:
             raise AlertmanagerError(
                 response.status_code, self.body_excerpt(response), server=self.base_url, path=ALERTS_PATH

@@ -89,13 +89,13 @@ def verdict_rows(lake: Any, days: dict[date, str]) -> list[list[str]]:
     from modelwatch.window import Window
 
     rows = [["DAY", "SCENARIO", "MODEL", "VERDICT", "SLOW",
-             "EXPLAINED BY (median / max at slow vs threshold; relative risk, coverage)", "ALERT"]]  # fmt: skip
+             "EXPLAINED BY (median / max at slow vs threshold; relative risk, coverage)", "QUALITY", "ALERT"]]  # fmt: skip
     for day, scenario in sorted(days.items()):
         start = datetime(day.year, day.month, day.day, tzinfo=UTC)
         window = Window(start, start + timedelta(days=1))
         doc = lake.read_document(f"{lake.partition_url('verdicts', window)}/_verdict.json")
         if doc is None:
-            rows.append([day.isoformat(), scenario, "-", "(no verdict: the run failed)", "", "", ""])
+            rows.append([day.isoformat(), scenario, "-", "(no verdict: the run failed)", "", "", "", ""])
             continue
         delivery = lake.read_document(f"{lake.partition_url('alerts', window)}/_delivery.json")
         posted = {a["labels"]["model"] for a in (delivery or {}).get("alerts", [])}
@@ -108,7 +108,8 @@ def verdict_rows(lake: Any, days: dict[date, str]) -> list[list[str]]:
             else:
                 alert = "-"
             slow = f"{v['n_slow']}/{v['n_predictions']}" if v["n_predictions"] else "0/0"
-            rows.append([day.isoformat(), scenario, v["model"], v["verdict"], slow, evidence or "-", alert])
+            rows.append([day.isoformat(), scenario, v["model"], v["verdict"], slow, evidence or "-",
+                         v.get("quality", "-"), alert])  # fmt: skip
     return rows
 
 

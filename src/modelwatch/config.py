@@ -181,6 +181,52 @@ class EvaluationConfig(_Strict):
         return ModelThresholds(**base)
 
 
+class MetricRule(_Strict):
+    """How one prediction-quality metric is judged (``accuracy``: lower is worse; ``loss``: higher is worse)."""
+
+    #: an absolute bound on the window's mean: accuracy below it, or loss above it, is a regression
+    #: whatever the reference says (empty: no bound)
+    limit: float | None = None
+    #: the smallest worsening of the mean against the reference that counts (absolute, in the metric's
+    #: unit): a difference smaller than this is not a regression, however significant with many predictions
+    min_change: float = Field(default=0.02, ge=0)
+
+
+class QualityRules(_Strict):
+    """The quality rules of one model (see :class:`QualityConfig` for the defaults and overrides)."""
+
+    accuracy: MetricRule = MetricRule()
+    loss: MetricRule = MetricRule()
+    #: fewer labelled predictions than this in the window: ``no_labels``, never ``ok``; the reference needs
+    #: as many to be compared with
+    min_labels: int = Field(default=30, ge=2)
+    #: largest p-value (Mann-Whitney U, one-sided, Holm-adjusted over the model's metrics)
+    significance: float = Field(default=0.01, gt=0, lt=1)
+
+
+class QualityOverride(_Strict):
+    accuracy: MetricRule | None = None
+    loss: MetricRule | None = None
+    min_labels: int | None = Field(default=None, ge=2)
+    significance: float | None = Field(default=None, gt=0, lt=1)
+
+
+class QualityConfig(QualityRules):
+    """Is the model still right: accuracy and loss of the window against bounds and against the same model's
+    canonical daily partitions of the ``reference_days`` days before the window (README: "Quality")."""
+
+    reference_days: int = Field(default=7, ge=1, le=90)
+    models: dict[str, QualityOverride] = Field(default_factory=dict)
+
+    def for_model(self, model: str) -> QualityRules:
+        """Rules for ``model``: the defaults with its override (if any) on top."""
+        base = {k: getattr(self, k) for k in QualityRules.model_fields}
+        override = self.models.get(model)
+        if override is not None:
+            base.update({k: v for k, v in override if v is not None})
+        return QualityRules(**base)
+
+
 Severity = Literal["info", "warning", "critical", "page"]
 
 
@@ -279,6 +325,7 @@ class ModelwatchConfig(_Strict):
     mlflow: MlflowConfig
     correlation: CorrelationConfig = CorrelationConfig()
     evaluation: EvaluationConfig
+    quality: QualityConfig = QualityConfig()
     alerting: AlertingConfig = AlertingConfig()
     tasks: TasksConfig = TasksConfig()
 

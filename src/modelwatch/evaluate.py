@@ -9,6 +9,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from modelwatch.fanout import models_to_judge
+from modelwatch.quality import judge_quality
 from modelwatch.schema import saturated_column, usable_prediction_times, value_column
 from modelwatch.stats import TEST_NAME, holm
 from modelwatch.text import fmt_pct as pct
@@ -112,6 +113,8 @@ def evaluate(
     config: ModelwatchConfig,
     window: Window,
     models: list[str] | None = None,
+    reference: pd.DataFrame | None = None,
+    reference_days: list[str] | None = None,
 ) -> list[ModelVerdict]:
     """One verdict per model seen in the window or listed in ``evaluation.expected_models``
     (:func:`modelwatch.fanout.models_to_judge`), or per model of ``models`` when a mapped task judges a group.
@@ -123,6 +126,10 @@ def evaluate(
     - ``degraded``: slow enough, and a resource explains it (:func:`test_resources`);
     - ``slow_unexplained``: slow enough, but no resource explains it; the reason names the test each
       resource failed.
+
+    With a ``reference`` (the predictions of the ``reference_days`` before the window,
+    :func:`modelwatch.window.reference_windows`), each verdict also carries its quality
+    (:func:`modelwatch.quality.judge_quality`); without one, quality is ``not_judged``.
     """
     limits = config.saturation_thresholds
     # predictions without a model tag have no one to judge (models_to_judge leaves ""); the extractor
@@ -136,6 +143,11 @@ def evaluate(
         base = {"model": model, "window_start": window.start.isoformat(), "window_end": window.end.isoformat(),
                 "slow_threshold_seconds": rules.slow_prediction_seconds}  # fmt: skip
         rows = joined[joined["model"] == model]
+        if reference is not None:
+            days = list(reference_days or [])
+            quality, why, metrics = judge_quality(rows, reference[reference["model"] == model],
+                                                  config.quality.for_model(model), days)  # fmt: skip
+            base |= {"quality": quality, "quality_reason": why, "quality_metrics": metrics, "reference_days": days}
         if rows.empty:
             verdicts.append(ModelVerdict(verdict="no_data", reason="no predictions in the window", **base))
             continue

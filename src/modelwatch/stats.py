@@ -8,6 +8,7 @@ at saturation, ``c``/``d`` slow/normal ones below it. scipy is imported only whe
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 #: The test behind every ``p_value``, for reasons and documents.
 TEST_NAME = "Fisher's exact test, one-sided"
@@ -56,3 +57,24 @@ def holm(p_values: dict[str, float]) -> dict[str, float]:
         running = max(running, min(1.0, (m - i) * p))
         out[k] = running
     return out
+
+
+#: The test behind a quality metric's ``p_value``.
+MANN_WHITNEY = "Mann-Whitney U, one-sided"
+
+
+def mann_whitney_worse(window: Sequence[float], reference: Sequence[float], *, worse: str) -> float:
+    """One-sided Mann-Whitney U p-value that the window's values are stochastically worse than the
+    reference's: ``worse="lower"`` (accuracy) or ``"higher"`` (loss).
+
+    A rank test: no assumption of normality, so per-prediction correctness (0/1, many ties) and a model's
+    continuous scores are judged alike; it assumes independent predictions. scipy picks the exact
+    distribution for small samples without ties and the tie-corrected normal approximation otherwise.
+    NaN when either sample is empty.
+    """
+    if len(window) == 0 or len(reference) == 0:
+        return float("nan")
+    from scipy.stats import mannwhitneyu
+
+    alternative = "less" if worse == "lower" else "greater"
+    return float(mannwhitneyu(window, reference, alternative=alternative, method="auto").pvalue)

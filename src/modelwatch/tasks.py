@@ -117,6 +117,28 @@ def extract_predictions(interval: timedelta) -> list[dict[str, Any]]:
     return [{"index": i, "models": g, "predictions": ref.to_dict()} for i, g in enumerate(groups)]
 
 
+def _reference(lake: Any, window: Any, days: int, models: list[str]) -> tuple[Any, list[str]]:
+    """The models' labelled history: their predictions in the canonical daily partitions of the ``days``
+    days before the window (a day never written is skipped; the days found are returned)."""
+    import pandas as pd
+
+    from modelwatch.quality import METRICS
+    from modelwatch.storage import IncompletePartition
+    from modelwatch.window import reference_windows
+
+    frames, found = [], []
+    for day in reference_windows(window, days):
+        try:
+            frames.append(lake.read_partition(lake.partition_url("predictions", day), columns=["model", *METRICS],
+                                              filters=[("model", "in", models)] if models else None))  # fmt: skip
+        except IncompletePartition:
+            continue
+        found.append(dict(day.partition)["dt"])
+    if not frames:
+        return pd.DataFrame({"model": pd.Series(dtype=str), **{m: pd.Series(dtype=float) for m in METRICS}}), found
+    return pd.concat(frames, ignore_index=True), found
+
+
 @task(multiple_outputs=False)
 def correlate(resources: dict[str, Any], group: dict[str, Any], interval: timedelta) -> dict[str, Any]:
     """Mapped over groups of models: join the group's predictions to the samples of its instances, summarise
@@ -134,7 +156,9 @@ def correlate(resources: dict[str, Any], group: dict[str, Any], interval: timede
     instances = sorted({*pred["instance"].astype(str), ""})
     res = lake.read_ref(resources, filters=[("instance", "in", instances)])
     joined, summary = run_correlation(pred, res, cfg)
-    verdicts = run_evaluation(joined, summary, res, cfg, window, models=models)
+    reference, days = _reference(lake, window, cfg.quality.reference_days, models)
+    verdicts = run_evaluation(joined, summary, res, cfg, window, models=models, reference=reference,
+                              reference_days=days)  # fmt: skip
     name, run_id = f"group-{int(group['index']):05d}", context["run_id"]
     staged = {
         "joined": lake.stage_frame(window, run_id, f"joined-{name}", joined),

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
 Verdict = Literal["healthy", "degraded", "slow_unexplained", "no_data"]
+#: The quality dimension (:mod:`modelwatch.quality`): ``not_judged`` for a verdict built without it.
+Quality = Literal["ok", "regressed", "no_labels", "no_reference", "not_judged"]
 #: What the evidence test of one resource concluded (see :func:`modelwatch.evaluate.test_resources`).
 Outcome = Literal["explains", "no_samples", "never_saturated", "low_coverage", "no_contrast", "not_significant",
                   "small_effect"]  # fmt: skip
@@ -77,6 +79,34 @@ class ResourceEvidence:
 
 
 @dataclass
+class QualityEvidence:
+    """One quality metric of one model in one window, against its bound and its reference.
+
+    ``worsening`` is signed so that positive is worse (a drop of accuracy, a rise of loss); ``p_adjusted``
+    is the one-sided Mann-Whitney U p-value after Holm's correction over the model's tested metrics.
+    """
+
+    metric: str
+    outcome: Literal["regressed", "ok", "no_labels", "no_reference"]
+    n_window: int
+    n_reference: int
+    window_mean: float | None
+    reference_mean: float | None
+    worsening: float | None
+    limit: float | None
+    beyond_limit: bool
+    p_value: float | None
+    p_adjusted: float | None
+    min_change: float
+    test: str = ""
+    explanation: str = ""
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> QualityEvidence:
+        return cls(**{f.name: _from_json(d[f.name]) if f.name in d else f.default for f in fields(cls)})
+
+
+@dataclass
 class ModelVerdict:
     """The verdict for one model in one window.
 
@@ -103,6 +133,12 @@ class ModelVerdict:
     resources_without_data: list[str] = field(default_factory=list)
     incident_start: str | None = None
     incident_end: str | None = None
+    #: is the model still right (:func:`modelwatch.quality.judge_quality`), and the numbers behind it
+    quality: Quality = "not_judged"
+    quality_reason: str = ""
+    quality_metrics: list[QualityEvidence] = field(default_factory=list)
+    #: the reference days the quality was judged against (canonical daily partitions found in the lake)
+    reference_days: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON view (``_verdict.json``): NaN as null, infinity as ``"inf"``."""
@@ -114,7 +150,9 @@ class ModelVerdict:
         and ``evidence``, every tested resource as JSON, so :meth:`from_record` restores the verdict."""
         top = self.saturated_resources[0] if self.saturated_resources else None
         evidence = {"saturated": [asdict(e) for e in self.saturated_resources],
-                    "rejected": [asdict(e) for e in self.rejected_resources]}  # fmt: skip
+                    "rejected": [asdict(e) for e in self.rejected_resources],
+                    "quality": [asdict(q) for q in self.quality_metrics],
+                    "reference_days": self.reference_days}  # fmt: skip
         return {
             "model": self.model, "verdict": self.verdict, "reason": self.reason,
             "window_start": self.window_start, "window_end": self.window_end,
@@ -126,6 +164,7 @@ class ModelVerdict:
             "coverage": top.coverage if top else None,
             "resources_without_data": ",".join(self.resources_without_data),
             "incident_start": self.incident_start, "incident_end": self.incident_end,
+            "quality": self.quality, "quality_reason": self.quality_reason,
             "evidence": json.dumps(_json_safe(evidence), sort_keys=True, allow_nan=False),
         }  # fmt: skip
 
@@ -147,6 +186,9 @@ class ModelVerdict:
             rejected_resources=[ResourceEvidence.from_dict(e) for e in evidence["rejected"]],
             resources_without_data=names(row["resources_without_data"]),
             incident_start=_none_if_missing(row["incident_start"]), incident_end=_none_if_missing(row["incident_end"]),
+            quality=row["quality"], quality_reason=row["quality_reason"],
+            quality_metrics=[QualityEvidence.from_dict(q) for q in evidence.get("quality", [])],
+            reference_days=list(evidence.get("reference_days", [])),
         )  # fmt: skip
 
 

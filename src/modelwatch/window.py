@@ -117,6 +117,19 @@ class Window:
         return replace(self, start=start, end=end)
 
 
+def reference_windows(window: Window, days: int) -> list[Window]:
+    """The canonical daily windows of the ``days`` days before ``window``'s day, newest first: where a
+    model's history is read from. Never the window itself, nor the day an hourly or ad-hoc window lies in
+    (its daily partition would hold the window's own predictions)."""
+    out = []
+    end = window.start
+    for _ in range(days):
+        start, end = last_full_interval(end, timedelta(days=1), ZoneInfo(window.tz))
+        out.append(Window(start, end, window.tz))
+        end = start
+    return out
+
+
 def run_key(run_id: str) -> str:
     """A run id as a partition value: characters other than letters, digits, ``.``, ``_`` and ``-``
     (``:`` and ``+`` of a manual run's time) become ``-``, so the folder is one path segment everywhere."""

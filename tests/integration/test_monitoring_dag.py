@@ -154,6 +154,22 @@ def test_an_expected_model_without_predictions_pages_once_with_its_own_labels(ru
         assert a["annotations"]["description"] == "no predictions in the window"
 
 
+def test_each_day_judges_quality_against_the_days_before_it_in_the_lake(runs):
+    """The seeded accuracy and loss do not change from day to day: with the days before it in this lake as
+    reference a day's quality is ok; the first day has no history; the day without predictions no labels."""
+    first = min(TEST_DAYS)
+    for scenario, (_, doc) in runs.items():
+        day = _day(scenario)
+        for v in doc["verdicts"]:
+            expected = "no_reference" if day == first else "no_labels" if scenario == "no_data" else "ok"
+            assert v["quality"] == expected, (scenario, v["model"], v["quality_reason"])
+            # the reference is the canonical days before this one that the lake holds (never the day itself)
+            assert v["reference_days"] == [d.isoformat() for d in sorted(TEST_DAYS, reverse=True) if d < day][:7]
+            if expected == "ok":
+                assert "Mann-Whitney U, one-sided" in v["quality_reason"], v["quality_reason"]
+                assert {m["metric"] for m in v["quality_metrics"]} == {"accuracy", "loss"}
+
+
 def test_partitions_are_hive_style_and_complete(runs, lake):
     import duckdb
 

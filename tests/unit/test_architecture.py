@@ -33,15 +33,16 @@ RANKS = {
     "modelwatch.hooks": 5,
     # logic, in data-flow order
     "modelwatch.extract": 6, "modelwatch.fanout": 6, "modelwatch.verdict": 6, "modelwatch.correlate": 6,
-    "modelwatch.evaluate": 7,
-    "modelwatch.alerting": 8,
+    "modelwatch.quality": 7,
+    "modelwatch.evaluate": 8,
+    "modelwatch.alerting": 9,
     # tasks: what Airflow calls
-    "modelwatch.monitoring_dag": 9, "modelwatch.notify": 9, "modelwatch.provider": 9,
-    "modelwatch.tasks": 10,
-    "modelwatch": 11,
+    "modelwatch.monitoring_dag": 10, "modelwatch.notify": 10, "modelwatch.provider": 10,
+    "modelwatch.tasks": 11,
+    "modelwatch": 12,
 }  # fmt: skip
 LAYERS = {0: "foundation", 1: "foundation", 2: "storage", 3: "transport", 4: "transport", 5: "transport",
-          6: "logic", 7: "logic", 8: "logic", 9: "tasks", 10: "tasks", 11: "package"}  # fmt: skip
+          6: "logic", 7: "logic", 8: "logic", 9: "logic", 10: "tasks", 11: "tasks", 12: "package"}  # fmt: skip
 
 
 def module_name(path: Path) -> str:

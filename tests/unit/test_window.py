@@ -14,6 +14,7 @@ from modelwatch.window import (
     Window,
     last_full_interval,
     place_run,
+    reference_windows,
     resolve_window,
     run_key,
     selected_models,
@@ -412,3 +413,14 @@ def test_window_from_context_places_the_run() -> None:
     ctx["run_id"] = RUN
     assert window_from_context(ctx, DAY).table == "adhoc"
     assert selected_models(ctx["params"]) == {"recommender"}
+
+
+def test_the_reference_is_the_days_before_never_the_window_nor_its_day() -> None:
+    day = Window(utc(2026, 3, 3), utc(2026, 3, 4))
+    assert [w.partition_path for w in reference_windows(day, 3)] == ["dt=2026-03-02", "dt=2026-03-01", "dt=2026-02-28"]
+    hour = Window(utc(2026, 3, 3, 10), utc(2026, 3, 3, 11))  # its day's partition holds the hour itself
+    assert [w.partition_path for w in reference_windows(hour, 1)] == ["dt=2026-03-02"]
+    adhoc = place_run(Window(utc(2026, 3, 3, 10), utc(2026, 3, 3, 12)), DAY, run_id=RUN, models=set())
+    assert all(w.canonical for w in reference_windows(adhoc, 2))
+    local = Window(berlin(2026, 3, 30), berlin(2026, 3, 31), "Europe/Berlin")
+    assert [w.length for w in reference_windows(local, 2)] == [timedelta(hours=23), timedelta(hours=24)]

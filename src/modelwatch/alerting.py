@@ -47,8 +47,7 @@ def paging_decision(
 
     :param run_type: the DAG run's type (``scheduled``, ``manual``, ``backfill``, ...).
     """
-    rules = cfg.paging_rules()
-    paging = ", ".join(f"{v.model} ({v.verdict})" for v in verdicts if v.verdict in rules)
+    paging = ", ".join(f"{v.model} ({kind})" for v, kind, *_ in pages(verdicts, cfg))
     if dry_run:
         return PagingDecision(
             False, f"dry run: would page for {paging}" if paging else "dry run: nothing would page"
@@ -63,22 +62,43 @@ def paging_decision(
     return PagingDecision(True, f"nothing pages; resolving any modelwatch alert still firing for {judged}")
 
 
+#: The kind of page of a quality regression (the latency kinds are the verdicts' names).
+QUALITY_KIND = "quality regressed"
+
+
+def pages(verdicts: list[ModelVerdict], cfg: AlertingConfig) -> list[tuple[ModelVerdict, str, str, str]]:
+    """What pages: ``(verdict, kind, alertname, severity)`` for every latency verdict that pages (``degraded``
+    always, ``no_data`` and ``slow_unexplained`` as configured) and every regressed quality (if it pages)."""
+    rules = cfg.paging_rules()
+    out = [(v, v.verdict, *rules[v.verdict]) for v in verdicts if v.verdict in rules]
+    if cfg.quality.page:
+        out += [(v, QUALITY_KIND, cfg.quality.alertname, cfg.quality.severity) for v in verdicts
+                if v.quality == "regressed"]  # fmt: skip
+    return out
+
+
+def judged_models(verdicts: list[ModelVerdict], cfg: AlertingConfig) -> dict[str, list[str]]:
+    """alertname -> the models this run judged for it, whose earlier alerts it may resolve: every judged
+    model for the latency alerts; for the quality alert only those whose quality was judged (``ok`` or
+    ``regressed``), as a window without labels says nothing about whether a regression is over."""
+    every = [v.model for v in verdicts]
+    judged = {name: every for name in (cfg.alertname, cfg.no_data.alertname, cfg.slow_unexplained.alertname)}
+    judged[cfg.quality.alertname] = [v.model for v in verdicts if v.quality in ("ok", "regressed")]
+    return judged
+
+
 def build_alerts(
     verdicts: list[ModelVerdict], cfg: AlertingConfig, *, run_url: str, partition_url: str
 ) -> list[dict[str, Any]]:
     """One Alertmanager v2 alert per model whose verdict pages (``alerting`` of thresholds.yaml: ``degraded``
     always, ``no_data`` and ``slow_unexplained`` as configured), under that verdict's alert name and
     severity. ``startsAt`` comes from the incident; ``endsAt`` is set when posting (:func:`stamp_for_posting`)."""
-    rules = cfg.paging_rules()
     alerts = []
-    for v in verdicts:
-        if v.verdict not in rules:
-            continue
-        alertname, severity = rules[v.verdict]
+    for v, kind, alertname, severity in pages(verdicts, cfg):
         labels = {"alertname": alertname, "model": v.model, "severity": severity, "source": SOURCE_LABEL}
         annotations = {
-            "summary": f"{v.model}: {v.reason}",
-            "verdict": v.verdict,
+            "summary": f"{v.model}: {v.quality_reason if kind == QUALITY_KIND else v.reason}",
+            "verdict": kind,
             "window": f"{v.window_start} to {v.window_end}",
             WINDOW_START: v.window_start,
             WINDOW_END: v.window_end,
@@ -87,7 +107,10 @@ def build_alerts(
             "partition": partition_url,
             "airflow_run": run_url,
         }
-        if v.verdict == "degraded":
+        if kind == QUALITY_KIND:
+            annotations["description"] = f"quality regressed: {v.quality_reason}"
+            annotations["reference_days"] = ",".join(v.reference_days)
+        elif kind == "degraded":
             evidence = v.saturated_resources
             labels["resources"] = ",".join(sorted(e.resource for e in evidence))
             annotations["description"] = _degraded_description(v)
@@ -97,13 +120,13 @@ def build_alerts(
             )
         else:
             annotations["description"] = v.reason
-        if v.incident_start is not None:
+        if v.incident_start is not None and kind != QUALITY_KIND:
             annotations[INCIDENT_START] = str(v.incident_start)
             annotations["incident_end"] = str(v.incident_end)
         alerts.append({
             "labels": labels,
             "annotations": annotations,
-            "startsAt": v.incident_start or v.window_start,
+            "startsAt": (v.incident_start if kind != QUALITY_KIND else None) or v.window_start,
             "generatorURL": run_url,
         })  # fmt: skip
     return alerts
@@ -171,8 +194,7 @@ def resolutions(
     alerts: list[dict[str, Any]],
     active: list[dict[str, Any]],
     *,
-    models: list[str],
-    alertnames: frozenset[str],
+    judged: dict[str, list[str]],
     window_end: str,
     resolved_at: datetime,
 ) -> list[dict[str, Any]]:
@@ -184,18 +206,17 @@ def resolutions(
 
     :param alerts: this run's alerts (:func:`build_alerts`).
     :param active: ``GET /api/v2/alerts`` (filtered to ``source="modelwatch"``).
-    :param models: the models this run judged. :param alertnames: ``AlertingConfig.alertnames``.
+    :param judged: alertname -> the models this run judged for it (:func:`judged_models`).
     :param window_end: the end of this run's window (ISO 8601).
     """
     posting = {_identity(a["labels"]) for a in alerts}
-    judged = set(models)
     end = _instant(window_end)
     ended = []
     for a in active:
         labels = a.get("labels") or {}
-        if labels.get("source") != SOURCE_LABEL or labels.get("alertname") not in alertnames:
+        if labels.get("source") != SOURCE_LABEL or labels.get("model") not in judged.get(labels.get("alertname"), ()):
             continue
-        if labels.get("model") not in judged or _identity(labels) in posting:
+        if _identity(labels) in posting:
             continue
         raised_for = (a.get("annotations") or {}).get(WINDOW_END)
         if raised_for and _instant(raised_for) > end:

@@ -250,6 +250,8 @@ class AlertingConfig(_Strict):
     slow_unexplained: PageRule = PageRule(
         page=False, alertname="ModelPredictionsSlowUnexplained", severity="info"
     )
+    #: the model's quality regressed (accuracy or loss, README "Quality"), whatever its latency verdict
+    quality: PageRule = PageRule(page=True, alertname="ModelQualityRegressed", severity="warning")
     #: an incident that ends less than this before the next window's incident starts (the same alert) is one
     #: incident: its alert keeps the first start and lists both windows (an incident across midnight)
     incident_gap: Duration = timedelta(minutes=30)
@@ -270,10 +272,10 @@ class AlertingConfig(_Strict):
 
     @model_validator(mode="after")
     def _distinct_alertnames(self) -> AlertingConfig:
-        names = [self.alertname, self.no_data.alertname, self.slow_unexplained.alertname]
+        names = [self.alertname, self.no_data.alertname, self.slow_unexplained.alertname, self.quality.alertname]
         if len(set(names)) != len(names):
             raise ValueError(
-                f"alertname, no_data.alertname and slow_unexplained.alertname must differ, got {names}"
+                f"alertname, no_data.alertname, slow_unexplained.alertname and quality.alertname must differ, got {names}"
             )
         return self
 
@@ -284,12 +286,6 @@ class AlertingConfig(_Strict):
             if rule.page:
                 rules[verdict] = (rule.alertname, rule.severity)
         return rules
-
-    @property
-    def alertnames(self) -> frozenset[str]:
-        """Every alert name modelwatch may have posted under this configuration, paging or not: a run
-        resolves these (a kind switched off must not stay firing)."""
-        return frozenset({self.alertname, self.no_data.alertname, self.slow_unexplained.alertname})
 
 
 class TasksConfig(_Strict):

@@ -183,7 +183,7 @@ def evaluate(resources: dict[str, Any], groups: list[dict[str, Any]], interval: 
     document and the alert payload (replacing or removing the documents an earlier run of the window left)."""
     from airflow.configuration import conf
 
-    from modelwatch.alerting import build_alerts, continue_incidents, paging_decision, run_url
+    from modelwatch.alerting import build_alerts, continue_incidents, judged_models, paging_decision, run_url
     from modelwatch.verdict import verdicts_from_frame
 
     cfg, window, lake, context = _run(interval)
@@ -239,7 +239,8 @@ def evaluate(resources: dict[str, Any], groups: list[dict[str, Any]], interval: 
         "joined": j.to_dict(), "correlation": c.to_dict(),
         "verdicts": ref.to_dict(), "verdict_document": verdict_url, "alert_payload": payload_url,
         "post": decision.post, "reason": decision.reason, "window_end": window.end.isoformat(),
-        "summary": {v.model: v.verdict for v in verdicts},
+        "summary": {v.model: v.verdict for v in verdicts}, "quality": {v.model: v.quality for v in verdicts},
+        "judged": judged_models(verdicts, cfg.alerting),
     }  # fmt: skip
 
 
@@ -280,13 +281,14 @@ def post_alert(evaluation: dict[str, Any], interval: timedelta) -> dict[str, Any
         log.info("posted %s for %s (%s)", a["labels"]["alertname"], a["labels"]["model"], a["annotations"]["summary"])
     ended = resolutions(
         alerts, hook.get_alerts({"source": SOURCE_LABEL}),
-        models=sorted(evaluation["summary"]), alertnames=cfg.alerting.alertnames,
-        window_end=evaluation["window_end"], resolved_at=posted_at,
+        judged=evaluation["judged"], window_end=evaluation["window_end"], resolved_at=posted_at,
     )  # fmt: skip
     hook.post_alerts(ended)
     for a in ended:
-        log.info("resolved %s for %s (raised for %s): judged %s now", a["labels"]["alertname"], a["labels"]["model"],
-                 a["annotations"].get("window", "an earlier window"), evaluation["summary"][a["labels"]["model"]])  # fmt: skip
+        model = a["labels"]["model"]
+        log.info("resolved %s for %s (raised for %s): judged %s, quality %s now", a["labels"]["alertname"], model,
+                 a["annotations"].get("window", "an earlier window"), evaluation["summary"][model],
+                 evaluation["quality"][model])  # fmt: skip
     log.info(
         "window %s: %d alert(s) posted, %d resolved; verdicts %s; delivery record %s",
         window, len(firing), len(ended), evaluation["verdicts"]["url"], url,

@@ -14,6 +14,7 @@ from modelwatch.alerting import (
     PagingDecision,
     build_alerts,
     continue_incidents,
+    judged_models,
     paging_decision,
     resolutions,
     run_url,
@@ -313,8 +314,8 @@ def active(alert: dict[str, Any], ends: datetime = POSTED_AT + timedelta(hours=3
 
 def ended(alerts: list[dict[str, Any]], held: list[dict[str, Any]], models: list[str],
           window_end: str = "2026-03-04T00:00:00+00:00") -> list[dict[str, Any]]:
-    return resolutions(alerts, held, models=models, alertnames=CFG.alertnames, window_end=window_end,
-                       resolved_at=POSTED_AT)  # fmt: skip
+    judged = judged_models([verdict(m, "healthy", quality="ok") for m in models], CFG)
+    return resolutions(alerts, held, judged=judged, window_end=window_end, resolved_at=POSTED_AT)
 
 
 def test_a_model_judged_healthy_again_has_its_alert_resolved() -> None:
@@ -392,3 +393,32 @@ def test_a_gap_longer_than_incident_gap_starts_a_new_incident() -> None:
     other = {**a3, "labels": {**a3["labels"], "resources": "memory"}}  # another alert (other labels)
     assert continue_incidents([a4], [other], timedelta(minutes=30)) == [a4]
     assert continue_incidents([a4], [], timedelta(minutes=30)) == [a4]
+
+
+# -- quality --------------------------------------------------------------------------------------------------
+
+
+def test_a_quality_regression_pages_under_its_own_name_whatever_the_latency_verdict() -> None:
+    v = verdict("ranker", "healthy", quality="regressed", quality_reason="accuracy 0.9 against 0.94 ...",
+                reference_days=["2026-03-02", "2026-03-01"])  # fmt: skip
+    (alert,) = build_alerts([v], CFG, run_url=RUN_URL, partition_url=PARTITION)
+    assert alert["labels"] == {"alertname": "ModelQualityRegressed", "model": "ranker", "severity": "warning",
+                               "source": "modelwatch"}  # fmt: skip
+    assert alert["annotations"]["description"] == "quality regressed: accuracy 0.9 against 0.94 ..."
+    assert alert["annotations"]["reference_days"] == "2026-03-02,2026-03-01"
+    assert alert["startsAt"] == v.window_start and "incident_start" not in alert["annotations"]
+    assert "ranker (quality regressed)" in decide([v]).reason
+    both = build_alerts([verdict(quality="regressed")], CFG, run_url=RUN_URL, partition_url=PARTITION)
+    assert [a["labels"]["alertname"] for a in both] == [CFG.alertname, "ModelQualityRegressed"]
+    off = AlertingConfig(quality={"page": False, "alertname": "Q", "severity": "info"})
+    assert build_alerts([v], off, run_url=RUN_URL, partition_url=PARTITION) == []
+
+
+def test_a_quality_alert_is_resolved_only_by_a_judged_quality() -> None:
+    v = verdict("ranker", "healthy", quality="regressed", quality_reason="worse")
+    (fired,) = build_alerts([v], CFG, run_url=RUN_URL, partition_url=PARTITION)
+    for quality, resolved in (("ok", 1), ("no_labels", 0), ("no_reference", 0), ("not_judged", 0)):
+        judged = judged_models([verdict("ranker", "healthy", quality=quality)], CFG)
+        got = resolutions([], [active(fired)], judged=judged, window_end="2026-03-04T00:00:00+00:00",
+                          resolved_at=POSTED_AT)  # fmt: skip
+        assert len(got) == resolved, quality

@@ -9,7 +9,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from modelwatch.fanout import models_to_judge
-from modelwatch.quality import judge_quality
+from modelwatch.quality import attribute, judge_quality, per_version
 from modelwatch.schema import saturated_column, usable_prediction_times, value_column
 from modelwatch.stats import TEST_NAME, holm
 from modelwatch.text import fmt_pct as pct
@@ -145,9 +145,12 @@ def evaluate(
         rows = joined[joined["model"] == model]
         if reference is not None:
             days = list(reference_days or [])
-            quality, why, metrics = judge_quality(rows, reference[reference["model"] == model],
-                                                  config.quality.for_model(model), days)  # fmt: skip
-            base |= {"quality": quality, "quality_reason": why, "quality_metrics": metrics, "reference_days": days}
+            history, qrules = reference[reference["model"] == model], config.quality.for_model(model)
+            quality, why, metrics = judge_quality(rows, history, qrules, days)
+            where, because = attribute(rows, history, qrules, metrics)
+            base |= {"quality": quality, "quality_reason": f"{why}; sits at {where}: {because}" if where else why,
+                     "quality_metrics": metrics, "reference_days": days, "quality_attribution": where,
+                     "versions": per_version(rows)}  # fmt: skip
         if rows.empty:
             verdicts.append(ModelVerdict(verdict="no_data", reason="no predictions in the window", **base))
             continue

@@ -121,3 +121,72 @@ def judge_quality(
         quality = "no_labels"
     shown = [m for m in judged if m.outcome == "regressed"] if quality == "regressed" else judged
     return quality, "; ".join(m.explanation for m in shown), judged
+
+
+def attribute(
+    window: pd.DataFrame, reference: pd.DataFrame, rules: QualityRules, metrics: list[QualityEvidence]
+) -> tuple[str, str]:
+    """Where a regression sits, what no peer says: ``infrastructure`` when the regressed metric is worse at
+    the window's saturated moments than at its other moments, ``version`` when it is worse on a model version
+    that first appears in the window (against the other versions serving in the window, or else against the
+    reference), ``data`` when neither (data or concept drift). The same test, minimum change and minimum
+    counts as the regression itself; ``""`` when nothing regressed.
+
+    :param window: the model's joined predictions (``saturated_resources``, ``model_version``, the metrics).
+    :param reference: the model's reference predictions (``model_version``, the metrics).
+    :param metrics: the model's quality evidence (:func:`judge_quality`).
+    :returns: the attribution and the sentence that says why.
+    """
+    import numpy as np
+
+    regressed = [m for m in metrics if m.outcome == "regressed"]
+    if not regressed:
+        return "", ""
+    saturated = window["saturated_resources"].fillna("").astype(str) != ""
+    versions = window["model_version"].astype(str)
+    new = sorted(set(versions) - set(reference["model_version"].astype(str)))
+    for m in regressed:
+        worse, rule = METRICS[m.metric], getattr(rules, m.metric)
+        found = _worse_part(window.loc[saturated, m.metric], window.loc[~saturated, m.metric], worse, rule, rules)
+        if found:
+            names = sorted({n for s in window.loc[saturated, "saturated_resources"] for n in str(s).split(",") if n})
+            return "infrastructure", (f"{m.metric} {found} at saturated moments ({', '.join(names)}) against the "
+                                      "rest of the window")  # fmt: skip
+        for version in new:
+            mine = versions == version
+            others = window.loc[~mine, m.metric]
+            against = "the other versions in the window"
+            if np.isfinite(others.to_numpy(dtype=float, na_value=np.nan)).sum() < rules.min_labels:
+                others, against = reference[m.metric], "the reference"
+            found = _worse_part(window.loc[mine, m.metric], others, worse, rule, rules)
+            if found:
+                return "version", f"{m.metric} {found} on version {version} (first seen in this window) against {against}"
+    return "data", ("neither at saturated moments nor on a version new in the window: the inputs or the world "
+                    "changed (data or concept drift)")  # fmt: skip
+
+
+def _worse_part(part: pd.Series, rest: pd.Series, worse: str, rule: MetricRule, rules: QualityRules) -> str:
+    """``"<mean> (n=..) vs <mean> (n=..), p=.."`` when ``part`` is worse than ``rest`` by the test, else ``""``."""
+    a, b = labelled(part), labelled(rest)
+    if len(a) < rules.min_labels or len(b) < rules.min_labels:
+        return ""
+    p = mann_whitney_worse(a, b, worse=worse)
+    change = (b.mean() - a.mean()) if worse == "lower" else (a.mean() - b.mean())
+    if p > rules.significance or change < rule.min_change:
+        return ""
+    return f"{fmt_value(a.mean())} (n={len(a)}) vs {fmt_value(b.mean())} (n={len(b)}), p={fmt_value(p)} ({MANN_WHITNEY})"
+
+
+def per_version(window: pd.DataFrame) -> list[dict[str, object]]:
+    """Latency and quality per model version, when several versions serve in the window (else ``[]``):
+    ``version``, ``n``, ``n_slow``, ``slow_share``, ``accuracy``, ``loss`` (means of the labelled)."""
+    versions = window["model_version"].astype(str)
+    if versions.nunique() < 2:
+        return []
+    out: list[dict[str, object]] = []
+    for version in sorted(set(versions)):
+        rows = window[versions == version]
+        slow = int(rows["slow"].fillna(False).astype(bool).sum()) if "slow" in rows else 0
+        means = {m: (float(v.mean()) if len(v := labelled(rows[m])) else None) for m in METRICS}
+        out.append({"version": version, "n": len(rows), "n_slow": slow, "slow_share": slow / len(rows), **means})
+    return out

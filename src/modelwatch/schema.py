@@ -77,7 +77,7 @@ VERDICT_COLUMNS = (
     "model", "verdict", "reason", "window_start", "window_end", "model_versions", "n_predictions", "n_slow",
     "slow_share", "slow_threshold_seconds", "slow_instances", "n_slow_unsampled", "saturated_resources",
     "relative_risk", "p_value", "coverage", "resources_without_data", "incident_start", "incident_end",
-    "quality", "quality_reason", "evidence",
+    "quality", "quality_reason", "quality_attribution", "evidence",
 )  # fmt: skip
 
 _TYPES: dict[str, dict[str, str]] = {

@@ -129,13 +129,14 @@ def _reference(lake: Any, window: Any, days: int, models: list[str]) -> tuple[An
     frames, found = [], []
     for day in reference_windows(window, days):
         try:
-            frames.append(lake.read_partition(lake.partition_url("predictions", day), columns=["model", *METRICS],
+            frames.append(lake.read_partition(lake.partition_url("predictions", day), columns=["model", "model_version", *METRICS],
                                               filters=[("model", "in", models)] if models else None))  # fmt: skip
         except IncompletePartition:
             continue
         found.append(dict(day.partition)["dt"])
     if not frames:
-        return pd.DataFrame({"model": pd.Series(dtype=str), **{m: pd.Series(dtype=float) for m in METRICS}}), found
+        empty = {"model": pd.Series(dtype=str), "model_version": pd.Series(dtype=str)}
+        return pd.DataFrame({**empty, **{m: pd.Series(dtype=float) for m in METRICS}}), found
     return pd.concat(frames, ignore_index=True), found
 
 

@@ -139,6 +139,10 @@ class ModelVerdict:
     quality_metrics: list[QualityEvidence] = field(default_factory=list)
     #: the reference days the quality was judged against (canonical daily partitions found in the lake)
     reference_days: list[str] = field(default_factory=list)
+    #: where a regression sits (:func:`modelwatch.quality.attribute`): infrastructure, version or data
+    quality_attribution: str = ""
+    #: latency and quality per model version when several serve in the window (:func:`modelwatch.quality.per_version`)
+    versions: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON view (``_verdict.json``): NaN as null, infinity as ``"inf"``."""
@@ -152,7 +156,7 @@ class ModelVerdict:
         evidence = {"saturated": [asdict(e) for e in self.saturated_resources],
                     "rejected": [asdict(e) for e in self.rejected_resources],
                     "quality": [asdict(q) for q in self.quality_metrics],
-                    "reference_days": self.reference_days}  # fmt: skip
+                    "reference_days": self.reference_days, "versions": self.versions}  # fmt: skip
         return {
             "model": self.model, "verdict": self.verdict, "reason": self.reason,
             "window_start": self.window_start, "window_end": self.window_end,
@@ -165,6 +169,7 @@ class ModelVerdict:
             "resources_without_data": ",".join(self.resources_without_data),
             "incident_start": self.incident_start, "incident_end": self.incident_end,
             "quality": self.quality, "quality_reason": self.quality_reason,
+            "quality_attribution": self.quality_attribution,
             "evidence": json.dumps(_json_safe(evidence), sort_keys=True, allow_nan=False),
         }  # fmt: skip
 
@@ -189,6 +194,7 @@ class ModelVerdict:
             quality=row["quality"], quality_reason=row["quality_reason"],
             quality_metrics=[QualityEvidence.from_dict(q) for q in evidence.get("quality", [])],
             reference_days=list(evidence.get("reference_days", [])),
+            quality_attribution=row["quality_attribution"], versions=list(evidence.get("versions", [])),
         )  # fmt: skip
 
 

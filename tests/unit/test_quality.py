@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from modelwatch.config import MetricRule, QualityConfig, QualityRules
-from modelwatch.quality import judge_quality
+from modelwatch.quality import attribute, judge_quality, per_version
 from modelwatch.verdict import ModelVerdict, verdicts_frame, verdicts_from_frame
 
 RULES = QualityRules()
@@ -106,3 +106,49 @@ def test_quality_survives_the_lake_round_trip() -> None:
                      quality="regressed", quality_reason=reason, quality_metrics=metrics, reference_days=DAYS)  # fmt: skip
     (back,) = verdicts_from_frame(verdicts_frame([v]))
     assert back == v
+
+
+# -- attribution: where a regression sits --------------------------------------------------------------------
+
+
+def joined(n: int, accuracy: float, *, version: str = "3", saturated: str = "", seed: int = 0) -> pd.DataFrame:
+    """``n`` of the model's joined predictions: per-prediction correctness, the version, the saturation."""
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({"model": "m", "model_version": version, "accuracy": (rng.random(n) < accuracy) * 1.0,
+                         "loss": 0.2, "saturated_resources": saturated, "slow": False})  # fmt: skip
+
+
+def judged(window: pd.DataFrame, reference: pd.DataFrame) -> tuple[str, str]:
+    _, _, metrics = judge_quality(window, reference, RULES, DAYS)
+    return attribute(window, reference, RULES, metrics)
+
+
+def test_a_regression_at_saturated_moments_is_infrastructure() -> None:
+    window = pd.concat([joined(300, 0.95, seed=1), joined(200, 0.55, saturated="cpu,memory", seed=2)])
+    where, why = judged(window, joined(2000, 0.95, seed=3))
+    assert where == "infrastructure"
+    assert why.startswith("accuracy 0.5") and "at saturated moments (cpu, memory)" in why and "(n=200)" in why
+
+
+def test_a_regression_on_a_new_version_is_the_version() -> None:
+    window = pd.concat([joined(300, 0.95, version="3", seed=1), joined(300, 0.70, version="4", seed=2)])
+    where, why = judged(window, joined(2000, 0.95, version="3", seed=3))
+    assert where == "version"
+    assert "on version 4 (first seen in this window) against the other versions in the window" in why
+    rollout = joined(400, 0.70, version="4", seed=4)  # the new version serves alone: against the reference
+    assert judged(rollout, joined(2000, 0.95, version="3", seed=3))[1].endswith("against the reference")
+
+
+def test_neither_saturation_nor_a_new_version_is_data_drift() -> None:
+    where, why = judged(joined(400, 0.70, seed=1), joined(2000, 0.95, seed=3))
+    assert where == "data" and "data or concept drift" in why
+    assert judged(joined(400, 0.95, seed=1), joined(2000, 0.95, seed=3)) == ("", "")  # nothing regressed
+
+
+def test_latency_and_quality_per_version_when_several_serve() -> None:
+    window = pd.concat([joined(300, 0.95, version="3", seed=1), joined(100, 0.70, version="4", seed=2)])
+    window["slow"] = [False] * 390 + [True] * 10
+    rows = per_version(window)
+    assert [(r["version"], r["n"], r["n_slow"]) for r in rows] == [("3", 300, 0), ("4", 100, 10)]
+    assert rows[1]["accuracy"] == pytest.approx(window[window.model_version == "4"].accuracy.mean())
+    assert per_version(joined(50, 0.9)) == []

@@ -369,7 +369,7 @@ class AirflowServices(ManagedProcesses):
             self._started = time.monotonic()
             for name in todo:
                 if name not in self._deferred:
-                    self._spawn(name, self._argv(exe, name), env, cwd=c.home)
+                    self._spawn(name, self._argv(exe, name), _component_env(name, env), cwd=c.home)
                     self._launched.append(name)
         except BaseException:
             self._stop(self._launched)
@@ -406,7 +406,8 @@ class AirflowServices(ManagedProcesses):
                     self.ready_seconds["api-server"] = now
                     pending.discard("api-server")
                 for name in self._deferred:
-                    self._spawn(name, self._argv(airflow_binary(), name), self._env(), cwd=self.config.home)
+                    self._spawn(name, self._argv(airflow_binary(), name), _component_env(name, self._env()),
+                                cwd=self.config.home)  # fmt: skip
                     self._launched.append(name)
                 self._deferred = []
                 for name, key in _HEALTH_KEYS.items():
@@ -605,12 +606,20 @@ def _fresh_and_healthy(info: dict[str, Any] | None, since: datetime | None) -> b
     return (when if when.tzinfo else when.replace(tzinfo=UTC)) >= since - timedelta(seconds=1)
 
 
+def _component_env(name: str, env: dict[str, str]) -> dict[str, str]:
+    """The environment of one component: the API server waits briefly for SQLite's lock (see
+    :data:`devstack.sqlite_args.API_SERVER_CONNECT_ARGS`), the others long."""
+    if name != "api-server":
+        return env
+    return {**env, "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "devstack.sqlite_args.API_SERVER_CONNECT_ARGS"}
+
+
 # -- REST client ---------------------------------------------------------------------------------------
 TERMINAL_RUN_STATES = frozenset({"success", "failed"})
 #: How long :meth:`AirflowApi.request` retries a request the metadata database refused (SQLite only).
 LOCKED_RETRY_SECONDS = 60.0
-#: Seconds per request: longer than the API server may wait for SQLite's lock (devstack.sqlite_args), or a
-#: request the server is still about to answer times out here (seen in CI: a trigger behind a backfill).
+#: Seconds per request: longer than any component waits for SQLite's lock (devstack.sqlite_args), so a request
+#: the server is still about to answer never times out here (seen in CI: a trigger behind a backfill).
 REQUEST_TIMEOUT = CONNECT_ARGS["timeout"] + 30.0
 
 

@@ -7,3 +7,10 @@ it while configuring itself, before anything else of devstack may be imported.
 """
 
 CONNECT_ARGS = {"timeout": 60}
+
+#: The API server's: it serves the REST and execution APIs in one process, and one of its requests can wait
+#: for a lock held by another of its own sessions (the audit log is written in a session of its own while the
+#: request's session holds the write lock): every wait there is a stall of its callers until the timeout
+#: (seen in CI: POST /api/v2/backfills and a task's rtif PUT both stuck 60 s, then HTTP 500). A short wait
+#: turns that into a quick 503/500 that the REST client of devstack repeats (``AirflowApi.request``).
+API_SERVER_CONNECT_ARGS = {"timeout": 5}

@@ -62,28 +62,33 @@ def paging_decision(
     return PagingDecision(True, f"nothing pages; resolving any modelwatch alert still firing for {judged}")
 
 
-#: The kind of page of a quality regression (the latency kinds are the verdicts' names).
-QUALITY_KIND = "quality regressed"
+#: The kinds of page of a quality regression and a drift (the latency kinds are the verdicts' names).
+QUALITY_KIND, DRIFT_KIND = "quality regressed", "drifted"
 
 
 def pages(verdicts: list[ModelVerdict], cfg: AlertingConfig) -> list[tuple[ModelVerdict, str, str, str]]:
     """What pages: ``(verdict, kind, alertname, severity)`` for every latency verdict that pages (``degraded``
-    always, ``no_data`` and ``slow_unexplained`` as configured) and every regressed quality (if it pages)."""
+    always, ``no_data`` and ``slow_unexplained`` as configured), every regressed quality and every drift
+    (each if it pages)."""
     rules = cfg.paging_rules()
     out = [(v, v.verdict, *rules[v.verdict]) for v in verdicts if v.verdict in rules]
     if cfg.quality.page:
         out += [(v, QUALITY_KIND, cfg.quality.alertname, cfg.quality.severity) for v in verdicts
                 if v.quality == "regressed"]  # fmt: skip
+    if cfg.drift.page:
+        out += [(v, DRIFT_KIND, cfg.drift.alertname, cfg.drift.severity) for v in verdicts if v.drift == "drifted"]
     return out
 
 
 def judged_models(verdicts: list[ModelVerdict], cfg: AlertingConfig) -> dict[str, list[str]]:
-    """alertname -> the models this run judged for it, whose earlier alerts it may resolve: every judged
-    model for the latency alerts; for the quality alert only those whose quality was judged (``ok`` or
-    ``regressed``), as a window without labels says nothing about whether a regression is over."""
-    every = [v.model for v in verdicts]
-    judged = {name: every for name in (cfg.alertname, cfg.no_data.alertname, cfg.slow_unexplained.alertname)}
+    """alertname -> the models this run judged for it, whose earlier alerts it may resolve. Only evidence
+    ends an incident: for the latency alerts the models with data (not ``no_data``: a model that went
+    silent pages as missing, and its degradation is not over for all we know); for the quality alert those
+    whose quality was judged (``ok`` or ``regressed``: a window without labels says nothing either)."""
+    seen = [v.model for v in verdicts if v.verdict != "no_data"]
+    judged = {name: seen for name in (cfg.alertname, cfg.no_data.alertname, cfg.slow_unexplained.alertname)}
     judged[cfg.quality.alertname] = [v.model for v in verdicts if v.quality in ("ok", "regressed")]
+    judged[cfg.drift.alertname] = [v.model for v in verdicts if v.drift in ("stable", "drifted")]
     return judged
 
 
@@ -97,7 +102,7 @@ def build_alerts(
     for v, kind, alertname, severity in pages(verdicts, cfg):
         labels = {"alertname": alertname, "model": v.model, "severity": severity, "source": SOURCE_LABEL}
         annotations = {
-            "summary": f"{v.model}: {v.quality_reason if kind == QUALITY_KIND else v.reason}",
+            "summary": f"{v.model}: {_reason(v, kind)}",
             "verdict": kind,
             "window": f"{v.window_start} to {v.window_end}",
             WINDOW_START: v.window_start,
@@ -107,8 +112,8 @@ def build_alerts(
             "partition": partition_url,
             "airflow_run": run_url,
         }
-        if kind == QUALITY_KIND:
-            annotations["description"] = f"quality regressed: {v.quality_reason}"
+        if kind in (QUALITY_KIND, DRIFT_KIND):
+            annotations["description"] = f"{kind}: {_reason(v, kind)}"
             annotations["reference_days"] = ",".join(v.reference_days)
         elif kind == "degraded":
             evidence = v.saturated_resources
@@ -120,16 +125,20 @@ def build_alerts(
             )
         else:
             annotations["description"] = v.reason
-        if v.incident_start is not None and kind != QUALITY_KIND:
+        if v.incident_start is not None and kind not in (QUALITY_KIND, DRIFT_KIND):
             annotations[INCIDENT_START] = str(v.incident_start)
             annotations["incident_end"] = str(v.incident_end)
         alerts.append({
             "labels": labels,
             "annotations": annotations,
-            "startsAt": (v.incident_start if kind != QUALITY_KIND else None) or v.window_start,
+            "startsAt": (v.incident_start if kind not in (QUALITY_KIND, DRIFT_KIND) else None) or v.window_start,
             "generatorURL": run_url,
         })  # fmt: skip
     return alerts
+
+
+def _reason(v: ModelVerdict, kind: str) -> str:
+    return {QUALITY_KIND: v.quality_reason, DRIFT_KIND: v.drift_reason}.get(kind, v.reason)
 
 
 def _degraded_description(v: ModelVerdict) -> str:

@@ -422,3 +422,12 @@ def test_a_quality_alert_is_resolved_only_by_a_judged_quality() -> None:
         got = resolutions([], [active(fired)], judged=judged, window_end="2026-03-04T00:00:00+00:00",
                           resolved_at=POSTED_AT)  # fmt: skip
         assert len(got) == resolved, quality
+
+
+def test_only_evidence_ends_an_incident() -> None:
+    (fired,) = build_alerts([verdict()], CFG, run_url=RUN_URL, partition_url=PARTITION)
+    for kind, resolved in (("healthy", 1), ("slow_unexplained", 1), ("no_data", 0)):
+        judged = judged_models([verdict(kind=kind)], CFG)
+        got = resolutions([], [active(fired)], judged=judged, window_end="2026-03-04T00:00:00+00:00",
+                          resolved_at=POSTED_AT)  # fmt: skip
+        assert len(got) == resolved, kind  # a model gone silent pages as missing; its degradation is not over

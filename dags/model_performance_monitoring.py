@@ -96,7 +96,7 @@ for dag_id, (interval, cron, paused, cadence) in VARIANTS.items():
         # one mapped task per group of models (correlation.models_per_task), planned by extract_predictions
         groups = tasks.correlate.partial(resources=resources, interval=interval).expand(group=predictions)
         evaluation = tasks.evaluate.override(
-            outlets=[assets["joined"], assets["correlation"], assets["verdicts"]]
+            outlets=[assets["joined"], assets["correlation"], assets["verdicts"], assets["drift"]]
         )(resources, groups, interval)
         tasks.choose_alert_path(evaluation) >> [
             tasks.post_alert.override(outlets=[assets["alerts"]])(evaluation, interval),

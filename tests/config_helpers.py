@@ -53,14 +53,15 @@ def delete_key(*keys: Any) -> Edit:
 
 def own_alertnames(raw: dict[str, Any], name: str) -> dict[str, Any]:
     """Give a raw thresholds document alert names of a test's own, for every verdict kind that may page
-    (``name``, ``name``Missing, ``name``Unexplained, ``name``Quality), and return it.
+    (``name``, ``name``Missing, ``name``Unexplained, ``name``Quality, ``name``Drift), and return it.
 
     Alertmanager keeps alerts by label set and the session's tests share one Alertmanager, and a run
     resolves the alerts of the names it owns: names of its own keep each test's pages and resolutions apart.
     """
     alerting = raw.setdefault("alerting", {})
     alerting["alertname"] = name
-    kinds = (("no_data", "Missing", True), ("slow_unexplained", "Unexplained", False), ("quality", "Quality", True))
+    kinds = (("no_data", "Missing", True), ("slow_unexplained", "Unexplained", False), ("quality", "Quality", True),
+             ("drift", "Drift", False))  # fmt: skip
     for kind, suffix, default_page in kinds:
         rule = dict(alerting.get(kind) or {})
         rule.setdefault("page", default_page)

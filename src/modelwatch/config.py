@@ -227,6 +227,34 @@ class QualityConfig(QualityRules):
         return QualityRules(**base)
 
 
+#: The per-prediction values drift can be judged on: columns of the ``predictions`` dataset
+#: (``modelwatch.schema.PREDICTION_COLUMNS``; a unit test keeps the two in step).
+DriftColumn = Literal["prediction_time", "accuracy", "loss", "model_version", "instance"]
+
+
+class DriftValue(_Strict):
+    """How one value's distribution is compared with the reference's."""
+
+    #: ``number``: population stability index over the reference's quantile bins and the two-sample
+    #: Kolmogorov-Smirnov test; ``category``: the index over categories and the chi-square test
+    kind: Literal["number", "category"] = "number"
+    #: drifted needs an index at least this large (0.1-0.25 is a moderate shift, above 0.25 a large one) ...
+    psi: float = Field(default=0.25, gt=0)
+    #: ... and the test's p-value at most this (Holm-adjusted over the model's values)
+    significance: float = Field(default=0.01, gt=0, lt=1)
+
+
+class DriftConfig(_Strict):
+    """Has what the model sees or answers shifted: each value's distribution in the window against the
+    same reference days as quality (README: "Drift")."""
+
+    values: dict[DriftColumn, DriftValue] = Field(default_factory=lambda: {"prediction_time": DriftValue()})
+    #: quantile bins of the reference for a number's index
+    bins: int = Field(default=10, ge=2, le=50)
+    #: fewer values than this in the window or the reference: not compared (``no_reference``)
+    min_count: int = Field(default=100, ge=10)
+
+
 Severity = Literal["info", "warning", "critical", "page"]
 
 
@@ -252,6 +280,8 @@ class AlertingConfig(_Strict):
     )
     #: the model's quality regressed (accuracy or loss, README "Quality"), whatever its latency verdict
     quality: PageRule = PageRule(page=True, alertname="ModelQualityRegressed", severity="warning")
+    #: a drifted distribution: a leading indicator rather than an incident, so off by default
+    drift: PageRule = PageRule(page=False, alertname="ModelInputsDrifted", severity="info")
     #: an incident that ends less than this before the next window's incident starts (the same alert) is one
     #: incident: its alert keeps the first start and lists both windows (an incident across midnight)
     incident_gap: Duration = timedelta(minutes=30)
@@ -272,10 +302,11 @@ class AlertingConfig(_Strict):
 
     @model_validator(mode="after")
     def _distinct_alertnames(self) -> AlertingConfig:
-        names = [self.alertname, self.no_data.alertname, self.slow_unexplained.alertname, self.quality.alertname]
+        names = [self.alertname, self.no_data.alertname, self.slow_unexplained.alertname, self.quality.alertname,
+                 self.drift.alertname]  # fmt: skip
         if len(set(names)) != len(names):
             raise ValueError(
-                f"alertname, no_data.alertname, slow_unexplained.alertname and quality.alertname must differ, got {names}"
+                f"alertname and the alertname of no_data, slow_unexplained, quality and drift must differ, got {names}"
             )
         return self
 
@@ -322,6 +353,7 @@ class ModelwatchConfig(_Strict):
     correlation: CorrelationConfig = CorrelationConfig()
     evaluation: EvaluationConfig
     quality: QualityConfig = QualityConfig()
+    drift: DriftConfig = DriftConfig()
     alerting: AlertingConfig = AlertingConfig()
     tasks: TasksConfig = TasksConfig()
 

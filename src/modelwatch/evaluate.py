@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
+from modelwatch.drift import judge_drift
 from modelwatch.fanout import models_to_judge
 from modelwatch.quality import attribute, judge_quality, per_version
 from modelwatch.schema import saturated_column, usable_prediction_times, value_column
@@ -129,7 +130,8 @@ def evaluate(
 
     With a ``reference`` (the predictions of the ``reference_days`` before the window,
     :func:`modelwatch.window.reference_windows`), each verdict also carries its quality
-    (:func:`modelwatch.quality.judge_quality`); without one, quality is ``not_judged``.
+    (:func:`modelwatch.quality.judge_quality`) and drift (:func:`modelwatch.drift.judge_drift`); without
+    one, both are ``not_judged``.
     """
     limits = config.saturation_thresholds
     # predictions without a model tag have no one to judge (models_to_judge leaves ""); the extractor
@@ -151,6 +153,8 @@ def evaluate(
             base |= {"quality": quality, "quality_reason": f"{why}; sits at {where}: {because}" if where else why,
                      "quality_metrics": metrics, "reference_days": days, "quality_attribution": where,
                      "versions": per_version(rows)}  # fmt: skip
+            drift, drift_reason, drift_values = judge_drift(rows, history, config.drift, days)
+            base |= {"drift": drift, "drift_reason": drift_reason, "drift_values": drift_values}
         if rows.empty:
             verdicts.append(ModelVerdict(verdict="no_data", reason="no predictions in the window", **base))
             continue

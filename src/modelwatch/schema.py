@@ -77,7 +77,12 @@ VERDICT_COLUMNS = (
     "model", "verdict", "reason", "window_start", "window_end", "model_versions", "n_predictions", "n_slow",
     "slow_share", "slow_threshold_seconds", "slow_instances", "n_slow_unsampled", "saturated_resources",
     "relative_risk", "p_value", "coverage", "resources_without_data", "incident_start", "incident_end",
-    "quality", "quality_reason", "quality_attribution", "evidence",
+    "quality", "quality_reason", "quality_attribution", "drift", "drift_reason", "evidence",
+)  # fmt: skip
+#: The ``drift`` dataset: one row per model and compared value (:class:`modelwatch.verdict.DriftEvidence`).
+DRIFT_COLUMNS = (
+    "model", "window_start", "window_end", "value", "kind", "outcome", "n_window", "n_reference", "psi",
+    "psi_threshold", "statistic", "p_value", "p_adjusted", "test", "explanation",
 )  # fmt: skip
 
 _TYPES: dict[str, dict[str, str]] = {
@@ -94,6 +99,10 @@ _TYPES: dict[str, dict[str, str]] = {
         **{c: INT for c in CORRELATION_COLUMNS if c.startswith("n_")},
         **{c: FLOAT for c in CORRELATION_COLUMNS[14:]},
     },
+    "drift": {
+        **dict.fromkeys(DRIFT_COLUMNS, STRING), "n_window": INT, "n_reference": INT,
+        **dict.fromkeys(("psi", "psi_threshold", "statistic", "p_value", "p_adjusted"), FLOAT),
+    },
     "verdicts": {
         **dict.fromkeys(VERDICT_COLUMNS, STRING),
         **dict.fromkeys(("n_predictions", "n_slow", "n_slow_unsampled"), INT),
@@ -103,7 +112,7 @@ _TYPES: dict[str, dict[str, str]] = {
 _JOINED_PREFIXES = {VALUE_PREFIX: FLOAT, AGE_PREFIX: FLOAT, SATURATED_PREFIX: BOOL}
 _JOINED_TAIL_TYPES = {"missing_resources": STRING, "slow_threshold": FLOAT, "slow": BOOL, "saturated_resources": STRING}
 #: The datasets with a declared frame schema (``alerts`` holds JSON documents only).
-FRAME_DATASETS = ("resources", "predictions", "joined", "correlation", "verdicts")
+FRAME_DATASETS = ("resources", "predictions", "joined", "correlation", "verdicts", "drift")
 
 
 class SchemaError(ModelwatchError):

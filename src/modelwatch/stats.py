@@ -78,3 +78,46 @@ def mann_whitney_worse(window: Sequence[float], reference: Sequence[float], *, w
 
     alternative = "less" if worse == "lower" else "greater"
     return float(mannwhitneyu(window, reference, alternative=alternative, method="auto").pvalue)
+
+
+#: The tests behind a drift statistic's ``p_value``.
+KS_TEST = "two-sample Kolmogorov-Smirnov"
+CHI_SQUARE = "chi-square test of homogeneity"
+
+
+def psi(window_shares: Sequence[float], reference_shares: Sequence[float], floor: float = 1e-4) -> float:
+    """Population stability index ``sum((w - r) * ln(w / r))`` over matching bins or categories.
+
+    An empty bin gets ``floor`` (else one empty bin makes the index infinite). Rules of thumb: below 0.1
+    stable, 0.1-0.25 moderate, above 0.25 a large shift.
+    """
+    total = 0.0
+    for w, r in zip(window_shares, reference_shares, strict=True):
+        w, r = max(w, floor), max(r, floor)
+        total += (w - r) * math.log(w / r)
+    return total
+
+
+def ks_two_sample(window: Sequence[float], reference: Sequence[float]) -> tuple[float, float]:
+    """Two-sample Kolmogorov-Smirnov statistic and p-value (any difference in distribution; exact for small
+    samples, asymptotic for large). Assumes independent observations of a continuous value; NaN, NaN when
+    either sample is empty."""
+    if len(window) == 0 or len(reference) == 0:
+        return float("nan"), float("nan")
+    from scipy.stats import ks_2samp
+
+    result = ks_2samp(window, reference, method="auto")
+    return float(result.statistic), float(result.pvalue)
+
+
+def chi_square_homogeneity(window_counts: Sequence[int], reference_counts: Sequence[int]) -> tuple[float, float]:
+    """Chi-square test that two samples of a category share one distribution (a 2 x k table). Categories
+    seen in neither are dropped; NaN, NaN when fewer than two categories remain. Its approximation needs
+    expected counts of about 5 or more per cell: with fewer, read the p-value as a rough guide."""
+    pairs = [(w, r) for w, r in zip(window_counts, reference_counts, strict=True) if w + r > 0]
+    if len(pairs) < 2 or sum(w for w, _ in pairs) == 0 or sum(r for _, r in pairs) == 0:
+        return float("nan"), float("nan")
+    from scipy.stats import chi2_contingency
+
+    result = chi2_contingency([[w for w, _ in pairs], [r for _, r in pairs]])
+    return float(result.statistic), float(result.pvalue)

@@ -58,7 +58,7 @@ MANIFEST = "_manifest.json"
 #: Folder under the base URL where mapped tasks leave their parts until the run commits them.
 STAGING = "_staging"
 #: The datasets modelwatch writes; each is also an Airflow Asset.
-DATASETS = ("resources", "predictions", "joined", "correlation", "verdicts", "alerts")
+DATASETS = ("resources", "predictions", "joined", "correlation", "verdicts", "drift", "alerts")
 
 
 class StorageError(ModelwatchError):

@@ -117,26 +117,28 @@ def extract_predictions(interval: timedelta) -> list[dict[str, Any]]:
     return [{"index": i, "models": g, "predictions": ref.to_dict()} for i, g in enumerate(groups)]
 
 
-def _reference(lake: Any, window: Any, days: int, models: list[str]) -> tuple[Any, list[str]]:
-    """The models' labelled history: their predictions in the canonical daily partitions of the ``days``
-    days before the window (a day never written is skipped; the days found are returned)."""
+def _reference(lake: Any, window: Any, cfg: ModelwatchConfig, models: list[str]) -> tuple[Any, list[str]]:
+    """The models' history for quality and drift: their predictions in the canonical daily partitions of the
+    ``quality.reference_days`` days before the window (a day never written is skipped; the days found are
+    returned)."""
     import pandas as pd
 
     from modelwatch.quality import METRICS
+    from modelwatch.schema import arrow_schema
     from modelwatch.storage import IncompletePartition
     from modelwatch.window import reference_windows
 
+    columns = list(dict.fromkeys(["model", "model_version", *METRICS, *cfg.drift.values]))
     frames, found = [], []
-    for day in reference_windows(window, days):
+    for day in reference_windows(window, cfg.quality.reference_days):
         try:
-            frames.append(lake.read_partition(lake.partition_url("predictions", day), columns=["model", "model_version", *METRICS],
+            frames.append(lake.read_partition(lake.partition_url("predictions", day), columns=columns,
                                               filters=[("model", "in", models)] if models else None))  # fmt: skip
         except IncompletePartition:
             continue
         found.append(dict(day.partition)["dt"])
     if not frames:
-        empty = {"model": pd.Series(dtype=str), "model_version": pd.Series(dtype=str)}
-        return pd.DataFrame({**empty, **{m: pd.Series(dtype=float) for m in METRICS}}), found
+        return arrow_schema("predictions").empty_table().select(columns).to_pandas(), found
     return pd.concat(frames, ignore_index=True), found
 
 
@@ -146,7 +148,7 @@ def correlate(resources: dict[str, Any], group: dict[str, Any], interval: timede
     saturation against slowness, give each model its verdict, and stage the three parts for ``evaluate``."""
     from modelwatch.correlate import correlate as run_correlation
     from modelwatch.evaluate import evaluate as run_evaluation
-    from modelwatch.verdict import verdicts_frame
+    from modelwatch.verdict import drift_frame, verdicts_frame
 
     cfg, window, lake, context = _run(interval)
     models: list[str] = list(group["models"])
@@ -157,7 +159,7 @@ def correlate(resources: dict[str, Any], group: dict[str, Any], interval: timede
     instances = sorted({*pred["instance"].astype(str), ""})
     res = lake.read_ref(resources, filters=[("instance", "in", instances)])
     joined, summary = run_correlation(pred, res, cfg)
-    reference, days = _reference(lake, window, cfg.quality.reference_days, models)
+    reference, days = _reference(lake, window, cfg, models)
     verdicts = run_evaluation(joined, summary, res, cfg, window, models=models, reference=reference,
                               reference_days=days)  # fmt: skip
     name, run_id = f"group-{int(group['index']):05d}", context["run_id"]
@@ -165,6 +167,7 @@ def correlate(resources: dict[str, Any], group: dict[str, Any], interval: timede
         "joined": lake.stage_frame(window, run_id, f"joined-{name}", joined),
         "correlation": lake.stage_frame(window, run_id, f"correlation-{name}", summary),
         "verdicts": lake.stage_frame(window, run_id, f"verdicts-{name}", verdicts_frame(verdicts)),
+        "drift": lake.stage_frame(window, run_id, f"drift-{name}", drift_frame(verdicts)),
     }
     no_sample = int((joined["missing_resources"] != "").sum()) if len(joined) else 0
     log.info(
@@ -194,6 +197,7 @@ def evaluate(resources: dict[str, Any], groups: list[dict[str, Any]], interval: 
     j = lake.commit_parts("joined", window, [g["joined"] for g in groups], run_id=run_id)
     c = lake.commit_parts("correlation", window, [g["correlation"] for g in groups], run_id=run_id)
     ref = lake.commit_parts("verdicts", window, [g["verdicts"] for g in groups], run_id=run_id, sort_by="model")
+    d = lake.commit_parts("drift", window, [g["drift"] for g in groups], run_id=run_id)
     # the verdicts as the lake holds them (one serialisation, restored to the typed object)
     verdicts = verdicts_from_frame(lake.read_ref(ref.to_dict()))
     dag_run = context["dag_run"]
@@ -237,7 +241,7 @@ def evaluate(resources: dict[str, Any], groups: list[dict[str, Any]], interval: 
     )  # fmt: skip
     return {
         "resources": resources, "predictions": groups[0]["predictions"],
-        "joined": j.to_dict(), "correlation": c.to_dict(),
+        "joined": j.to_dict(), "correlation": c.to_dict(), "drift": d.to_dict(),
         "verdicts": ref.to_dict(), "verdict_document": verdict_url, "alert_payload": payload_url,
         "post": decision.post, "reason": decision.reason, "window_end": window.end.isoformat(),
         "summary": {v.model: v.verdict for v in verdicts}, "quality": {v.model: v.quality for v in verdicts},

@@ -14,7 +14,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any, Literal
 
-from modelwatch.schema import VERDICT_COLUMNS
+from modelwatch.schema import DRIFT_COLUMNS, VERDICT_COLUMNS
 from modelwatch.stats import TEST_NAME
 
 if TYPE_CHECKING:
@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 Verdict = Literal["healthy", "degraded", "slow_unexplained", "no_data"]
 #: The quality dimension (:mod:`modelwatch.quality`): ``not_judged`` for a verdict built without it.
 Quality = Literal["ok", "regressed", "no_labels", "no_reference", "not_judged"]
+#: The drift dimension (:mod:`modelwatch.drift`).
+Drift = Literal["stable", "drifted", "no_reference", "not_judged"]
 #: What the evidence test of one resource concluded (see :func:`modelwatch.evaluate.test_resources`).
 Outcome = Literal["explains", "no_samples", "never_saturated", "low_coverage", "no_contrast", "not_significant",
                   "small_effect"]  # fmt: skip
@@ -107,6 +109,29 @@ class QualityEvidence:
 
 
 @dataclass
+class DriftEvidence:
+    """One value's distribution in one window against the reference: the population stability index and
+    the two-sample test (``p_adjusted``: Holm over the model's compared values)."""
+
+    value: str
+    kind: str
+    outcome: Literal["drifted", "stable", "too_few"]
+    n_window: int
+    n_reference: int
+    psi: float | None
+    statistic: float | None
+    p_value: float | None
+    p_adjusted: float | None
+    psi_threshold: float
+    test: str = ""
+    explanation: str = ""
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DriftEvidence:
+        return cls(**{f.name: _from_json(d[f.name]) if f.name in d else f.default for f in fields(cls)})
+
+
+@dataclass
 class ModelVerdict:
     """The verdict for one model in one window.
 
@@ -143,6 +168,10 @@ class ModelVerdict:
     quality_attribution: str = ""
     #: latency and quality per model version when several serve in the window (:func:`modelwatch.quality.per_version`)
     versions: list[dict[str, Any]] = field(default_factory=list)
+    #: has the distribution of what the model sees or answers shifted (:func:`modelwatch.drift.judge_drift`)
+    drift: Drift = "not_judged"
+    drift_reason: str = ""
+    drift_values: list[DriftEvidence] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON view (``_verdict.json``): NaN as null, infinity as ``"inf"``."""
@@ -156,7 +185,8 @@ class ModelVerdict:
         evidence = {"saturated": [asdict(e) for e in self.saturated_resources],
                     "rejected": [asdict(e) for e in self.rejected_resources],
                     "quality": [asdict(q) for q in self.quality_metrics],
-                    "reference_days": self.reference_days, "versions": self.versions}  # fmt: skip
+                    "reference_days": self.reference_days, "versions": self.versions,
+                    "drift": [asdict(d) for d in self.drift_values]}  # fmt: skip
         return {
             "model": self.model, "verdict": self.verdict, "reason": self.reason,
             "window_start": self.window_start, "window_end": self.window_end,
@@ -169,7 +199,7 @@ class ModelVerdict:
             "resources_without_data": ",".join(self.resources_without_data),
             "incident_start": self.incident_start, "incident_end": self.incident_end,
             "quality": self.quality, "quality_reason": self.quality_reason,
-            "quality_attribution": self.quality_attribution,
+            "quality_attribution": self.quality_attribution, "drift": self.drift, "drift_reason": self.drift_reason,
             "evidence": json.dumps(_json_safe(evidence), sort_keys=True, allow_nan=False),
         }  # fmt: skip
 
@@ -195,6 +225,8 @@ class ModelVerdict:
             quality_metrics=[QualityEvidence.from_dict(q) for q in evidence.get("quality", [])],
             reference_days=list(evidence.get("reference_days", [])),
             quality_attribution=row["quality_attribution"], versions=list(evidence.get("versions", [])),
+            drift=row["drift"], drift_reason=row["drift_reason"],
+            drift_values=[DriftEvidence.from_dict(d) for d in evidence.get("drift", [])],
         )  # fmt: skip
 
 
@@ -203,6 +235,16 @@ def verdicts_frame(verdicts: list[ModelVerdict]) -> pd.DataFrame:
     import pandas as pd
 
     return pd.DataFrame([v.to_record() for v in verdicts], columns=list(VERDICT_COLUMNS))
+
+
+def drift_frame(verdicts: list[ModelVerdict]) -> pd.DataFrame:
+    """The verdicts' drift statistics as rows of the ``drift`` dataset: one per model and value."""
+    import pandas as pd
+
+    rows = [{"model": v.model, "window_start": v.window_start, "window_end": v.window_end,
+             **{k: getattr(d, k) for k in DRIFT_COLUMNS if hasattr(d, k)}}
+            for v in verdicts for d in v.drift_values]  # fmt: skip
+    return pd.DataFrame(rows, columns=list(DRIFT_COLUMNS))
 
 
 def verdicts_from_frame(frame: pd.DataFrame) -> list[ModelVerdict]:

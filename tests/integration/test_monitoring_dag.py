@@ -70,6 +70,22 @@ def alertname(tmp_path_factory):
     mp.undo()
 
 
+def _until_notified(stack, alerts: list[dict]) -> None:
+    """Wait until the webhook receiver got each of ``alerts`` firing. Days a day apart in production run here
+    seconds apart: the next day's run would resolve an alert before Alertmanager's next group flush, and an
+    alert resolved before it was ever sent is never sent."""
+    wanted = {(a["labels"]["alertname"], a["labels"]["model"], a["annotations"]["window"]) for a in alerts}
+
+    def firing() -> set[tuple[str, str, str]]:
+        with urllib.request.urlopen(f"{stack.config.webhook_url}/alerts", timeout=5) as resp:
+            notifications = json.loads(resp.read())
+        return {(a["labels"].get("alertname"), a["labels"].get("model"), a["annotations"].get("window"))
+                for n in notifications for a in n.get("alerts", []) if a["status"] == "firing"}  # fmt: skip
+
+    wait_until(firing, until=lambda got: wanted <= got, timeout=30, interval=0.5,
+               what=f"the webhook receiver to get {sorted(wanted)} firing")  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def runs(seeded_stack, airflow_db, lake, alertname):
     """Run the DAG once per scenario day; return {scenario: (dag_run, verdict document)}."""
@@ -88,6 +104,8 @@ def runs(seeded_stack, airflow_db, lake, alertname):
             window = Window(start, start + timedelta(days=1))
             doc = Lake(lake).read_document(f"{Lake(lake).partition_url('verdicts', window)}/_verdict.json")
             results[scenario] = (dag_run, doc)
+            _until_notified(seeded_stack, Lake(lake).read_document(doc["alert"]["payload"]) if doc["alert"]["payload"]
+                            else [])  # fmt: skip
     finally:
         mp.undo()
     return results
@@ -168,6 +186,25 @@ def test_each_day_judges_quality_against_the_days_before_it_in_the_lake(runs):
             if expected == "ok":
                 assert "Mann-Whitney U, one-sided" in v["quality_reason"], v["quality_reason"]
                 assert {m["metric"] for m in v["quality_metrics"]} == {"accuracy", "loss"}
+            # drift of prediction_time against the same days: nothing to compare on the first day and the silent one
+            if day == first or scenario == "no_data":
+                assert v["drift"] == "no_reference", (scenario, v["model"], v["drift_reason"])
+            else:
+                assert v["drift"] in ("stable", "drifted") and "prediction_time: PSI" in v["drift_reason"]
+
+
+def test_the_drift_dataset_holds_a_row_per_model_and_value(runs, lake):
+    import duckdb
+
+    base = lake.removeprefix("file://")
+    rows = duckdb.sql(
+        f"select dt, model, value, outcome, n_reference from read_parquet('{base}/drift/*/*.parquet', "
+        "hive_partitioning=true) order by all"
+    ).fetchall()
+    assert {(str(dt), m) for dt, m, *_ in rows} == {(d.isoformat(), m) for d in TEST_DAYS
+                                                  for m in ("fraud-detector", "recommender")}  # fmt: skip
+    assert {value for _, _, value, _, _ in rows} == {"prediction_time"}
+    assert all(outcome == "too_few" for dt, _, _, outcome, _ in rows if dt == min(TEST_DAYS))
 
 
 def test_partitions_are_hive_style_and_complete(runs, lake):

@@ -33,7 +33,7 @@ RANKS = {
     "modelwatch.hooks": 5,
     # logic, in data-flow order
     "modelwatch.extract": 6, "modelwatch.fanout": 6, "modelwatch.verdict": 6, "modelwatch.correlate": 6,
-    "modelwatch.quality": 7,
+    "modelwatch.quality": 7, "modelwatch.drift": 7,
     "modelwatch.evaluate": 8,
     "modelwatch.alerting": 9,
     # tasks: what Airflow calls

@@ -1,0 +1,126 @@
+"""Drift: a value's distribution in the window against the reference days, by the population stability
+index (how large) and a two-sample test (how real), both needed; and what it says with too few values."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import get_args
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from modelwatch.alerting import build_alerts, judged_models, resolutions
+from modelwatch.config import AlertingConfig, DriftColumn, DriftConfig, DriftValue
+from modelwatch.drift import compare_value, judge_drift
+from modelwatch.schema import PREDICTION_COLUMNS
+from modelwatch.stats import psi
+from modelwatch.verdict import ModelVerdict, drift_frame, verdicts_frame, verdicts_from_frame
+
+CFG = DriftConfig()
+DAYS = ["2026-03-02"]
+
+
+def times(n: int, median: float = 0.2, *, seed: int = 0, versions: tuple[str, ...] = ("3",)) -> pd.DataFrame:
+    """``n`` predictions whose ``prediction_time`` is log-normal around ``median`` seconds."""
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({"model": "m", "prediction_time": median * np.exp(rng.normal(0, 0.3, n)),
+                         "model_version": rng.choice(versions, n), "instance": "model-a"})  # fmt: skip
+
+
+def test_psi_of_identical_shares_is_zero_and_grows_with_the_shift() -> None:
+    assert psi([0.5, 0.5], [0.5, 0.5]) == 0
+    assert psi([0.6, 0.4], [0.5, 0.5]) == pytest.approx(0.1 * np.log(1.2) + 0.1 * np.log(1.25))
+    assert psi([0.0, 1.0], [0.5, 0.5]) > 3  # an empty bin is floored, not infinite
+
+
+def test_the_same_distribution_is_stable() -> None:
+    drift, reason, (d,) = judge_drift(times(500, seed=1), times(3000, seed=2), CFG, DAYS)
+    assert drift == "stable" and d.outcome == "stable"
+    assert d.psi is not None and d.psi < 0.05 and d.test == "two-sample Kolmogorov-Smirnov"
+    assert "prediction_time: PSI" in reason and "(Holm over 1; 500 vs 3000 values over 1 reference day(s))" in reason
+
+
+def test_a_slower_distribution_drifts_and_says_by_how_much() -> None:
+    drift, reason, (d,) = judge_drift(times(500, median=0.5, seed=1), times(3000, seed=2), CFG, DAYS)
+    assert drift == "drifted" and d.psi is not None and d.psi > 1 and d.p_adjusted is not None and d.p_adjusted < 1e-10
+    assert reason.startswith("prediction_time: PSI")
+
+
+def test_a_large_index_from_few_values_is_not_drift_without_the_test() -> None:
+    # a psi threshold the shift reaches, but a significance the test cannot reach with these counts
+    cfg = DriftConfig(values={"prediction_time": DriftValue(psi=0.05, significance=1e-12)}, min_count=10)
+    drift, _, (d,) = judge_drift(times(12, median=0.26, seed=3), times(12, seed=4), cfg, DAYS)
+    assert d.psi is not None and d.psi >= 0.05 and drift == "stable"
+
+
+def test_a_significant_but_small_shift_is_not_drift() -> None:
+    drift, _, (d,) = judge_drift(times(20000, median=0.206, seed=5), times(20000, seed=6), CFG, DAYS)
+    assert d.p_adjusted is not None and d.p_adjusted < 0.01 and d.psi is not None and d.psi < 0.25
+    assert drift == "stable"
+
+
+def test_too_few_values_are_not_compared() -> None:
+    drift, reason, (d,) = judge_drift(times(50, seed=1), times(3000, seed=2), CFG, DAYS)
+    assert drift == "no_reference" and d.outcome == "too_few"
+    assert "50 values in the window and 3000 in the reference, fewer than min_count 100" in reason
+    assert judge_drift(times(500), times(0), CFG, [])[0] == "no_reference"
+
+
+def test_a_category_is_compared_by_chi_square() -> None:
+    cfg = DriftConfig(values={"model_version": DriftValue(kind="category")})
+    rollout = judge_drift(times(500, seed=1, versions=("3", "4")), times(3000, seed=2), cfg, DAYS)
+    assert rollout[0] == "drifted" and rollout[2][0].test == "chi-square test of homogeneity"
+    assert judge_drift(times(500, seed=1), times(3000, seed=2), cfg, DAYS)[0] == "stable"
+
+
+def test_several_values_are_holm_adjusted() -> None:
+    cfg = DriftConfig(values={"prediction_time": DriftValue(), "instance": DriftValue(kind="category")})
+    _, _, values = judge_drift(times(500, seed=1), times(3000, seed=2), cfg, DAYS)
+    assert {d.value for d in values} == {"prediction_time", "instance"}
+    assert all(d.p_adjusted is None or d.p_value is None or d.p_adjusted >= d.p_value for d in values)
+
+
+def test_drift_values_are_columns_of_the_predictions_dataset() -> None:
+    assert set(get_args(DriftColumn)) <= set(PREDICTION_COLUMNS)
+    with pytest.raises(ValueError, match="values"):
+        DriftConfig(values={"feature_x": DriftValue()})
+
+
+def test_the_drift_dataset_has_a_row_per_model_and_value_and_the_verdict_round_trips() -> None:
+    drift, reason, values = judge_drift(times(500, median=0.5, seed=1), times(3000, seed=2), CFG, DAYS)
+    v = ModelVerdict(model="m", verdict="healthy", reason="fine", window_start="a", window_end="b",
+                     drift=drift, drift_reason=reason, drift_values=values)  # fmt: skip
+    rows = drift_frame([v, ModelVerdict(model="quiet", verdict="no_data", reason="-", window_start="a",
+                                        window_end="b")])  # fmt: skip
+    assert rows[["model", "value", "outcome"]].to_dict("records") == [
+        {"model": "m", "value": "prediction_time", "outcome": "drifted"}]  # fmt: skip
+    (back,) = verdicts_from_frame(verdicts_frame([v]))
+    assert back == v
+
+
+def test_drift_pages_only_when_asked_and_is_resolved_by_a_stable_window() -> None:
+    _, reason, values = judge_drift(times(500, median=0.5, seed=1), times(3000, seed=2), CFG, DAYS)
+    start = datetime(2026, 3, 3, tzinfo=UTC)
+    v = ModelVerdict(model="m", verdict="healthy", reason="fine", window_start=start.isoformat(),
+                     window_end=(start + timedelta(days=1)).isoformat(), drift="drifted", drift_reason=reason,
+                     drift_values=values, reference_days=DAYS)  # fmt: skip
+    assert build_alerts([v], AlertingConfig(), run_url="u", partition_url="p") == []  # off by default
+    on = AlertingConfig(drift={"page": True, "alertname": "ModelInputsDrifted", "severity": "info"})
+    (alert,) = build_alerts([v], on, run_url="u", partition_url="p")
+    assert alert["labels"]["alertname"] == "ModelInputsDrifted" and alert["annotations"]["verdict"] == "drifted"
+    assert alert["annotations"]["description"].startswith("drifted: prediction_time: PSI")
+    held = [{**alert, "endsAt": (start + timedelta(days=2)).isoformat()}]
+    later = start + timedelta(days=1, minutes=5)
+    for state, n in (("stable", 1), ("no_reference", 0)):
+        judged = judged_models([ModelVerdict(model="m", verdict="healthy", reason="", window_start="",
+                                             window_end="", drift=state)], on)  # fmt: skip
+        assert len(resolutions([], held, judged=judged, window_end=v.window_end, resolved_at=later)) == n, state
+
+
+def test_compare_value_ignores_missing_values() -> None:
+    window = times(300, seed=1)
+    window.loc[:99, "prediction_time"] = np.nan
+    d = compare_value("prediction_time", DriftValue(), window["prediction_time"], times(300)["prediction_time"],
+                      bins=10, min_count=100)  # fmt: skip
+    assert d.n_window == 200

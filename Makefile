@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 UV_VERSION := 0.13.8
 STAMP := $(VENV)/.installed-$(shell sha1sum requirements.lock | cut -c1-12)
 
-.PHONY: install test unit lint demo up down stack-up stack-down seed lock bench clean
+.PHONY: install test unit lint demo up down stack-up stack-down seed lock bench clean replay
 
 install: $(STAMP)
 
@@ -53,6 +53,13 @@ seed: install
 
 demo: install
 	$(PY) -m devstack demo $(DEMO_ARGS)
+
+# Judge the stored days again under another thresholds.yaml, without posting: make replay CANDIDATE=my.yaml
+# (FROM/TO limit the days; LAKE defaults to the demo's lake).
+CANDIDATE ?= include/thresholds.yaml
+LAKE ?= file://$(CURDIR)/.stack/lake
+replay: install
+	$(PY) -m modelwatch.replay --candidate $(CANDIDATE) --lake $(LAKE) $(if $(FROM),--from $(FROM)) $(if $(TO),--to $(TO))
 
 bench: install
 	$(PY) -m bench

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from modelwatch.drift import judge_drift
 from modelwatch.fanout import models_to_judge
-from modelwatch.quality import attribute, judge_quality, per_version
+from modelwatch.quality import METRICS, attribute, judge_quality, per_version
 from modelwatch.schema import saturated_column, usable_prediction_times, value_column
 from modelwatch.stats import TEST_NAME, holm
 from modelwatch.text import fmt_pct as pct
@@ -105,6 +105,11 @@ def explain(e: ResourceEvidence, rules: ModelThresholds, *, tested: int) -> str:
     if e.outcome == "small_effect":
         return f"{e.resource}: relative risk below min_relative_risk {fmt(rules.min_relative_risk)}: {numbers}"
     return f"{e.resource}: {numbers}"
+
+
+def history_columns(config: ModelwatchConfig) -> list[str]:
+    """The columns of the reference predictions that quality and drift read."""
+    return list(dict.fromkeys(["model", "model_version", *METRICS, *config.drift.values]))
 
 
 def evaluate(

@@ -364,6 +364,29 @@ class Lake:
         """Read ``dataset``'s complete partition for ``window`` (see :meth:`read_partition`)."""
         return self.read_partition(self.partition_url(dataset, window))
 
+    def read_history(
+        self, dataset: str, windows: list[Window], columns: list[str], filters: list[tuple[str, str, Any]] | None = None
+    ) -> tuple[pd.DataFrame, list[Window]]:
+        """Read ``dataset``'s complete partitions of ``windows`` that exist (a window never written, or being
+        rewritten, is skipped), as one frame of ``columns``.
+
+        :returns: the frame (empty, with the declared types, when none exists) and the windows found.
+        """
+        import pandas as pd
+
+        from modelwatch.schema import arrow_schema
+
+        frames, found = [], []
+        for window in windows:
+            try:
+                frames.append(self.read_partition(self.partition_url(dataset, window), columns=columns, filters=filters))
+            except IncompletePartition:
+                continue
+            found.append(window)
+        if not frames:
+            return arrow_schema(dataset).empty_table().select(columns).to_pandas(), found
+        return pd.concat(frames, ignore_index=True), found
+
     def read_ref(self, ref: dict[str, Any], **kwargs: Any) -> pd.DataFrame:
         """Read the partition a task got in XCom (:meth:`PartitionRef.to_dict`), exactly the version it names.
 

@@ -117,38 +117,15 @@ def extract_predictions(interval: timedelta) -> list[dict[str, Any]]:
     return [{"index": i, "models": g, "predictions": ref.to_dict()} for i, g in enumerate(groups)]
 
 
-def _reference(lake: Any, window: Any, cfg: ModelwatchConfig, models: list[str]) -> tuple[Any, list[str]]:
-    """The models' history for quality and drift: their predictions in the canonical daily partitions of the
-    ``quality.reference_days`` days before the window (a day never written is skipped; the days found are
-    returned)."""
-    import pandas as pd
-
-    from modelwatch.quality import METRICS
-    from modelwatch.schema import arrow_schema
-    from modelwatch.storage import IncompletePartition
-    from modelwatch.window import reference_windows
-
-    columns = list(dict.fromkeys(["model", "model_version", *METRICS, *cfg.drift.values]))
-    frames, found = [], []
-    for day in reference_windows(window, cfg.quality.reference_days):
-        try:
-            frames.append(lake.read_partition(lake.partition_url("predictions", day), columns=columns,
-                                              filters=[("model", "in", models)] if models else None))  # fmt: skip
-        except IncompletePartition:
-            continue
-        found.append(dict(day.partition)["dt"])
-    if not frames:
-        return arrow_schema("predictions").empty_table().select(columns).to_pandas(), found
-    return pd.concat(frames, ignore_index=True), found
-
-
 @task(multiple_outputs=False)
 def correlate(resources: dict[str, Any], group: dict[str, Any], interval: timedelta) -> dict[str, Any]:
     """Mapped over groups of models: join the group's predictions to the samples of its instances, summarise
     saturation against slowness, give each model its verdict, and stage the three parts for ``evaluate``."""
     from modelwatch.correlate import correlate as run_correlation
     from modelwatch.evaluate import evaluate as run_evaluation
+    from modelwatch.evaluate import history_columns
     from modelwatch.verdict import drift_frame, verdicts_frame
+    from modelwatch.window import reference_windows
 
     cfg, window, lake, context = _run(interval)
     models: list[str] = list(group["models"])
@@ -159,7 +136,11 @@ def correlate(resources: dict[str, Any], group: dict[str, Any], interval: timede
     instances = sorted({*pred["instance"].astype(str), ""})
     res = lake.read_ref(resources, filters=[("instance", "in", instances)])
     joined, summary = run_correlation(pred, res, cfg)
-    reference, days = _reference(lake, window, cfg, models)
+    reference, found = lake.read_history(
+        "predictions", reference_windows(window, cfg.quality.reference_days), history_columns(cfg),
+        filters=[("model", "in", models)] if models else None,
+    )  # fmt: skip
+    days = [dict(w.partition)["dt"] for w in found]
     verdicts = run_evaluation(joined, summary, res, cfg, window, models=models, reference=reference,
                               reference_days=days)  # fmt: skip
     name, run_id = f"group-{int(group['index']):05d}", context["run_id"]

@@ -325,3 +325,28 @@ def test_a_trigger_form_window_and_dry_run_evaluate_without_paging(
     assert store.read_document(f"{store.partition_url('alerts', window)}/_delivery.json") is None
     tasks = {ti.task_id: str(getattr(ti.state, "value", ti.state)) for ti in run.get_task_instances()}
     assert tasks["post_alert"] == "skipped" and tasks["no_alert"] == "success"
+
+
+def test_replay_judges_the_stored_days_under_other_thresholds_without_posting(runs, lake, alertname, tmp_path,
+                                                                              capsys):  # fmt: skip
+    """``make replay``: the days this module's runs stored, under the current thresholds (what the runs paged)
+    and under a candidate where nothing is slow."""
+    import os
+
+    import yaml
+
+    from modelwatch.replay import main
+
+    raw = yaml.safe_load(Path(os.environ["MODELWATCH_CONFIG"]).read_text())
+    raw["evaluation"] = {**raw["evaluation"], "slow_prediction_seconds": 1000, "models": {}}
+    candidate = tmp_path / "relaxed.yaml"
+    candidate.write_text(yaml.safe_dump(raw, sort_keys=False))
+    assert main(["--candidate", str(candidate), "--lake", lake]) == 0
+    out = capsys.readouterr().out
+    lines = [" ".join(line.split()) for line in out.splitlines()]
+    assert f"replaying {len(TEST_DAYS)} day(s)" in out and "nothing is posted or written" in out
+    cpu, memory = _day("cpu_saturation").isoformat(), _day("memory_pressure").isoformat()
+    assert f"{cpu} degraded fraud-detector -" in lines
+    assert f"{memory} degraded fraud-detector, recommender -" in lines
+    assert "total degraded 3 page(s) on 2 day(s) 0 page(s) on 0 day(s)" in lines
+    assert "total no_data 2 page(s) on 1 day(s) 2 page(s) on 1 day(s)" in lines

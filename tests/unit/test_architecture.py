@@ -38,7 +38,7 @@ RANKS = {
     "modelwatch.alerting": 9,
     # tasks: what Airflow calls
     "modelwatch.monitoring_dag": 10, "modelwatch.notify": 10, "modelwatch.provider": 10,
-    "modelwatch.tasks": 11,
+    "modelwatch.tasks": 11, "modelwatch.replay": 11,
     "modelwatch": 12,
 }  # fmt: skip
 LAYERS = {0: "foundation", 1: "foundation", 2: "storage", 3: "transport", 4: "transport", 5: "transport",

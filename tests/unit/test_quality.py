@@ -152,3 +152,22 @@ def test_latency_and_quality_per_version_when_several_serve() -> None:
     assert [(r["version"], r["n"], r["n_slow"]) for r in rows] == [("3", 300, 0), ("4", 100, 10)]
     assert rows[1]["accuracy"] == pytest.approx(window[window.model_version == "4"].accuracy.mean())
     assert per_version(joined(50, 0.9)) == []
+
+
+# -- threshold replay's table ----------------------------------------------------------------------------------
+
+
+def test_the_replay_table_puts_both_configurations_side_by_side() -> None:
+    from datetime import date
+
+    from modelwatch.replay import DayReplay, comparison
+
+    d3, d4 = date(2026, 3, 3), date(2026, 3, 4)
+    current = [DayReplay(d3, {"degraded": ["fraud-detector"]}), DayReplay(d4, {})]
+    candidate = [DayReplay(d3, {}), DayReplay(d4, {"quality regressed": ["ranker", "fraud-detector"]})]
+    rows = comparison(current, candidate)
+    assert rows[0] == ["DAY", "PAGES FOR", "CURRENT", "CANDIDATE"]
+    assert ["2026-03-03", "degraded", "fraud-detector", "-"] in rows
+    assert ["2026-03-04", "quality regressed", "-", "ranker, fraud-detector"] in rows
+    assert ["total", "degraded", "1 page(s) on 1 day(s)", "0 page(s) on 0 day(s)"] in rows
+    assert ["total", "quality regressed", "0 page(s) on 0 day(s)", "2 page(s) on 1 day(s)"] in rows

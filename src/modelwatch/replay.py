@@ -1,0 +1,156 @@
+"""Threshold replay: judge stored days again under another ``thresholds.yaml``, without posting, and show how
+many pages each kind would have sent and on which days, beside the current thresholds.
+
+A team tunes before it changes anything: ``make replay CANDIDATE=my-thresholds.yaml`` (or
+``python -m modelwatch.replay --candidate my-thresholds.yaml [--from D --to D] [--lake URL]``). It reads the
+canonical ``predictions`` and ``resources`` partitions the DAG wrote (nothing from Prometheus or MLflow, so
+the replay sees exactly what the runs saw), runs the same correlation and evaluation as the DAG under each
+configuration, and asks the same :func:`modelwatch.alerting.pages` what would page. It never talks to
+Alertmanager and writes nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from modelwatch.alerting import pages
+from modelwatch.config import STORAGE_URL_ENV, ConfigError, load_config
+from modelwatch.correlate import correlate
+from modelwatch.evaluate import evaluate, history_columns
+from modelwatch.storage import IncompletePartition, Lake
+from modelwatch.window import Window, reference_windows
+
+if TYPE_CHECKING:
+    from modelwatch.config import ModelwatchConfig
+    from modelwatch.verdict import ModelVerdict
+
+
+@dataclass(frozen=True)
+class DayReplay:
+    """What one stored day gives under one configuration: verdict kind -> the models it would page for."""
+
+    day: date
+    pages: dict[str, list[str]]
+
+
+def judge_day(lake: Lake, day: date, cfg: ModelwatchConfig) -> list[ModelVerdict]:
+    """The verdicts of one stored UTC day under ``cfg``, as the DAG's tasks give them.
+
+    :raises IncompletePartition: when the day's ``predictions`` or ``resources`` partition is not complete.
+    """
+    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    window = Window(start, start + timedelta(days=1))
+    predictions = lake.read_frame("predictions", window)
+    resources = lake.read_frame("resources", window)
+    joined, summary = correlate(predictions, resources, cfg)
+    reference, found = lake.read_history(
+        "predictions", reference_windows(window, cfg.quality.reference_days), history_columns(cfg)
+    )
+    return evaluate(joined, summary, resources, cfg, window, reference=reference,
+                    reference_days=[dict(w.partition)["dt"] for w in found])  # fmt: skip
+
+
+def replay_days(lake: Lake, days: Iterable[date], cfg: ModelwatchConfig,
+                progress: Callable[[str], None] = lambda _: None) -> list[DayReplay]:  # fmt: skip
+    """:func:`judge_day` for each day that is stored (the others are skipped, and said so)."""
+    out = []
+    for day in days:
+        try:
+            verdicts = judge_day(lake, day, cfg)
+        except IncompletePartition as exc:
+            progress(f"{day}: skipped ({exc})")
+            continue
+        paged: dict[str, list[str]] = {}
+        for v, kind, *_ in pages(verdicts, cfg.alerting):
+            paged.setdefault(kind, []).append(v.model)
+        out.append(DayReplay(day, paged))
+        progress(f"{day}: {sum(len(m) for m in paged.values())} page(s)")
+    return out
+
+
+def comparison(current: list[DayReplay], candidate: list[DayReplay]) -> list[list[str]]:
+    """Rows of the side-by-side table: one per day and kind that pages under either configuration, then
+    one total per kind."""
+    now = {d.day: d.pages for d in current}
+    new = {d.day: d.pages for d in candidate}
+    kinds = sorted({k for d in (*current, *candidate) for k in d.pages})
+    rows = [["DAY", "PAGES FOR", "CURRENT", "CANDIDATE"]]
+    for day in sorted(set(now) | set(new)):
+        for kind in kinds:
+            a, b = now.get(day, {}).get(kind, []), new.get(day, {}).get(kind, [])
+            if a or b:
+                rows.append([day.isoformat(), kind, ", ".join(a) or "-", ", ".join(b) or "-"])
+    for kind in kinds:
+        total_a = sum(len(p.get(kind, [])) for p in now.values())
+        total_b = sum(len(p.get(kind, [])) for p in new.values())
+        rows.append(["total", kind, f"{total_a} page(s) on {sum(1 for p in now.values() if p.get(kind))} day(s)",
+                     f"{total_b} page(s) on {sum(1 for p in new.values() if p.get(kind))} day(s)"])  # fmt: skip
+    return rows
+
+
+def stored_days(lake_dir: Path) -> list[date]:
+    """The days of a local lake's canonical ``predictions`` table (``dt=`` folders)."""
+    table = lake_dir / "predictions"
+    days = []
+    for part in sorted(table.glob("dt=*")) if table.is_dir() else []:
+        try:
+            days.append(date.fromisoformat(part.name.removeprefix("dt=")))
+        except ValueError:
+            continue
+    return days
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m modelwatch.replay", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--candidate", required=True, type=Path, help="the thresholds.yaml to try")
+    parser.add_argument("--current", type=Path, help="the thresholds.yaml in use (default: MODELWATCH_CONFIG "
+                        "or include/thresholds.yaml)")  # fmt: skip
+    parser.add_argument("--lake", help=f"the lake's base URL (default: {STORAGE_URL_ENV} or storage.base_url)")
+    parser.add_argument("--from", dest="first", type=date.fromisoformat, help="first day (default: the oldest stored)")
+    parser.add_argument("--to", dest="last", type=date.fromisoformat, help="last day (default: the newest stored)")
+    args = parser.parse_args(argv)
+    try:
+        current = load_config(args.current)
+        candidate = load_config(args.candidate)
+    except ConfigError as exc:
+        print(f"replay: {exc}", file=sys.stderr)
+        return 2
+    base = args.lake or os.environ.get(STORAGE_URL_ENV) or current.storage.base_url
+    lake = Lake(base, current.storage.aws_conn_id)
+    if args.first and args.last:
+        days = [args.first + timedelta(days=k) for k in range((args.last - args.first).days + 1)]
+    elif base.startswith("file://"):
+        days = [d for d in stored_days(Path(base.removeprefix("file://")))
+                if (args.first is None or d >= args.first) and (args.last is None or d <= args.last)]  # fmt: skip
+    else:
+        print("replay: give --from and --to for a lake that is not on a local disk", file=sys.stderr)
+        return 2
+    if not days:
+        print(f"replay: no stored day in {base}/predictions to replay", file=sys.stderr)
+        return 1
+    print(f"replaying {len(days)} day(s) {days[0]}..{days[-1]} of {base}, nothing is posted or written", flush=True)
+
+    def say(prefix: str) -> Callable[[str], None]:
+        return lambda line: print(f"  {prefix} {line}", flush=True)
+
+    now = replay_days(lake, days, current, say(f"current   ({args.current or 'default'}):"))
+    new = replay_days(lake, days, candidate, say(f"candidate ({args.candidate}):"))
+    print()
+    print(_table(comparison(now, new)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

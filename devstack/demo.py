@@ -89,13 +89,13 @@ def verdict_rows(lake: Any, days: dict[date, str]) -> list[list[str]]:
     from modelwatch.window import Window
 
     rows = [["DAY", "SCENARIO", "MODEL", "VERDICT", "SLOW",
-             "EXPLAINED BY (median / max at slow vs threshold; relative risk, coverage)", "QUALITY", "ALERT"]]  # fmt: skip
+             "EXPLAINED BY (median / max at slow vs threshold; relative risk, coverage)", "QUALITY", "DRIFT", "ALERT"]]  # fmt: skip
     for day, scenario in sorted(days.items()):
         start = datetime(day.year, day.month, day.day, tzinfo=UTC)
         window = Window(start, start + timedelta(days=1))
         doc = lake.read_document(f"{lake.partition_url('verdicts', window)}/_verdict.json")
         if doc is None:
-            rows.append([day.isoformat(), scenario, "-", "(no verdict: the run failed)", "", "", "", ""])
+            rows.append([day.isoformat(), scenario, "-", "(no verdict: the run failed)", "", "", "", "", ""])
             continue
         delivery = lake.read_document(f"{lake.partition_url('alerts', window)}/_delivery.json")
         posted = {a["labels"]["model"] for a in (delivery or {}).get("alerts", [])}
@@ -109,7 +109,7 @@ def verdict_rows(lake: Any, days: dict[date, str]) -> list[list[str]]:
                 alert = "-"
             slow = f"{v['n_slow']}/{v['n_predictions']}" if v["n_predictions"] else "0/0"
             rows.append([day.isoformat(), scenario, v["model"], v["verdict"], slow, evidence or "-",
-                         v.get("quality", "-"), alert])  # fmt: skip
+                         v.get("quality", "-"), v.get("drift", "-"), alert])  # fmt: skip
     return rows
 
 
@@ -203,11 +203,13 @@ def demo_main(args: argparse.Namespace | None = None) -> int:
         for m in mails:
             _say(f"  mail: {m['subject']}")
         _say(f"\nPartitions (Hive-style, readable by DuckDB/Athena/Spark) under {lake_url}:")
-        for dataset in ("resources", "predictions", "joined", "correlation", "verdicts", "alerts"):
+        for dataset in ("resources", "predictions", "joined", "correlation", "verdicts", "drift", "alerts"):
             parts = sorted(p.name for p in (state / "lake" / dataset).glob("dt=*"))
             _say(f"  {dataset + '/':<13} {', '.join(parts)}")
         _say(f"  e.g. duckdb -c \"select * from read_parquet('{state}/lake/verdicts/*/*.parquet', hive_partitioning=true)\"")
         _say(f"  verdict documents: {state}/lake/verdicts/dt=*/_verdict.json")
+        _say("  tune before changing thresholds: make replay CANDIDATE=<your thresholds.yaml> (judges these days "
+             "again, side by side, without posting)")
         failed = {d: s for d, s in states.items() if s != "success"}
         if failed or len(states) != len(days):
             _say(f"\nRuns that did not succeed: {failed or 'some days did not run'}; see {log_path}")
@@ -219,7 +221,7 @@ def demo_main(args: argparse.Namespace | None = None) -> int:
             held = AlertmanagerHook().get_alerts(filters={"source": "modelwatch", "model": "sample-classifier"})
             for a in held:
                 _say(f"    Alertmanager holds {a['labels']['alertname']} for {a['labels']['model']} "
-                     f"(resources {a['labels']['resources']}; coverage {a['annotations'].get('coverage')}; "
+                     f"(resources {a['labels'].get('resources', '-')}; coverage {a['annotations'].get('coverage')}; "
                      f"relative risk {a['annotations'].get('relative_risk')})")  # fmt: skip
         _say(f"\ndemo finished in {time.monotonic() - t_all:.0f} s")
         return 1 if failed or len(states) != len(days) or not live_ok else 0

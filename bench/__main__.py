@@ -14,7 +14,7 @@ import sys
 import time
 from types import ModuleType
 
-from bench import correlation, day, layouts, predictions, scale
+from bench import correlation, day, layouts, predictions, quality, scale
 
 
 def _benchmarks() -> dict[str, ModuleType]:
@@ -23,6 +23,7 @@ def _benchmarks() -> dict[str, ModuleType]:
         "day": day,
         "layouts": layouts,
         "predictions": predictions,
+        "quality": quality,
         "scale": scale,
     }
 

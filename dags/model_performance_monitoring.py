@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import AsyncCallback, DeadlineAlert, DeadlineReference, Param
 from airflow.timetables.interval import CronDataIntervalTimetable
 
@@ -89,6 +90,10 @@ for dag_id, (interval, cron, paused, cadence) in VARIANTS.items():
                              description="Evaluate and store verdicts, but do not post to Alertmanager."),
             "page_on_backfill": Param(ALERTING.page_on_backfill, type="boolean", title="Page on backfill",
                                       description="Let a backfill run post to Alertmanager."),
+            "quality_only": Param(False, type="boolean", title="Quality only",
+                                  description="Re-judge quality once late labels arrived: the window is judged "
+                                              "and stored as by any run, but only quality alerts are posted "
+                                              "or resolved."),
         },  # fmt: skip
     ):
         resources = tasks.extract_resources.override(outlets=[assets["resources"]])(interval)
@@ -98,6 +103,11 @@ for dag_id, (interval, cron, paused, cadence) in VARIANTS.items():
         evaluation = tasks.evaluate.override(
             outlets=[assets["joined"], assets["correlation"], assets["verdicts"], assets["drift"]]
         )(resources, groups, interval)
+        if CONFIG.quality.rejudge_days and interval >= timedelta(days=1):
+            # labels arrive late: each day also re-judges the quality of the days before it
+            TriggerDagRunOperator.partial(
+                task_id=tasks.REJUDGE_TASK, trigger_dag_id=dag_id, logical_date=None, wait_for_completion=False
+            ).expand_kwargs(tasks.rejudge_windows(evaluation, interval))
         tasks.choose_alert_path(evaluation) >> [
             tasks.post_alert.override(outlets=[assets["alerts"]])(evaluation, interval),
             tasks.no_alert(evaluation),

@@ -38,7 +38,13 @@ class PagingDecision:
 
 
 def paging_decision(
-    verdicts: list[ModelVerdict], cfg: AlertingConfig, *, run_type: str, dry_run: bool, page_on_backfill: bool
+    verdicts: list[ModelVerdict],
+    cfg: AlertingConfig,
+    *,
+    run_type: str,
+    dry_run: bool,
+    page_on_backfill: bool,
+    quality_only: bool = False,
 ) -> PagingDecision:
     """Decide whether this run posts to Alertmanager.
 
@@ -46,8 +52,16 @@ def paging_decision(
     otherwise must have that alert resolved (:func:`resolutions`).
 
     :param run_type: the DAG run's type (``scheduled``, ``manual``, ``backfill``, ...).
+    :param quality_only: a re-judging of quality (labels that arrived late, :func:`quality_only`): only
+        quality alerts are posted and resolved.
     """
-    paging = ", ".join(f"{v.model} ({kind})" for v, kind, *_ in pages(verdicts, cfg))
+    paged = pages(verdicts, cfg)
+    if quality_only:
+        paged = [p for p in paged if p[1] == QUALITY_KIND]
+    paging = ", ".join(f"{v.model} ({kind})" for v, kind, *_ in paged)
+    if quality_only and not dry_run and run_type != "backfill":
+        return PagingDecision(True, f"quality only: paging for {paging}" if paging else
+                              "quality only: nothing pages; resolving quality alerts of models judged ok")  # fmt: skip
     if dry_run:
         return PagingDecision(
             False, f"dry run: would page for {paging}" if paging else "dry run: nothing would page"
@@ -90,6 +104,16 @@ def judged_models(verdicts: list[ModelVerdict], cfg: AlertingConfig) -> dict[str
     judged[cfg.quality.alertname] = [v.model for v in verdicts if v.quality in ("ok", "regressed")]
     judged[cfg.drift.alertname] = [v.model for v in verdicts if v.drift in ("stable", "drifted")]
     return judged
+
+
+def quality_only(
+    alerts: list[dict[str, Any]], judged: dict[str, list[str]], cfg: AlertingConfig
+) -> tuple[list[dict[str, Any]], dict[str, list[str]]]:
+    """What a quality-only run (a re-judging of an earlier window once its labels arrived) posts and may
+    resolve: its quality alerts only. The latency alerts of that window were the business of its own run;
+    they stay in the payload document, and are neither posted again nor resolved."""
+    name = cfg.quality.alertname
+    return [a for a in alerts if a["labels"]["alertname"] == name], {name: judged.get(name, [])}
 
 
 def build_alerts(

@@ -216,6 +216,9 @@ class QualityConfig(QualityRules):
     canonical daily partitions of the ``reference_days`` days before the window (README: "Quality")."""
 
     reference_days: int = Field(default=7, ge=1, le=90)
+    #: ground truth often arrives days later: each scheduled or manual daily run also triggers a quality-only
+    #: re-judging of each of this many days before its own (0: off)
+    rejudge_days: int = Field(default=0, ge=0, le=30)
     models: dict[str, QualityOverride] = Field(default_factory=dict)
 
     def for_model(self, model: str) -> QualityRules:

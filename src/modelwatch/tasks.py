@@ -189,6 +189,7 @@ def evaluate(resources: dict[str, Any], groups: list[dict[str, Any]], interval: 
         run_type=str(getattr(dag_run.run_type, "value", dag_run.run_type)),
         dry_run=bool(params.get("dry_run", False)),
         page_on_backfill=bool(params.get("page_on_backfill", cfg.alerting.page_on_backfill)),
+        quality_only=bool(params.get("quality_only", False)),
     )
     url_of_run = run_url(conf.get("api", "base_url", fallback="http://localhost:8080"), context["dag"].dag_id,
                          run_id)  # fmt: skip
@@ -226,8 +227,37 @@ def evaluate(resources: dict[str, Any], groups: list[dict[str, Any]], interval: 
         "verdicts": ref.to_dict(), "verdict_document": verdict_url, "alert_payload": payload_url,
         "post": decision.post, "reason": decision.reason, "window_end": window.end.isoformat(),
         "summary": {v.model: v.verdict for v in verdicts}, "quality": {v.model: v.quality for v in verdicts},
-        "judged": judged_models(verdicts, cfg.alerting),
+        "judged": judged_models(verdicts, cfg.alerting), "quality_only": bool(params.get("quality_only", False)),
     }  # fmt: skip
+
+
+REJUDGE_TASK = "rejudge_quality"
+
+
+@task(multiple_outputs=False)
+def rejudge_windows(evaluation: dict[str, Any], interval: timedelta) -> list[dict[str, Any]]:
+    """The quality-only re-judgings this run asks for (``quality.rejudge_days``), as keyword arguments of the
+    mapped ``rejudge_quality`` trigger: one run per earlier day, its window in the trigger form's params
+    (exactly the day: canonical), ``quality_only`` set. None from a backfill, a dry run, an ad-hoc or a
+    quality-only run (a re-judging never asks for more)."""
+    from modelwatch.window import reference_windows
+
+    cfg, window, _, context = _run(interval)
+    params = context.get("params") or {}
+    run_type = str(getattr(context["dag_run"].run_type, "value", context["dag_run"].run_type))
+    if (not cfg.quality.rejudge_days or run_type == "backfill" or not window.canonical
+            or params.get("dry_run") or params.get("quality_only")):  # fmt: skip
+        return []
+    asks = []
+    for day in reference_windows(window, cfg.quality.rejudge_days):
+        dt = dict(day.partition)["dt"]
+        asks.append({
+            "trigger_run_id": f"{REJUDGE_TASK}__{dt}__{context['run_id']}",
+            "conf": {"window_start": day.start.isoformat(), "window_end": day.end.isoformat(), "quality_only": True},
+            "note": f"quality re-judged for {dt} (labels arrive late), asked by {context['run_id']}",
+        })  # fmt: skip
+    log.info("asking for %d quality-only re-judging(s): %s", len(asks), ", ".join(a["trigger_run_id"] for a in asks))
+    return asks
 
 
 @task.branch
@@ -244,7 +274,7 @@ def post_alert(evaluation: dict[str, Any], interval: timedelta) -> dict[str, Any
     modelwatch alerts of the judged models that this run no longer raises, and record the delivery."""
     from datetime import datetime
 
-    from modelwatch.alerting import SOURCE_LABEL, resolutions, stamp_for_posting
+    from modelwatch.alerting import SOURCE_LABEL, quality_only, resolutions, stamp_for_posting
     from modelwatch.hooks.alertmanager import AlertmanagerHook
 
     cfg, window, lake, context = _run(interval)
@@ -253,6 +283,10 @@ def post_alert(evaluation: dict[str, Any], interval: timedelta) -> dict[str, Any
         alerts = lake.read_document(evaluation["alert_payload"])
         if not alerts:
             raise ValueError(f"alert payload {evaluation['alert_payload']} is missing or empty")
+    judged = evaluation["judged"]
+    if evaluation.get("quality_only"):
+        alerts, judged = quality_only(alerts, judged, cfg.alerting)
+        log.info("quality only (a re-judging once labels arrived): posting and resolving quality alerts only")
     hook = AlertmanagerHook(alertmanager_conn_id=cfg.alerting.conn_id)
     # The posting time only sets how long the alert stays active; which data is judged never depends on it.
     posted_at = datetime.now(UTC)
@@ -267,7 +301,7 @@ def post_alert(evaluation: dict[str, Any], interval: timedelta) -> dict[str, Any
         log.info("posted %s for %s (%s)", a["labels"]["alertname"], a["labels"]["model"], a["annotations"]["summary"])
     ended = resolutions(
         alerts, hook.get_alerts({"source": SOURCE_LABEL}),
-        judged=evaluation["judged"], window_end=evaluation["window_end"], resolved_at=posted_at,
+        judged=judged, window_end=evaluation["window_end"], resolved_at=posted_at,
     )  # fmt: skip
     hook.post_alerts(ended)
     for a in ended:

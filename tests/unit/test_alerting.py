@@ -431,3 +431,20 @@ def test_only_evidence_ends_an_incident() -> None:
         got = resolutions([], [active(fired)], judged=judged, window_end="2026-03-04T00:00:00+00:00",
                           resolved_at=POSTED_AT)  # fmt: skip
         assert len(got) == resolved, kind  # a model gone silent pages as missing; its degradation is not over
+
+
+def test_a_quality_only_run_posts_and_resolves_quality_alerts_only() -> None:
+    from modelwatch.alerting import quality_only
+
+    regressed = verdict(quality="regressed", quality_reason="worse")  # degraded latency, regressed quality
+    d = paging_decision([regressed], CFG, run_type="manual", dry_run=False, page_on_backfill=False, quality_only=True)
+    assert d.post is True and d.reason == "quality only: paging for fraud-detector (quality regressed)"
+    alerts = build_alerts([regressed], CFG, run_url=RUN_URL, partition_url=PARTITION)
+    kept, judged = quality_only(alerts, judged_models([regressed], CFG), CFG)
+    assert [a["labels"]["alertname"] for a in kept] == ["ModelQualityRegressed"]
+    assert judged == {"ModelQualityRegressed": ["fraud-detector"]}  # the latency alert is neither posted nor resolved
+    ok = paging_decision([verdict(kind="healthy", quality="ok")], CFG, run_type="manual", dry_run=False,
+                         page_on_backfill=False, quality_only=True)  # fmt: skip
+    assert ok.post is True and "resolving quality alerts" in ok.reason
+    dry = paging_decision([regressed], CFG, run_type="manual", dry_run=True, page_on_backfill=False, quality_only=True)
+    assert dry.post is False and dry.reason == "dry run: would page for fraud-detector (quality regressed)"

@@ -105,6 +105,13 @@ class Scenario:
     :ivar slow_models: the models whose predictions on ``instance`` are slow during the window.
     :ivar has_data: ``False`` for a day with nothing in Prometheus nor MLflow.
     :ivar expected: the verdict per model the product must reach, as in CONTRACT.md.
+    :ivar slow_accuracy: the accuracy of the slow predictions (timeouts and fallbacks during saturation);
+        ``None``: as any prediction's.
+    :ivar rollout: ``(model, instance, version, accuracy)``: that instance serves a new version all day,
+        with that accuracy.
+    :ivar drift_models: models whose ``prediction_time`` grows through the day, to ``drift_factor`` times
+        its usual value at midnight's end (a gradual shift of the inputs, still under the slow threshold).
+    :ivar labelled: ``False``: no accuracy or loss logged yet (the labels have not arrived).
     """
 
     name: str
@@ -115,6 +122,11 @@ class Scenario:
     slow_models: tuple[str, ...] = ()
     has_data: bool = True
     expected: tuple[tuple[str, str], ...] = ()
+    slow_accuracy: float | None = None
+    rollout: tuple[str, str, str, float] | None = None
+    drift_models: tuple[str, ...] = ()
+    drift_factor: float = 1.0
+    labelled: bool = True
 
     @property
     def expected_verdicts(self) -> dict[str, str]:
@@ -192,14 +204,48 @@ TEST_DAYS: dict[date, str] = {
 }
 
 
+#: Days whose predictions say whether the models are still right (issue 12): quality and drift, judged
+#: against the days before them. Apart from :data:`TEST_DAYS`, whose verdicts the latency tests assert.
+QUALITY_SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in (
+        Scenario(name="quality_reference", doc="An ordinary day: the reference of the days after it.",
+                 expected=_HEALTHY),
+        Scenario(
+            name="accuracy_during_saturation",
+            doc="model-a CPU ~97 % 06:00-12:00; fraud-detector's predictions there slow and mostly wrong "
+                "(accuracy ~0.5: timeouts answered by a fallback).",
+            instance="model-a", window=(time(6), time(12)), saturated="cpu", slow_models=("fraud-detector",),
+            slow_accuracy=0.5, expected=(("fraud-detector", "degraded (cpu)"), ("recommender", "healthy")),
+        ),
+        Scenario(
+            name="version_rollout",
+            doc="fraud-detector version 4 serves on model-b all day, accuracy ~0.80 (version 3 on model-a: 0.94).",
+            rollout=("fraud-detector", "model-b", "4", 0.80), expected=_HEALTHY,
+        ),
+        Scenario(
+            name="gradual_drift",
+            doc="recommender's prediction_time grows through the day to 1.8 times its usual (still fast).",
+            drift_models=("recommender",), drift_factor=1.8, expected=_HEALTHY,
+        ),
+        Scenario(name="no_labels_yet", doc="An ordinary day whose labels have not arrived: no accuracy, no loss.",
+                 labelled=False, expected=_HEALTHY),
+    )
+}  # fmt: skip
+
+#: The dates of the quality scenarios, in this order (each judged against the ones before it).
+QUALITY_DAYS: dict[date, str] = {date(2026, 4, 1) + timedelta(days=i): name for i, name in enumerate(QUALITY_SCENARIOS)}
+
+
 def get_scenario(scenario: Scenario | str) -> Scenario:
     """Return the :class:`Scenario` named ``scenario`` (or ``scenario`` itself)."""
     if isinstance(scenario, Scenario):
         return scenario
     try:
-        return SCENARIOS[scenario]
+        return SCENARIOS.get(scenario) or QUALITY_SCENARIOS[scenario]
     except KeyError:
-        raise ValueError(f"unknown scenario {scenario!r}; known: {', '.join(SCENARIOS)}") from None
+        known = ", ".join([*SCENARIOS, *QUALITY_SCENARIOS])
+        raise ValueError(f"unknown scenario {scenario!r}; known: {known}") from None
 
 
 def recent_days(end_date: date | None = None, n: int = 6) -> dict[date, str]:
@@ -589,10 +635,22 @@ def predictions(day: date, scenario: Scenario | str) -> list[Prediction]:
             seconds = np.round(np.where(slow, slow_s, fast_s), 4)
             accuracy = np.round(np.clip(rng.normal(0.94, 0.01, n), 0.9, 0.99), 4)
             loss = np.round(np.clip(rng.normal(0.15, 0.02, n), 0.08, 0.25), 4)
+            # The quality knobs draw from streams of their own: the scenarios without them stay byte-identical.
+            version = spec.version
+            if spec.name in sc.drift_models:
+                seconds = np.round(seconds * (1 + (sc.drift_factor - 1) * (ts - day_start(day)) / 86400), 4)
+            if sc.slow_accuracy is not None:
+                quality = _rng(day, sc, "slow-accuracy", spec.name, instance)
+                accuracy = np.where(slow, np.round(np.clip(quality.normal(sc.slow_accuracy, 0.02, n), 0, 1), 4),
+                                    accuracy)  # fmt: skip
+            if sc.rollout is not None and sc.rollout[:2] == (spec.name, instance):
+                quality = _rng(day, sc, "rollout", spec.name, instance)
+                version = sc.rollout[2]
+                accuracy = np.round(np.clip(quality.normal(sc.rollout[3], 0.02, n), 0, 1), 4)
+            if not sc.labelled:
+                accuracy = loss = np.full(n, np.nan)
             out.extend(
-                Prediction(
-                    spec.name, spec.version, instance, int(t) * 1000, float(p), float(a), float(lo), bool(s)
-                )
+                Prediction(spec.name, version, instance, int(t) * 1000, float(p), float(a), float(lo), bool(s))
                 for t, p, a, lo, s in zip(ts, seconds, accuracy, loss, slow, strict=True)
             )
     return out

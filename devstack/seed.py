@@ -334,6 +334,12 @@ def search_all_runs(
             return runs
 
 
+def _metrics(p: Prediction) -> list[tuple[str, float]]:
+    """What a prediction logs: its time, and its accuracy and loss once its label is known (not NaN)."""
+    return [(k, v) for k, v in (("prediction_time", p.prediction_time), ("accuracy", p.accuracy), ("loss", p.loss))
+            if k == "prediction_time" or v == v]  # fmt: skip
+
+
 def _tags(p: Prediction, day: date, scenario: str) -> dict[str, str]:
     return {
         "model": p.model,
@@ -358,11 +364,8 @@ def _log_prediction_run(client: Any, experiment_id: str, p: Prediction, day: dat
     ts = p.timestamp_ms
     client.log_batch(
         run.info.run_id,
-        metrics=[
-            Metric("prediction_time", p.prediction_time, ts, 0),
-            Metric("accuracy", p.accuracy, ts, 0),
-            Metric("loss", p.loss, ts, 0),
-        ],
+        # a prediction whose label has not arrived has no accuracy and no loss yet
+        metrics=[Metric(key, value, ts, 0) for key, value in _metrics(p)],
         synchronous=True,
     )
     # The run lasts as long as the prediction did.
@@ -390,7 +393,7 @@ def _log_history_run(
     metrics = [
         Metric(key, value, p.timestamp_ms, step)
         for step, p in enumerate(preds)
-        for key, value in (("prediction_time", p.prediction_time), ("accuracy", p.accuracy), ("loss", p.loss))
+        for key, value in _metrics(p)
     ]
     batches = [metrics[i : i + MAX_METRICS_PER_BATCH] for i in range(0, len(metrics), MAX_METRICS_PER_BATCH)]
     for f in [pool.submit(client.log_batch, run.info.run_id, metrics=b, synchronous=True) for b in batches]:

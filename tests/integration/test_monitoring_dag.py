@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from config_helpers import own_alertnames
 from polling import wait_until
+from webhook import until_notified
 
 from devstack.runner import load_dag, run_day
 from devstack.scenarios import TEST_DAYS
@@ -70,22 +71,6 @@ def alertname(tmp_path_factory):
     mp.undo()
 
 
-def _until_notified(stack, alerts: list[dict]) -> None:
-    """Wait until the webhook receiver got each of ``alerts`` firing. Days a day apart in production run here
-    seconds apart: the next day's run would resolve an alert before Alertmanager's next group flush, and an
-    alert resolved before it was ever sent is never sent."""
-    wanted = {(a["labels"]["alertname"], a["labels"]["model"], a["annotations"]["window"]) for a in alerts}
-
-    def firing() -> set[tuple[str, str, str]]:
-        with urllib.request.urlopen(f"{stack.config.webhook_url}/alerts", timeout=5) as resp:
-            notifications = json.loads(resp.read())
-        return {(a["labels"].get("alertname"), a["labels"].get("model"), a["annotations"].get("window"))
-                for n in notifications for a in n.get("alerts", []) if a["status"] == "firing"}  # fmt: skip
-
-    wait_until(firing, until=lambda got: wanted <= got, timeout=30, interval=0.5,
-               what=f"the webhook receiver to get {sorted(wanted)} firing")  # fmt: skip
-
-
 @pytest.fixture(scope="module")
 def runs(seeded_stack, airflow_db, lake, alertname):
     """Run the DAG once per scenario day; return {scenario: (dag_run, verdict document)}."""
@@ -104,8 +89,8 @@ def runs(seeded_stack, airflow_db, lake, alertname):
             window = Window(start, start + timedelta(days=1))
             doc = Lake(lake).read_document(f"{Lake(lake).partition_url('verdicts', window)}/_verdict.json")
             results[scenario] = (dag_run, doc)
-            _until_notified(seeded_stack, Lake(lake).read_document(doc["alert"]["payload"]) if doc["alert"]["payload"]
-                            else [])  # fmt: skip
+            until_notified(seeded_stack, Lake(lake).read_document(doc["alert"]["payload"]) if doc["alert"]["payload"]
+                           else [])  # fmt: skip
     finally:
         mp.undo()
     return results

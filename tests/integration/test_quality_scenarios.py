@@ -1,0 +1,156 @@
+"""Is the model still right, on the seeded quality scenarios (``devstack.scenarios.QUALITY_DAYS``), day after
+day through ``dag.test()`` against the real stack, each day judged against the days before it in the lake:
+
+- an accuracy drop during CPU saturation: quality regressed, attributed to infrastructure;
+- a version rollout with worse accuracy: regressed, attributed to the version, figures per version;
+- a gradual shift of prediction_time: drifted, quality still ok;
+- a day whose labels have not arrived: no_labels; once they arrive (logged to its MLflow runs), a
+  quality-only re-run flips the day to regressed and the alert follows.
+
+Quality and drift alerts reach the webhook receiver under their own names and labels.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from config_helpers import own_alertnames
+from webhook import received, until_notified
+
+from devstack.runner import run_day, run_window, xcom
+from devstack.scenarios import QUALITY_DAYS
+from devstack.seed import seed_stack
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _day(name: str) -> Any:
+    return next(d for d, s in QUALITY_DAYS.items() if s == name)
+
+
+@pytest.fixture(scope="module")
+def quality_runs(seeded_stack: Any, airflow_db: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Seed the quality days, run the DAG over them in order into a lake of this module's own."""
+    from modelwatch.storage import Lake
+
+    seed_stack(seeded_stack, QUALITY_DAYS, work_dir=tmp_path_factory.mktemp("openmetrics-quality"))
+    tmp = tmp_path_factory.mktemp("quality")
+    name = f"ModelPredictionsDegradedQS{uuid.uuid4().hex[:8]}"
+    raw = own_alertnames(yaml.safe_load((REPO / "include" / "thresholds.yaml").read_text()), name)
+    raw["alerting"]["drift"]["page"] = True
+    (config := tmp / "thresholds.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    lake = tmp / "lake"
+    mp = pytest.MonkeyPatch()
+    for key, value in seeded_stack.airflow_env().items():
+        mp.setenv(key, value)
+    mp.setenv("MODELWATCH_CONFIG", str(config))
+    mp.setenv("MODELWATCH_STORAGE_URL", lake.as_uri())
+    docs = {}
+    try:
+        for day, scenario in sorted(QUALITY_DAYS.items()):
+            run_day(day)
+            docs[scenario] = json.loads((lake / "verdicts" / f"dt={day}" / "_verdict.json").read_text())
+            payload = docs[scenario]["alert"]["payload"]
+            until_notified(seeded_stack, Lake(lake.as_uri()).read_document(payload) if payload else [])
+        yield {"docs": docs, "name": name, "lake": lake, "mp": mp}
+    finally:
+        mp.undo()
+
+
+def _verdict(runs: dict[str, Any], scenario: str, model: str) -> dict[str, Any]:
+    return next(v for v in runs["docs"][scenario]["verdicts"] if v["model"] == model)
+
+
+def test_the_first_day_has_no_history_to_compare_with(quality_runs: dict[str, Any]) -> None:
+    for v in quality_runs["docs"]["quality_reference"]["verdicts"]:
+        assert (v["quality"], v["drift"]) == ("no_reference", "no_reference"), v["model"]
+
+
+def test_an_accuracy_drop_during_saturation_is_attributed_to_infrastructure(quality_runs: dict[str, Any]) -> None:
+    v = _verdict(quality_runs, "accuracy_during_saturation", "fraud-detector")
+    assert v["verdict"] == "degraded" and v["quality"] == "regressed", v["quality_reason"]
+    assert v["quality_attribution"] == "infrastructure"
+    assert "at saturated moments (cpu" in v["quality_reason"]
+    assert _verdict(quality_runs, "accuracy_during_saturation", "recommender")["quality"] == "ok"
+
+
+def test_a_rollout_with_worse_accuracy_is_attributed_to_the_version(quality_runs: dict[str, Any]) -> None:
+    v = _verdict(quality_runs, "version_rollout", "fraud-detector")
+    assert v["verdict"] == "healthy" and v["quality"] == "regressed", v["quality_reason"]
+    assert v["quality_attribution"] == "version"
+    assert "on version 4 (first seen in this window) against the other versions in the window" in v["quality_reason"]
+    by_version = {r["version"]: r for r in v["versions"]}
+    assert set(by_version) == {"3", "4"} and by_version["4"]["accuracy"] < by_version["3"]["accuracy"] - 0.1
+
+
+def test_a_gradual_shift_of_prediction_time_is_drift_not_a_regression(quality_runs: dict[str, Any]) -> None:
+    v = _verdict(quality_runs, "gradual_drift", "recommender")
+    assert v["verdict"] == "healthy" and v["quality"] == "ok"
+    assert v["drift"] == "drifted" and v["drift_reason"].startswith("prediction_time: PSI"), v["drift_reason"]
+    assert _verdict(quality_runs, "gradual_drift", "fraud-detector")["drift"] != "drifted"
+
+
+def test_quality_and_drift_alerts_reach_the_webhook_under_their_own_names(
+    quality_runs: dict[str, Any], seeded_stack: Any
+) -> None:
+    name = quality_runs["name"]
+    quality = received(seeded_stack, f"{name}Quality", "firing")
+    drift = received(seeded_stack, f"{name}Drift", "firing")
+    assert {a["labels"]["model"] for a in quality} == {"fraud-detector"}
+    assert {a["labels"]["model"] for a in drift} >= {"recommender"}
+    for a in (*quality, *drift):
+        assert set(a["labels"]) == {"alertname", "model", "severity", "source"}
+    assert any(a["annotations"]["window"].startswith(str(_day("gradual_drift"))) for a in drift)
+    # the day fraud-detector's quality was ok again resolved its quality alert; the receivers were told
+    resolved = received(seeded_stack, f"{name}Quality", "resolved")
+    assert {a["labels"]["model"] for a in resolved} == {"fraud-detector"}
+
+
+def test_late_labels_flip_a_day_without_labels_and_the_alert_follows(
+    quality_runs: dict[str, Any], seeded_stack: Any
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+
+    from devstack.seed import DAY_TAG
+
+    day = _day("no_labels_yet")
+    assert {v["quality"] for v in quality_runs["docs"]["no_labels_yet"]["verdicts"]} == {"no_labels"}
+
+    # the labels arrive: fraud-detector was wrong 40 % of the time that day
+    client = MlflowClient(seeded_stack.config.mlflow_url)
+    experiment = client.get_experiment_by_name("fraud-detector-predictions")
+    runs = client.search_runs([experiment.experiment_id], filter_string=f"tags.`{DAY_TAG}` = '{day}'",
+                              max_results=1000)  # fmt: skip
+    assert len(runs) == 288
+    for k, run in enumerate(runs):
+        ts = run.info.start_time
+        client.log_batch(run.info.run_id, metrics=[Metric("accuracy", 0.0 if k % 5 < 2 else 1.0, ts, 0),
+                                                   Metric("loss", 0.6, ts, 0)], synchronous=True)  # fmt: skip
+
+    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    again = run_window(start, start + timedelta(days=1), params={"quality_only": True})
+    evaluation = xcom(again, "evaluate")
+    assert evaluation["quality"]["fraud-detector"] == "regressed" and evaluation["quality"]["recommender"] == "no_labels"
+    name = quality_runs["name"]
+    payload = json.loads((quality_runs["lake"] / "alerts" / f"dt={day}" / "_payload.json").read_text())
+    flipped = [a for a in payload if a["labels"]["alertname"] == f"{name}Quality"]
+    assert [a["labels"]["model"] for a in flipped] == ["fraud-detector"]
+    # the page follows the late labels: Alertmanager holds the quality alert again, raised for that day
+    from polling import wait_until
+
+    from modelwatch.hooks.alertmanager import AlertmanagerHook
+
+    hook = AlertmanagerHook()
+    held = wait_until(lambda: hook.get_alerts({"alertname": f"{name}Quality", "model": "fraud-detector"}),
+                      until=lambda got: any(a["annotations"]["window"].startswith(str(day)) for a in got),
+                      timeout=15, what=f"Alertmanager to hold {name}Quality for fraud-detector raised for {day}")  # fmt: skip
+    assert all(a["status"]["state"] == "active" for a in held)
+    until_notified(seeded_stack, flipped)

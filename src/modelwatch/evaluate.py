@@ -112,6 +112,25 @@ def history_columns(config: ModelwatchConfig) -> list[str]:
     return list(dict.fromkeys(["model", "model_version", *METRICS, *config.drift.values]))
 
 
+def dimensions(
+    rows: pd.DataFrame, history: pd.DataFrame, config: ModelwatchConfig, model: str, days: list[str]
+) -> dict[str, Any]:
+    """The quality and drift of one model against its history, as :class:`ModelVerdict` fields.
+
+    :param rows: the model's joined predictions in the window. :param history: its reference predictions.
+    :param days: the reference days found.
+    """
+    rules = config.quality.for_model(model)
+    quality, why, metrics = judge_quality(rows, history, rules, days)
+    where, because = attribute(rows, history, rules, metrics)
+    drift, drift_reason, drift_values = judge_drift(rows, history, config.drift, days)
+    return {
+        "quality": quality, "quality_reason": f"{why}; sits at {where}: {because}" if where else why,
+        "quality_metrics": metrics, "reference_days": days, "quality_attribution": where,
+        "versions": per_version(rows), "drift": drift, "drift_reason": drift_reason, "drift_values": drift_values,
+    }  # fmt: skip
+
+
 def evaluate(
     joined: pd.DataFrame,
     correlation: pd.DataFrame,
@@ -151,15 +170,7 @@ def evaluate(
                 "slow_threshold_seconds": rules.slow_prediction_seconds}  # fmt: skip
         rows = joined[joined["model"] == model]
         if reference is not None:
-            days = list(reference_days or [])
-            history, qrules = reference[reference["model"] == model], config.quality.for_model(model)
-            quality, why, metrics = judge_quality(rows, history, qrules, days)
-            where, because = attribute(rows, history, qrules, metrics)
-            base |= {"quality": quality, "quality_reason": f"{why}; sits at {where}: {because}" if where else why,
-                     "quality_metrics": metrics, "reference_days": days, "quality_attribution": where,
-                     "versions": per_version(rows)}  # fmt: skip
-            drift, drift_reason, drift_values = judge_drift(rows, history, config.drift, days)
-            base |= {"drift": drift, "drift_reason": drift_reason, "drift_values": drift_values}
+            base |= dimensions(rows, reference[reference["model"] == model], config, model, list(reference_days or []))
         if rows.empty:
             verdicts.append(ModelVerdict(verdict="no_data", reason="no predictions in the window", **base))
             continue

@@ -52,7 +52,7 @@ def paging_decision(
     otherwise must have that alert resolved (:func:`resolutions`).
 
     :param run_type: the DAG run's type (``scheduled``, ``manual``, ``backfill``, ...).
-    :param quality_only: a re-judging of quality (labels that arrived late, :func:`quality_only`): only
+    :param quality_only: a re-judging of quality (labels that arrived late, :func:`quality_alerts_only`): only
         quality alerts are posted and resolved.
     """
     paged = pages(verdicts, cfg)
@@ -106,7 +106,7 @@ def judged_models(verdicts: list[ModelVerdict], cfg: AlertingConfig) -> dict[str
     return judged
 
 
-def quality_only(
+def quality_alerts_only(
     alerts: list[dict[str, Any]], judged: dict[str, list[str]], cfg: AlertingConfig
 ) -> tuple[list[dict[str, Any]], dict[str, list[str]]]:
     """What a quality-only run (a re-judging of an earlier window once its labels arrived) posts and may

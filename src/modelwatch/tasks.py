@@ -274,7 +274,7 @@ def post_alert(evaluation: dict[str, Any], interval: timedelta) -> dict[str, Any
     modelwatch alerts of the judged models that this run no longer raises, and record the delivery."""
     from datetime import datetime
 
-    from modelwatch.alerting import SOURCE_LABEL, quality_only, resolutions, stamp_for_posting
+    from modelwatch.alerting import SOURCE_LABEL, quality_alerts_only, resolutions, stamp_for_posting
     from modelwatch.hooks.alertmanager import AlertmanagerHook
 
     cfg, window, lake, context = _run(interval)
@@ -285,7 +285,7 @@ def post_alert(evaluation: dict[str, Any], interval: timedelta) -> dict[str, Any
             raise ValueError(f"alert payload {evaluation['alert_payload']} is missing or empty")
     judged = evaluation["judged"]
     if evaluation.get("quality_only"):
-        alerts, judged = quality_only(alerts, judged, cfg.alerting)
+        alerts, judged = quality_alerts_only(alerts, judged, cfg.alerting)
         log.info("quality only (a re-judging once labels arrived): posting and resolving quality alerts only")
     hook = AlertmanagerHook(alertmanager_conn_id=cfg.alerting.conn_id)
     # The posting time only sets how long the alert stays active; which data is judged never depends on it.

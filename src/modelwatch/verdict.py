@@ -77,7 +77,7 @@ class ResourceEvidence:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ResourceEvidence:
         """The inverse of the JSON view (``"inf"`` back to infinity)."""
-        return cls(**{f.name: _from_json(d[f.name]) if f.name in d else f.default for f in fields(cls)})
+        return _from_dict(cls, d)
 
 
 @dataclass
@@ -105,7 +105,7 @@ class QualityEvidence:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> QualityEvidence:
-        return cls(**{f.name: _from_json(d[f.name]) if f.name in d else f.default for f in fields(cls)})
+        return _from_dict(cls, d)
 
 
 @dataclass
@@ -128,7 +128,7 @@ class DriftEvidence:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DriftEvidence:
-        return cls(**{f.name: _from_json(d[f.name]) if f.name in d else f.default for f in fields(cls)})
+        return _from_dict(cls, d)
 
 
 @dataclass
@@ -254,6 +254,11 @@ def verdicts_from_frame(frame: pd.DataFrame) -> list[ModelVerdict]:
 
 def _none_if_missing(x: Any) -> Any:
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else x
+
+
+def _from_dict(cls: Any, d: dict[str, Any]) -> Any:
+    """An evidence dataclass from its JSON view: missing keys take their default, ``"inf"`` is infinity."""
+    return cls(**{f.name: _from_json(d[f.name]) if f.name in d else f.default for f in fields(cls)})
 
 
 def _from_json(x: Any) -> Any:

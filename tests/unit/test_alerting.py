@@ -434,13 +434,13 @@ def test_only_evidence_ends_an_incident() -> None:
 
 
 def test_a_quality_only_run_posts_and_resolves_quality_alerts_only() -> None:
-    from modelwatch.alerting import quality_only
+    from modelwatch.alerting import quality_alerts_only
 
     regressed = verdict(quality="regressed", quality_reason="worse")  # degraded latency, regressed quality
     d = paging_decision([regressed], CFG, run_type="manual", dry_run=False, page_on_backfill=False, quality_only=True)
     assert d.post is True and d.reason == "quality only: paging for fraud-detector (quality regressed)"
     alerts = build_alerts([regressed], CFG, run_url=RUN_URL, partition_url=PARTITION)
-    kept, judged = quality_only(alerts, judged_models([regressed], CFG), CFG)
+    kept, judged = quality_alerts_only(alerts, judged_models([regressed], CFG), CFG)
     assert [a["labels"]["alertname"] for a in kept] == ["ModelQualityRegressed"]
     assert judged == {"ModelQualityRegressed": ["fraud-detector"]}  # the latency alert is neither posted nor resolved
     ok = paging_decision([verdict(kind="healthy", quality="ok")], CFG, run_type="manual", dry_run=False,

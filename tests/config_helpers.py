@@ -15,7 +15,12 @@ def small_config(**evaluation: Any) -> ModelwatchConfig:
 
     :param evaluation: overrides of the ``evaluation`` section (the schema's defaults otherwise).
     """
-    return ModelwatchConfig.model_validate({
+    return ModelwatchConfig.model_validate(small_raw(**evaluation))
+
+
+def small_raw(**evaluation: Any) -> dict[str, Any]:
+    """:func:`small_config` as the YAML's mapping, to edit before validating."""
+    return {
         "prometheus": {"queries": [
             {"name": "cpu", "promql": "cpu", "saturation": 0.9, "unit": "ratio"},
             {"name": "memory", "promql": "memory", "saturation": 0.9, "unit": "ratio"},
@@ -24,7 +29,7 @@ def small_config(**evaluation: Any) -> ModelwatchConfig:
         "mlflow": {"experiments": [{"name": "e"}]},
         "correlation": {"tolerance": "60s"},
         "evaluation": {"slow_prediction_seconds": 1.0, **evaluation},
-    })  # fmt: skip
+    }  # fmt: skip
 
 
 def set_key(*keys: Any, value: Any) -> Edit:

@@ -11,11 +11,12 @@ import os
 import re
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from modelwatch.schema import logged_column
 from modelwatch.timegrid import PROMETHEUS_MAX_POINTS
 
 #: Where the DAG looks for its configuration unless ``MODELWATCH_CONFIG`` says otherwise.
@@ -118,11 +119,48 @@ class TagKeys(_Strict):
     instance: str = "instance"
 
 
+#: an MLflow metric or param key (MLflow allows letters, digits, ``_ - . /`` and spaces; a space would make a
+#: column name some engines refuse)
+LoggedKey = Annotated[str, Field(min_length=1, max_length=250, pattern=r"^[A-Za-z0-9_.\-/]+$")]
+
+
+class LoggedValues(_Strict):
+    """Values a team logs with each prediction, read beside ``prediction_time`` so drift can judge them
+    (``drift.values``). Each becomes a column of the ``predictions`` dataset (``modelwatch.schema.logged_column``).
+    """
+
+    #: MLflow metric keys (numbers: a model output such as a score, or a numeric input feature) -> ``metric_<key>``.
+    #: ``run_per_prediction``: the run's metric; ``metric_history``: the point at the prediction's timestamp
+    #: and step; ``batch_table``: the artifact's column of that name.
+    metrics: list[LoggedKey] = []
+    #: MLflow param keys of the run (text: an input category, a feature flag) -> ``param_<key>``; in the
+    #: ``metric_history`` and ``batch_table`` layouts every prediction of a run shares its run's params.
+    params: list[LoggedKey] = []
+
+    def columns(self) -> dict[str, tuple[Literal["metric", "param"], str]]:
+        """Column name -> (source, key)."""
+        pairs = [("metric", k) for k in self.metrics] + [("param", k) for k in self.params]
+        out: dict[str, tuple[Literal["metric", "param"], str]] = {}
+        for source, key in pairs:
+            column = logged_column(source, key)
+            if column in out:
+                raise ValueError(f"mlflow.logged: {source} {key!r} and {out[column][0]} {out[column][1]!r} "
+                                 f"would both be column {column!r}")  # fmt: skip
+            out[column] = (source, key)  # type: ignore[assignment]
+        return out
+
+    @model_validator(mode="after")
+    def _distinct_columns(self) -> LoggedValues:
+        self.columns()
+        return self
+
+
 class MlflowConfig(_Strict):
     conn_id: str = "mlflow_default"
     max_results_per_page: int = Field(default=1000, gt=0, le=50000)
     experiments: list[ExperimentConfig] = Field(min_length=1)
     tags: TagKeys = TagKeys()
+    logged: LoggedValues = LoggedValues()
 
 
 class CorrelationConfig(_Strict):
@@ -231,7 +269,8 @@ class QualityConfig(QualityRules):
 
 
 #: The per-prediction values drift can be judged on: columns of the ``predictions`` dataset
-#: (``modelwatch.schema.PREDICTION_COLUMNS``; a unit test keeps the two in step).
+#: (``modelwatch.schema.PREDICTION_COLUMNS``; a unit test keeps the two in step), and the columns of the
+#: values in ``mlflow.logged`` (``metric_<key>``, ``param_<key>``).
 DriftColumn = Literal["prediction_time", "accuracy", "loss", "model_version", "instance"]
 
 
@@ -251,7 +290,9 @@ class DriftConfig(_Strict):
     """Has what the model sees or answers shifted: each value's distribution in the window against the
     same reference days as quality (README: "Drift")."""
 
-    values: dict[DriftColumn, DriftValue] = Field(default_factory=lambda: {"prediction_time": DriftValue()})
+    #: column -> its rule: one of :data:`DriftColumn` or a logged value's column (checked against
+    #: ``mlflow.logged`` by :class:`ModelwatchConfig`)
+    values: dict[str, DriftValue] = Field(default_factory=lambda: {"prediction_time": DriftValue()})
     #: quantile bins of the reference for a number's index
     bins: int = Field(default=10, ge=2, le=50)
     #: fewer values than this in the window or the reference: not compared (``no_reference``)
@@ -364,6 +405,18 @@ class ModelwatchConfig(_Strict):
     def _saturation_somewhere(self) -> ModelwatchConfig:
         if not any(q.saturation is not None for q in self.prometheus.queries):
             raise ValueError("no query has a saturation threshold, so no model could ever be degraded")
+        return self
+
+    @model_validator(mode="after")
+    def _drift_values_are_read(self) -> ModelwatchConfig:
+        known = [*get_args(DriftColumn), *self.mlflow.logged.columns()]
+        unknown = [v for v in self.drift.values if v not in known]
+        if unknown:
+            raise ValueError(
+                f"drift.values: {', '.join(map(repr, unknown))} is not a column the predictions have; expected "
+                f"one of {', '.join(known)} (a value a team logs is named in mlflow.logged: metrics -> "
+                "metric_<key>, params -> param_<key>)"
+            )
         return self
 
     @model_validator(mode="after")

@@ -37,10 +37,12 @@ def compare_value(
     """One value of one model: its index and test (``p_adjusted`` and the outcome of a compared value are
     set by :func:`judge_drift`)."""
     import numpy as np
+    import pandas as pd
 
     if rule.kind == "number":
-        w = window.to_numpy(dtype=float, na_value=np.nan)
-        r = reference.to_numpy(dtype=float, na_value=np.nan)
+        # a param is text: one that does not read as a number counts as not logged
+        w = pd.to_numeric(window, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+        r = pd.to_numeric(reference, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
         w, r = w[np.isfinite(w)], r[np.isfinite(r)]
     else:
         w, r = window.dropna().astype(str).to_numpy(), reference.dropna().astype(str).to_numpy()

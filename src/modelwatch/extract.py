@@ -539,13 +539,23 @@ def _tag_keys(tag_keys: Mapping[str, str] | Any | None) -> dict[str, str]:
     return {**DEFAULT_TAG_KEYS, **dict(tag_keys)}
 
 
-def _prediction_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    return _columns_frame({name: [row[name] for row in rows] for name in PREDICTION_COLUMNS})
+#: column -> (``metric`` or ``param``, MLflow key): the values a team logs (``LoggedValues.columns``)
+Logged = Mapping[str, tuple[str, str]]
 
 
-def _columns_frame(columns: Mapping[str, Sequence[Any]]) -> pd.DataFrame:
-    """:data:`PREDICTION_COLUMNS` from one list per column (``timestamp`` in epoch ms): the one place
-    their dtypes are decided."""
+def _prediction_frame(rows: list[dict[str, Any]], logged: Logged | None = None) -> pd.DataFrame:
+    names = [*PREDICTION_COLUMNS, *(logged or {})]
+    return _columns_frame({name: [row[name] for row in rows] for name in names}, logged)
+
+
+def _run_params(run: Mapping[str, Any]) -> dict[str, str]:
+    return {p["key"]: str(p.get("value", "")) for p in (run.get("data") or {}).get("params") or ()}
+
+
+def _columns_frame(columns: Mapping[str, Sequence[Any]], logged: Logged | None = None) -> pd.DataFrame:
+    """:data:`PREDICTION_COLUMNS` and the ``logged`` columns from one list per column (``timestamp`` in
+    epoch ms): the one place their dtypes are decided. A logged metric is a float (NaN where not logged), a
+    logged param text (``None`` where the run has no such param, so "not logged" is not the text "")."""
     import numpy as np
     import pandas as pd
 
@@ -560,7 +570,9 @@ def _columns_frame(columns: Mapping[str, Sequence[Any]]) -> pd.DataFrame:
         data[name] = pd.Series(columns[name], dtype="float64")
     data["run_id"] = pd.Series(columns["run_id"], dtype="str")
     data["experiment"] = pd.Series(columns["experiment"], dtype="str")
-    return pd.DataFrame(data, columns=list(PREDICTION_COLUMNS))
+    for name, (source, _key) in (logged or {}).items():
+        data[name] = pd.Series(columns[name], dtype="float64" if source == "metric" else "object")
+    return pd.DataFrame(data, columns=[*PREDICTION_COLUMNS, *(logged or {})])
 
 
 def _tags_of(run: Mapping[str, Any], keys: Mapping[str, str]) -> dict[str, str]:
@@ -573,7 +585,8 @@ def _tags_of(run: Mapping[str, Any], keys: Mapping[str, str]) -> dict[str, str]:
 
 
 def runs_json_to_frame(
-    runs: Sequence[Mapping[str, Any]], tag_keys: Mapping[str, str] | Any, experiment_name: str
+    runs: Sequence[Mapping[str, Any]], tag_keys: Mapping[str, str] | Any, experiment_name: str,
+    logged: Logged | None = None,
 ) -> pd.DataFrame:
     """Layout ``run_per_prediction`` from MLflow's REST JSON (``runs/search`` answers): one row per run, at
     the run's start time, in the order of ``runs``; NaN for a missing metric, ``""`` for a missing tag, port
@@ -582,9 +595,11 @@ def runs_json_to_frame(
     :param runs: run objects as the server sends them (:meth:`MlflowHook.search_runs_json`).
     :param tag_keys: output column (``model``, ``model_version``, ``instance``) -> MLflow tag name.
     :param experiment_name: value of the ``experiment`` column.
-    :return: :data:`PREDICTION_COLUMNS`.
+    :param logged: the logged values to read too: each run's metric or param of that key.
+    :return: :data:`PREDICTION_COLUMNS`, then the ``logged`` columns.
     """
     keys = _tag_keys(tag_keys)
+    logged = logged or {}
     infos = [run["info"] for run in runs]
     datas = [run.get("data") or {} for run in runs]
     # the server leaves out an empty list; an unset proto double is 0.0, an unset string "" (as MLflow reads them)
@@ -599,10 +614,15 @@ def runs_json_to_frame(
         "run_id": [info["run_id"] for info in infos],
         "experiment": [experiment_name] * len(infos),
     }
+    if logged:
+        params = [_run_params(run) for run in runs]
+        for column, (source, key) in logged.items():
+            columns[column] = ([float(m.get(key, nan)) for m in metrics] if source == "metric"
+                               else [p.get(key) for p in params])  # fmt: skip
     # Same normalisation as the Prometheus side; few distinct instances, so once per value.
     stripped = {value: strip_port(value) for value in set(columns["instance"])}
     columns["instance"] = [stripped[value] for value in columns["instance"]]
-    return _columns_frame(columns)
+    return _columns_frame(columns, logged)
 
 
 def history_to_frame(
@@ -612,6 +632,7 @@ def history_to_frame(
     experiment_name: str,
     start_ms: int,
     end_ms: int,
+    logged: Logged | None = None,
 ) -> pd.DataFrame:
     """Layout ``metric_history``: one row per prediction logged as metric points in one run.
 
@@ -622,15 +643,19 @@ def history_to_frame(
     :param run: the run's REST JSON (tags give model, version, instance).
     :param histories: metric key -> its points as the server sends them (``metrics/get-history``:
         ``{"key", "value", "timestamp", "step"}``; a NaN value is the string ``"NaN"``, an unset field
-        absent). Keys outside :data:`METRIC_KEYS` are ignored.
+        absent). Keys outside :data:`METRIC_KEYS` and the logged metrics are ignored.
     :param tag_keys: output column -> MLflow tag name.
     :param experiment_name: value of the ``experiment`` column.
     :param start_ms: window start, epoch ms, inclusive.
     :param end_ms: window end, epoch ms, exclusive.
+    :param logged: logged metrics are points like the others; logged params are the run's, on every row.
     """
+    logged = logged or {}
     tags = _tags_of(run, _tag_keys(tag_keys))
+    params = _run_params(run)
+    metric_of = {column: key for column, (source, key) in logged.items() if source == "metric"}
     points: dict[tuple[int, int], dict[str, float]] = {}
-    for key in METRIC_KEYS:
+    for key in dict.fromkeys([*METRIC_KEYS, *metric_of.values()]):
         for metric in histories.get(key) or ():
             ts = int(metric.get("timestamp", 0))
             if start_ms <= ts < end_ms:
@@ -642,10 +667,12 @@ def history_to_frame(
             **{k: values.get(k, math.nan) for k in METRIC_KEYS},
             "run_id": run["info"]["run_id"],
             "experiment": experiment_name,
+            **{column: values.get(key, math.nan) if source == "metric" else params.get(key)
+               for column, (source, key) in logged.items()},  # fmt: skip
         }
         for (ts, _step), values in sorted(points.items())
     ]
-    return _prediction_frame(rows)
+    return _prediction_frame(rows, logged)
 
 
 # -- layout batch_table ---------------------------------------------------------------------------------
@@ -750,6 +777,7 @@ def batches_to_frame(
     start_ms: int,
     end_ms: int,
     artifact_path: str = BATCH_ARTIFACT_PATH,
+    logged: Logged | None = None,
 ) -> pd.DataFrame:
     """Layout ``batch_table``: one row per table row with ``start_ms <= timestamp < end_ms``.
 
@@ -765,15 +793,23 @@ def batches_to_frame(
     :param start_ms: window start, epoch ms, inclusive.
     :param end_ms: window end, epoch ms, exclusive.
     :param artifact_path: for messages.
-    :return: :data:`PREDICTION_COLUMNS` with the dtypes of :func:`runs_json_to_frame`, unsorted.
+    :param logged: a logged metric is the table's column of its key (NaN when the table has none), a logged
+        param the run's, on each of its rows.
+    :return: :data:`PREDICTION_COLUMNS` and the ``logged`` columns, with the dtypes of
+        :func:`runs_json_to_frame`, unsorted.
     :raises ValueError: a table without ``timestamp`` or with a column of the wrong type (message: the
         experiment, run and artifact).
     """
     import numpy as np
 
     keys = _tag_keys(tag_keys)
+    logged = logged or {}
+    metric_of = {column: key for column, (source, key) in logged.items() if source == "metric"}
+    param_of = {column: key for column, (source, key) in logged.items() if source == "param"}
     timestamps: list[Any] = []
     metrics: dict[str, list[Any]] = {k: [] for k in METRIC_KEYS}
+    extra: dict[str, list[Any]] = {c: [] for c in metric_of}
+    params: dict[str, list[Any]] = {c: [] for c in param_of}
     counts: list[int] = []
     tags: list[dict[str, str]] = []
     run_ids: list[str] = []
@@ -802,6 +838,11 @@ def batches_to_frame(
         timestamps.append(ts[keep])
         for k in METRIC_KEYS:
             metrics[k].append(values[k][keep])
+        for column, key in metric_of.items():
+            extra[column].append(_batch_metric(table, key, where)[keep])
+        run_params = _run_params(run)
+        for column, key in param_of.items():
+            params[column].append(run_params.get(key))
         counts.append(int(keep.sum()))
         tags.append(_tags_of(run, keys))
         run_ids.append(run_id)
@@ -817,7 +858,7 @@ def batches_to_frame(
             "overlap the run misses them", experiment_name, sum(outside.values()), ", ".join(list(outside)[:5]),
         )  # fmt: skip
     if not counts:
-        return _prediction_frame([])
+        return _prediction_frame([], logged)
     index = np.repeat(np.arange(len(counts)), counts)
 
     def per_run(values: list[str]) -> Any:
@@ -829,7 +870,9 @@ def batches_to_frame(
         **{k: np.concatenate(metrics[k]) for k in METRIC_KEYS},
         "run_id": per_run(run_ids),
         "experiment": [experiment_name] * len(index),
-    })  # fmt: skip
+        **{column: np.concatenate(extra[column]) for column in metric_of},
+        **{column: per_run(params[column]) for column in param_of},
+    }, logged)  # fmt: skip
 
 
 def _warn_incomplete(frame: pd.DataFrame, experiment: str, keys: Mapping[str, str]) -> None:
@@ -867,6 +910,7 @@ def extract_predictions(
     start: datetime,
     end: datetime,
     page_size: int = 1000,
+    logged: Logged | None = None,
 ) -> pd.DataFrame:
     """Every prediction made in ``[start, end)`` in the given experiments, as one frame.
 
@@ -883,7 +927,8 @@ def extract_predictions(
     :param start: window start (inclusive, timezone-aware).
     :param end: window end (exclusive, timezone-aware).
     :param page_size: runs per search request (1..50,000).
-    :return: :data:`PREDICTION_COLUMNS`, sorted by :func:`sort_predictions`.
+    :param logged: values a team logs, read too (``mlflow.logged``; see each layout's function).
+    :return: :data:`PREDICTION_COLUMNS` and the ``logged`` columns, sorted by :func:`sort_predictions`.
     :raises ValueError: for an unknown layout.
     :raises MlflowSourceError: for an unknown experiment or a server failure; ``MlflowSourceRefused`` for
         a batch artifact that is missing (finished run), not Parquet or of the wrong schema.
@@ -897,7 +942,8 @@ def extract_predictions(
         if experiment.layout not in LAYOUTS:
             raise ValueError(f"experiment {experiment.name!r}: unknown layout {experiment.layout!r}")
     ids = hook.experiment_ids([e.name for e in experiments])
-    frames = [_prediction_frame([])]
+    logged = logged or {}
+    frames = [_prediction_frame([], logged)]
     for experiment in experiments:
         started = time.monotonic()
         exp_id = ids[experiment.name]
@@ -906,14 +952,14 @@ def extract_predictions(
             runs = hook.search_runs_json(
                 [exp_id], start_ms, end_ms, page_size=page_size, experiment=experiment.name
             )
-            frame = runs_json_to_frame(runs, tag_keys, experiment.name)
+            frame = runs_json_to_frame(runs, tag_keys, experiment.name, logged)
         elif experiment.layout == "batch_table":
             runs = hook.search_runs_overlapping(
                 [exp_id], start_ms, end_ms, page_size=page_size, experiment=experiment.name
             )
             batches = hook.read_parquet_artifacts(runs, BATCH_ARTIFACT_PATH, experiment=experiment.name)
             try:
-                frame = batches_to_frame(batches, tag_keys, experiment.name, start_ms, end_ms)
+                frame = batches_to_frame(batches, tag_keys, experiment.name, start_ms, end_ms, logged=logged)
             except ValueError as exc:
                 from modelwatch.errors import MlflowSourceRefused
 
@@ -922,21 +968,20 @@ def extract_predictions(
             runs = hook.search_runs_overlapping(
                 [exp_id], start_ms, end_ms, page_size=page_size, experiment=experiment.name
             )
+            keys = list(dict.fromkeys([*METRIC_KEYS, *(k for s, k in logged.values() if s == "metric")]))
             per_run = [
                 history_to_frame(
                     run,
-                    {
-                        key: hook.metric_history(run["info"]["run_id"], key, experiment=experiment.name)
-                        for key in METRIC_KEYS
-                    },
+                    {key: hook.metric_history(run["info"]["run_id"], key, experiment=experiment.name) for key in keys},
                     tag_keys,
                     experiment.name,
                     start_ms,
                     end_ms,
+                    logged,
                 )
                 for run in runs
             ]
-            frame = pd.concat([_prediction_frame([]), *per_run], ignore_index=True)
+            frame = pd.concat([_prediction_frame([], logged), *per_run], ignore_index=True)
         log.info(
             "experiment %s (%s): window [%s, %s): %d run(s), %d prediction(s), %.3f s",
             experiment.name,

@@ -44,8 +44,11 @@ RESOURCE_COLUMNS = (*MATRIX_COLUMNS, "sample_time", "window_seconds")
 # -- predictions (extract) ----------------------------------------------------------------------------
 #: Metric columns of a prediction (MLflow metric keys of the same names).
 METRIC_KEYS = ("prediction_time", "accuracy", "loss")
-#: The ``predictions`` dataset.
+#: The ``predictions`` dataset, then the values a team logs beside them (``mlflow.logged``), one column each:
+#: ``metric_<key>`` for an MLflow metric (a number), ``param_<key>`` for a param of the run (text).
 PREDICTION_COLUMNS = ("timestamp", "model", "model_version", "instance", *METRIC_KEYS, "run_id", "experiment")
+LOGGED_METRIC_PREFIX = "metric_"
+LOGGED_PARAM_PREFIX = "param_"
 
 # -- joined and correlation (correlate) ---------------------------------------------------------------
 #: prefix of the per-resource value columns in the joined frame (``res_cpu``)
@@ -109,7 +112,7 @@ _TYPES: dict[str, dict[str, str]] = {
         **dict.fromkeys(("slow_share", "slow_threshold_seconds", "relative_risk", "p_value", "coverage"), FLOAT),
     },
 }  # fmt: skip
-_JOINED_PREFIXES = {VALUE_PREFIX: FLOAT, AGE_PREFIX: FLOAT, SATURATED_PREFIX: BOOL}
+_LOGGED_PREFIXES = {LOGGED_METRIC_PREFIX: FLOAT, LOGGED_PARAM_PREFIX: STRING}
 _JOINED_TAIL_TYPES = {"missing_resources": STRING, "slow_threshold": FLOAT, "slow": BOOL, "saturated_resources": STRING}
 #: The datasets with a declared frame schema (``alerts`` holds JSON documents only).
 FRAME_DATASETS = ("resources", "predictions", "joined", "correlation", "verdicts", "drift")
@@ -117,6 +120,20 @@ FRAME_DATASETS = ("resources", "predictions", "joined", "correlation", "verdicts
 
 class SchemaError(ModelwatchError):
     """A frame does not have its dataset's declared columns or types."""
+
+
+def logged_column(source: str, key: str) -> str:
+    """The predictions' column of a value a team logs: ``source`` is ``metric`` or ``param``, ``key`` the
+    MLflow key (characters other than letters, digits and ``_`` become ``_``, so every engine reads the name)."""
+    import re
+
+    prefix = {"metric": LOGGED_METRIC_PREFIX, "param": LOGGED_PARAM_PREFIX}[source]
+    return prefix + re.sub(r"[^A-Za-z0-9_]", "_", key)
+
+
+def logged_types(columns: Iterable[str]) -> dict[str, str]:
+    """The logged-value columns among ``columns`` and their types, in their order."""
+    return {c: t for c in columns for prefix, t in _LOGGED_PREFIXES.items() if c.startswith(prefix)}
 
 
 def value_column(query: str) -> str:
@@ -134,12 +151,13 @@ def saturated_column(query: str) -> str:
     return f"{SATURATED_PREFIX}{query}"
 
 
-def joined_types(queries: Iterable[str], saturated: Iterable[str]) -> dict[str, str]:
+def joined_types(queries: Iterable[str], saturated: Iterable[str], logged: Iterable[str] = ()) -> dict[str, str]:
     """The ``joined`` dataset's columns and logical types for these queries (``saturated``: those with a
-    saturation threshold), in order."""
+    saturation threshold) and logged-value columns, in order."""
     queries, saturated = list(queries), list(saturated)
     return {
         **_TYPES["predictions"],
+        **logged_types(logged),
         **{c: FLOAT for q in queries for c in (value_column(q), age_column(q))},
         **{c: _JOINED_TAIL_TYPES[c] for c in JOINED_TAIL},
         **{saturated_column(q): BOOL for q in saturated},
@@ -150,18 +168,21 @@ def joined_types(queries: Iterable[str], saturated: Iterable[str]) -> dict[str, 
 def types_of(dataset: str, columns: Iterable[str] = ()) -> dict[str, str]:
     """``dataset``'s declared columns and logical types, in order.
 
-    ``joined`` depends on the configured queries: its types are derived from the ``columns`` given (the
-    fixed columns must all be there; each ``res_``/``age_``/``sat_`` column has its prefix's type).
+    ``joined`` depends on the configured queries, ``predictions`` and ``joined`` on the logged values: their
+    types are derived from the ``columns`` given (the fixed columns must all be there; each
+    ``res_``/``age_``/``sat_``/``metric_``/``param_`` column has its prefix's type).
 
     :raises ValueError: for a dataset without a frame schema.
     """
+    columns = list(columns)
     if dataset == "joined":
-        columns = list(columns)
         queries = [c.removeprefix(VALUE_PREFIX) for c in columns if c.startswith(VALUE_PREFIX)]
         saturated = [c.removeprefix(SATURATED_PREFIX) for c in columns if c.startswith(SATURATED_PREFIX)]
-        return joined_types(queries, saturated)
+        return joined_types(queries, saturated, columns)
     if dataset not in _TYPES:
         raise ValueError(f"dataset {dataset!r} has no frame schema; expected one of {', '.join(FRAME_DATASETS)}")
+    if dataset == "predictions":
+        return {**_TYPES[dataset], **logged_types(columns)}
     return dict(_TYPES[dataset])
 
 

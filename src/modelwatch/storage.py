@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk.exceptions import AirflowFailException
 
 from modelwatch.errors import ModelwatchError
-from modelwatch.schema import FRAME_DATASETS, check, conform
+from modelwatch.schema import FLOAT, FRAME_DATASETS, check, conform, logged_types
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -384,7 +384,7 @@ class Lake:
                 continue
             found.append(window)
         if not frames:
-            return arrow_schema(dataset).empty_table().select(columns).to_pandas(), found
+            return arrow_schema(dataset, columns).empty_table().select(columns).to_pandas(), found
         return pd.concat(frames, ignore_index=True), found
 
     def read_ref(self, ref: dict[str, Any], **kwargs: Any) -> pd.DataFrame:
@@ -439,11 +439,21 @@ class Lake:
                 raise IncompletePartition(
                     f"{url}/{entry['name']} does not match its manifest (rewritten by another run?); retry"
                 )
+            absent: list[str] = []
             if dataset in FRAME_DATASETS:
                 # the file's own schema, no data read: a partition written before a schema change fails here,
                 # naming the column, instead of deep inside a stage
-                check(pq.read_schema(io.BytesIO(payload)), dataset, where=f"{url}/{entry['name']}")
-            frames.append(pd.read_parquet(io.BytesIO(payload), columns=columns, filters=filters))
+                schema = pq.read_schema(io.BytesIO(payload))
+                check(schema, dataset, where=f"{url}/{entry['name']}")
+                # a logged value added to mlflow.logged after this partition was written: not logged then
+                absent = [c for c in logged_types(columns or ()) if c not in schema.names]
+            read = [c for c in columns if c not in absent] if columns is not None else None
+            frame = pd.read_parquet(io.BytesIO(payload), columns=read, filters=filters)
+            if absent:
+                frame = frame.assign(**{c: pd.Series([None] * len(frame), index=frame.index,
+                                                     dtype="float64" if t == FLOAT else "object")
+                                        for c, t in logged_types(absent).items()})[columns]  # fmt: skip
+            frames.append(frame)
         return pd.concat(frames, ignore_index=True) if len(frames) != 1 else frames[0]
 
     def read_document(self, url: str) -> Any:

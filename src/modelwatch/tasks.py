@@ -99,7 +99,8 @@ def extract_predictions(interval: timedelta) -> list[dict[str, Any]]:
     log.info("window %s: experiments %s", window, ", ".join(e.name for e in m.experiments))
     hook = MlflowHook(mlflow_conn_id=m.conn_id)
     frame = extract(
-        hook, m.experiments, m.tags.model_dump(), window.start, window.end, m.max_results_per_page
+        hook, m.experiments, m.tags.model_dump(), window.start, window.end, m.max_results_per_page,
+        logged=m.logged.columns(),
     )
     selected = selected_models(context.get("params"))
     if selected:

@@ -24,9 +24,9 @@ RANKS = {
     # foundations: no modelwatch import but each other's below them
     "modelwatch.errors": 0, "modelwatch.connections": 0, "modelwatch.timegrid": 0, "modelwatch.text": 0,
     "modelwatch.stats": 0, "modelwatch.promql": 0,
-    "modelwatch.schema": 1, "modelwatch.window": 1, "modelwatch.config": 1,
+    "modelwatch.schema": 1, "modelwatch.window": 1,
     # storage
-    "modelwatch.storage": 2,
+    "modelwatch.storage": 2, "modelwatch.config": 2,  # config names the logged columns by schema's rule
     # transport
     "modelwatch.hooks.base": 3,
     "modelwatch.hooks.prometheus": 4, "modelwatch.hooks.alertmanager": 4, "modelwatch.hooks.mlflow": 4,

@@ -9,9 +9,10 @@ from typing import get_args
 import numpy as np
 import pandas as pd
 import pytest
+from config_helpers import small_raw
 
 from modelwatch.alerting import build_alerts, judged_models, resolutions
-from modelwatch.config import AlertingConfig, DriftColumn, DriftConfig, DriftValue
+from modelwatch.config import AlertingConfig, DriftColumn, DriftConfig, DriftValue, ModelwatchConfig
 from modelwatch.drift import compare_value, judge_drift
 from modelwatch.schema import PREDICTION_COLUMNS
 from modelwatch.stats import psi
@@ -83,8 +84,20 @@ def test_several_values_are_holm_adjusted() -> None:
 
 def test_drift_values_are_columns_of_the_predictions_dataset() -> None:
     assert set(get_args(DriftColumn)) <= set(PREDICTION_COLUMNS)
-    with pytest.raises(ValueError, match="values"):
-        DriftConfig(values={"feature_x": DriftValue()})
+    with pytest.raises(ValueError, match=r"drift.values: 'feature_x' is not a column .* mlflow.logged"):
+        ModelwatchConfig.model_validate(small_raw() | dict(drift={"values": {"feature_x": {}}}))
+    logged = small_raw() | dict(drift={"values": {"metric_amount": {}, "param_region": {"kind": "category"}}})
+    logged["mlflow"]["logged"] = {"metrics": ["amount"], "params": ["region"]}
+    assert list(ModelwatchConfig.model_validate(logged).drift.values) == ["metric_amount", "param_region"]
+
+
+def test_a_logged_param_that_reads_as_a_number_is_compared_as_one() -> None:
+    rng = np.random.default_rng(3)
+    window = pd.Series([f"{x:.3f}" for x in rng.normal(5, 1, 400)] + ["n/a"] * 20, dtype=object)
+    reference = pd.Series([f"{x:.3f}" for x in rng.normal(3, 1, 2000)], dtype=object)
+    d = compare_value("param_threshold", DriftValue(), window, reference, bins=10, min_count=100)
+    assert (d.n_window, d.n_reference) == (400, 2000)  # the 20 values that are not numbers are left out
+    assert d.psi is not None and d.psi > 1 and d.p_value is not None and d.p_value < 1e-6
 
 
 def test_the_drift_dataset_has_a_row_per_model_and_value_and_the_verdict_round_trips() -> None:

@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 from mlflow.entities import Metric, Run, RunData, RunInfo, RunTag
 
+from modelwatch.config import LoggedValues
 from modelwatch.extract import (
     BATCH_ARTIFACT_PATH,
     BATCH_COLUMNS,
@@ -1093,3 +1094,47 @@ def test_extract_predictions_batch_schema_error_is_a_refusal() -> None:
         match=r"http://mlflow.test: experiment 'b', run r9, artifact 'predictions.parquet'",
     ):
         extract_predictions(hook, [E("b", "batch_table")], TAGS, DAY, DAY + timedelta(days=1))  # type: ignore[arg-type]
+
+
+# -- values a team logs (mlflow.logged) ---------------------------------------------------------------
+
+LOGGED = LoggedValues(metrics=["amount", "score.v2"], params=["region"]).columns()
+
+
+def with_params(r: dict[str, Any], params: dict[str, str]) -> dict[str, Any]:
+    """``r`` with the params the server sends in ``data.params``."""
+    return {**r, "data": {**r["data"], "params": [{"key": k, "value": v} for k, v in params.items()]}}
+
+
+def test_every_layout_reads_logged_metrics_and_params_alike() -> None:
+    tags = FRAUD_TAGS
+    per_run = [with_params(run("r1", DAY_MS, {"prediction_time": 0.2, "amount": 12.5, "score.v2": 0.9}, tags),
+                           {"region": "eu", "other": "x"}),
+               run("r2", DAY_MS + 1, {"prediction_time": 0.3}, tags)]  # fmt: skip
+    runs = runs_json_to_frame(per_run, TAGS, "e", LOGGED)
+    history = history_to_frame(
+        with_params(run("h", DAY_MS, tags=tags), {"region": "eu"}),
+        {"prediction_time": [point("prediction_time", 0.2, DAY_MS, 0), point("prediction_time", 0.3, DAY_MS + 1, 1)],
+         "amount": [point("amount", 12.5, DAY_MS, 0)], "score.v2": [point("score.v2", 0.9, DAY_MS, 0)]},
+        TAGS, "e", DAY_MS, NEXT_MS, LOGGED,
+    )  # fmt: skip
+    import pyarrow as pa
+
+    table = batch_table([DAY_MS, DAY_MS + 1], [0.2, 0.3])
+    table = table.append_column("amount", pa.array([12.5, None])).append_column("score.v2", pa.array([0.9, None]))
+    batch = batches_to_frame([(with_params(batch_run("b", DAY_MS, DAY_MS + 5), {"region": "eu"}), table)],
+                             TAGS, "e", DAY_MS, NEXT_MS, logged=LOGGED)  # fmt: skip
+    for frame in (runs, history, batch):
+        assert list(frame.columns) == [*PREDICTION_COLUMNS, "metric_amount", "metric_score_v2", "param_region"]
+        assert frame["metric_amount"].iloc[0] == 12.5 and math.isnan(frame["metric_amount"].iloc[1])
+        assert frame["metric_score_v2"].iloc[0] == 0.9
+    # a param is the run's: every prediction of a history or batch run has it; a run without it has None
+    assert runs["param_region"].tolist() == ["eu", None]
+    assert history["param_region"].tolist() == batch["param_region"].tolist() == ["eu", "eu"]
+    assert dict(runs.dtypes) == dict(history.dtypes) == dict(batch.dtypes)
+    # what the lake stores: the logged columns with their declared types, whatever the layout
+    from modelwatch.schema import conform_frame
+
+    stored = conform_frame(runs, "predictions", where="test")
+    assert str(stored.schema.field("metric_amount").type) == "double"
+    assert str(stored.schema.field("param_region").type) == "large_string"

@@ -397,3 +397,30 @@ def test_removing_a_document_of_an_earlier_run(lake: Lake, tmp_path: Path) -> No
     assert lake.remove_document("alerts", DAY3, "payload") is True
     assert lake.read_document(url) is None
     assert lake.remove_document("alerts", DAY3, "payload") is False
+
+
+# -- reference history ---------------------------------------------------------------------------------
+
+
+def predictions(window: Window, n: int, **logged: list[Any]) -> pd.DataFrame:
+    """``n`` predictions of model m in ``window``, with the logged-value columns given."""
+    ts = pd.Timestamp(window.start) + pd.to_timedelta(np.arange(n), unit="min")
+    frame = pd.DataFrame({"timestamp": ts, "model": "m", "model_version": "1", "instance": "model-a",
+                          "prediction_time": 0.2, "accuracy": 1.0, "loss": 0.1, "run_id": "r",
+                          "experiment": "e"})  # fmt: skip
+    return frame.assign(**logged)
+
+
+def test_history_reads_a_logged_value_added_after_older_days_were_written(lake: Lake) -> None:
+    # mlflow.logged gained amount and region on day 3: day 2's partition never had them
+    lake.write_frame("predictions", DAY2, predictions(DAY2, 2), run_id="d2")
+    lake.write_frame("predictions", DAY3, predictions(DAY3, 2, metric_amount=[1.5, 2.5], param_region=["eu", None]),
+                     run_id="d3")  # fmt: skip
+    frame, found = lake.read_history("predictions", [DAY2, DAY3], ["model", "metric_amount", "param_region"])
+    assert found == [DAY2, DAY3]
+    assert list(frame.columns) == ["model", "metric_amount", "param_region"]
+    assert frame["metric_amount"].tolist()[2:] == [1.5, 2.5] and frame["metric_amount"].iloc[:2].isna().all()
+    assert frame["param_region"].isna().tolist() == [True, True, False, True] and frame["param_region"].iloc[2] == "eu"
+    # nothing written yet: the declared empty frame, logged columns included
+    empty, none = lake.read_history("predictions", [Window(utc(2026, 3, 1), utc(2026, 3, 2))], ["metric_amount"])
+    assert none == [] and list(empty.columns) == ["metric_amount"] and empty.empty

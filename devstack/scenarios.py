@@ -32,7 +32,7 @@ from typing import NamedTuple
 import numpy as np
 
 #: Bump when the generated data changes, so that seeded stores notice they hold an older history.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 STEP_S = 15
 POINTS_PER_DAY = 86400 // STEP_S
@@ -47,6 +47,15 @@ HANDLER_LABELS = {"handler": "/predict", "method": "POST"}
 
 NORMAL_PREDICTION_S = 0.2
 SLOW_PREDICTION_S = 2.5
+#: What a team logs with each prediction besides its time and quality (``mlflow.logged`` in thresholds.yaml):
+#: an input feature as a metric, and the channel the request came through as a param of a one-prediction
+#: run (a run of many predictions has no per-prediction param).
+AMOUNT_METRIC = "amount"
+CHANNEL_PARAM = "channel"
+CHANNELS = ("web", "app", "pos")
+CHANNEL_SHARES = (0.5, 0.3, 0.2)
+#: where an input shift moves the channel mix by the day's end
+SHIFTED_CHANNEL_SHARES = (0.2, 0.7, 0.1)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -112,6 +121,9 @@ class Scenario:
     :ivar drift_models: models whose ``prediction_time`` grows through the day, to ``drift_factor`` times
         its usual value at midnight's end (a gradual shift of the inputs, still under the slow threshold).
     :ivar labelled: ``False``: no accuracy or loss logged yet (the labels have not arrived).
+    :ivar input_shift: ``(model, factor)``: that model's inputs shift through the day: its ``amount`` grows to
+        ``factor`` times its usual by the day's end, and its channel mix moves to
+        :data:`SHIFTED_CHANNEL_SHARES` (an input drift its latency and accuracy do not show).
     """
 
     name: str
@@ -127,6 +139,7 @@ class Scenario:
     drift_models: tuple[str, ...] = ()
     drift_factor: float = 1.0
     labelled: bool = True
+    input_shift: tuple[str, float] | None = None
 
     @property
     def expected_verdicts(self) -> dict[str, str]:
@@ -225,8 +238,9 @@ QUALITY_SCENARIOS: dict[str, Scenario] = {
         ),
         Scenario(
             name="gradual_drift",
-            doc="recommender's prediction_time grows through the day to 1.8 times its usual (still fast).",
-            drift_models=("recommender",), drift_factor=1.8, expected=_HEALTHY,
+            doc="recommender's prediction_time grows through the day to 1.8 times its usual (still fast); "
+                "fraud-detector's inputs shift: amount to 3 times its usual, most requests through the app.",
+            drift_models=("recommender",), drift_factor=1.8, input_shift=("fraud-detector", 3.0), expected=_HEALTHY,
         ),
         Scenario(name="no_labels_yet", doc="An ordinary day whose labels have not arrived: no accuracy, no loss.",
                  labelled=False, expected=_HEALTHY),
@@ -590,6 +604,8 @@ class Prediction:
     :ivar timestamp_ms: prediction time, epoch milliseconds.
     :ivar prediction_time: seconds the prediction took.
     :ivar slow: whether the scenario made it slow (for tests; not logged).
+    :ivar amount: the input feature logged as metric :data:`AMOUNT_METRIC`.
+    :ivar channel: the param :data:`CHANNEL_PARAM` (logged by one-prediction runs only).
     """
 
     model: str
@@ -600,6 +616,23 @@ class Prediction:
     accuracy: float
     loss: float
     slow: bool
+    amount: float = math.nan
+    channel: str = ""
+
+
+def _inputs(day: date, sc: Scenario, model: str, instance: str, ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The ``amount`` (log-normal around 50) and channel of each prediction; shifted through the day by the
+    scenario's ``input_shift``. A stream of their own, so the other values stay as they were."""
+    rng = _rng(day, sc, "inputs", model, instance)
+    n = ts.size
+    progress = (ts - day_start(day)) / 86400
+    amount = rng.lognormal(math.log(50), 0.4, n)
+    shares = np.tile(np.asarray(CHANNEL_SHARES), (n, 1))
+    if sc.input_shift is not None and sc.input_shift[0] == model:
+        amount = amount * (1 + (sc.input_shift[1] - 1) * progress)
+        shares = shares + np.outer(progress, np.asarray(SHIFTED_CHANNEL_SHARES) - np.asarray(CHANNEL_SHARES))
+    picks = (rng.random(n)[:, None] > np.cumsum(shares, axis=1)).sum(axis=1)
+    return np.round(amount, 2), np.asarray(CHANNELS)[np.minimum(picks, len(CHANNELS) - 1)]
 
 
 def prediction_timestamps(day: date, model: str, instance: str) -> np.ndarray:
@@ -649,8 +682,10 @@ def predictions(day: date, scenario: Scenario | str) -> list[Prediction]:
                 accuracy = np.round(np.clip(quality.normal(sc.rollout[3], 0.02, n), 0, 1), 4)
             if not sc.labelled:
                 accuracy = loss = np.full(n, np.nan)
+            amount, channel = _inputs(day, sc, spec.name, instance, ts)
             out.extend(
-                Prediction(spec.name, version, instance, int(t) * 1000, float(p), float(a), float(lo), bool(s))
-                for t, p, a, lo, s in zip(ts, seconds, accuracy, loss, slow, strict=True)
-            )
+                Prediction(spec.name, version, instance, int(t) * 1000, float(p), float(a), float(lo), bool(s),
+                           float(am), str(ch))
+                for t, p, a, lo, s, am, ch in zip(ts, seconds, accuracy, loss, slow, amount, channel, strict=True)
+            )  # fmt: skip
     return out

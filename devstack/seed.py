@@ -31,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from devstack.scenarios import (
+    AMOUNT_METRIC,
+    CHANNEL_PARAM,
     GENERATOR_VERSION,
     MODELS,
     TEST_DAYS,
@@ -335,9 +337,11 @@ def search_all_runs(
 
 
 def _metrics(p: Prediction) -> list[tuple[str, float]]:
-    """What a prediction logs: its time, and its accuracy and loss once its label is known (not NaN)."""
-    return [(k, v) for k, v in (("prediction_time", p.prediction_time), ("accuracy", p.accuracy), ("loss", p.loss))
-            if k == "prediction_time" or v == v]  # fmt: skip
+    """What a prediction logs: its time and input amount, and its accuracy and loss once its label is known
+    (not NaN)."""
+    values = (("prediction_time", p.prediction_time), (AMOUNT_METRIC, p.amount), ("accuracy", p.accuracy),
+              ("loss", p.loss))  # fmt: skip
+    return [(k, v) for k, v in values if k == "prediction_time" or v == v]
 
 
 def _tags(p: Prediction, day: date, scenario: str) -> dict[str, str]:
@@ -352,7 +356,7 @@ def _tags(p: Prediction, day: date, scenario: str) -> dict[str, str]:
 
 
 def _log_prediction_run(client: Any, experiment_id: str, p: Prediction, day: date, scenario: str) -> None:
-    from mlflow.entities import Metric
+    from mlflow.entities import Metric, Param
 
     hhmm = time.strftime("%H%M", time.gmtime(p.timestamp_ms // 1000))
     run = client.create_run(
@@ -366,6 +370,7 @@ def _log_prediction_run(client: Any, experiment_id: str, p: Prediction, day: dat
         run.info.run_id,
         # a prediction whose label has not arrived has no accuracy and no loss yet
         metrics=[Metric(key, value, ts, 0) for key, value in _metrics(p)],
+        params=[Param(CHANNEL_PARAM, p.channel)],
         synchronous=True,
     )
     # The run lasts as long as the prediction did.

@@ -3,7 +3,8 @@ day through ``dag.test()`` against the real stack, each day judged against the d
 
 - an accuracy drop during CPU saturation: quality regressed, attributed to infrastructure;
 - a version rollout with worse accuracy: regressed, attributed to the version, figures per version;
-- a gradual shift of prediction_time: drifted, quality still ok;
+- a gradual shift of prediction_time, and of the inputs a team logs (an MLflow metric and param): drifted,
+  quality still ok;
 - a day whose labels have not arrived: no_labels; once they arrive (logged to its MLflow runs), a
   quality-only re-run flips the day to regressed and the alert follows.
 
@@ -92,7 +93,25 @@ def test_a_gradual_shift_of_prediction_time_is_drift_not_a_regression(quality_ru
     v = _verdict(quality_runs, "gradual_drift", "recommender")
     assert v["verdict"] == "healthy" and v["quality"] == "ok"
     assert v["drift"] == "drifted" and v["drift_reason"].startswith("prediction_time: PSI"), v["drift_reason"]
-    assert _verdict(quality_runs, "gradual_drift", "fraud-detector")["drift"] != "drifted"
+
+
+def test_a_shift_of_the_inputs_a_team_logs_is_drift_of_those_values(quality_runs: dict[str, Any]) -> None:
+    import pandas as pd
+
+    # fraud-detector's amount (an MLflow metric) and channel (a param of each run) shift; its time does not
+    v = _verdict(quality_runs, "gradual_drift", "fraud-detector")
+    assert (v["verdict"], v["quality"], v["drift"]) == ("healthy", "ok", "drifted"), v["drift_reason"]
+    assert "metric_amount: PSI" in v["drift_reason"] and "param_channel: PSI" in v["drift_reason"]
+    rows = pd.read_parquet(quality_runs["lake"] / "drift" / f"dt={_day('gradual_drift')}")
+    outcome = {(r.model, r.value): r.outcome for r in rows.itertuples()}
+    assert outcome[("fraud-detector", "prediction_time")] == "stable"
+    assert outcome[("fraud-detector", "metric_amount")] == outcome[("fraud-detector", "param_channel")] == "drifted"
+    assert outcome[("recommender", "metric_amount")] == "stable"
+    # recommender's runs hold a day of predictions each: no per-prediction channel, so nothing to compare
+    assert outcome[("recommender", "param_channel")] == "too_few"
+    # the days before, with the usual inputs, did not drift
+    for day in ("accuracy_during_saturation", "version_rollout"):
+        assert _verdict(quality_runs, day, "fraud-detector")["drift"] == "stable", day
 
 
 def test_quality_and_drift_alerts_reach_the_webhook_under_their_own_names(

@@ -30,17 +30,15 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
-from airflow.sdk import AsyncCallback, DeadlineAlert, DeadlineReference, Param
+from airflow.sdk import Param
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 from modelwatch import tasks
 from modelwatch.config import load_config
-from modelwatch.monitoring_dag import OWNER, MonitoringDAG, Tag
-from modelwatch.notify import deadline_missed, failure_email
+from modelwatch.monitoring_dag import MonitoringDAG, Tag, run_policy
 
 # Validated at parse time: a bad thresholds.yaml is an import error naming file, key and problem.
 CONFIG = load_config()
-ALERTING = CONFIG.alerting
 
 # dag_id -> (interval, cron of the interval boundaries, paused when first seen, cadence tag)
 VARIANTS = {
@@ -62,23 +60,8 @@ for dag_id, (interval, cron, paused, cadence) in VARIANTS.items():
         is_paused_upon_creation=paused,
         max_active_runs=4,
         tags=[Tag.MODELWATCH, Tag.MONITORING, Tag.ML, cadence],
-        default_args={
-            "owner": OWNER,
-            # the retry budget of thresholds.yaml's tasks section (docs/operating.md)
-            "execution_timeout": CONFIG.tasks.execution_timeout,
-            "retries": CONFIG.tasks.retries,
-            "retry_delay": CONFIG.tasks.retry_delay,
-            "retry_exponential_backoff": True,
-            "max_retry_delay": CONFIG.tasks.max_retry_delay,
-            "on_failure_callback": failure_email(ALERTING.failure_email, ALERTING.smtp_conn_id),
-        },
-        deadline=DeadlineAlert(
-            reference=DeadlineReference.DAGRUN_QUEUED_AT,
-            interval=ALERTING.run_deadline,
-            callback=AsyncCallback(
-                deadline_missed, kwargs={"to": ALERTING.failure_email, "smtp_conn_id": ALERTING.smtp_conn_id}
-            ),
-        ),
+        # owner, retry budget, failure email and Deadline Alert, as every modelwatch DAG
+        **run_policy(CONFIG),
         params={
             "models": Param([], type="array", items={"type": "string"}, title="Models",
                             description="Only these models (empty: every model with predictions)."),
@@ -88,7 +71,7 @@ for dag_id, (interval, cron, paused, cadence) in VARIANTS.items():
                                 description="ISO 8601 end, exclusive (empty: the data interval)."),
             "dry_run": Param(False, type="boolean", title="Dry run",
                              description="Evaluate and store verdicts, but do not post to Alertmanager."),
-            "page_on_backfill": Param(ALERTING.page_on_backfill, type="boolean", title="Page on backfill",
+            "page_on_backfill": Param(CONFIG.alerting.page_on_backfill, type="boolean", title="Page on backfill",
                                       description="Let a backfill run post to Alertmanager."),
             "quality_only": Param(False, type="boolean", title="Quality only",
                                   description="Re-judge quality once late labels arrived: the window is judged "

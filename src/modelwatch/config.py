@@ -494,6 +494,38 @@ def config_path() -> Path:
     return Path(os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG_PATH)
 
 
+def _parse_yaml(text: str, where: str) -> dict[str, Any]:
+    try:
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass: no arbitrary objects
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{where}: invalid YAML{at}: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping at the top level, got {type(raw).__name__}")
+    return raw
+
+
+def _read_raw(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the modelwatch configuration: {exc.strerror}") from None
+    raw = _parse_yaml(text, str(path))
+    if os.environ.get(STORAGE_URL_ENV):
+        raw.setdefault("storage", {})
+        if isinstance(raw["storage"], dict):
+            raw["storage"] = {**raw["storage"], "base_url": os.environ[STORAGE_URL_ENV]}
+    return raw
+
+
+def _validate(raw: dict[str, Any], where: str | Path) -> ModelwatchConfig:
+    try:
+        return ModelwatchConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(Path(where), exc)) from None
+
+
 def load_config(path: str | Path | None = None) -> ModelwatchConfig:
     """Read and validate the configuration.
 
@@ -501,24 +533,24 @@ def load_config(path: str | Path | None = None) -> ModelwatchConfig:
     :raises ConfigError: naming the file, the key and the problem.
     """
     path = Path(path) if path is not None else config_path()
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the modelwatch configuration: {exc.strerror}") from None
-    try:
-        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass: no arbitrary objects
-    except yaml.YAMLError as exc:
-        where = getattr(exc, "problem_mark", None)
-        at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
-        raise ConfigError(f"{path}: invalid YAML{at}: {getattr(exc, 'problem', exc)}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
-    if os.environ.get(STORAGE_URL_ENV):
-        raw.setdefault("storage", {})
-        if isinstance(raw["storage"], dict):
-            raw["storage"] = {**raw["storage"], "base_url": os.environ[STORAGE_URL_ENV]}
-    try:
-        cfg = ModelwatchConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(_format_errors(path, exc)) from None
-    return cfg
+    return _validate(_read_raw(path), path)
+
+
+def merged(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``changes`` on top: mappings merge key by key, anything else (a list, a number) replaces."""
+    out = dict(base)
+    for key, value in changes.items():
+        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def load_changed_config(changes: str, where: str, path: str | Path | None = None) -> ModelwatchConfig:
+    """The configuration in force with ``changes`` on top (:func:`merged`): a whole ``thresholds.yaml`` or only
+    the keys to change, e.g. ``drift: {values: {prediction_time: {psi: 0.1}}}``.
+
+    :param changes: YAML text. :param where: names it in errors (a trigger-form field).
+    :raises ConfigError: naming ``where``, the key and the problem.
+    """
+    path = Path(path) if path is not None else config_path()
+    raw = merged(_read_raw(path), _parse_yaml(changes, where) if changes.strip() else {})
+    return _validate(raw, f"{where} (on top of {path})")

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import DAG
+from airflow.sdk import DAG, AsyncCallback, DeadlineAlert, DeadlineReference
+
+from modelwatch.notify import deadline_missed, failure_email
+
+if TYPE_CHECKING:
+    from modelwatch.config import ModelwatchConfig
 
 #: The team that owns every task (the owner filter of the UI, and the failure emails' subject).
 OWNER = "ml-platform"
@@ -46,3 +51,28 @@ class MonitoringDAG(DAG):
             return super().test(*args, **kwargs)
         finally:
             self.deadline = deadline
+
+
+def run_policy(cfg: ModelwatchConfig) -> dict[str, Any]:
+    """What every modelwatch DAG's runs share, as ``DAG`` keyword arguments: the owner, the retry budget of
+    thresholds.yaml's ``tasks`` section (docs/operating.md), the failure email, and the Deadline Alert that
+    emails when a run is still unfinished ``alerting.run_deadline`` after it was queued."""
+    alerting = cfg.alerting
+    return {
+        "default_args": {
+            "owner": OWNER,
+            "execution_timeout": cfg.tasks.execution_timeout,
+            "retries": cfg.tasks.retries,
+            "retry_delay": cfg.tasks.retry_delay,
+            "retry_exponential_backoff": True,
+            "max_retry_delay": cfg.tasks.max_retry_delay,
+            "on_failure_callback": failure_email(alerting.failure_email, alerting.smtp_conn_id),
+        },
+        "deadline": DeadlineAlert(
+            reference=DeadlineReference.DAGRUN_QUEUED_AT,
+            interval=alerting.run_deadline,
+            callback=AsyncCallback(
+                deadline_missed, kwargs={"to": alerting.failure_email, "smtp_conn_id": alerting.smtp_conn_id}
+            ),
+        ),
+    }

@@ -2,7 +2,9 @@
 many pages each kind would have sent and on which days, beside the current thresholds.
 
 A team tunes before it changes anything: ``make replay CANDIDATE=my-thresholds.yaml`` (or
-``python -m modelwatch.replay --candidate my-thresholds.yaml [--from D --to D] [--lake URL]``). It reads the
+``python -m modelwatch.replay --candidate my-thresholds.yaml [--from D --to D] [--lake URL]``), or the
+``modelwatch_threshold_replay`` DAG's trigger form (the keys to change, pasted as YAML; the table in the
+task's log and XCom). It reads the
 canonical ``predictions`` and ``resources`` partitions the DAG wrote (nothing from Prometheus or MLflow, so
 the replay sees exactly what the runs saw), runs the same correlation and evaluation as the DAG under each
 configuration, and asks the same :func:`modelwatch.alerting.pages` what would page. It never talks to
@@ -95,6 +97,44 @@ def comparison(current: list[DayReplay], candidate: list[DayReplay]) -> list[lis
     return rows
 
 
+def compare(lake: Lake, days: list[date], current: ModelwatchConfig, candidate: ModelwatchConfig,
+            progress: Callable[[str], None] = lambda _: None) -> list[list[str]]:  # fmt: skip
+    """The side-by-side table (:func:`comparison`) of ``days`` judged under both configurations."""
+    now = replay_days(lake, days, current, lambda line: progress(f"current:   {line}"))
+    new = replay_days(lake, days, candidate, lambda line: progress(f"candidate: {line}"))
+    return comparison(now, new)
+
+
+#: the most days one run of the replay DAG judges (twice each); longer ranges: ``make replay``
+MAX_FORM_DAYS = 31
+
+
+def form_days(first: str, last: str, logical_day: date) -> list[date]:
+    """The days a replay DAG run judges: the trigger form's ``from``/``to`` (ISO dates, inclusive), by default
+    the 7 days before the run's logical date.
+
+    :raises ValueError: a date that is not ISO, a range backwards or longer than :data:`MAX_FORM_DAYS`.
+    """
+    try:
+        end = date.fromisoformat(last) if last else logical_day - timedelta(days=1)
+        start = date.fromisoformat(first) if first else end - timedelta(days=6)
+    except ValueError as exc:
+        raise ValueError(f"params from/to: {exc} (expected YYYY-MM-DD)") from None
+    n = (end - start).days + 1
+    if n < 1:
+        raise ValueError(f"params from/to: {start} is after {end}")
+    if n > MAX_FORM_DAYS:
+        raise ValueError(f"params from/to: {n} days; one run replays at most {MAX_FORM_DAYS} (use make replay "
+                         "for longer ranges)")  # fmt: skip
+    return [start + timedelta(days=k) for k in range(n)]
+
+
+def table(rows: list[list[str]]) -> str:
+    """The rows as aligned text columns."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
+
+
 def stored_days(lake_dir: Path) -> list[date]:
     """The days of a local lake's canonical ``predictions`` table (``dt=`` folders)."""
     table = lake_dir / "predictions"
@@ -105,11 +145,6 @@ def stored_days(lake_dir: Path) -> list[date]:
         except ValueError:
             continue
     return days
-
-
-def _table(rows: list[list[str]]) -> str:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -142,13 +177,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"replaying {len(days)} day(s) {days[0]}..{days[-1]} of {base}, nothing is posted or written", flush=True)
 
-    def say(prefix: str) -> Callable[[str], None]:
-        return lambda line: print(f"  {prefix} {line}", flush=True)
-
-    now = replay_days(lake, days, current, say(f"current   ({args.current or 'default'}):"))
-    new = replay_days(lake, days, candidate, say(f"candidate ({args.candidate}):"))
+    print(f"  current: {args.current or 'default'}, candidate: {args.candidate}", flush=True)
+    rows = compare(lake, days, current, candidate, lambda line: print(f"  {line}", flush=True))
     print()
-    print(_table(comparison(now, new)))
+    print(table(rows))
     return 0
 
 

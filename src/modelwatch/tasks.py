@@ -322,3 +322,30 @@ def no_alert(evaluation: dict[str, Any]) -> str:
     """Record why nothing was posted."""
     log.info("not posting: %s; verdicts %s", evaluation["reason"], evaluation["verdict_document"])
     return evaluation["reason"]
+
+
+@task(multiple_outputs=False)
+def replay_thresholds() -> dict[str, Any]:
+    """Judge stored days again under the trigger form's candidate thresholds beside the ones in force, and
+    say how many pages each verdict kind would have sent on which days. Posts nothing, writes nothing: the
+    table is in this task's log and XCom."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from modelwatch.config import ConfigError, load_changed_config
+    from modelwatch.replay import compare, form_days, table
+    from modelwatch.storage import Lake
+
+    context = get_current_context()
+    params = context.get("params") or {}
+    try:
+        current = load_config()
+        candidate = load_changed_config(str(params.get("candidate") or ""), "trigger-form field 'candidate'")
+        days = form_days(str(params.get("from") or ""), str(params.get("to") or ""), context["logical_date"].date())
+    except (ConfigError, ValueError) as exc:  # a form that is wrong stays wrong: no retries
+        raise AirflowFailException(str(exc)) from None
+    lake = Lake(current.storage.base_url, current.storage.aws_conn_id)
+    log.info("replaying %d day(s) %s..%s of %s under the current and the candidate thresholds; nothing is posted "
+             "or written", len(days), days[0], days[-1], current.storage.base_url)  # fmt: skip
+    rows = compare(lake, days, current, candidate, log.info)
+    log.info("pages per verdict kind, current vs candidate:\n%s", table(rows))
+    return {"days": [d.isoformat() for d in days], "table": rows}

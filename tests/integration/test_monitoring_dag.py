@@ -335,3 +335,23 @@ def test_replay_judges_the_stored_days_under_other_thresholds_without_posting(ru
     assert f"{memory} degraded fraud-detector, recommender -" in lines
     assert "total degraded 3 page(s) on 2 day(s) 0 page(s) on 0 day(s)" in lines
     assert "total no_data 2 page(s) on 1 day(s) 2 page(s) on 1 day(s)" in lines
+
+
+def test_the_replay_dag_gives_the_same_table_from_its_trigger_form(runs, lake) -> None:
+    """The ``modelwatch_threshold_replay`` DAG through ``dag.test()``: only the key to change, pasted as YAML in
+    the trigger form; the table in its XCom; nothing posted (its only task reads the lake)."""
+    from devstack.runner import task_states, xcom
+
+    days = sorted(TEST_DAYS)
+    run = load_dag("modelwatch_threshold_replay").test(logical_date=None, run_conf={
+        "candidate": "evaluation:\n  slow_prediction_seconds: 1000\n  models: {}\n",
+        "from": days[0].isoformat(), "to": days[-1].isoformat(),
+    })  # fmt: skip
+    assert task_states(run) == {"replay_thresholds": "success"}
+    result = xcom(run, "replay_thresholds")
+    assert result["days"] == [d.isoformat() for d in days]
+    assert ["total", "degraded", "3 page(s) on 2 day(s)", "0 page(s) on 0 day(s)"] in result["table"]
+    assert [_day("cpu_saturation").isoformat(), "degraded", "fraud-detector", "-"] in result["table"]
+    # a candidate with a mistake fails at once, naming the form field and the key
+    bad = load_dag("modelwatch_threshold_replay").test(logical_date=None, run_conf={"candidate": "evaluation: {slow: 1}"})
+    assert task_states(bad) == {"replay_thresholds": "failed"}

@@ -37,12 +37,12 @@ RANKS = {
     "modelwatch.evaluate": 8,
     "modelwatch.alerting": 9,
     # tasks: what Airflow calls
-    "modelwatch.monitoring_dag": 10, "modelwatch.notify": 10, "modelwatch.provider": 10,
-    "modelwatch.tasks": 11, "modelwatch.replay": 11,
-    "modelwatch": 12,
+    "modelwatch.notify": 10, "modelwatch.provider": 10, "modelwatch.monitoring_dag": 11,
+    "modelwatch.replay": 11, "modelwatch.tasks": 12,
+    "modelwatch": 13,
 }  # fmt: skip
 LAYERS = {0: "foundation", 1: "foundation", 2: "storage", 3: "transport", 4: "transport", 5: "transport",
-          6: "logic", 7: "logic", 8: "logic", 9: "logic", 10: "tasks", 11: "tasks", 12: "package"}  # fmt: skip
+          6: "logic", 7: "logic", 8: "logic", 9: "logic", 10: "tasks", 11: "tasks", 12: "tasks", 13: "package"}  # fmt: skip
 
 
 def module_name(path: Path) -> str:

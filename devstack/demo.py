@@ -1,7 +1,9 @@
 """``python -m devstack demo`` (``make demo``): the whole job on a local real stack.
 
 1. start the stack (Prometheus, Alertmanager, node-exporter, MLflow, moto S3, SMTP sink, webhook receiver);
-2. seed the synthetic history: one scenario per day for the last six full days;
+2. seed the synthetic history: one scenario per day for the last six full days, and the five quality days
+   (``devstack.scenarios.QUALITY_DAYS``: an accuracy drop during saturation, a version rollout, a drift of
+   the logged inputs, a day without labels; ``--no-quality`` leaves them out);
 3. run the monitoring DAG over those days (``dag.test()`` in a child process, its Airflow log in a file);
 4. print, per day and model, the verdict, the slow predictions, the resources that coincided (with values
    against thresholds) and whether an alert was posted; then the alerts as Alertmanager holds them, what
@@ -39,6 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _seed_arguments(parser)
     parser.add_argument("--keep", action="store_true", help="leave the stack running at the end")
     parser.add_argument("--no-live", action="store_true", help="skip the live chapter (sample service under load)")
+    parser.add_argument("--no-quality", action="store_true", help="leave out the quality days (QUALITY_DAYS)")
 
 
 def _say(text: str = "") -> None:
@@ -82,6 +85,16 @@ def _evidence(e: dict[str, Any]) -> str:
             f"{fmt_value(e['threshold'])}; RR {fmt_value(e['relative_risk'])}, cov {fmt_pct(e['coverage'])}")  # fmt: skip
 
 
+def _quality(v: dict[str, Any]) -> str:
+    quality = v.get("quality", "-")
+    return f"{quality} ({v['quality_attribution']})" if v.get("quality_attribution") else quality
+
+
+def _drift(v: dict[str, Any]) -> str:
+    drifted = [d["value"] for d in v.get("drift_values", []) if d["outcome"] == "drifted"]
+    return f"drifted: {', '.join(drifted)}" if drifted else v.get("drift", "-")
+
+
 def verdict_rows(lake: Any, days: dict[date, str]) -> list[list[str]]:
     """One row per day and model from the ``_verdict.json`` documents in the lake."""
     from datetime import UTC, datetime, timedelta
@@ -98,18 +111,20 @@ def verdict_rows(lake: Any, days: dict[date, str]) -> list[list[str]]:
             rows.append([day.isoformat(), scenario, "-", "(no verdict: the run failed)", "", "", "", "", ""])
             continue
         delivery = lake.read_document(f"{lake.partition_url('alerts', window)}/_delivery.json")
-        posted = {a["labels"]["model"] for a in (delivery or {}).get("alerts", [])}
+        posted: dict[str, list[str]] = {}
+        for a in (delivery or {}).get("alerts", []):
+            posted.setdefault(a["labels"]["model"], []).append(a["labels"]["alertname"])
         for v in doc["verdicts"]:
             evidence = "; ".join(_evidence(e) for e in v["saturated_resources"])
             if v["model"] in posted:
-                alert = "posted"
+                alert = f"posted {', '.join(posted[v['model']])}"
             elif v["verdict"] == "degraded":
                 alert = f"not sent: {doc['alert']['reason']}"
             else:
                 alert = "-"
             slow = f"{v['n_slow']}/{v['n_predictions']}" if v["n_predictions"] else "0/0"
             rows.append([day.isoformat(), scenario, v["model"], v["verdict"], slow, evidence or "-",
-                         v.get("quality", "-"), v.get("drift", "-"), alert])  # fmt: skip
+                         _quality(v), _drift(v), alert])  # fmt: skip
     return rows
 
 
@@ -156,8 +171,12 @@ def demo_main(args: argparse.Namespace | None = None) -> int:
     from modelwatch.hooks.alertmanager import AlertmanagerHook
     from modelwatch.storage import Lake
 
+    from devstack.scenarios import QUALITY_DAYS
+
     args = args or argparse.Namespace()
     days = days_from_args(args)
+    if not getattr(args, "no_quality", False):
+        days |= QUALITY_DAYS
     stack = Stack(StackConfig.from_env())
     state = stack.config.state_dir
     lake_url = f"file://{state / 'lake'}"

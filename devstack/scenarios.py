@@ -55,7 +55,7 @@ CHANNEL_PARAM = "channel"
 CHANNELS = ("web", "app", "pos")
 CHANNEL_SHARES = (0.5, 0.3, 0.2)
 #: where an input shift moves the channel mix by the day's end
-SHIFTED_CHANNEL_SHARES = (0.2, 0.7, 0.1)
+SHIFTED_CHANNEL_SHARES = (0.05, 0.9, 0.05)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -84,7 +84,7 @@ for dag_id, (interval, cron, paused, cadence) in VARIANTS.items():
         # one mapped task per group of models (correlation.models_per_task), planned by extract_predictions
         groups = tasks.correlate.partial(resources=resources, interval=interval).expand(group=predictions)
         evaluation = tasks.evaluate.override(
-            outlets=[assets["joined"], assets["correlation"], assets["verdicts"], assets["drift"]]
+            outlets=[assets["joined"], assets["correlation"], assets["verdicts"], assets["drift"], assets["reports"]]
         )(resources, groups, interval)
         if CONFIG.quality.rejudge_days and interval >= timedelta(days=1):
             # labels arrive late: each day also re-judges the quality of the days before it

@@ -19,6 +19,8 @@ from urllib.parse import quote
 from modelwatch.text import fmt_pct, fmt_value
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from modelwatch.config import AlertingConfig
     from modelwatch.verdict import ModelVerdict
 
@@ -117,11 +119,13 @@ def quality_alerts_only(
 
 
 def build_alerts(
-    verdicts: list[ModelVerdict], cfg: AlertingConfig, *, run_url: str, partition_url: str
+    verdicts: list[ModelVerdict], cfg: AlertingConfig, *, run_url: str, partition_url: str,
+    reports: Mapping[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """One Alertmanager v2 alert per model whose verdict pages (``alerting`` of thresholds.yaml: ``degraded``
     always, ``no_data`` and ``slow_unexplained`` as configured), under that verdict's alert name and
-    severity. ``startsAt`` comes from the incident; ``endsAt`` is set when posting (:func:`stamp_for_posting`)."""
+    severity. ``startsAt`` comes from the incident; ``endsAt`` is set when posting (:func:`stamp_for_posting`).
+    ``reports``: model -> the address of its report page (annotation ``report``)."""
     alerts = []
     for v, kind, alertname, severity in pages(verdicts, cfg):
         labels = {"alertname": alertname, "model": v.model, "severity": severity, "source": SOURCE_LABEL}
@@ -136,6 +140,8 @@ def build_alerts(
             "partition": partition_url,
             "airflow_run": run_url,
         }
+        if reports and v.model in reports:
+            annotations["report"] = reports[v.model]
         if kind in (QUALITY_KIND, DRIFT_KIND):
             annotations["description"] = f"{kind}: {_reason(v, kind)}"
             annotations["reference_days"] = ",".join(v.reference_days)

@@ -58,7 +58,7 @@ MANIFEST = "_manifest.json"
 #: Folder under the base URL where mapped tasks leave their parts until the run commits them.
 STAGING = "_staging"
 #: The datasets modelwatch writes; each is also an Airflow Asset.
-DATASETS = ("resources", "predictions", "joined", "correlation", "verdicts", "drift", "alerts")
+DATASETS = ("resources", "predictions", "joined", "correlation", "verdicts", "drift", "alerts", "reports")
 
 
 class StorageError(ModelwatchError):
@@ -274,6 +274,34 @@ class Lake:
         except Exception as exc:
             raise StorageError(f"writing {url}/_{name}.json failed: {type(exc).__name__}: {exc}") from exc
         return self.document_url(dataset, window, name)
+
+    def replace_files(self, dataset: str, window: Window, files: dict[str, bytes]) -> dict[str, str]:
+        """Make ``files`` (name -> content) the whole content of ``window``'s folder of a document-only
+        dataset (``reports``): each written atomically, then the files an earlier run of the window left and
+        this run does not write removed. :returns: name -> URL."""
+        url = self.partition_url(dataset, window)
+        try:
+            part = self._path(url)
+            if files:
+                _mkdir(part)
+            for name, payload in files.items():
+                self._atomic_write(part, name, payload)
+            if part.exists():
+                for child in part.iterdir():
+                    if child.name not in files and not child.is_dir() and not child.name.startswith(_TMP_PREFIX):
+                        _unlink(child)
+        except Exception as exc:
+            raise StorageError(f"writing {url} failed: {type(exc).__name__}: {exc}") from exc
+        return {name: f"{url}/{name}" for name in files}
+
+    def read_bytes(self, url: str) -> bytes | None:
+        """The content of the file at ``url``, or ``None`` if there is none."""
+        try:
+            return self._path(url).read_bytes()
+        except FileNotFoundError:
+            return None
+        except Exception as exc:
+            raise StorageError(f"reading {url} failed: {type(exc).__name__}: {exc}") from exc
 
     def remove_document(self, dataset: str, window: Window, name: str) -> bool:
         """Remove the document ``_<name>.json`` beside ``window``'s partition, if there is one (a document of

@@ -170,6 +170,7 @@ def evaluate(resources: dict[str, Any], groups: list[dict[str, Any]], interval: 
     from airflow.configuration import conf
 
     from modelwatch.alerting import build_alerts, continue_incidents, judged_models, paging_decision, run_url
+    from modelwatch.report import view_links, write_reports
     from modelwatch.verdict import verdicts_from_frame
 
     cfg, window, lake, context = _run(interval)
@@ -192,9 +193,11 @@ def evaluate(resources: dict[str, Any], groups: list[dict[str, Any]], interval: 
         page_on_backfill=bool(params.get("page_on_backfill", cfg.alerting.page_on_backfill)),
         quality_only=bool(params.get("quality_only", False)),
     )
-    url_of_run = run_url(conf.get("api", "base_url", fallback="http://localhost:8080"), context["dag"].dag_id,
-                         run_id)  # fmt: skip
-    alerts = build_alerts(verdicts, cfg.alerting, run_url=url_of_run, partition_url=ref.url)
+    base_url = conf.get("api", "base_url", fallback="http://localhost:8080")
+    url_of_run = run_url(base_url, context["dag"].dag_id, run_id)
+    # the reports' addresses in the model-health view, for the alerts that link to them
+    views = view_links(lake, window, verdicts, base_url)
+    alerts = build_alerts(verdicts, cfg.alerting, run_url=url_of_run, partition_url=ref.url, reports=views)
     if alerts and window.canonical:
         # an incident that carries on from the previous window stays one alert (across midnight)
         previous = lake.read_document(lake.document_url("alerts", window.previous, "payload")) or []
@@ -209,15 +212,25 @@ def evaluate(resources: dict[str, Any], groups: list[dict[str, Any]], interval: 
         payload_url = lake.write_document("alerts", window, "payload", alerts)
     else:
         lake.remove_document("alerts", window, "payload")
+    sent: dict[str, list[str]] = {}
+    for a in alerts if decision.post else []:
+        sent.setdefault(a["labels"]["model"], []).append(a["labels"]["alertname"])
+    verdict_url = lake.document_url("verdicts", window, "verdict")
+    files = write_reports(lake, window, verdicts, j.to_dict(), resources, cfg, sent=sent, reason=decision.reason,
+                          links={"Airflow run": url_of_run, "verdict document": verdict_url, "partition": ref.url})  # fmt: skip
+    reports = {m: {"file": url, "view": views[m]} for m, url in files.items()}
     document = {
         "window": window.to_dict(), "canonical": window.canonical, "run_id": run_id, "run_url": url_of_run,
         "verdicts": [v.to_dict() for v in verdicts],
         "alert": {"post": decision.post, "reason": decision.reason, "payload": payload_url},
+        "reports": reports,
     }  # fmt: skip
-    verdict_url = lake.write_document("verdicts", window, "verdict", document)
+    lake.write_document("verdicts", window, "verdict", document)
     lake.drop_staging(window, run_id)
     for v in verdicts:
         log.info("verdict %s: %s (%s)", v.model, v.verdict, v.reason)
+    for model, where in reports.items():
+        log.info("report of %s: %s (file %s)", model, where["view"], where["file"])
     log.info(
         "window %s: %d models from %d group(s); %d predictions joined -> %s; alerting: %s; verdict document %s",
         window, len(verdicts), len(groups), j.rows, j.url, decision.reason, verdict_url,
@@ -225,7 +238,7 @@ def evaluate(resources: dict[str, Any], groups: list[dict[str, Any]], interval: 
     return {
         "resources": resources, "predictions": groups[0]["predictions"],
         "joined": j.to_dict(), "correlation": c.to_dict(), "drift": d.to_dict(),
-        "verdicts": ref.to_dict(), "verdict_document": verdict_url, "alert_payload": payload_url,
+        "verdicts": ref.to_dict(), "verdict_document": verdict_url, "alert_payload": payload_url, "reports": reports,
         "post": decision.post, "reason": decision.reason, "window_end": window.end.isoformat(),
         "summary": {v.model: v.verdict for v in verdicts}, "quality": {v.model: v.quality for v in verdicts},
         "judged": judged_models(verdicts, cfg.alerting), "quality_only": bool(params.get("quality_only", False)),

@@ -35,7 +35,7 @@ RANKS = {
     "modelwatch.extract": 6, "modelwatch.fanout": 6, "modelwatch.verdict": 6, "modelwatch.correlate": 6,
     "modelwatch.quality": 7, "modelwatch.drift": 7,
     "modelwatch.evaluate": 8,
-    "modelwatch.alerting": 9,
+    "modelwatch.alerting": 9, "modelwatch.report": 9,
     # tasks: what Airflow calls
     "modelwatch.notify": 10, "modelwatch.provider": 10, "modelwatch.monitoring_dag": 11,
     "modelwatch.replay": 11, "modelwatch.tasks": 12,

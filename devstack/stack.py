@@ -1,6 +1,6 @@
-"""The local real stack: Prometheus, Alertmanager, node-exporter, MLflow, moto S3, an SMTP sink, an
-Alertmanager webhook receiver and a sample model service (live predictions and serving metrics), each a
-plain process bound to 127.0.0.1.
+"""The local real stack: Prometheus, Alertmanager, node-exporter, a Pushgateway, MLflow, moto S3, an SMTP
+sink, an Alertmanager webhook receiver and a sample model service (live predictions and serving metrics),
+each a plain process bound to 127.0.0.1.
 
 ``make stack-up``/``make demo`` (through ``python -m devstack``) and the pytest session fixtures use this one
 module, so the stack the demo runs on is the stack the tests run on. Ports and folders follow
@@ -57,7 +57,8 @@ MAIL_TO = "oncall@modelwatch.local"
 
 #: Service names in start order: a service comes after everything it depends on.
 SERVICES: tuple[str, ...] = (
-    "smtp", "webhook", "s3", "mlflow", "node-exporter", "alertmanager", "prometheus", "model-service"
+    "smtp", "webhook", "s3", "mlflow", "node-exporter", "pushgateway", "alertmanager", "prometheus",
+    "model-service",
 )  # fmt: skip
 
 #: What must be ready before a service is launched. Alertmanager only needs its receivers to deliver, and
@@ -65,7 +66,7 @@ SERVICES: tuple[str, ...] = (
 #: the first scrape already succeed.
 DEPENDS_ON: dict[str, tuple[str, ...]] = {
     "alertmanager": ("smtp", "webhook"),
-    "prometheus": ("alertmanager", "node-exporter"),
+    "prometheus": ("alertmanager", "node-exporter", "pushgateway"),
     # Last in SERVICES, so waiting for MLflow here holds back no other launch. It answers without MLflow
     # (its writes are retried), but the first predictions are then logged at once.
     "model-service": ("mlflow",),
@@ -84,6 +85,7 @@ DEFAULT_PORTS: dict[str, int] = {
     "prometheus_port": 19090,
     "alertmanager_port": 19093,
     "node_exporter_port": 19100,
+    "pushgateway_port": 19091,
     "mlflow_port": 15000,
     "s3_port": 15002,
     "smtp_port": 18025,
@@ -97,6 +99,7 @@ _SERVICE_PORT_ATTR: dict[str, str] = {
     "prometheus": "prometheus_port",
     "alertmanager": "alertmanager_port",
     "node-exporter": "node_exporter_port",
+    "pushgateway": "pushgateway_port",
     "mlflow": "mlflow_port",
     "s3": "s3_port",
     "smtp": "smtp_port",
@@ -143,6 +146,7 @@ class StackConfig:
     prometheus_port: int = DEFAULT_PORTS["prometheus_port"]
     alertmanager_port: int = DEFAULT_PORTS["alertmanager_port"]
     node_exporter_port: int = DEFAULT_PORTS["node_exporter_port"]
+    pushgateway_port: int = DEFAULT_PORTS["pushgateway_port"]
     mlflow_port: int = DEFAULT_PORTS["mlflow_port"]
     s3_port: int = DEFAULT_PORTS["s3_port"]
     smtp_port: int = DEFAULT_PORTS["smtp_port"]
@@ -249,6 +253,11 @@ class StackConfig:
         return f"http://{HOST}:{self.node_exporter_port}/metrics"
 
     @property
+    def pushgateway_url(self) -> str:
+        """Base URL of the Pushgateway (groups under ``/metrics/job/...``, ``/api/v1/metrics``)."""
+        return f"http://{HOST}:{self.pushgateway_port}"
+
+    @property
     def mlflow_url(self) -> str:
         """Tracking URI of the MLflow server."""
         return f"http://{HOST}:{self.mlflow_port}"
@@ -305,6 +314,11 @@ class StackConfig:
         return self.alertmanager_dir / "alertmanager.yml"
 
     @property
+    def pushgateway_dir(self) -> Path:
+        """The Pushgateway's folder (its persistence file, so a restart keeps the pushed groups)."""
+        return self.state_dir / "pushgateway"
+
+    @property
     def mlflow_dir(self) -> Path:
         """MLflow's folder (sqlite database and artifacts)."""
         return self.state_dir / "mlflow"
@@ -346,12 +360,13 @@ class StackConfig:
         """Airflow connections to this stack, as ``AIRFLOW_CONN_*`` environment variables (JSON form).
 
         :returns: variable name -> JSON value for prometheus_default, mlflow_default, alertmanager_default,
-            aws_default (moto) and smtp_default (the sink).
+            pushgateway_default, aws_default (moto) and smtp_default (the sink).
         """
         conns: dict[str, dict[str, Any]] = {
             "PROMETHEUS_DEFAULT": _http_conn("prometheus", self.prometheus_port),
             "MLFLOW_DEFAULT": _http_conn("mlflow", self.mlflow_port),
             "ALERTMANAGER_DEFAULT": _http_conn("alertmanager", self.alertmanager_port),
+            "PUSHGATEWAY_DEFAULT": _http_conn("pushgateway", self.pushgateway_port),
             "AWS_DEFAULT": {
                 "conn_type": "aws",
                 "login": S3_ACCESS_KEY,
@@ -450,8 +465,9 @@ def load_extra_scrape_configs(path: str | os.PathLike[str]) -> list[dict[str, An
 
 
 def prometheus_config(cfg: StackConfig) -> dict[str, Any]:
-    """The Prometheus configuration of the stack: scrape itself, the local node-exporter and the sample model
-    service every :attr:`StackConfig.scrape_interval`, plus the jobs of
+    """The Prometheus configuration of the stack: scrape itself, the local node-exporter, the sample model
+    service and the Pushgateway (``honor_labels: true``: the pushed ``job``/``instance`` labels stay) every
+    :attr:`StackConfig.scrape_interval`, plus the jobs of
     :attr:`StackConfig.extra_scrape_configs`; notify the local Alertmanager, load rules from
     :attr:`StackConfig.prometheus_rules_dir`.
 
@@ -463,7 +479,12 @@ def prometheus_config(cfg: StackConfig) -> dict[str, Any]:
         {"job_name": "prometheus", "static_configs": [{"targets": [f"{HOST}:{cfg.prometheus_port}"]}]},
         {"job_name": "node-local", "static_configs": [{"targets": [f"{HOST}:{cfg.node_exporter_port}"]}]},
         {"job_name": "model-service", "static_configs": [{"targets": [f"{HOST}:{cfg.model_service_port}"]}]},
-    ]
+        # The series modelwatch pushes keep their job="modelwatch" and dag labels (without honor_labels
+        # they would become exported_job, and job would say "pushgateway").
+        {"job_name": "pushgateway", "honor_labels": True,
+         "static_configs": [{"targets": [f"{HOST}:{cfg.pushgateway_port}"]}]},
+    ]  # fmt: skip
+    own = len(jobs)
     if cfg.extra_scrape_configs is not None:
         jobs += load_extra_scrape_configs(cfg.extra_scrape_configs)
     names = [j["job_name"] for j in jobs]
@@ -471,7 +492,7 @@ def prometheus_config(cfg: StackConfig) -> dict[str, Any]:
     if dupes:
         raise StackError(
             f"{EXTRA_SCRAPE_CONFIGS_ENV}: job name(s) {', '.join(dupes)} already used by the stack's own jobs "
-            f"({', '.join(names[:3])}) or repeated"
+            f"({', '.join(names[:own])}) or repeated"
         )
     return {
         "global": {"scrape_interval": cfg.scrape_interval, "evaluation_interval": cfg.scrape_interval},
@@ -609,6 +630,9 @@ _SPECS: dict[str, _Spec] = {
     "alertmanager": _Spec("prometheus-alertmanager", "system", "prometheus-alertmanager", "alertmanager"),
     "node-exporter": _Spec(
         "prometheus-node-exporter", "system", "prometheus-node-exporter", "prometheus-node-exporter"
+    ),
+    "pushgateway": _Spec(
+        "prometheus-pushgateway", "system", "prometheus-pushgateway", "prometheus-pushgateway"
     ),
     "mlflow": _Spec("mlflow", "venv", "mlflow", "mlflow"),
     "s3": _Spec("moto_server", "venv", "moto[server]", "moto_server"),
@@ -770,6 +794,7 @@ class Stack(ManagedProcesses):
             "prometheus": c.prometheus_url,
             "alertmanager": c.alertmanager_url,
             "node-exporter": c.node_exporter_url,
+            "pushgateway": c.pushgateway_url,
             "mlflow": c.mlflow_url,
             "s3": c.s3_url,
             "smtp": c.smtp_url,
@@ -861,6 +886,10 @@ class Stack(ManagedProcesses):
         elif name == "node-exporter":
             # No systemd here; the collector would only log errors on every scrape.
             argv = [exe, listen, "--no-collector.systemd"]
+        elif name == "pushgateway":
+            # Its own persistence file: the Debian default is /var/lib/prometheus/pushgateway.data, shared
+            # by every Pushgateway on the machine. Written at least every 5 minutes and at a clean stop.
+            argv = [exe, listen, f"--persistence.file={c.pushgateway_dir / 'pushgateway.data'}"]
         elif name == "mlflow":
             argv = [
                 exe,
@@ -908,6 +937,8 @@ class Stack(ManagedProcesses):
         elif name == "alertmanager":
             (c.alertmanager_dir / "data").mkdir(parents=True, exist_ok=True)
             _write_yaml(c.alertmanager_config_path, alertmanager_config(c))
+        elif name == "pushgateway":
+            c.pushgateway_dir.mkdir(parents=True, exist_ok=True)
         elif name == "mlflow":
             c.mlflow_artifacts_dir.mkdir(parents=True, exist_ok=True)
         elif name == "smtp":
@@ -923,6 +954,8 @@ class Stack(ManagedProcesses):
             return _http_ready(f"{c.alertmanager_url}/-/ready")
         if name == "node-exporter":
             return _http_ready(c.node_exporter_url)
+        if name == "pushgateway":
+            return _http_ready(f"{c.pushgateway_url}/-/ready")
         if name == "mlflow":
             return _http_ready(f"{c.mlflow_url}/health")
         if name == "s3":

@@ -6,11 +6,11 @@
 # named, not required.
 set -euo pipefail
 need=()
-for bin in prometheus promtool prometheus-alertmanager amtool prometheus-node-exporter docker-compose; do
+for bin in prometheus promtool prometheus-alertmanager amtool prometheus-node-exporter prometheus-pushgateway docker-compose; do
   command -v "$bin" >/dev/null 2>&1 || need+=("$bin")
 done
 [ ${#need[@]} -eq 0 ] && exit 0
-pkgs="prometheus prometheus-alertmanager prometheus-node-exporter docker-compose"
+pkgs="prometheus prometheus-alertmanager prometheus-node-exporter prometheus-pushgateway docker-compose"
 if command -v apt-get >/dev/null 2>&1; then
   if [ "$(id -u)" -eq 0 ]; then sudo=""; elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then sudo="sudo"; else
     echo "modelwatch: missing ${need[*]}; run as root or with sudo: apt-get install -y $pkgs" >&2; exit 1
@@ -26,6 +26,7 @@ if [ "${need[*]}" = "docker-compose" ]; then
   exit 0
 fi
 echo "modelwatch: missing ${need[*]}. Install Prometheus >= 2.42 (prometheus, promtool), Alertmanager >= 0.25" \
-     "(as prometheus-alertmanager, amtool), node-exporter (as prometheus-node-exporter) and docker-compose" \
+     "(as prometheus-alertmanager, amtool), node-exporter (as prometheus-node-exporter), Pushgateway >= 1.5" \
+     "(as prometheus-pushgateway) and docker-compose" \
      ">= 1.29, then retry." >&2
 exit 1

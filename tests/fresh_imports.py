@@ -43,7 +43,7 @@ def main(dag_files: list[str]) -> dict:
 
     pm = ProvidersManager()
     dist = md.distribution("modelwatch")
-    hooks = {t: pm.hooks.get(t) for t in ("prometheus", "mlflow", "alertmanager")}
+    hooks = {t: pm.hooks.get(t) for t in ("prometheus", "mlflow", "alertmanager", "pushgateway")}
     report["provider"] = {
         "provider": "modelwatch" in pm.providers,
         "version": dist.version,

@@ -363,6 +363,17 @@ class AlertingConfig(_Strict):
         return rules
 
 
+class PublishConfig(_Strict):
+    """Verdicts as Prometheus series (docs/metrics-and-dashboards.md, "Verdicts as metrics"): each canonical
+    run replaces its DAG's group in a Pushgateway, which Prometheus scrapes (``honor_labels: true``)."""
+
+    enabled: bool = True
+    #: the Airflow connection of the Pushgateway (connection type ``pushgateway``)
+    conn_id: str = Field(default="pushgateway_default", min_length=1)
+    #: the ``job`` label of every group; the grouping label ``dag`` tells the DAG variants apart
+    job: str = Field(default="modelwatch", min_length=1)
+
+
 class TasksConfig(_Strict):
     """How long a task may take and how often Airflow tries it again: the outer bound of every retry below
     it (a hook's own retries happen inside one try, and a try is killed at ``execution_timeout``)."""
@@ -399,6 +410,7 @@ class ModelwatchConfig(_Strict):
     quality: QualityConfig = QualityConfig()
     drift: DriftConfig = DriftConfig()
     alerting: AlertingConfig = AlertingConfig()
+    publish: PublishConfig = PublishConfig()
     tasks: TasksConfig = TasksConfig()
 
     @model_validator(mode="after")

@@ -12,8 +12,9 @@ from typing import Any
 PROMETHEUS = "prometheus"
 MLFLOW = "mlflow"
 ALERTMANAGER = "alertmanager"
+PUSHGATEWAY = "pushgateway"
 
-#: Values of the extra ``auth`` of the HTTP API connections (Prometheus, Alertmanager).
+#: Values of the extra ``auth`` of the HTTP API connections (Prometheus, Alertmanager, Pushgateway).
 AUTH_MODES = ("none", "basic", "bearer", "sigv4")
 
 
@@ -57,6 +58,7 @@ _API_FORM = {
 CONNECTION_TYPES: dict[str, tuple[str, str, dict[str, dict[str, Any]], dict[str, Any]]] = {
     PROMETHEUS: ("Prometheus", "modelwatch.hooks.prometheus.PrometheusHook", API_FIELDS, _API_FORM),
     ALERTMANAGER: ("Alertmanager", "modelwatch.hooks.alertmanager.AlertmanagerHook", API_FIELDS, _API_FORM),
+    PUSHGATEWAY: ("Prometheus Pushgateway", "modelwatch.hooks.pushgateway.PushgatewayHook", API_FIELDS, _API_FORM),
     MLFLOW: ("MLflow", "modelwatch.hooks.mlflow.MlflowHook", MLFLOW_FIELDS, {
         "hidden-fields": [],
         "relabeling": {"schema": "Scheme (http/https)", "password": "Password (or token without login)"},

@@ -99,6 +99,30 @@ class AlertmanagerRefused(AlertmanagerError, AirflowFailException):
     payload stays in the lake for whoever fixes it)."""
 
 
+class PushgatewayError(ModelwatchError):
+    """The Pushgateway refused a request or answered something unreadable (after retries for 5xx).
+
+    :param status: HTTP status of the last answer.
+    :param body: the Pushgateway's body text (truncated), or what was wrong with it.
+    :param server: base URL of the server, without credentials.
+    :param path: request path.
+    :param what: what was being done (e.g. ``pushing 14 series``), put first in the message.
+    """
+
+    def __init__(self, status: int, body: str, *, server: str = "", path: str = "", what: str = "") -> None:
+        self.status = status
+        self.body = body
+        self.server = server
+        self.path = path
+        prefix = f"{what}: " if what else ""
+        super().__init__(f"{prefix}Pushgateway {server}{path} answered HTTP {status}: {body}")
+
+
+class PushgatewayRefused(PushgatewayError, AirflowFailException):
+    """The Pushgateway refused the series (4xx: unparsable or inconsistent with what it holds): the same
+    push is refused again, so the task fails at once, without Airflow's retries."""
+
+
 class MlflowSourceError(ModelwatchError):
     """MLflow could not give what was asked (unknown experiment, server error, unreachable server).
 

@@ -1,7 +1,7 @@
 """modelwatch as an Airflow provider: the ``apache_airflow_provider`` entry point of ``pyproject.toml``.
 
 Airflow's ProvidersManager calls :func:`get_provider_info` in every process that lists connection types,
-so the connection form offers Prometheus, MLflow and Alertmanager with their fields, and its Test
+so the connection form offers Prometheus, MLflow, Alertmanager and the Pushgateway with their fields, and its Test
 button calls each hook's ``test_connection``. Declarative fields (``conn-fields``, ``ui-field-behaviour``)
 are what Airflow 3.2+ reads without importing the hooks.
 """

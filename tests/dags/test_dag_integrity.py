@@ -100,7 +100,7 @@ def test_runs_have_a_deadline_alert_from_the_config(dagbag):
         assert deadlines[0].callback.path == "modelwatch.notify.deadline_missed"
 
 
-def test_modelwatch_is_an_installed_provider_with_three_connection_types(fresh_imports):
+def test_modelwatch_is_an_installed_provider_with_four_connection_types(fresh_imports):
     # DAG files import modelwatch like any library, and Airflow learns its connection types from the
     # package's entry point: no sys.path entry, no plugins folder (a fresh interpreter in cwd "/",
     # tests/fresh_imports.py).
@@ -110,5 +110,6 @@ def test_modelwatch_is_an_installed_provider_with_three_connection_types(fresh_i
         "prometheus": ["modelwatch.hooks.prometheus.PrometheusHook", True],
         "mlflow": ["modelwatch.hooks.mlflow.MlflowHook", True],
         "alertmanager": ["modelwatch.hooks.alertmanager.AlertmanagerHook", True],
+        "pushgateway": ["modelwatch.hooks.pushgateway.PushgatewayHook", True],
     }
     assert {"extra__prometheus__auth", "extra__prometheus__region", "extra__prometheus__timeout"} <= set(info["fields"])

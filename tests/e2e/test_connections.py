@@ -1,4 +1,4 @@
-"""The connection form, through the real API server: modelwatch's provider registers its three connection
+"""The connection form, through the real API server: modelwatch's provider registers its four connection
 types with their fields, and the Test button reaches the local stack (or says why it cannot).
 
 The API server learns the types from the installed package's ``apache_airflow_provider`` entry point
@@ -32,7 +32,7 @@ def hook_meta(api: AirflowApi) -> dict[str, dict[str, Any]]:
 @pytest.mark.parametrize(
     ("conn_type", "hook_name", "field"),
     [("prometheus", "Prometheus", "auth"), ("alertmanager", "Alertmanager", "path_prefix"),
-     ("mlflow", "MLflow", "max_retries")],
+     ("mlflow", "MLflow", "max_retries"), ("pushgateway", "Prometheus Pushgateway", "auth")],
 )  # fmt: skip
 def test_the_form_lists_each_connection_type_with_its_fields(
     hook_meta: dict[str, dict[str, Any]], conn_type: str, hook_name: str, field: str
@@ -52,7 +52,7 @@ def _test(api: AirflowApi, conn_type: str, port: int, **extra: Any) -> dict[str,
     return api.request("POST", "/api/v2/connections/test", body)
 
 
-@pytest.mark.parametrize("service", ["prometheus", "alertmanager", "mlflow"])
+@pytest.mark.parametrize("service", ["prometheus", "alertmanager", "mlflow", "pushgateway"])
 def test_the_test_button_reaches_the_local_stack(api: AirflowApi, stack: Stack, service: str) -> None:
     answer = _test(api, service, stack.config.port(service))
     assert answer["status"] is True, answer

@@ -102,8 +102,10 @@ def test_scrape_interval_and_extra_scrape_configs(tmp_path: Path) -> None:
         "prometheus",
         "node-local",
         "model-service",
+        "pushgateway",
         "my-app",
     ]
+    assert doc["scrape_configs"][3]["honor_labels"] is True
     assert doc["scrape_configs"][2]["static_configs"] == [
         {"targets": [f"127.0.0.1:{cfg.model_service_port}"]}
     ]

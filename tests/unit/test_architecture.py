@@ -30,6 +30,7 @@ RANKS = {
     # transport
     "modelwatch.hooks.base": 3,
     "modelwatch.hooks.prometheus": 4, "modelwatch.hooks.alertmanager": 4, "modelwatch.hooks.mlflow": 4,
+    "modelwatch.hooks.pushgateway": 4,
     "modelwatch.hooks": 5,
     # logic, in data-flow order
     "modelwatch.extract": 6, "modelwatch.fanout": 6, "modelwatch.verdict": 6, "modelwatch.correlate": 6,

@@ -1,8 +1,9 @@
-"""Airflow hooks for the servers modelwatch reads and writes: Prometheus, Alertmanager, MLflow."""
+"""Airflow hooks for the servers modelwatch reads and writes: Prometheus, Alertmanager, MLflow, Pushgateway."""
 
 from modelwatch.hooks.alertmanager import AlertmanagerHook
 from modelwatch.hooks.base import ApiHook
 from modelwatch.hooks.mlflow import MlflowHook
 from modelwatch.hooks.prometheus import PrometheusHook
+from modelwatch.hooks.pushgateway import PushgatewayHook
 
-__all__ = ["AlertmanagerHook", "ApiHook", "MlflowHook", "PrometheusHook"]
+__all__ = ["AlertmanagerHook", "ApiHook", "MlflowHook", "PrometheusHook", "PushgatewayHook"]

@@ -40,6 +40,8 @@ RANKS = {
     # tasks: what Airflow calls
     "modelwatch.notify": 10, "modelwatch.provider": 10, "modelwatch.monitoring_dag": 11,
     "modelwatch.replay": 11, "modelwatch.tasks": 12,
+    # the Grafana dashboard from the configuration and the published series' names (no DAG imports it)
+    "modelwatch.dashboard": 11,
     "modelwatch": 13,
 }  # fmt: skip
 LAYERS = {0: "foundation", 1: "foundation", 2: "storage", 3: "transport", 4: "transport", 5: "transport",

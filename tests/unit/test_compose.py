@@ -432,6 +432,30 @@ def test_bind_mounts_and_build_context_exist(services: dict[str, Any]) -> None:
         assert _mounts(services[name]).get(config_file) == str(COMPOSE_DIR / f"{name}.yml"), name
 
 
+def test_grafana_provisions_the_prometheus_service_and_the_generated_dashboard(services: dict[str, Any]) -> None:
+    # tests/unit/test_dashboard.py checks the dashboard itself; this checks that Grafana is given it.
+    svc = services["grafana"]
+    mounts = _mounts(svc)
+    provisioning = COMPOSE_DIR / "grafana" / "provisioning"
+    assert mounts.get("/etc/grafana/provisioning") == str(provisioning)
+    (source,) = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())["datasources"]
+    url = urlsplit(source["url"])
+    listens_on(services, url.hostname or "", url.port or 80)
+    assert svc["depends_on"][url.hostname]["condition"] == "service_healthy"
+    (provider,) = yaml.safe_load((provisioning / "dashboards" / "modelwatch.yml").read_text())["providers"]
+    folder = provider["options"]["path"]
+    assert provider["type"] == "file"
+    assert mounts.get(folder) == str(COMPOSE_DIR / "grafana" / "dashboards"), (
+        f"the dashboard provider reads {folder}, where compose mounts nothing of compose/grafana/dashboards"
+    )
+    home = _env(svc)["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert Path(home).parent == Path(folder)
+    assert (COMPOSE_DIR / "grafana" / "dashboards" / Path(home).name).is_file()
+    listens_on(services, "grafana", int(_env(svc)["GF_SERVER_HTTP_PORT"]))
+    # No admin password in the file: it comes from GRAFANA_ADMIN_PASSWORD, unset here.
+    assert _env(svc)["GF_SECURITY_ADMIN_PASSWORD"] == ""
+
+
 @pytest.mark.parametrize(
     ("tool", "args", "path"),
     [("promtool", ["check", "config"], "prometheus.yml"), ("amtool", ["check-config"], "alertmanager.yml")],

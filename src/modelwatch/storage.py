@@ -294,6 +294,16 @@ class Lake:
             raise StorageError(f"writing {url} failed: {type(exc).__name__}: {exc}") from exc
         return {name: f"{url}/{name}" for name in files}
 
+    def list_days(self, dataset: str) -> list[str]:
+        """The days (``YYYY-MM-DD``) of ``dataset``'s canonical daily partitions (``dt=`` folders), oldest first;
+        whether each is complete is for the reader to check."""
+        try:
+            root = self._path(dataset_url(self.base_url, dataset))
+            names = [child.name for child in root.iterdir()] if root.exists() else []
+        except Exception as exc:
+            raise StorageError(f"listing {dataset_url(self.base_url, dataset)} failed: {type(exc).__name__}: {exc}") from exc
+        return sorted(n.removeprefix("dt=") for n in names if n.startswith("dt=") and len(n) == 13)
+
     def read_bytes(self, url: str) -> bytes | None:
         """The content of the file at ``url``, or ``None`` if there is none."""
         try:

@@ -39,7 +39,7 @@ RANKS = {
     "modelwatch.alerting": 9, "modelwatch.report": 9,
     # tasks: what Airflow calls
     "modelwatch.notify": 10, "modelwatch.provider": 10, "modelwatch.monitoring_dag": 11,
-    "modelwatch.replay": 11, "modelwatch.tasks": 12,
+    "modelwatch.replay": 11, "modelwatch.tasks": 12, "modelwatch.plugin": 12,
     # the Grafana dashboard from the configuration and the published series' names (no DAG imports it)
     "modelwatch.dashboard": 11,
     "modelwatch": 13,

@@ -220,9 +220,9 @@ def test_prometheus_scrapes_node_local(stack: Stack) -> None:
         r = requests.get(f"{stack.config.prometheus_url}/api/v1/targets", timeout=5).json()
         return [t for t in r["data"]["activeTargets"] if t["health"] == "up"]
 
-    targets = wait_until(up, until=lambda targets: len(targets) == 3, timeout=30, what="three scrape targets up")
+    targets = wait_until(up, until=lambda targets: len(targets) == 4, timeout=30, what="four scrape targets up")
     jobs = {t["labels"]["job"] for t in targets}
-    assert jobs == {"node-local", "prometheus", "model-service"}
+    assert jobs == {"node-local", "prometheus", "model-service", "pushgateway"}
 
 
 def test_mlflow_tracking_api(stack: Stack) -> None:

@@ -167,11 +167,10 @@ def live_chapter(stack: Any, env: dict[str, str], lake_url: str, log_path: Path)
 
 def demo_main(args: argparse.Namespace | None = None) -> int:
     """Run the demo; returns the exit code (non-zero if a day's run did not succeed)."""
+    from devstack.scenarios import QUALITY_DAYS
     from devstack.stack import Stack, StackConfig
     from modelwatch.hooks.alertmanager import AlertmanagerHook
     from modelwatch.storage import Lake
-
-    from devstack.scenarios import QUALITY_DAYS
 
     args = args or argparse.Namespace()
     days = days_from_args(args)

@@ -266,3 +266,73 @@ def test_an_invalid_window_fails_at_once_and_emails(
         assert "invalid window" in mail["body"]
         # The log link points at this Airflow's UI.
         assert f"{airflow.config.base_url}/dags/{DAG_ID}/runs/" in mail["body"], mail["body"]
+
+
+# -- what it shows: the model-health view and the report, in a real browser ---------------------------
+#: screenshots kept for a person to look at after the run (git-ignored)
+ARTIFACTS = Path(__file__).resolve().parents[2] / ".artifacts"
+
+
+def _browser_login(api: AirflowApi) -> list[dict[str, Any]]:
+    """The cookie Airflow's UI keeps its login in, for the browser (a real token of the admin user)."""
+    return [{"name": "_token", "value": api.token(), "url": api.base_url}]
+
+
+def test_the_views_need_an_airflow_login(airflow: AirflowServices, triggered_run: dict[str, Any]) -> None:
+    import urllib.error
+    import urllib.request
+
+    for path in ("/modelwatch/", f"/modelwatch/day/{CPU_DAY}/fraud-detector"):
+        with pytest.raises(urllib.error.HTTPError) as denied:
+            urllib.request.build_opener(urllib.request.ProxyHandler({})).open(airflow.config.base_url + path, timeout=30)
+        assert denied.value.code == 401, path
+
+
+def test_the_model_health_view_shows_the_degraded_day_in_a_real_browser(
+    api: AirflowApi, triggered_run: dict[str, Any], backfill_runs: dict[date, dict[str, Any]]
+) -> None:
+    from browser import open_page
+
+    # the UI lists the view in its navigation
+    plugins = {p["name"]: p for p in api.request("GET", "/api/v2/plugins")["plugins"]}
+    assert [v["href"] for v in plugins["modelwatch"]["external_views"]] == ["modelwatch/"]
+    page = open_page(f"{api.base_url}/modelwatch/?verdict=degraded", cookies=_browser_login(api),
+                     screenshot=ARTIFACTS / "model-health-view.png")  # fmt: skip
+    assert page.status == 200 and not page.console_errors and not page.failed_requests, page
+    assert "Model health" in page.text and "fraud-detector" in page.text and "recommender" in page.text
+    # the degraded days only: 03-03 (fraud-detector) and 03-06 (both), each cell a link to its report
+    assert "03-03" in page.text and "03-06" in page.text
+
+
+def test_a_degraded_days_report_opens_with_its_charts_and_names_model_and_resource(
+    api: AirflowApi, triggered_run: dict[str, Any], e2e_alertname: str, seeded_stack: Any
+) -> None:
+    from browser import open_page
+
+    # the address the alert carries (annotation report), as the person paged opens it
+    alert = wait_until(lambda: [a for n in seeded_stack.webhook_notifications() for a in n.get("alerts", [])
+                                if a["labels"].get("alertname") == e2e_alertname],
+                       until=bool, timeout=30, interval=1, what="the triggered run's alert")  # fmt: skip
+    link = alert[0]["annotations"]["report"]
+    assert link == f"{api.base_url}/modelwatch/lake/reports/dt={CPU_DAY}/fraud-detector.html"
+    page = open_page(link, cookies=_browser_login(api), screenshot=ARTIFACTS / "report-cpu-day.png")
+    assert page.status == 200 and not page.console_errors and not page.failed_requests, page
+    assert page.images == 2 and not page.broken_images, page.broken_images  # the timeline and the quality chart
+    assert "fraud-detector" in page.text and "degraded" in page.text and "cpu" in page.text
+    assert "Evidence per resource" in page.text and "posted" in page.text
+    assert page.load_seconds < 3, page.load_seconds
+    # the day's other model is healthy: no stored page, rendered on demand from the day's partitions
+    healthy = open_page(f"{api.base_url}/modelwatch/day/{CPU_DAY}/recommender", cookies=_browser_login(api))
+    assert healthy.status == 200 and "recommender" in healthy.text and "healthy" in healthy.text, healthy.text[:300]
+    assert healthy.images >= 1 and not healthy.broken_images and not healthy.console_errors
+
+
+def test_the_evaluate_task_has_a_model_report_button(api: AirflowApi, triggered_run: dict[str, Any]) -> None:
+    from browser import open_page
+
+    run_id = triggered_run["dag_run_id"]
+    links = api.request("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{quote(run_id, safe='')}/taskInstances/evaluate/links")
+    url = links["extra_links"]["Model report"]
+    assert url == f"{api.base_url}/modelwatch/run/{DAG_ID}/{quote(run_id, safe='')}"
+    page = open_page(url, cookies=_browser_login(api))
+    assert page.status == 200 and "fraud-detector" in page.text and not page.console_errors, page.text[:300]

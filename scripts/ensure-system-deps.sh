@@ -3,14 +3,14 @@
 # the packages; elsewhere it stops and names what to install.
 # docker-compose (Debian's 1.29) is not part of the running stack: tests/unit/test_compose.py reads
 # docker-compose.yaml through `docker-compose config` (no Docker engine needed). Without apt it is only
-# named, not required.
+# named, not required. chromium is the headless browser the page tests drive (tests/browser.py).
 set -euo pipefail
 need=()
-for bin in prometheus promtool prometheus-alertmanager amtool prometheus-node-exporter prometheus-pushgateway docker-compose; do
+for bin in prometheus promtool prometheus-alertmanager amtool prometheus-node-exporter prometheus-pushgateway chromium docker-compose; do
   command -v "$bin" >/dev/null 2>&1 || need+=("$bin")
 done
 [ ${#need[@]} -eq 0 ] && exit 0
-pkgs="prometheus prometheus-alertmanager prometheus-node-exporter prometheus-pushgateway docker-compose"
+pkgs="prometheus prometheus-alertmanager prometheus-node-exporter prometheus-pushgateway chromium docker-compose"
 if command -v apt-get >/dev/null 2>&1; then
   if [ "$(id -u)" -eq 0 ]; then sudo=""; elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then sudo="sudo"; else
     echo "modelwatch: missing ${need[*]}; run as root or with sudo: apt-get install -y $pkgs" >&2; exit 1

@@ -27,6 +27,6 @@ if [ "${need[*]}" = "docker-compose" ]; then
 fi
 echo "modelwatch: missing ${need[*]}. Install Prometheus >= 2.42 (prometheus, promtool), Alertmanager >= 0.25" \
      "(as prometheus-alertmanager, amtool), node-exporter (as prometheus-node-exporter), Pushgateway >= 1.5" \
-     "(as prometheus-pushgateway) and docker-compose" \
+     "(as prometheus-pushgateway), chromium (the page tests' headless browser) and docker-compose" \
      ">= 1.29, then retry." >&2
 exit 1

@@ -164,6 +164,7 @@ def cmd_up_with_airflow(args: argparse.Namespace) -> int:
         rows.append([row["component"], str(row["pid"] or "-"), f"{took:.1f} s" if took else "-", row["log"]])
     print(_table(rows))
     print(f"\nAirflow UI:  {c.base_url}")
+    print(f"model health: {c.base_url}/modelwatch/   (in the UI's navigation: Model health; reports per model and day)")
     print(f"login:       admin / {services.password()}   (kept in {c.passwords_file})")
     print(f"lake:        {c.lake_url}")
     print(f"CLI env:     set -a; . {c.env_file}; set +a   (then e.g. .venv/bin/airflow backfill create ...)")

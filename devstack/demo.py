@@ -128,6 +128,25 @@ def verdict_rows(lake: Any, days: dict[date, str]) -> list[list[str]]:
     return rows
 
 
+def report_lines(lake: Any, days: dict[date, str]) -> list[str]:
+    """One line per report the runs wrote: day, model, verdict and the page's file."""
+    from datetime import UTC, datetime, timedelta
+
+    from modelwatch.window import Window
+
+    lines = []
+    for day in sorted(days):
+        start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+        doc = lake.read_document(f"{lake.partition_url('verdicts', Window(start, start + timedelta(days=1)))}/_verdict.json")
+        verdicts = {v["model"]: v for v in (doc or {}).get("verdicts", [])}
+        for model, where in sorted((doc or {}).get("reports", {}).items()):
+            v = verdicts.get(model, {})
+            what = ", ".join(x for x in (v.get("verdict"), f"quality {v.get('quality')}" if v.get("quality") == "regressed"
+                                         else "", "drifted" if v.get("drift") == "drifted" else "") if x)  # fmt: skip
+            lines.append(f"{day} {model} ({what}): {where['file'].removeprefix('file://')}")
+    return lines or ["(none: no model needed a look)"]
+
+
 #: The live chapter's phases (seconds) and Locust users: long enough for the 20 s rate windows of
 #: include/thresholds.live.yaml to see the burn, short enough to wait for.
 LIVE_PHASES = {"quiet_s": 40.0, "burn_s": 75.0, "after_s": 30.0, "users_quiet": 5, "users_surge": 15}
@@ -228,6 +247,13 @@ def demo_main(args: argparse.Namespace | None = None) -> int:
         _say(f"  verdict documents: {state}/lake/verdicts/dt=*/_verdict.json")
         _say("  tune before changing thresholds: make replay CANDIDATE=<your thresholds.yaml> (judges these days "
              "again, side by side, without posting)")
+        _say("\nReports (one page per model that needs a look: charts, evidence, what was sent):")
+        for line in report_lines(lake, days):
+            _say(f"  {line}")
+        from devstack.airflow_services import AirflowConfig
+
+        _say(f"  all models and days, with their reports: `make up`, then {AirflowConfig.from_stack(stack.config).base_url}"
+             "/modelwatch/ (Model health in the Airflow UI's navigation)")
         failed = {d: s for d, s in states.items() if s != "success"}
         if failed or len(states) != len(days):
             _say(f"\nRuns that did not succeed: {failed or 'some days did not run'}; see {log_path}")

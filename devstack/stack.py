@@ -479,8 +479,8 @@ def prometheus_config(cfg: StackConfig) -> dict[str, Any]:
         {"job_name": "prometheus", "static_configs": [{"targets": [f"{HOST}:{cfg.prometheus_port}"]}]},
         {"job_name": "node-local", "static_configs": [{"targets": [f"{HOST}:{cfg.node_exporter_port}"]}]},
         {"job_name": "model-service", "static_configs": [{"targets": [f"{HOST}:{cfg.model_service_port}"]}]},
-        # The series modelwatch pushes keep their job="modelwatch" and dag labels (without honor_labels
-        # they would become exported_job, and job would say "pushgateway").
+        # The series modelwatch pushes keep their job="modelwatch" (without honor_labels: job="pushgateway"
+        # and exported_job="modelwatch").
         {"job_name": "pushgateway", "honor_labels": True,
          "static_configs": [{"targets": [f"{HOST}:{cfg.pushgateway_port}"]}]},
     ]  # fmt: skip

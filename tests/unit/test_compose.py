@@ -49,6 +49,7 @@ CONNECTIONS = {
     "AIRFLOW_CONN_PROMETHEUS_DEFAULT": "prometheus",
     "AIRFLOW_CONN_MLFLOW_DEFAULT": "mlflow",
     "AIRFLOW_CONN_ALERTMANAGER_DEFAULT": "alertmanager",
+    "AIRFLOW_CONN_PUSHGATEWAY_DEFAULT": "pushgateway",
     "AIRFLOW_CONN_AWS_DEFAULT": "aws",
     "AIRFLOW_CONN_SMTP_DEFAULT": "smtp",
 }
@@ -302,6 +303,7 @@ def test_every_connection_id_of_the_config_has_a_variable(services: dict[str, An
         cfg.prometheus.conn_id,
         cfg.mlflow.conn_id,
         cfg.alerting.conn_id,
+        cfg.publish.conn_id,
         cfg.storage.aws_conn_id,
         smtp_conn_id,
     }
@@ -322,7 +324,7 @@ def test_hooks_resolve_the_compose_connections(
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
     from airflow.sdk import BaseHook
 
-    from modelwatch.hooks import AlertmanagerHook, MlflowHook, PrometheusHook
+    from modelwatch.hooks import AlertmanagerHook, MlflowHook, PrometheusHook, PushgatewayHook
 
     env = _env(services["airflow-scheduler"])
     for variable in CONNECTIONS:
@@ -331,6 +333,7 @@ def test_hooks_resolve_the_compose_connections(
     assert PrometheusHook("prometheus_compose").base_url == "http://prometheus:9090"
     assert AlertmanagerHook("alertmanager_compose").base_url == "http://alertmanager:9093"
     assert MlflowHook("mlflow_compose").tracking_uri == "http://mlflow:5000"
+    assert PushgatewayHook("pushgateway_compose").base_url == "http://pushgateway:9091"
     assert S3Hook(aws_conn_id="aws_compose").conn_config.endpoint_url == "http://minio:9000"
     smtp = BaseHook.get_connection("smtp_compose")
     assert (smtp.host, smtp.port, smtp.extra_dejson.get("disable_tls")) == ("mailpit", 1025, True)
@@ -549,6 +552,17 @@ def test_prometheus_and_alertmanager_targets_are_services(services: dict[str, An
     for endpoint in endpoints:
         host, port = endpoint.rsplit(":", 1)
         listens_on(services, host, int(port))
+
+
+def test_prometheus_keeps_the_labels_pushed_with_the_verdict_series(services: dict[str, Any]) -> None:
+    # without honor_labels the verdict series would carry job="pushgateway" and exported_job="modelwatch"
+    from devstack.stack import StackConfig, prometheus_config
+
+    prom = yaml.safe_load((COMPOSE_DIR / "prometheus.yml").read_text(encoding="utf-8"))
+    for where, doc in (("compose/prometheus.yml", prom), ("devstack", prometheus_config(StackConfig()))):
+        jobs = {j["job_name"]: j for j in doc["scrape_configs"]}
+        assert jobs["pushgateway"].get("honor_labels") is True, where
+    assert "pushgateway" in services
 
 
 def test_webhook_service_runs_devstack_receiver(services: dict[str, Any], tmp_path: Path) -> None:

@@ -91,6 +91,8 @@ for dag_id, (interval, cron, paused, cadence) in VARIANTS.items():
             TriggerDagRunOperator.partial(
                 task_id=tasks.REJUDGE_TASK, trigger_dag_id=dag_id, logical_date=None, wait_for_completion=False
             ).expand_kwargs(tasks.rejudge_windows(evaluation, interval))
+        # the verdicts as Prometheus series (Pushgateway), beside the alert path: a failure there pages no one less
+        tasks.publish_verdicts(evaluation, interval)
         tasks.choose_alert_path(evaluation) >> [
             tasks.post_alert.override(outlets=[assets["alerts"]])(evaluation, interval),
             tasks.no_alert(evaluation),

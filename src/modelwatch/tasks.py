@@ -245,6 +245,28 @@ def evaluate(resources: dict[str, Any], groups: list[dict[str, Any]], interval: 
     }  # fmt: skip
 
 
+@task(multiple_outputs=False)
+def publish_verdicts(evaluation: dict[str, Any], interval: timedelta) -> dict[str, Any]:
+    """Publish the run's verdicts as Prometheus series to the Pushgateway (``publish`` in thresholds.yaml):
+    canonical runs only, and never an older window over a newer one (:func:`modelwatch.publish.publish_verdicts`)."""
+    from modelwatch.hooks.pushgateway import PushgatewayHook
+    from modelwatch.publish import publish_verdicts as publish
+    from modelwatch.verdict import verdicts_from_frame
+
+    cfg, window, lake, context = _run(interval)
+    if not cfg.publish.enabled:
+        result = {"action": "skipped", "reason": "publish.enabled is false"}
+    elif not window.canonical:
+        result = {"action": "skipped", "reason": "an ad-hoc run (a trigger-form window or a model subset) publishes "
+                  "nothing: the series say what the scheduled windows found"}  # fmt: skip
+    else:
+        verdicts = verdicts_from_frame(lake.read_ref(evaluation["verdicts"]))
+        dag_id = context["dag"].dag_id
+        result = publish(PushgatewayHook(cfg.publish.conn_id), verdicts, window.end, dag_id, job=cfg.publish.job)
+    log.info("window %s: verdict series %s: %s", window, result["action"], result["reason"])
+    return result
+
+
 REJUDGE_TASK = "rejudge_quality"
 
 

@@ -355,3 +355,42 @@ def test_the_replay_dag_gives_the_same_table_from_its_trigger_form(runs, lake) -
     # a candidate with a mistake fails at once, naming the form field and the key
     bad = load_dag("modelwatch_threshold_replay").test(logical_date=None, run_conf={"candidate": "evaluation: {slow: 1}"})
     assert task_states(bad) == {"replay_thresholds": "failed"}
+
+
+def test_each_run_publishes_its_verdicts_unless_a_newer_window_is_published(runs, seeded_stack, monkeypatch):
+    """The ``publish_verdicts`` task of each day's run: the gateway holds this DAG's newest window, an older
+    day never replaces it, and Prometheus scrapes the models' verdicts back."""
+    from polling import wait_until
+
+    from devstack.runner import task_states, xcom
+    from modelwatch.hooks.pushgateway import PushgatewayHook
+
+    results = {}
+    for scenario, (dag_run, _doc) in runs.items():
+        assert task_states(dag_run)["publish_verdicts"] == "success", scenario
+        results[scenario] = xcom(dag_run, "publish_verdicts")
+    for scenario, result in results.items():
+        if result["action"] == "skipped":  # another module's runs of the same DAG published a later day
+            assert result["published_window_end"] > result["window_end"], (scenario, result)
+        else:
+            assert result["models"] == ["fraud-detector", "recommender"], (scenario, result)
+    for key, value in seeded_stack.config.airflow_env().items():
+        monkeypatch.setenv(key, value)
+    newest = max(datetime.fromisoformat(r["window_end"]) for r in results.values())
+    published = PushgatewayHook().published_window_end("modelwatch", {"dag": DAG_ID})
+    assert published is not None and published >= newest.timestamp()
+    query = f'modelwatch_verdict_info{{dag="{DAG_ID}"}}'
+    series = wait_until(lambda: _instant(seeded_stack.config.prometheus_url, query),
+                        until=lambda got: {s["metric"]["model"] for s in got} >= {"fraud-detector", "recommender"},
+                        timeout=30, interval=1, what=f"Prometheus to scrape {query}")  # fmt: skip
+    assert {s["metric"]["verdict"] for s in series} <= {"healthy", "degraded", "slow_unexplained", "no_data"}
+
+
+def _instant(prometheus_url, query):
+    import json
+    import urllib.parse
+    import urllib.request
+
+    url = f"{prometheus_url}/api/v1/query?{urllib.parse.urlencode({'query': query})}"
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    return json.loads(opener.open(url, timeout=10).read())["data"]["result"]

@@ -286,7 +286,7 @@ def relative_path(lake: Lake, window: Window, model: str) -> str:
 
 def view_links(lake: Lake, window: Window, verdicts: list[ModelVerdict], base_url: str) -> dict[str, str]:
     """model -> the address of its report in the model-health view, for the verdicts :func:`worth_a_page`."""
-    return {v.model: f"{base_url.rstrip('/')}{VIEW_PREFIX}/lake/{quote(relative_path(lake, window, v.model))}"
+    return {v.model: f"{base_url.rstrip('/')}{VIEW_PREFIX}/lake/{quote(relative_path(lake, window, v.model), safe='/=')}"
             for v in verdicts if worth_a_page(v)}  # fmt: skip
 
 

@@ -108,6 +108,165 @@ class PrometheusConfig(_Strict):
         return v
 
 
+#: CloudWatch statistics GetMetricData takes: the five plain ones, or a percentile such as p95 or p99.9
+_STAT = re.compile(r"^(Average|Sum|Minimum|Maximum|SampleCount|p\d{1,2}(\.\d+)?)$")
+#: shortest period by CloudWatch's retention: 1-minute data is kept 15 days, 5-minute 63 days, 1-hour 455
+CLOUDWATCH_PERIODS = (60, 300, 3600)
+
+
+class CloudWatchQuery(_Strict):
+    """One CloudWatch metric read into the ``resources`` partition beside the Prometheus queries: one series
+    per value of ``instance_dimension`` listed in ``instances`` (or one series for ``instance``).
+
+    The value of a period is stored at the period's end with ``window_seconds`` = the period, as a
+    Prometheus range is: the join centres it on the middle of the period.
+    """
+
+    name: str
+    namespace: str = Field(min_length=1)
+    metric: str = Field(min_length=1)
+    #: the dimensions every series of the query has (e.g. ``ApiName``, ``Stage``, ``EndpointName``)
+    dimensions: dict[str, str] = {}
+    stat: str = "Average"
+    #: the dimension whose value tells the predictions' instance apart (e.g. ``VariantName``) ...
+    instance_dimension: str | None = None
+    #: ... and its values -> the predictions' instance they serve (the join key)
+    instances: dict[str, str] = {}
+    #: without ``instance_dimension``: the instance every value applies to ("" = every prediction)
+    instance: str = ""
+    #: multiplies every value (CloudWatch's milliseconds to seconds: 0.001; percent to a ratio: 0.01)
+    scale: float = 1.0
+    saturation: float | None = Field(default=None, ge=0)
+    unit: str = ""
+    description: str = ""
+
+    _name = field_validator("name")(lambda v: QueryConfig._name(v))  # type: ignore[operator]
+
+    @field_validator("stat")
+    @classmethod
+    def _stat(cls, v: str) -> str:
+        if not _STAT.match(v):
+            raise ValueError(f"{v!r} is not a CloudWatch statistic (Average, Sum, Minimum, Maximum, SampleCount, "
+                             "or a percentile such as p95)")  # fmt: skip
+        return v
+
+    @model_validator(mode="after")
+    def _one_join_key(self) -> CloudWatchQuery:
+        if self.instance_dimension and not self.instances:
+            raise ValueError(f"{self.name}: instance_dimension {self.instance_dimension!r} needs instances "
+                             "(its values -> the predictions' instance)")  # fmt: skip
+        if self.instances and not self.instance_dimension:
+            raise ValueError(f"{self.name}: instances need instance_dimension (the dimension they are values of)")
+        return self
+
+    def series(self) -> list[tuple[str, dict[str, str]]]:
+        """(the predictions' instance, the series' full dimensions) per series of this query."""
+        if self.instance_dimension:
+            return [(inst, {**self.dimensions, self.instance_dimension: value}) for value, inst in self.instances.items()]
+        return [(self.instance, dict(self.dimensions))]
+
+
+#: preset -> metric suffix -> (namespace, metric, stat, scale, unit, which dimension keys), the metrics the
+#: seeds name for API Gateway (``AWS/ApiGateway``) and SageMaker endpoints (``AWS/SageMaker`` and the
+#: endpoint instances' ``/aws/sagemaker/Endpoints``)
+PRESETS: dict[str, dict[str, tuple[str, str, str, float, str]]] = {
+    "apigateway": {
+        "latency_p95": ("AWS/ApiGateway", "Latency", "p95", 0.001, "s"),
+        "integration_latency_p95": ("AWS/ApiGateway", "IntegrationLatency", "p95", 0.001, "s"),
+        "errors_4xx": ("AWS/ApiGateway", "4XXError", "Sum", 1.0, "requests"),
+        "errors_5xx": ("AWS/ApiGateway", "5XXError", "Sum", 1.0, "requests"),
+        "requests": ("AWS/ApiGateway", "Count", "Sum", 1.0, "requests"),
+    },
+    "sagemaker_endpoint": {
+        "model_latency_p95": ("AWS/SageMaker", "ModelLatency", "p95", 1e-6, "s"),
+        "overhead_latency_p95": ("AWS/SageMaker", "OverheadLatency", "p95", 1e-6, "s"),
+        "invocations": ("AWS/SageMaker", "Invocations", "Sum", 1.0, "requests"),
+        "errors_5xx": ("AWS/SageMaker", "Invocation5XXErrors", "Sum", 1.0, "requests"),
+        # percent of one core (CPU: up to 100 x cores) or of the instance (memory, GPU): 0.01 gives ratios
+        "cpu": ("/aws/sagemaker/Endpoints", "CPUUtilization", "Average", 0.01, "cores"),
+        "memory": ("/aws/sagemaker/Endpoints", "MemoryUtilization", "Average", 0.01, "ratio"),
+        "gpu": ("/aws/sagemaker/Endpoints", "GPUUtilization", "Average", 0.01, "ratio"),
+    },
+}  # fmt: skip
+
+
+class CloudWatchPreset(_Strict):
+    """The metrics of one API stage or SageMaker endpoint by name, instead of their queries: each becomes a
+    :class:`CloudWatchQuery` named ``<name>_<metric>`` (e.g. ``endpoint_cpu``)."""
+
+    preset: Literal["apigateway", "sagemaker_endpoint"]
+    name: str
+    #: API Gateway: the API and the stage
+    api_name: str = ""
+    stage: str = ""
+    #: SageMaker: the endpoint and its variants -> the predictions' instance each serves
+    endpoint: str = ""
+    variants: dict[str, str] = {}
+    #: without variants (API Gateway): the instance the values apply to ("" = every prediction)
+    instance: str = ""
+    #: metric suffix -> saturation threshold, after scaling (e.g. ``cpu: 0.9`` for 90 % of a core)
+    saturation: dict[str, float] = {}
+    #: only these metric suffixes (default: all of the preset's)
+    metrics: list[str] = []
+
+    _name = field_validator("name")(lambda v: QueryConfig._name(v))  # type: ignore[operator]
+
+    @model_validator(mode="after")
+    def _known(self) -> CloudWatchPreset:
+        table = PRESETS[self.preset]
+        unknown = sorted({*self.saturation, *self.metrics} - set(table))
+        if unknown:
+            raise ValueError(f"{self.name}: {', '.join(unknown)} not among the {self.preset} metrics "
+                             f"({', '.join(table)})")  # fmt: skip
+        needs = ("api_name", "stage") if self.preset == "apigateway" else ("endpoint",)
+        if missing := [k for k in needs if not getattr(self, k)]:
+            raise ValueError(f"{self.name}: preset {self.preset} needs {', '.join(missing)}")
+        return self
+
+    def queries(self) -> list[CloudWatchQuery]:
+        """The preset's metrics as queries."""
+        out = []
+        for suffix, (namespace, metric, stat, scale, unit) in PRESETS[self.preset].items():
+            if self.metrics and suffix not in self.metrics:
+                continue
+            if self.preset == "apigateway":
+                dims, join = {"ApiName": self.api_name, "Stage": self.stage}, {"instance": self.instance}
+            else:
+                dims = {"EndpointName": self.endpoint}
+                join = ({"instance_dimension": "VariantName", "instances": self.variants} if self.variants
+                        else {"instance": self.instance})  # fmt: skip
+            out.append(CloudWatchQuery(name=f"{self.name}_{suffix}", namespace=namespace, metric=metric, stat=stat,
+                                       dimensions=dims, scale=scale, unit=unit, saturation=self.saturation.get(suffix),
+                                       description=f"{self.preset} {metric} ({stat})", **join))  # fmt: skip
+        return out
+
+
+class CloudWatchConfig(_Strict):
+    """CloudWatch as a source beside Prometheus (README "CloudWatch and API Gateway"): GetMetricData through
+    the Airflow AWS connection, into the same ``resources`` partition."""
+
+    conn_id: str = "aws_default"
+    #: the region of the metrics (default: the connection's)
+    region: str | None = None
+    #: the period of every value; longer where CloudWatch keeps only coarser data for the window's age
+    period: Duration = timedelta(seconds=60)
+    queries: list[CloudWatchQuery] = []
+    presets: list[CloudWatchPreset] = []
+
+    _period = field_validator("period", mode="before")(lambda v: parse_duration(v))
+
+    @field_validator("period")
+    @classmethod
+    def _whole_minutes(cls, v: timedelta) -> timedelta:
+        if v.total_seconds() % 60:
+            raise ValueError(f"{v} is not a multiple of 60 s (CloudWatch's standard resolution)")
+        return v
+
+    def all_queries(self) -> list[CloudWatchQuery]:
+        """The queries, then the presets' queries."""
+        return [*self.queries, *(q for p in self.presets for q in p.queries())]
+
+
 class ExperimentConfig(_Strict):
     name: str = Field(min_length=1)
     layout: Literal["run_per_prediction", "metric_history", "batch_table"] = "run_per_prediction"
@@ -374,6 +533,19 @@ class PublishConfig(_Strict):
     job: str = Field(default="modelwatch", min_length=1)
 
 
+class RulesConfig(_Strict):
+    """Prometheus rules rendered from this file (``python -m modelwatch.rules``, docs/aws.md): a recording rule per
+    query with a saturation threshold, and an alert per instance whose resource stays at or above it."""
+
+    #: a resource at or above its saturation threshold this long, on one instance, fires the alert
+    saturation_for: Duration = timedelta(minutes=5)
+    #: the alert's name: one name for every resource (its ``resource`` label tells them apart)
+    alertname: str = Field(default="ModelwatchResourceSaturated", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    severity: Severity = "warning"
+
+    _for = field_validator("saturation_for", mode="before")(lambda v: parse_duration(v))
+
+
 class TasksConfig(_Strict):
     """How long a task may take and how often Airflow tries it again: the outer bound of every retry below
     it (a hook's own retries happen inside one try, and a try is killed at ``execution_timeout``)."""
@@ -404,6 +576,7 @@ class TasksConfig(_Strict):
 class ModelwatchConfig(_Strict):
     storage: StorageConfig = StorageConfig()
     prometheus: PrometheusConfig
+    cloudwatch: CloudWatchConfig = CloudWatchConfig()
     mlflow: MlflowConfig
     correlation: CorrelationConfig = CorrelationConfig()
     evaluation: EvaluationConfig
@@ -412,11 +585,20 @@ class ModelwatchConfig(_Strict):
     alerting: AlertingConfig = AlertingConfig()
     publish: PublishConfig = PublishConfig()
     tasks: TasksConfig = TasksConfig()
+    rules: RulesConfig = RulesConfig()
 
     @model_validator(mode="after")
     def _saturation_somewhere(self) -> ModelwatchConfig:
-        if not any(q.saturation is not None for q in self.prometheus.queries):
+        if not self.saturation_thresholds:
             raise ValueError("no query has a saturation threshold, so no model could ever be degraded")
+        return self
+
+    @model_validator(mode="after")
+    def _names_once(self) -> ModelwatchConfig:
+        names = [q.name for q in self.resource_queries]
+        if twice := sorted({n for n in names if names.count(n) > 1}):
+            raise ValueError(f"resource name(s) {', '.join(twice)} used by more than one query (prometheus.queries "
+                             "and cloudwatch): each becomes a column of the joined predictions")  # fmt: skip
         return self
 
     @model_validator(mode="after")
@@ -440,9 +622,23 @@ class ModelwatchConfig(_Strict):
             )
         return self
 
-    def query(self, name: str) -> QueryConfig:
-        """The query called ``name``."""
-        for q in self.prometheus.queries:
+    @property
+    def resource_queries(self) -> list[QueryConfig | CloudWatchQuery]:
+        """Every resource the evidence can use: the Prometheus queries, then the CloudWatch ones."""
+        return [*self.prometheus.queries, *self.cloudwatch.all_queries()]
+
+    @model_validator(mode="after")
+    def _rules_alert_is_its_own(self) -> ModelwatchConfig:
+        a = self.alerting
+        taken = [a.alertname, a.no_data.alertname, a.slow_unexplained.alertname, a.quality.alertname, a.drift.alertname]
+        if self.rules.alertname in taken:
+            raise ValueError(f"rules.alertname {self.rules.alertname!r} is already an alertname of `alerting`: "
+                             "the saturation alert of the rules needs a name of its own")  # fmt: skip
+        return self
+
+    def query(self, name: str) -> QueryConfig | CloudWatchQuery:
+        """The resource query called ``name`` (Prometheus or CloudWatch)."""
+        for q in self.resource_queries:
             if q.name == name:
                 return q
         raise KeyError(name)
@@ -450,7 +646,7 @@ class ModelwatchConfig(_Strict):
     @property
     def saturation_thresholds(self) -> dict[str, float]:
         """Query name -> saturation threshold, for the queries that have one."""
-        return {q.name: q.saturation for q in self.prometheus.queries if q.saturation is not None}
+        return {q.name: q.saturation for q in self.resource_queries if q.saturation is not None}
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

@@ -456,7 +456,7 @@ def correlate(
     The work goes query by query (and each query's lookup chunk by chunk, :data:`CHUNK_ROWS`): besides the
     output columns, only one query's value codes and a chunk's temporaries are alive at a time.
     """
-    queries = [q.name for q in thresholds.prometheus.queries]
+    queries = [q.name for q in thresholds.resource_queries]
     limits = thresholds.saturation_thresholds
     join = _Join(predictions, resources, thresholds.correlation.tolerance, queries)
     frame = join.frame
@@ -467,7 +467,7 @@ def correlate(
     )
     usable = usable_prediction_times(frame["prediction_time"])
     slow = is_slow(frame["prediction_time"], slow_threshold, usable)
-    units = {q.name: q.unit for q in thresholds.prometheus.queries}
+    units = {q.name: q.unit for q in thresholds.resource_queries}
     columns: dict[str, np.ndarray] = {}
     cells: dict[tuple[int, str], dict[str, object]] = {}
     with _worker(len(frame)) as pool:
@@ -509,7 +509,7 @@ def summarise(joined: pd.DataFrame, thresholds: ModelwatchConfig) -> pd.DataFram
     ``relative_risk`` and ``p_value`` (:func:`relative_risk`, :func:`fisher_greater`) compare them.
     ``lift`` (P(saturated | slow) / P(saturated | normal)) and ``spearman`` are descriptive only.
     """
-    units = {q.name: q.unit for q in thresholds.prometheus.queries}
+    units = {q.name: q.unit for q in thresholds.resource_queries}
     limits = thresholds.saturation_thresholds
     codes, models = pd.factorize(joined["model"], sort=True, use_na_sentinel=False)
     usable = usable_prediction_times(joined["prediction_time"])

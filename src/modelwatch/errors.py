@@ -142,3 +142,18 @@ class MlflowSourceError(ModelwatchError):
 class MlflowSourceRefused(MlflowSourceError, AirflowFailException):
     """MLflow refused the request itself (no such experiment, permission denied, invalid parameter): the
     task fails at once, without Airflow's retries."""
+
+
+class CloudWatchError(ModelwatchError):
+    """CloudWatch's GetMetricData failed (a throttled, unreachable or failing service: Airflow retries it).
+
+    :param where: the region and endpoint asked (no credentials). :param reason: AWS's code and message.
+    """
+
+    def __init__(self, where: str, reason: str) -> None:
+        self.where, self.reason = where, reason
+        super().__init__(f"CloudWatch GetMetricData at {where}: {reason}")
+
+
+class CloudWatchRefused(CloudWatchError, AirflowFailException):
+    """CloudWatch refused the request itself (a bad query, missing permission): a retry would be refused too."""

@@ -73,15 +73,33 @@ def extract_resources(interval: timedelta) -> dict[str, Any]:
     frame = extract(
         hook, p.queries, window.start, window.end, p.step.total_seconds(), p.max_points_per_request, p.instance_label
     )
-    ref = lake.write_frame(
-        "resources", window, frame, run_id=context["run_id"],
-        extra={"requests": hook.requests_made, "bytes_received": hook.bytes_received},
-    )  # fmt: skip
+    extra: dict[str, Any] = {"requests": hook.requests_made, "bytes_received": hook.bytes_received}
+    if cfg.cloudwatch.all_queries():
+        frame, extra["cloudwatch"] = _cloudwatch(cfg, window, frame)
+    ref = lake.write_frame("resources", window, frame, run_id=context["run_id"], extra=extra)
     log.info(
         "resources: %d samples of %d series from %d requests -> %s",
         ref.rows, frame.groupby(["query", "labels"]).ngroups if len(frame) else 0, hook.requests_made, ref.url,
     )  # fmt: skip
     return ref.to_dict()
+
+
+def _cloudwatch(cfg: ModelwatchConfig, window: Any, frame: Any) -> tuple[Any, dict[str, Any]]:
+    """The CloudWatch queries' rows appended to the Prometheus ones (the same ``resources`` partition)."""
+    from datetime import datetime
+
+    import pandas as pd
+
+    from modelwatch.cloudwatch import extract_cloudwatch
+    from modelwatch.hooks.cloudwatch import CloudWatchHook
+
+    c = cfg.cloudwatch
+    hook = CloudWatchHook(c.conn_id, c.region)
+    rows, stats = extract_cloudwatch(hook, c.all_queries(), window.start, window.end, int(c.period.total_seconds()),
+                                     datetime.now(UTC))  # fmt: skip
+    log.info("cloudwatch (%s): %d series of %d queries at a %d s period: %d values from %d request(s)",
+             hook.where, stats["series"], len(c.all_queries()), stats["period"], stats["datapoints"], stats["requests"])  # fmt: skip
+    return pd.concat([frame, rows], ignore_index=True) if len(rows) else frame, stats
 
 
 @task(multiple_outputs=False)

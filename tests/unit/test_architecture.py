@@ -30,10 +30,11 @@ RANKS = {
     # transport
     "modelwatch.hooks.base": 3,
     "modelwatch.hooks.prometheus": 4, "modelwatch.hooks.alertmanager": 4, "modelwatch.hooks.mlflow": 4,
-    "modelwatch.hooks.pushgateway": 4,
+    "modelwatch.hooks.pushgateway": 4, "modelwatch.hooks.cloudwatch": 4,
     "modelwatch.hooks": 5,
     # logic, in data-flow order
     "modelwatch.extract": 6, "modelwatch.fanout": 6, "modelwatch.verdict": 6, "modelwatch.correlate": 6,
+    "modelwatch.cloudwatch": 6,
     "modelwatch.quality": 7, "modelwatch.drift": 7,
     "modelwatch.evaluate": 8,
     "modelwatch.alerting": 9, "modelwatch.report": 9,
@@ -42,6 +43,8 @@ RANKS = {
     "modelwatch.replay": 11, "modelwatch.tasks": 12, "modelwatch.plugin": 12,
     # the Grafana dashboard from the configuration and the published series' names (no DAG imports it)
     "modelwatch.dashboard": 11,
+    # Prometheus rules and the AMP alert manager definition from the configuration (no DAG imports it)
+    "modelwatch.rules": 11,
     "modelwatch": 13,
 }  # fmt: skip
 LAYERS = {0: "foundation", 1: "foundation", 2: "storage", 3: "transport", 4: "transport", 5: "transport",

@@ -105,3 +105,21 @@ def test_values_are_stored_at_their_periods_end_scaled_with_the_period_as_window
     assert frame["labels"].iloc[0] == ('{EndpointName="fraud-prod",VariantName="variant-a",metric="CPUUtilization",'
                                        'namespace="/aws/sagemaker/Endpoints"}')  # fmt: skip
     assert str(frame["timestamp"].dtype) == "datetime64[ms, UTC]"
+
+
+def test_the_commented_example_in_the_shipped_thresholds_is_valid() -> None:
+    from pathlib import Path
+
+    import yaml
+
+    shipped = Path(__file__).resolve().parents[2] / "include" / "thresholds.yaml"
+    lines = shipped.read_text().splitlines()
+    first = lines.index("#cloudwatch:")
+    block = [lines[first][1:]]
+    for line in lines[first + 1:]:
+        if not line.startswith("#  "):
+            break
+        block.append(line[1:])
+    raw = yaml.safe_load(shipped.read_text()) | yaml.safe_load("\n".join(block))
+    cfg = ModelwatchConfig.model_validate(raw)
+    assert {"endpoint_cpu", "api_latency_p95", "queue_depth"} <= {q.name for q in cfg.cloudwatch.all_queries()}

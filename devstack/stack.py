@@ -300,7 +300,7 @@ class StackConfig:
 
     @property
     def prometheus_rules_dir(self) -> Path:
-        """Folder whose ``*.yml`` rule files Prometheus loads (empty unless someone drops rules there)."""
+        """Folder whose ``*.yml`` rule files Prometheus loads (the stack writes :data:`RULES_FILE_NAME` there)."""
         return self.prometheus_dir / "rules"
 
     @property
@@ -504,6 +504,27 @@ def prometheus_config(cfg: StackConfig) -> dict[str, Any]:
     }
 
 
+#: the rule file the stack writes into :attr:`StackConfig.prometheus_rules_dir` (compose's copy:
+#: compose/prometheus-rules/modelwatch.rules.yml)
+RULES_FILE_NAME = "modelwatch.rules.yml"
+
+
+def write_prometheus_rules(cfg: StackConfig) -> Path:
+    """Write the rules of ``include/thresholds.yaml`` (``python -m modelwatch.rules render``) where the stack's
+    Prometheus loads them: each saturation query recorded, and its saturation alert (``source="modelwatch-rules"``).
+
+    :param cfg: the stack configuration.
+    :returns: the file written.
+    """
+    from modelwatch.config import DEFAULT_CONFIG_PATH, load_config
+    from modelwatch.rules import render
+
+    path = cfg.prometheus_rules_dir / RULES_FILE_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render(load_config(DEFAULT_CONFIG_PATH)), encoding="utf-8")
+    return path
+
+
 def alertmanager_config(cfg: StackConfig) -> dict[str, Any]:
     """The Alertmanager configuration: every alert goes to the webhook receiver and by mail to the sink;
     modelwatch's three alert kinds get an explicit route and an inhibition rule.
@@ -529,9 +550,14 @@ def alertmanager_config(cfg: StackConfig) -> dict[str, Any]:
 
     Any other alert (tests post their own alert names) takes the catch-all routes, delivered as before.
 
+    The saturation alerts of the stack's Prometheus rules (:func:`write_prometheus_rules`,
+    ``source="modelwatch-rules"``) go to the webhook receiver only, one group per resource and instance.
+
     :param cfg: the stack configuration.
     :returns: the configuration as a dict (YAML-ready).
     """
+    from modelwatch.rules import SOURCE as RULES_SOURCE
+
     source = 'source="modelwatch"'
     both_receivers: list[dict[str, Any]] = [
         # Sibling routes with continue: true deliver each alert to both receivers.
@@ -546,6 +572,15 @@ def alertmanager_config(cfg: StackConfig) -> dict[str, Any]:
             "group_interval": "5s",
             "repeat_interval": "4h",
             "routes": [
+                {
+                    # The rules' saturation alerts (modelwatch.rules) describe a host right now, not a verdict:
+                    # webhook only, grouped per resource and instance. This machine's own load trips them in a
+                    # busy test session, and mail is where tests count the DAG's notifications. On AMP they go
+                    # to SNS (docs/aws.md).
+                    "matchers": [f'source="{RULES_SOURCE}"'],
+                    "group_by": ["alertname", "resource", "instance"],
+                    "receiver": "modelwatch-webhook",
+                },
                 {
                     # No data: one notification per alert name (i.e. per incident), not per model. Its child
                     # routes inherit that grouping and deliver to both receivers; continue: false (the
@@ -852,8 +887,9 @@ class Stack(ManagedProcesses):
         return read_webhook(self.config.webhook_file)
 
     def write_configs(self) -> None:
-        """(Re)write ``prometheus.yml`` and ``alertmanager.yml`` for the current ports."""
+        """(Re)write ``prometheus.yml``, its rule file and ``alertmanager.yml`` for the current ports."""
         _write_yaml(self.config.prometheus_config_path, prometheus_config(self.config))
+        write_prometheus_rules(self.config)
         _write_yaml(self.config.alertmanager_config_path, alertmanager_config(self.config))
 
     # -- internals -------------------------------------------------------------------------------------
@@ -932,7 +968,7 @@ class Stack(ManagedProcesses):
         c = self.config
         if name == "prometheus":
             c.prometheus_data_dir.mkdir(parents=True, exist_ok=True)
-            c.prometheus_rules_dir.mkdir(parents=True, exist_ok=True)
+            write_prometheus_rules(c)
             _write_yaml(c.prometheus_config_path, prometheus_config(c))
         elif name == "alertmanager":
             (c.alertmanager_dir / "data").mkdir(parents=True, exist_ok=True)

@@ -238,3 +238,22 @@ def test_cli_errors_name_the_file_or_the_arn(tmp_path: Path, capsys: pytest.Capt
     assert str(missing) in capsys.readouterr().err
     assert main(["alertmanager", "--config", str(THRESHOLDS), "--sns-topic-arn", "my-topic"]) == 2
     assert "'my-topic' is not an SNS topic ARN" in capsys.readouterr().err
+
+
+def test_compose_prometheus_loads_the_committed_rules_and_only_them(cfg: ModelwatchConfig, tmp_path: Path) -> None:
+    # docker-compose.yaml mounts compose/prometheus-rules into the container; compose/prometheus.yml's
+    # rule_files glob must match the rule file there, not the alert manager definition beside it
+    compose = yaml.safe_load((REPO / "docker-compose.yaml").read_text(encoding="utf-8"))
+    mounts = dict(reversed(v.split(":")[:2]) for v in compose["services"]["prometheus"]["volumes"] if v.startswith("./"))
+    prom = yaml.safe_load((REPO / "compose" / "prometheus.yml").read_text(encoding="utf-8"))
+    (pattern,) = prom["rule_files"]
+    folder, glob = pattern.rsplit("/", 1)
+    assert mounts[folder] == "./compose/prometheus-rules"
+    assert sorted(p.name for p in COMMITTED.glob(glob)) == [RULES_FILE]
+    # promtool checks the configuration together with the rule files it names, as Prometheus loads them
+    local = tmp_path / "prometheus.yml"
+    local.write_text(yaml.safe_dump({**prom, "rule_files": [str(COMMITTED / glob)]}), encoding="utf-8")
+    proc = _run([_tool("promtool"), "check", "config", str(local)])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    found = f"SUCCESS: {2 * len(cfg.saturation_thresholds)} rules found"
+    assert found in proc.stdout + proc.stderr, proc.stdout + proc.stderr

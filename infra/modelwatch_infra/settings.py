@@ -68,7 +68,8 @@ class Settings:
     #: Authorization of the proxy method: ``AWS_IAM`` (SigV4-signed callers) or ``NONE``.
     api_authorization: str = "AWS_IAM"
     #: Declare the region-wide ``aws.apigateway.Account`` (the CloudWatch Logs role API Gateway uses for
-    #: access and execution logs). False when another stack of the account and region already sets it.
+    #: access and execution logs). False when another stack of the account and region already sets it:
+    #: deleting the setting (``pulumi destroy``) resets the role, and logging stops for every REST API there.
     manage_apigateway_account: bool = True
 
     def __post_init__(self) -> None:

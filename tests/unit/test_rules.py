@@ -257,3 +257,17 @@ def test_compose_prometheus_loads_the_committed_rules_and_only_them(cfg: Modelwa
     assert proc.returncode == 0, proc.stdout + proc.stderr
     found = f"SUCCESS: {2 * len(cfg.saturation_thresholds)} rules found"
     assert found in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("which", ["compose", "devstack"])
+def test_local_alertmanagers_send_the_rules_alerts_to_the_webhook_only(which: str, tmp_path: Path) -> None:
+    # the machine's own load can trip them in a test session: mail stays the channel of the DAG's verdicts
+    from devstack.stack import StackConfig
+    from devstack.stack import alertmanager_config as devstack_alertmanager
+
+    path = REPO / "compose" / "alertmanager.yml"
+    if which == "devstack":
+        path = tmp_path / "alertmanager.yml"
+        path.write_text(yaml.safe_dump(devstack_alertmanager(StackConfig()), sort_keys=False), encoding="utf-8")
+    labels = {"alertname": "ModelwatchResourceSaturated", "source": SOURCE, "resource": "load", "instance": "h:9100"}
+    assert _route(path, labels) == "modelwatch-webhook"

@@ -393,7 +393,9 @@ def replay_thresholds() -> dict[str, Any]:
     try:
         current = load_config()
         candidate = load_changed_config(str(params.get("candidate") or ""), "trigger-form field 'candidate'")
-        days = form_days(str(params.get("from") or ""), str(params.get("to") or ""), context["logical_date"].date())
+        # a manual run from the form has no logical date; the day it was triggered for is its run_after's
+        days = form_days(str(params.get("from") or ""), str(params.get("to") or ""),
+                         context["dag_run"].run_after.date())  # fmt: skip
     except (ConfigError, ValueError) as exc:  # a form that is wrong stays wrong: no retries
         raise AirflowFailException(str(exc)) from None
     lake = Lake(current.storage.base_url, current.storage.aws_conn_id)

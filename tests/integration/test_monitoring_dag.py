@@ -71,9 +71,15 @@ def alertname(tmp_path_factory):
     mp.undo()
 
 
+#: scenario -> what each day's publish_verdicts task returned, read right after its run (a later dag.test() of
+#: the same logical date in another module replaces the run's task instances)
+PUBLISHED: dict[str, dict] = {}
+
+
 @pytest.fixture(scope="module")
 def runs(seeded_stack, airflow_db, lake, alertname):
     """Run the DAG once per scenario day; return {scenario: (dag_run, verdict document)}."""
+    from devstack.runner import task_states, xcom
     from modelwatch.storage import Lake
     from modelwatch.window import Window
 
@@ -89,6 +95,8 @@ def runs(seeded_stack, airflow_db, lake, alertname):
             window = Window(start, start + timedelta(days=1))
             doc = Lake(lake).read_document(f"{Lake(lake).partition_url('verdicts', window)}/_verdict.json")
             results[scenario] = (dag_run, doc)
+            PUBLISHED[scenario] = {"state": task_states(dag_run).get("publish_verdicts"),
+                                   **(xcom(dag_run, "publish_verdicts") or {})}  # fmt: skip
             until_notified(seeded_stack, Lake(lake).read_document(doc["alert"]["payload"]) if doc["alert"]["payload"]
                            else [])  # fmt: skip
     finally:
@@ -188,7 +196,8 @@ def test_the_drift_dataset_holds_a_row_per_model_and_value(runs, lake):
     ).fetchall()
     assert {(str(dt), m) for dt, m, *_ in rows} == {(d.isoformat(), m) for d in TEST_DAYS
                                                   for m in ("fraud-detector", "recommender")}  # fmt: skip
-    assert {value for _, _, value, _, _ in rows} == {"prediction_time"}
+    # the values thresholds.yaml names: prediction_time and the amount and channel the predictions log
+    assert {value for _, _, value, _, _ in rows} == {"prediction_time", "metric_amount", "param_channel"}
     assert all(outcome == "too_few" for dt, _, _, outcome, _ in rows if dt == min(TEST_DAYS))
 
 
@@ -362,14 +371,11 @@ def test_each_run_publishes_its_verdicts_unless_a_newer_window_is_published(runs
     day never replaces it, and Prometheus scrapes the models' verdicts back."""
     from polling import wait_until
 
-    from devstack.runner import task_states, xcom
     from modelwatch.hooks.pushgateway import PushgatewayHook
 
-    results = {}
-    for scenario, (dag_run, _doc) in runs.items():
-        assert task_states(dag_run)["publish_verdicts"] == "success", scenario
-        results[scenario] = xcom(dag_run, "publish_verdicts")
+    results = {scenario: PUBLISHED[scenario] for scenario in runs}
     for scenario, result in results.items():
+        assert result["state"] == "success", (scenario, result)
         if result["action"] == "skipped":  # another module's runs of the same DAG published a later day
             assert result["published_window_end"] > result["window_end"], (scenario, result)
         else:

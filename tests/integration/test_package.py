@@ -78,5 +78,6 @@ def test_a_fresh_environment_registers_the_provider_and_parses_the_dags(fresh_ve
     info = json.loads(out.stdout.strip().splitlines()[-1])
     assert info["file"].startswith(str(fresh_venv)), f"modelwatch imported from {info['file']}, not the wheel"
     assert info["errors"] == {}
-    assert info["dags"] == ["model_performance_monitoring", "model_performance_monitoring_hourly"]
+    assert info["dags"] == ["model_performance_monitoring", "model_performance_monitoring_hourly",
+                            "modelwatch_threshold_replay"]
     assert info["types"] == ["alertmanager", "mlflow", "prometheus"]

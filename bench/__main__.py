@@ -14,7 +14,7 @@ import sys
 import time
 from types import ModuleType
 
-from bench import correlation, day, layouts, predictions, quality, scale
+from bench import correlation, day, layouts, predictions, quality, report, scale
 
 
 def _benchmarks() -> dict[str, ModuleType]:
@@ -24,6 +24,7 @@ def _benchmarks() -> dict[str, ModuleType]:
         "layouts": layouts,
         "predictions": predictions,
         "quality": quality,
+        "report": report,
         "scale": scale,
     }
 

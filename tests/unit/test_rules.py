@@ -4,7 +4,7 @@ What a user checks: every query with a saturation threshold is recorded with its
 configured and alerts per instance at that threshold for ``rules.saturation_for``; the committed renders
 are the renders of include/thresholds.yaml; Prometheus' own checker (promtool) accepts the rule file and
 Alertmanager's (amtool) the definition's configuration, which routes every alert modelwatch sends to the
-SNS topic. The publish path runs against moto's AMP in tests/integration/test_rules.py.
+SNS topic. The publish path runs against moto's AMP in tests/integration/test_prometheus_rules.py.
 """
 
 from __future__ import annotations

@@ -399,6 +399,9 @@ def replay_thresholds() -> dict[str, Any]:
     except (ConfigError, ValueError) as exc:  # a form that is wrong stays wrong: no retries
         raise AirflowFailException(str(exc)) from None
     lake = Lake(current.storage.base_url, current.storage.aws_conn_id)
+    if not set(lake.list_days("predictions")) & {d.isoformat() for d in days}:
+        raise AirflowFailException(f"no stored day between {days[0]} and {days[-1]} in {current.storage.base_url}: "
+                                   "nothing to replay (params from/to choose the days)")  # fmt: skip
     log.info("replaying %d day(s) %s..%s of %s under the current and the candidate thresholds; nothing is posted "
              "or written", len(days), days[0], days[-1], current.storage.base_url)  # fmt: skip
     rows = compare(lake, days, current, candidate, log.info)

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 import yaml
 from config_helpers import own_alertnames
+from polling import wait_until
 
 from devstack.cloudwatch import ENDPOINT_NAMESPACE, endpoint_cpu, put_metric_data
 from devstack.runner import run_window, task_states, xcom
@@ -30,6 +31,16 @@ from devstack.stack import S3_ACCESS_KEY, S3_REGION, S3_SECRET_KEY
 REPO = Path(__file__).resolve().parents[2]
 MODEL = "endpoint-classifier"
 ENDPOINT = "endpoint-classifier-prod"
+
+
+def _instant(prometheus_url: str, query: str, at: datetime) -> list[dict[str, Any]]:
+    import json
+    import urllib.parse
+    import urllib.request
+
+    url = f"{prometheus_url}/api/v1/query?{urllib.parse.urlencode({'query': query, 'time': at.timestamp()})}"
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    return json.loads(opener.open(url, timeout=10).read())["data"]["result"]
 
 
 def _log_predictions(tracking_uri: str, experiment: str, start: datetime, incident: tuple[datetime, datetime]) -> int:
@@ -58,8 +69,13 @@ def _log_predictions(tracking_uri: str, experiment: str, start: datetime, incide
 def cloudwatch_run(stack: Any, airflow_db: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     import boto3
 
-    end = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=2)
+    # up to now: the live stack's own Prometheus samples (its node-exporter) fall into the window even when
+    # the stack started a minute ago
+    end = datetime.now(UTC).replace(second=0, microsecond=0)
     start = end - timedelta(hours=1)
+    wait_until(lambda: _instant(stack.config.prometheus_url, "node_memory_MemAvailable_bytes",
+                                end - timedelta(seconds=10)), timeout=60, interval=2,
+               what="a live node-exporter sample in Prometheus before the window's end")  # fmt: skip
     incident = (start + timedelta(minutes=20), start + timedelta(minutes=40))
     experiment = f"cloudwatch-scenario-{uuid.uuid4().hex[:8]}"
     _log_predictions(stack.config.mlflow_url, experiment, start, incident)

@@ -346,10 +346,14 @@ def test_replay_judges_the_stored_days_under_other_thresholds_without_posting(ru
     assert "total no_data 2 page(s) on 1 day(s) 2 page(s) on 1 day(s)" in lines
 
 
-def test_the_replay_dag_gives_the_same_table_from_its_trigger_form(runs, lake) -> None:
+def test_the_replay_dag_gives_the_same_table_from_its_trigger_form(runs, lake, seeded_stack, monkeypatch) -> None:
     """The ``modelwatch_threshold_replay`` DAG through ``dag.test()``: only the key to change, pasted as YAML in
     the trigger form; the table in its XCom; nothing posted (its only task reads the lake)."""
     from devstack.runner import task_states, xcom
+
+    for key, value in seeded_stack.config.airflow_env().items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("MODELWATCH_STORAGE_URL", lake)
 
     days = sorted(TEST_DAYS)
     run = load_dag("modelwatch_threshold_replay").test(logical_date=None, run_conf={
@@ -364,6 +368,10 @@ def test_the_replay_dag_gives_the_same_table_from_its_trigger_form(runs, lake) -
     # a candidate with a mistake fails at once, naming the form field and the key
     bad = load_dag("modelwatch_threshold_replay").test(logical_date=None, run_conf={"candidate": "evaluation: {slow: 1}"})
     assert task_states(bad) == {"replay_thresholds": "failed"}
+    # days the lake does not hold fail at once too, rather than an empty table
+    empty = load_dag("modelwatch_threshold_replay").test(logical_date=None, run_conf={"from": "2025-01-01",
+                                                                                       "to": "2025-01-02"})  # fmt: skip
+    assert task_states(empty) == {"replay_thresholds": "failed"}
 
 
 def test_each_run_publishes_its_verdicts_unless_a_newer_window_is_published(runs, seeded_stack, monkeypatch):

@@ -117,8 +117,17 @@ class Run:
     outputs: dict[str, Any]
 
 
+def _own_event_loop() -> None:
+    # Pulumi's mocks run the program on the thread's current event loop (asyncio.get_event_loop()). Earlier
+    # tests of the same session (Airflow's, anything that ran asyncio.run) leave the main thread without one.
+    import asyncio
+
+    asyncio.set_event_loop(asyncio.new_event_loop())
+
+
 def run_program(settings: Settings) -> Run:
     """Run :func:`build` under fresh mocks; every registration has happened when this returns."""
+    _own_event_loop()
     mocks = Recorder()
     pulumi.runtime.set_mocks(mocks, project="modelwatch", stack="test", preview=False)
     outputs: dict[str, Any] = {}
@@ -302,6 +311,7 @@ def test_main_reads_the_stack_config(tmp_path: Path) -> None:
     rules.write_text("groups:\n- name: g\n  rules:\n  - record: r\n    expr: vector(1)\n", encoding="utf-8")
     definition = tmp_path / "am.yml"
     definition.write_text("route:\n  receiver: sns\nreceivers:\n- name: sns\n", encoding="utf-8")
+    _own_event_loop()
     mocks = Recorder()
     pulumi.runtime.set_mocks(mocks, project="modelwatch", stack="test", preview=False)
     pulumi.runtime.set_all_config({

@@ -71,11 +71,14 @@ def cloudwatch_run(stack: Any, airflow_db: Path, tmp_path_factory: pytest.TempPa
 
     # up to now: the live stack's own Prometheus samples (its node-exporter) fall into the window even when
     # the stack started a minute ago
-    end = datetime.now(UTC).replace(second=0, microsecond=0)
+    def window_end() -> datetime | None:
+        end = datetime.now(UTC).replace(second=0, microsecond=0)
+        live = _instant(stack.config.prometheus_url, "node_memory_MemAvailable_bytes", end - timedelta(seconds=10))
+        return end if live else None
+
+    end = wait_until(window_end, timeout=90, interval=2,
+                     what="a live node-exporter sample in Prometheus before a window's end")  # fmt: skip
     start = end - timedelta(hours=1)
-    wait_until(lambda: _instant(stack.config.prometheus_url, "node_memory_MemAvailable_bytes",
-                                end - timedelta(seconds=10)), timeout=60, interval=2,
-               what="a live node-exporter sample in Prometheus before the window's end")  # fmt: skip
     incident = (start + timedelta(minutes=20), start + timedelta(minutes=40))
     experiment = f"cloudwatch-scenario-{uuid.uuid4().hex[:8]}"
     _log_predictions(stack.config.mlflow_url, experiment, start, incident)

@@ -745,10 +745,12 @@ def load_config(path: str | Path | None = None) -> ModelwatchConfig:
 
 
 def merged(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
-    """``base`` with ``changes`` on top: mappings merge key by key, anything else (a list, a number) replaces."""
+    """``base`` with ``changes`` on top: mappings merge key by key; anything else (a list, a number) replaces,
+    and so does an empty mapping (``models: {}`` clears the per-model overrides)."""
     out = dict(base)
     for key, value in changes.items():
-        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        deeper = isinstance(value, dict) and value and isinstance(out.get(key), dict)
+        out[key] = merged(out[key], value) if deeper else value
     return out
 
 

@@ -39,6 +39,9 @@ def test_the_candidate_is_the_thresholds_in_force_with_the_pasted_keys_on_top() 
     assert candidate.evaluation == current.evaluation
     assert load_changed_config("  ", "form", SHIPPED) == current
     assert merged({"a": {"b": 1, "c": [1]}}, {"a": {"c": [2]}}) == {"a": {"b": 1, "c": [2]}}
+    # an empty mapping clears what it names: no per-model override left
+    cleared = load_changed_config("evaluation:\n  models: {}\n", "form", SHIPPED)
+    assert current.evaluation.models and cleared.evaluation.models == {}
 
 
 def test_a_candidate_with_a_mistake_names_the_form_field_and_the_key() -> None:

@@ -13,7 +13,8 @@ drift:
     prediction_time: {psi: 0.1}
 ```
 
-and pick the days (default: the 7 days before the run's logical date; a long range is refused with a
+(merged key by key onto the thresholds in force; an empty mapping such as `models: {}` clears what it
+names), and pick the days (default: the 7 days before the run's logical date; a long range is refused with a
 pointer to `make replay`, which has no limit).
 
 It reads only the lake's canonical `predictions` and `resources` partitions (what the scheduled runs saw),

@@ -284,6 +284,15 @@ def test_a_day_written_to_s3_through_the_aws_connection(seeded_stack, monitoring
     )
     assert {v["model"]: v["verdict"] for v in doc["verdicts"]} == EXPECTED["cpu_saturation"]
     assert not any(k.endswith(".partial") for k in keys)
+    # the degraded model's report, and the model-health view reading it back from S3 (the same Lake code)
+    assert {f"lake/reports/dt={day.isoformat()}/fraud-detector.html",
+            f"lake/reports/dt={day.isoformat()}/fraud-detector-timeline.png"} <= keys  # fmt: skip
+    from modelwatch.plugin import calendar, day_report
+
+    page = calendar().body.decode()
+    assert "fraud-detector" in page and day.isoformat()[5:] in page
+    report = day_report(day.isoformat(), "fraud-detector").body.decode()
+    assert "fraud-detector" in report and "Evidence per resource" in report and "data:image/png;base64," in report
 
 
 def test_a_trigger_form_window_and_dry_run_evaluate_without_paging(

@@ -30,6 +30,8 @@ from modelwatch.storage import IncompletePartition, Lake
 from modelwatch.window import Window, reference_windows
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from modelwatch.config import ModelwatchConfig
     from modelwatch.verdict import ModelVerdict
 
@@ -42,15 +44,15 @@ class DayReplay:
     pages: dict[str, list[str]]
 
 
-def judge_day(lake: Lake, day: date, cfg: ModelwatchConfig) -> list[ModelVerdict]:
+def judge_day(lake: Lake, day: date, cfg: ModelwatchConfig,
+              stored: tuple[pd.DataFrame, pd.DataFrame] | None = None) -> list[ModelVerdict]:  # fmt: skip
     """The verdicts of one stored UTC day under ``cfg``, as the DAG's tasks give them.
 
+    :param stored: the day's ``predictions`` and ``resources`` when already read (:func:`read_day`).
     :raises IncompletePartition: when the day's ``predictions`` or ``resources`` partition is not complete.
     """
-    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
-    window = Window(start, start + timedelta(days=1))
-    predictions = lake.read_frame("predictions", window)
-    resources = lake.read_frame("resources", window)
+    window = _day_window(day)
+    predictions, resources = stored if stored is not None else read_day(lake, day)
     joined, summary = correlate(predictions, resources, cfg)
     reference, found = lake.read_history(
         "predictions", reference_windows(window, cfg.quality.reference_days), history_columns(cfg)
@@ -59,21 +61,44 @@ def judge_day(lake: Lake, day: date, cfg: ModelwatchConfig) -> list[ModelVerdict
                     reference_days=[dict(w.partition)["dt"] for w in found])  # fmt: skip
 
 
-def replay_days(lake: Lake, days: Iterable[date], cfg: ModelwatchConfig,
-                progress: Callable[[str], None] = lambda _: None) -> list[DayReplay]:  # fmt: skip
-    """:func:`judge_day` for each day that is stored (the others are skipped, and said so)."""
-    out = []
+def _day_window(day: date) -> Window:
+    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    return Window(start, start + timedelta(days=1))
+
+
+def read_day(lake: Lake, day: date) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The stored day's ``predictions`` and ``resources``.
+
+    :raises IncompletePartition: when either is not complete.
+    """
+    window = _day_window(day)
+    return lake.read_frame("predictions", window), lake.read_frame("resources", window)
+
+
+def _paged(verdicts: list[ModelVerdict], cfg: ModelwatchConfig) -> dict[str, list[str]]:
+    paged: dict[str, list[str]] = {}
+    for v, kind, *_ in pages(verdicts, cfg.alerting):
+        paged.setdefault(kind, []).append(v.model)
+    return paged
+
+
+def replay_days(lake: Lake, days: Iterable[date], configs: list[ModelwatchConfig],
+                progress: Callable[[str], None] = lambda _: None) -> list[list[DayReplay]]:  # fmt: skip
+    """:func:`judge_day` under each configuration for each day that is stored, each day read once (the days
+    not stored are skipped, and said so). :returns: one list of :class:`DayReplay` per configuration."""
+    out: list[list[DayReplay]] = [[] for _ in configs]
     for day in days:
         try:
-            verdicts = judge_day(lake, day, cfg)
+            stored = read_day(lake, day)
         except IncompletePartition as exc:
             progress(f"{day}: skipped ({exc})")
             continue
-        paged: dict[str, list[str]] = {}
-        for v, kind, *_ in pages(verdicts, cfg.alerting):
-            paged.setdefault(kind, []).append(v.model)
-        out.append(DayReplay(day, paged))
-        progress(f"{day}: {sum(len(m) for m in paged.values())} page(s)")
+        counts = []
+        for cfg, replays in zip(configs, out, strict=True):
+            paged = _paged(judge_day(lake, day, cfg, stored), cfg)
+            replays.append(DayReplay(day, paged))
+            counts.append(str(sum(len(m) for m in paged.values())))
+        progress(f"{day}: {' / '.join(counts)} page(s)")
     return out
 
 
@@ -100,8 +125,7 @@ def comparison(current: list[DayReplay], candidate: list[DayReplay]) -> list[lis
 def compare(lake: Lake, days: list[date], current: ModelwatchConfig, candidate: ModelwatchConfig,
             progress: Callable[[str], None] = lambda _: None) -> list[list[str]]:  # fmt: skip
     """The side-by-side table (:func:`comparison`) of ``days`` judged under both configurations."""
-    now = replay_days(lake, days, current, lambda line: progress(f"current:   {line}"))
-    new = replay_days(lake, days, candidate, lambda line: progress(f"candidate: {line}"))
+    now, new = replay_days(lake, days, [current, candidate], lambda line: progress(f"current / candidate: {line}"))
     return comparison(now, new)
 
 

@@ -184,11 +184,22 @@ def live_chapter(stack: Any, env: dict[str, str], lake_url: str, log_path: Path)
     return True
 
 
+def _held_alerts(filters: dict[str, str]) -> list[dict[str, Any]]:
+    """Alertmanager's modelwatch alerts, through the product's hook; its request log (Airflow's structlog
+    writes to stdout) kept out of the summary."""
+    import contextlib
+    import io
+
+    from modelwatch.hooks.alertmanager import AlertmanagerHook
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        return AlertmanagerHook().get_alerts(filters=filters)
+
+
 def demo_main(args: argparse.Namespace | None = None) -> int:
     """Run the demo; returns the exit code (non-zero if a day's run did not succeed)."""
     from devstack.scenarios import QUALITY_DAYS
     from devstack.stack import Stack, StackConfig
-    from modelwatch.hooks.alertmanager import AlertmanagerHook
     from modelwatch.storage import Lake
 
     args = args or argparse.Namespace()
@@ -222,7 +233,7 @@ def demo_main(args: argparse.Namespace | None = None) -> int:
         lake = Lake(lake_url)
         _say(_table(verdict_rows(lake, days)))
         os.environ.update(stack.config.airflow_env())
-        held = AlertmanagerHook().get_alerts(filters={"source": "modelwatch"})
+        held = _held_alerts({"source": "modelwatch"})
         _say(f"\nAlerts as Alertmanager holds them ({stack.config.alertmanager_url}/api/v2/alerts):\n")
         if held:
             rows = [["ALERTNAME", "MODEL", "RESOURCES", "SEVERITY", "STARTS", "ENDS", "STATE", "WINDOW"]]
@@ -262,7 +273,7 @@ def demo_main(args: argparse.Namespace | None = None) -> int:
             _say(f"\n5/5 live: the sample model service ({stack.config.model_service_url}) under Locust load, both CPUs "
                  f"burnt for {LIVE_PHASES['burn_s']:.0f} s while traffic triples, then the DAG over it")  # fmt: skip
             live_ok = live_chapter(stack, env, lake_url, state / "demo-live-airflow.log")
-            held = AlertmanagerHook().get_alerts(filters={"source": "modelwatch", "model": "sample-classifier"})
+            held = _held_alerts({"source": "modelwatch", "model": "sample-classifier"})
             for a in held:
                 _say(f"    Alertmanager holds {a['labels']['alertname']} for {a['labels']['model']} "
                      f"(resources {a['labels'].get('resources', '-')}; coverage {a['annotations'].get('coverage')}; "

@@ -274,9 +274,12 @@ def build_report(v: ModelVerdict, joined: pd.DataFrame, resources: pd.DataFrame,
 
 
 def alert_text(v: ModelVerdict, sent: dict[str, list[str]], reason: str) -> str:
-    """What happened to the model's alerts in this run, for the page."""
+    """What this run does about the model's alerts, for the page (written before ``post_alert`` posts: its
+    delivery record, ``alerts/.../_delivery.json``, says when they went out)."""
     names = sent.get(v.model)
-    return f"posted {', '.join(names)}" if names else f"none posted for this model ({reason})"
+    if names:
+        return f"pages as {', '.join(names)} ({reason}; post_alert posts them)"
+    return f"no alert for this model from this run ({reason})"
 
 
 def relative_path(lake: Lake, window: Window, model: str) -> str:

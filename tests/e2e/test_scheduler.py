@@ -319,7 +319,7 @@ def test_a_degraded_days_report_opens_with_its_charts_and_names_model_and_resour
     assert page.status == 200 and not page.console_errors and not page.failed_requests, page
     assert page.images == 2 and not page.broken_images, page.broken_images  # the timeline and the quality chart
     assert "fraud-detector" in page.text and "degraded" in page.text and "cpu" in page.text
-    assert "Evidence per resource" in page.text and "posted" in page.text
+    assert "Evidence per resource" in page.text and f"pages as {e2e_alertname}" in page.text
     assert page.load_seconds < 3, page.load_seconds
     # the day's other model is healthy: no stored page, rendered on demand from the day's partitions
     healthy = open_page(f"{api.base_url}/modelwatch/day/{CPU_DAY}/recommender", cookies=_browser_login(api))

@@ -95,8 +95,13 @@ def _cloudwatch(cfg: ModelwatchConfig, window: Any, frame: Any) -> tuple[Any, di
 
     c = cfg.cloudwatch
     hook = CloudWatchHook(c.conn_id, c.region)
-    rows, stats = extract_cloudwatch(hook, c.all_queries(), window.start, window.end, int(c.period.total_seconds()),
-                                     datetime.now(UTC))  # fmt: skip
+    try:
+        rows, stats = extract_cloudwatch(hook, c.all_queries(), window.start, window.end, int(c.period.total_seconds()),
+                                         datetime.now(UTC))  # fmt: skip
+    except ValueError as exc:  # a window CloudWatch no longer keeps: no retry brings it back
+        from airflow.sdk.exceptions import AirflowFailException
+
+        raise AirflowFailException(f"cloudwatch, window {window}: {exc}") from None
     log.info("cloudwatch (%s): %d series of %d queries at a %d s period: %d values from %d request(s)",
              hook.where, stats["series"], len(c.all_queries()), stats["period"], stats["datapoints"], stats["requests"])  # fmt: skip
     return pd.concat([frame, rows], ignore_index=True) if len(rows) else frame, stats

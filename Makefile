@@ -27,12 +27,8 @@ lock:
 lint: install
 	$(VENV)/bin/ruff check .
 
-# The pure functions and DAG files on two pytest-xdist workers first (no server), then everything that talks to
-# real servers in one process (one session stack); both always run, and either failing fails the target.
 test: install lint
-	@$(PY) -m pytest -n $(UNIT_WORKERS) tests/unit tests/dags; unit=$$?; \
-	$(PY) -m pytest --ignore=tests/unit --ignore=tests/dags; servers=$$?; \
-	exit $$(( unit || servers ))
+	$(PY) -m pytest
 
 # the inner loop: lint, the pure functions and the DAG files; no server started. On two pytest-xdist workers
 # (UNIT_WORKERS=0 runs them in this process).

@@ -97,15 +97,12 @@ def _drift(v: dict[str, Any]) -> str:
 
 def verdict_rows(lake: Any, days: dict[date, str]) -> list[list[str]]:
     """One row per day and model from the ``_verdict.json`` documents in the lake."""
-    from datetime import UTC, datetime, timedelta
-
     from modelwatch.window import Window
 
     rows = [["DAY", "SCENARIO", "MODEL", "VERDICT", "SLOW",
              "EXPLAINED BY (median / max at slow vs threshold; relative risk, coverage)", "QUALITY", "DRIFT", "ALERT"]]  # fmt: skip
     for day, scenario in sorted(days.items()):
-        start = datetime(day.year, day.month, day.day, tzinfo=UTC)
-        window = Window(start, start + timedelta(days=1))
+        window = Window.of_day(day)
         doc = lake.read_document(f"{lake.partition_url('verdicts', window)}/_verdict.json")
         if doc is None:
             rows.append([day.isoformat(), scenario, "-", "(no verdict: the run failed)", "", "", "", "", ""])
@@ -130,14 +127,12 @@ def verdict_rows(lake: Any, days: dict[date, str]) -> list[list[str]]:
 
 def report_lines(lake: Any, days: dict[date, str]) -> list[str]:
     """One line per report the runs wrote: day, model, verdict and the page's file."""
-    from datetime import UTC, datetime, timedelta
 
     from modelwatch.window import Window
 
     lines = []
     for day in sorted(days):
-        start = datetime(day.year, day.month, day.day, tzinfo=UTC)
-        doc = lake.read_document(f"{lake.partition_url('verdicts', Window(start, start + timedelta(days=1)))}/_verdict.json")
+        doc = lake.read_document(f"{lake.partition_url('verdicts', Window.of_day(day))}/_verdict.json")
         verdicts = {v["model"]: v for v in (doc or {}).get("verdicts", [])}
         for model, where in sorted((doc or {}).get("reports", {}).items()):
             v = verdicts.get(model, {})

@@ -20,8 +20,7 @@ imported when the plugin loads: the routes import pandas and matplotlib when cal
 
 from __future__ import annotations
 
-import html
-from datetime import UTC, date, datetime, timedelta
+from datetime import date
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -31,6 +30,7 @@ from fastapi import Depends, FastAPI, HTTPException, Query
 from fastapi.responses import HTMLResponse, Response
 
 from modelwatch.report import REPORTS, VIEW_PREFIX, alert_text, build_report, file_stem
+from modelwatch.text import html_text
 
 if TYPE_CHECKING:
     from airflow.models.taskinstancekey import TaskInstanceKey
@@ -65,15 +65,11 @@ def _lake() -> tuple[Lake, Any]:
     return Lake(cfg.storage.base_url, cfg.storage.aws_conn_id), cfg
 
 
-def _e(value: Any) -> str:
-    return html.escape(str(value), quote=True)
-
-
 def _page(title: str, body: str) -> HTMLResponse:
     style = ("body{font-family:system-ui,sans-serif;margin:1rem;color:#212121}table{border-collapse:collapse;"
              "font-size:.8rem}td,th{border:1px solid #ddd;padding:.25rem .4rem;text-align:center}"
              "td.m{text-align:left}a{color:inherit}.legend span{padding:.1rem .5rem;margin-right:.3rem}")  # fmt: skip
-    return HTMLResponse(f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{_e(title)}</title>"
+    return HTMLResponse(f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{html_text(title)}</title>"
                         f"<style>{style}</style></head><body>{body}</body></html>")  # fmt: skip
 
 
@@ -95,11 +91,9 @@ def _day_window(day: str) -> Any:
     from modelwatch.window import Window
 
     try:
-        d = date.fromisoformat(day)
+        return Window.of_day(date.fromisoformat(day))
     except ValueError:
         raise HTTPException(400, f"not a day: {day!r} (expected YYYY-MM-DD)") from None
-    start = datetime(d.year, d.month, d.day, tzinfo=UTC)
-    return Window(start, start + timedelta(days=1))
 
 
 @app.get("/", response_class=HTMLResponse)
@@ -115,10 +109,10 @@ def calendar(model: str = Query(""), verdict: str = Query("")) -> HTMLResponse:
             documents[day] = doc
     every_model = sorted({v["model"] for d in documents.values() for v in d.get("verdicts", [])})
     rows = calendar_rows(documents, model, verdict)
-    options = "".join(f"<option{' selected' if m == model else ''}>{_e(m)}</option>" for m in every_model)
+    options = "".join(f"<option{' selected' if m == model else ''}>{html_text(m)}</option>" for m in every_model)
     kinds = ["degraded", "slow_unexplained", "no_data", "healthy", "quality_regressed", "drift_drifted"]
-    verdicts = "".join(f"<option{' selected' if k == verdict else ''}>{_e(k)}</option>" for k in kinds)
-    head = "".join(f"<th>{_e(d[5:])}</th>" for d in documents)
+    verdicts = "".join(f"<option{' selected' if k == verdict else ''}>{html_text(k)}</option>" for k in kinds)
+    head = "".join(f"<th>{html_text(d[5:])}</th>" for d in documents)
     body = []
     for name, per_day in rows:
         cells = []
@@ -129,16 +123,16 @@ def calendar(model: str = Query(""), verdict: str = Query("")) -> HTMLResponse:
                 continue
             marks = ("Q" if v.get("quality") == "regressed" else "") + ("D" if v.get("drift") == "drifted" else "")
             href = f"day/{quote(day)}/{quote(name, safe='')}"
-            cells.append(f"<td style='background:{_COLORS.get(v['verdict'], '#fff')}' title='{_e(v['verdict'])}: "
-                         f"{_e(v.get('reason', ''))}'><a href='{_e(href)}'>{_e(v['verdict'][:1].upper())}{marks}</a></td>")  # fmt: skip
-        body.append(f"<tr><td class=m>{_e(name)}</td>{''.join(cells)}</tr>")
-    legend = "".join(f"<span style='background:{c}'>{_e(k)}</span>" for k, c in _COLORS.items())
+            cells.append(f"<td style='background:{_COLORS.get(v['verdict'], '#fff')}' title='{html_text(v['verdict'])}: "
+                         f"{html_text(v.get('reason', ''))}'><a href='{html_text(href)}'>{html_text(v['verdict'][:1].upper())}{marks}</a></td>")  # fmt: skip
+        body.append(f"<tr><td class=m>{html_text(name)}</td>{''.join(cells)}</tr>")
+    legend = "".join(f"<span style='background:{c}'>{html_text(k)}</span>" for k, c in _COLORS.items())
     return _page("modelwatch: model health", (
         "<h1>Model health</h1>"
         f"<form method=get>model <select name=model><option value=''>all</option>{options}</select> verdict "
         f"<select name=verdict><option value=''>all</option>{verdicts}</select> <button>filter</button></form>"
         f"<p class=legend>{legend} Q quality regressed, D drifted; {len(rows)} model(s), {len(documents)} day(s) "
-        f"of {_e(lake.base_url)}</p>"
+        f"of {html_text(lake.base_url)}</p>"
         f"<table id=calendar><thead><tr><th>model</th>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
     ))  # fmt: skip
 
@@ -207,17 +201,17 @@ def run_reports(dag_id: str, run_id: str) -> HTMLResponse:
     lake, _ = _lake()
     reports = result.get("reports") or {}
     # relative to this page (/modelwatch/run/<dag>/<run>): the app's root is two levels up
-    items = "".join(f"<li><a href='../../lake/{_e(quote(where['file'].removeprefix(lake.base_url + '/')))}'>{_e(m)}</a></li>"
+    items = "".join(f"<li><a href='../../lake/{html_text(quote(where['file'].removeprefix(lake.base_url + '/')))}'>{html_text(m)}</a></li>"
                     for m, where in sorted(reports.items()))  # fmt: skip
-    summary = "".join(f"<li>{_e(m)}: {_e(v)}</li>" for m, v in sorted((result.get("summary") or {}).items()))
+    summary = "".join(f"<li>{html_text(m)}: {html_text(v)}</li>" for m, v in sorted((result.get("summary") or {}).items()))
     return _run_page(run_id, result, items, summary)
 
 
 def _run_page(run_id: str, result: dict[str, Any], items: str, summary: str) -> HTMLResponse:
     return _page(f"modelwatch: {run_id}", (
-        f"<h1>Run {_e(run_id)}</h1><p>{_e(result.get('reason', ''))}</p><h2>Reports</h2>"
+        f"<h1>Run {html_text(run_id)}</h1><p>{html_text(result.get('reason', ''))}</p><h2>Reports</h2>"
         f"<ul>{items or '<li>none: no model needed a look</li>'}</ul><h2>Verdicts</h2><ul>{summary}</ul>"
-        f"<p>verdict document: {_e(result.get('verdict_document', ''))}</p>"
+        f"<p>verdict document: {html_text(result.get('verdict_document', ''))}</p>"
     ))  # fmt: skip
 
 

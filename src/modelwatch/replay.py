@@ -18,7 +18,7 @@ import os
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,6 +26,7 @@ from modelwatch.alerting import pages
 from modelwatch.config import STORAGE_URL_ENV, ConfigError, load_config
 from modelwatch.correlate import correlate
 from modelwatch.evaluate import evaluate, history_columns
+from modelwatch.schema import PREDICTION_COLUMNS
 from modelwatch.storage import IncompletePartition, Lake
 from modelwatch.window import Window, reference_windows
 
@@ -51,8 +52,8 @@ def judge_day(lake: Lake, day: date, cfg: ModelwatchConfig,
     :param stored: the day's ``predictions`` and ``resources`` when already read (:func:`read_day`).
     :raises IncompletePartition: when the day's ``predictions`` or ``resources`` partition is not complete.
     """
-    window = _day_window(day)
-    predictions, resources = stored if stored is not None else read_day(lake, day)
+    window = Window.of_day(day)
+    predictions, resources = stored if stored is not None else read_day(lake, day, [cfg])
     joined, summary = correlate(predictions, resources, cfg)
     reference, found = lake.read_history(
         "predictions", reference_windows(window, cfg.quality.reference_days), history_columns(cfg)
@@ -61,18 +62,16 @@ def judge_day(lake: Lake, day: date, cfg: ModelwatchConfig,
                     reference_days=[dict(w.partition)["dt"] for w in found])  # fmt: skip
 
 
-def _day_window(day: date) -> Window:
-    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
-    return Window(start, start + timedelta(days=1))
-
-
-def read_day(lake: Lake, day: date) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The stored day's ``predictions`` and ``resources``.
+def read_day(lake: Lake, day: date, configs: list[ModelwatchConfig]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The stored day's ``predictions`` (with the values the configurations log: a day stored before one was
+    logged reads it as not logged, as the reference days do) and ``resources``.
 
     :raises IncompletePartition: when either is not complete.
     """
-    window = _day_window(day)
-    return lake.read_frame("predictions", window), lake.read_frame("resources", window)
+    window = Window.of_day(day)
+    logged = dict.fromkeys(column for cfg in configs for column in cfg.mlflow.logged.columns())
+    predictions = lake.read_partition(lake.partition_url("predictions", window), columns=[*PREDICTION_COLUMNS, *logged])
+    return predictions, lake.read_frame("resources", window)
 
 
 def _paged(verdicts: list[ModelVerdict], cfg: ModelwatchConfig) -> dict[str, list[str]]:
@@ -89,7 +88,7 @@ def replay_days(lake: Lake, days: Iterable[date], configs: list[ModelwatchConfig
     out: list[list[DayReplay]] = [[] for _ in configs]
     for day in days:
         try:
-            stored = read_day(lake, day)
+            stored = read_day(lake, day, configs)
         except IncompletePartition as exc:
             progress(f"{day}: skipped ({exc})")
             continue
@@ -159,18 +158,6 @@ def table(rows: list[list[str]]) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
 
 
-def stored_days(lake_dir: Path) -> list[date]:
-    """The days of a local lake's canonical ``predictions`` table (``dt=`` folders)."""
-    table = lake_dir / "predictions"
-    days = []
-    for part in sorted(table.glob("dt=*")) if table.is_dir() else []:
-        try:
-            days.append(date.fromisoformat(part.name.removeprefix("dt=")))
-        except ValueError:
-            continue
-    return days
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m modelwatch.replay", description=__doc__.split("\n\n")[0])
     parser.add_argument("--candidate", required=True, type=Path, help="the thresholds.yaml to try")
@@ -190,12 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     lake = Lake(base, current.storage.aws_conn_id)
     if args.first and args.last:
         days = [args.first + timedelta(days=k) for k in range((args.last - args.first).days + 1)]
-    elif base.startswith("file://"):
-        days = [d for d in stored_days(Path(base.removeprefix("file://")))
+    else:  # the stored days, on a local disk or S3 alike
+        days = [d for d in map(date.fromisoformat, lake.list_days("predictions"))
                 if (args.first is None or d >= args.first) and (args.last is None or d <= args.last)]  # fmt: skip
-    else:
-        print("replay: give --from and --to for a lake that is not on a local disk", file=sys.stderr)
-        return 2
     if not days:
         print(f"replay: no stored day in {base}/predictions to replay", file=sys.stderr)
         return 1

@@ -15,14 +15,13 @@ names, labels, reasons) is escaped.
 from __future__ import annotations
 
 import base64
-import html
 import io
 import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from modelwatch.text import fmt_pct, fmt_value
+from modelwatch.text import fmt_pct, fmt_value, html_text
 
 if TYPE_CHECKING:
     import numpy as np
@@ -193,13 +192,9 @@ class Report:
         return {f"{file_stem(self.model)}.html": self.html.encode(), **self.images}
 
 
-def _e(value: Any) -> str:
-    return html.escape("" if value is None else str(value), quote=True)
-
-
 def _table(header: list[str], rows: list[list[Any]]) -> str:
-    head = "".join(f"<th>{_e(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in r) + "</tr>" for r in rows)
+    head = "".join(f"<th>{html_text(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html_text(c)}</td>" for c in r) + "</tr>" for r in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
@@ -213,19 +208,19 @@ def render_html(v: ModelVerdict, images: dict[str, bytes], *, alert: str, links:
     """The page: verdict and reason, the charts, the evidence, quality, drift, versions, what was sent."""
     color = _COLORS.get(v.verdict, "#616161")
     parts = [
-        f"<!doctype html><html lang=en><head><meta charset=utf-8><title>modelwatch: {_e(v.model)} {_e(v.verdict)}"
+        f"<!doctype html><html lang=en><head><meta charset=utf-8><title>modelwatch: {html_text(v.model)} {html_text(v.verdict)}"
         f"</title><style>{_STYLE}</style></head><body>",
-        f"<h1>{_e(v.model)} <span class=badge style='background:{color}'>{_e(v.verdict)}</span></h1>",
-        f"<p class=muted>window {_e(v.window_start)} to {_e(v.window_end)}; versions "
-        f"{_e(', '.join(v.model_versions) or '-')}; {v.n_slow} of {v.n_predictions} predictions slower than "
-        f"{_e(fmt_value(v.slow_threshold_seconds))} s</p>",
-        f"<p id=reason>{_e(v.reason)}</p>",
-        f"<p id=alert><b>Alert:</b> {_e(alert)}</p>",
+        f"<h1>{html_text(v.model)} <span class=badge style='background:{color}'>{html_text(v.verdict)}</span></h1>",
+        f"<p class=muted>window {html_text(v.window_start)} to {html_text(v.window_end)}; versions "
+        f"{html_text(', '.join(v.model_versions) or '-')}; {v.n_slow} of {v.n_predictions} predictions slower than "
+        f"{html_text(fmt_value(v.slow_threshold_seconds))} s</p>",
+        f"<p id=reason>{html_text(v.reason)}</p>",
+        f"<p id=alert><b>Alert:</b> {html_text(alert)}</p>",
     ]
     for name, png in images.items():
         if name.endswith(".png"):
             data = base64.b64encode(png).decode()
-            parts.append(f"<img alt='{_e(name)}' src='data:image/png;base64,{data}'>")
+            parts.append(f"<img alt='{html_text(name)}' src='data:image/png;base64,{data}'>")
     evidence = [*v.saturated_resources, *v.rejected_resources]
     if evidence:
         parts.append("<h2>Evidence per resource</h2>")
@@ -237,14 +232,14 @@ def render_html(v: ModelVerdict, images: dict[str, bytes], *, alert: str, links:
               fmt_value(e.relative_risk), fmt_value(e.p_adjusted), e.test] for e in evidence],
         ))  # fmt: skip
     if v.quality_metrics:
-        parts.append(f"<h2>Quality: {_e(v.quality)}</h2><p>{_e(v.quality_reason)}</p>")
+        parts.append(f"<h2>Quality: {html_text(v.quality)}</h2><p>{html_text(v.quality_reason)}</p>")
         parts.append(_table(
             ["metric", "outcome", "window mean", "reference mean", "labelled (window / reference)", "p (Holm)", "test"],
             [[q.metric, q.outcome, fmt_value(q.window_mean), fmt_value(q.reference_mean),
               f"{q.n_window} / {q.n_reference}", fmt_value(q.p_adjusted), q.test] for q in v.quality_metrics],
         ))  # fmt: skip
     if v.drift_values:
-        parts.append(f"<h2>Drift: {_e(v.drift)}</h2>")
+        parts.append(f"<h2>Drift: {html_text(v.drift)}</h2>")
         parts.append(_table(
             ["value", "outcome", "PSI", "PSI threshold", "p (Holm)", "values (window / reference)", "test"],
             [[d.value, d.outcome, fmt_value(d.psi), fmt_value(d.psi_threshold), fmt_value(d.p_adjusted),
@@ -255,7 +250,7 @@ def render_html(v: ModelVerdict, images: dict[str, bytes], *, alert: str, links:
         parts.append("<h2>Per version</h2>" + _table(keys, [[r.get(k) for k in keys] for r in v.versions]))
     if links:
         parts.append("<h2>Where</h2><ul>" + "".join(
-            f"<li>{_e(k)}: <a href='{_e(url)}'>{_e(url)}</a></li>" for k, url in links.items()) + "</ul>")  # fmt: skip
+            f"<li>{html_text(k)}: <a href='{html_text(url)}'>{html_text(url)}</a></li>" for k, url in links.items()) + "</ul>")  # fmt: skip
     parts.append("</body></html>")
     return "".join(parts)
 

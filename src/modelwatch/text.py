@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import math
 from typing import Any
 
@@ -20,3 +21,8 @@ def fmt_pct(x: Any) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "n/a"
     return f"{x:.0%}" if x == 0 or x >= 0.1 else f"{x:.1%}" if x >= 0.001 else f"{x:.2%}"
+
+
+def html_text(x: Any) -> str:
+    """Any value as HTML text: escaped (quotes too, so it is safe in an attribute), ``""`` for none."""
+    return html.escape("" if x is None else str(x), quote=True)

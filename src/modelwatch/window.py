@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -46,6 +46,12 @@ class Window:
             raise ValueError(f"window end {self.end.isoformat()} is not after its start {self.start.isoformat()}")
         object.__setattr__(self, "start", self.start.astimezone(UTC))
         object.__setattr__(self, "end", self.end.astimezone(UTC))
+
+    @classmethod
+    def of_day(cls, day: date) -> Window:
+        """The UTC day ``day`` as a daily window (the canonical daily partition's)."""
+        start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+        return cls(start, start + timedelta(days=1))
 
     @property
     def start_ms(self) -> int:

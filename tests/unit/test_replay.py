@@ -49,3 +49,27 @@ def test_a_candidate_with_a_mistake_names_the_form_field_and_the_key() -> None:
         load_changed_config("evaluation: {slow: 1}", "trigger-form field 'candidate'", SHIPPED)
     with pytest.raises(ConfigError, match=r"field 'candidate'.*invalid YAML at line 1"):
         load_changed_config("evaluation: {", "field 'candidate'", SHIPPED)
+
+
+def test_a_day_stored_before_a_value_was_logged_replays_with_it_as_not_logged(tmp_path: Path) -> None:
+    import pandas as pd
+    from config_helpers import small_raw
+
+    from modelwatch.config import ModelwatchConfig
+    from modelwatch.replay import read_day
+    from modelwatch.schema import arrow_schema
+    from modelwatch.storage import Lake
+    from modelwatch.window import Window
+
+    day = date(2026, 3, 3)
+    lake, window = Lake(tmp_path.as_uri()), Window.of_day(day)
+    old = pd.DataFrame({"timestamp": pd.date_range(window.start, periods=2, freq="1min"), "model": "m",
+                        "model_version": "1", "instance": "a", "prediction_time": 0.2, "accuracy": 1.0, "loss": 0.1,
+                        "run_id": "r", "experiment": "e"})  # fmt: skip
+    lake.write_frame("predictions", window, old, run_id="old")
+    lake.write_frame("resources", window, arrow_schema("resources").empty_table().to_pandas(), run_id="old")
+    raw = small_raw()
+    raw["mlflow"]["logged"] = {"metrics": ["amount"], "params": ["channel"]}
+    predictions, resources = read_day(lake, day, [ModelwatchConfig.model_validate(raw)])
+    assert predictions[["metric_amount", "param_channel"]].isna().all().all() and len(predictions) == 2
+    assert resources.empty

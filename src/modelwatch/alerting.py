@@ -1,8 +1,10 @@
 """Alertmanager payloads from verdicts, the decision whether a run may page, and an alert's lifecycle.
 
 Alert identity in Alertmanager is its label set, so labels hold only stable facts (alert name, model,
-severity, the saturated resources): posting the same verdict again updates the same alert and pages no
-one twice. Everything that varies (values, links, window) goes into annotations.
+severity, the saturated resources, the DAG that raised it and its scope): posting the same verdict again
+updates the same alert and pages no one twice. Everything that varies (values, links, window) goes into
+annotations. The ``dag`` and ``scope`` labels keep the daily and the hourly DAG, and scheduled windows and
+ad-hoc runs, from updating or resolving each other's alerts: a healthy hour never ends the day's page.
 
 The lifecycle: a verdict that pages fires its alert (:func:`build_alerts`); an incident that carries on
 from the previous window stays one alert listing both windows (:func:`continue_incidents`); an alert whose
@@ -25,6 +27,10 @@ if TYPE_CHECKING:
     from modelwatch.verdict import ModelVerdict
 
 SOURCE_LABEL = "modelwatch"
+#: The labels naming who raised an alert: the DAG id, and :data:`CANONICAL` or :data:`ADHOC` (a trigger-form
+#: window, a model subset or a dry run: see :mod:`modelwatch.window`).
+DAG_LABEL, SCOPE_LABEL = "dag", "scope"
+CANONICAL, ADHOC = "canonical", "adhoc"
 #: Annotations the lifecycle reads back: the window an alert was raised for, every window its incident
 #: spans, and when the incident began.
 WINDOW_START, WINDOW_END, WINDOWS, INCIDENT_START = "window_start", "window_end", "windows", "incident_start"
@@ -120,15 +126,17 @@ def quality_alerts_only(
 
 def build_alerts(
     verdicts: list[ModelVerdict], cfg: AlertingConfig, *, run_url: str, partition_url: str,
-    reports: Mapping[str, str] | None = None,
+    reports: Mapping[str, str] | None = None, dag_id: str = "", scope: str = CANONICAL,
 ) -> list[dict[str, Any]]:
     """One Alertmanager v2 alert per model whose verdict pages (``alerting`` of thresholds.yaml: ``degraded``
     always, ``no_data`` and ``slow_unexplained`` as configured), under that verdict's alert name and
     severity. ``startsAt`` comes from the incident; ``endsAt`` is set when posting (:func:`stamp_for_posting`).
-    ``reports``: model -> the address of its report page (annotation ``report``)."""
+    ``reports``: model -> the address of its report page (annotation ``report``); ``dag_id`` and ``scope``
+    (labels ``dag``, ``scope``): who raises it, so only runs of that DAG and scope update or resolve it."""
     alerts = []
     for v, kind, alertname, severity in pages(verdicts, cfg):
-        labels = {"alertname": alertname, "model": v.model, "severity": severity, "source": SOURCE_LABEL}
+        labels = {"alertname": alertname, "model": v.model, "severity": severity, "source": SOURCE_LABEL,
+                  DAG_LABEL: dag_id, SCOPE_LABEL: scope}  # fmt: skip
         annotations = {
             "summary": f"{v.model}: {_reason(v, kind)}",
             "verdict": kind,
@@ -236,9 +244,12 @@ def resolutions(
     judged: dict[str, list[str]],
     window_end: str,
     resolved_at: datetime,
+    dag_id: str = "",
+    scope: str = CANONICAL,
 ) -> list[dict[str, Any]]:
     """The alerts this run ends: every alert Alertmanager holds for a model this run judged, under one of
-    modelwatch's alert names, that this run does not post (the model is healthy again, or degraded on other
+    modelwatch's alert names, raised by this run's DAG in this run's scope (labels ``dag``, ``scope``: an
+    hourly or a model-subset run never ends the daily DAG's page), that this run does not post (the model is healthy again, or degraded on other
     resources: other labels), unless it was raised for a later window than this run's (a re-run of an old
     day never ends a current incident). Each comes back with ``endsAt`` = ``resolved_at``, which resolves it
     on arrival, so the receivers get the resolved notification.
@@ -254,6 +265,8 @@ def resolutions(
     for a in active:
         labels = a.get("labels") or {}
         if labels.get("source") != SOURCE_LABEL or labels.get("model") not in judged.get(labels.get("alertname"), ()):
+            continue
+        if labels.get(DAG_LABEL) != dag_id or labels.get(SCOPE_LABEL, CANONICAL) != scope:
             continue
         if _identity(labels) in posting:
             continue

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from modelwatch.text import fmt_pct, fmt_value, html_text
+from modelwatch.text import chart_text, fmt_pct, fmt_value, html_text, safe_name
 
 if TYPE_CHECKING:
     import numpy as np
@@ -42,9 +42,10 @@ _COLORS = {"healthy": "#2e7d32", "degraded": "#c62828", "slow_unexplained": "#ef
 
 
 def file_stem(model: str) -> str:
-    """The report's file name for ``model`` (without extension): any character but letters, digits,
-    ``-``, ``_`` and ``.`` percent-encoded, so every model name is one safe file or object name."""
-    return quote(model, safe="-_.")
+    """The report's file name for ``model`` (without extension): the name itself when it is plain, else a
+    readable prefix and a hash (:func:`modelwatch.text.safe_name`), so any model name is one bounded,
+    unique file or object name."""
+    return safe_name(model)
 
 
 def worth_a_page(v: ModelVerdict) -> bool:
@@ -122,9 +123,9 @@ def timeline_chart(v: ModelVerdict, rows: pd.DataFrame, resources: pd.DataFrame,
         ax.scatter(tn, yn, s=4, color="#90a4ae", label=f"normal ({int((~slow).sum())})")
         ax.scatter(ts, ys, s=6, color="#c62828", label=f"slow ({int(slow.sum())})")
     ax.axhline(v.slow_threshold_seconds, color="#c62828", linestyle="--", linewidth=1,
-               label=f"slow above {fmt_value(v.slow_threshold_seconds)} s")  # fmt: skip
+               label=chart_text(f"slow above {fmt_value(v.slow_threshold_seconds)} s"))  # fmt: skip
     ax.set_ylabel("prediction_time (s)")
-    ax.set_title(f"{v.model}: {v.verdict}", loc="left", fontsize=10)
+    ax.set_title(chart_text(f"{v.model}: {v.verdict}", 120), loc="left", fontsize=10)
     ax.legend(loc="upper right", fontsize=7)
     instances = sorted({*rows["instance"].astype(str)}) if len(rows) else []
     for i, name in enumerate(used, start=1):
@@ -137,14 +138,14 @@ def timeline_chart(v: ModelVerdict, rows: pd.DataFrame, resources: pd.DataFrame,
             t = frame["timestamp"].to_numpy(dtype="datetime64[ms]")
             y = frame["value"].to_numpy(dtype=float)
             td, yd = downsample(t, y)
-            ax.plot(td, yd, linewidth=0.8, label=str(instance) or "(all)")
+            ax.plot(td, yd, linewidth=0.8, label=chart_text(instance) or "(all)")
             if threshold is not None:
                 for a, b in saturated_spans(t, y >= threshold):
                     ax.axvspan(a, b, color="#ffcdd2", alpha=0.5, linewidth=0)
                 shaded = np.concatenate([shaded, t[y >= threshold]])
         if threshold is not None:
             ax.axhline(threshold, color="#c62828", linestyle="--", linewidth=1, label=f"threshold {fmt_value(threshold)}")
-        ax.set_ylabel(f"{name} ({cfg.query(name).unit})" if cfg.query(name).unit else name, fontsize=8)
+        ax.set_ylabel(chart_text(f"{name} ({cfg.query(name).unit})" if cfg.query(name).unit else name), fontsize=8)
         if series["instance"].nunique() <= 8:
             ax.legend(loc="upper right", fontsize=7)
     axes[-1][0].set_xlim(np.datetime64(start.replace(tzinfo=None), "ms"), np.datetime64(end.replace(tzinfo=None), "ms"))
@@ -172,7 +173,7 @@ def quality_chart(v: ModelVerdict, rows: pd.DataFrame, start: Any, end: Any) -> 
         if q.reference_mean is not None and math.isfinite(q.reference_mean):
             ax.axhline(q.reference_mean, color="#1565c0", linestyle="--", linewidth=1,
                        label=f"reference mean ({q.n_reference})")  # fmt: skip
-        ax.set_title(f"{q.metric}: {q.outcome}", loc="left", fontsize=10)
+        ax.set_title(chart_text(f"{q.metric}: {q.outcome}"), loc="left", fontsize=10)
         ax.set_xlim(np.datetime64(start.replace(tzinfo=None), "ms"), np.datetime64(end.replace(tzinfo=None), "ms"))
         ax.legend(loc="lower left", fontsize=7)
     fig.autofmt_xdate()
@@ -288,19 +289,56 @@ def view_links(lake: Lake, window: Window, verdicts: list[ModelVerdict], base_ur
             for v in verdicts if worth_a_page(v)}  # fmt: skip
 
 
+@dataclass
+class Written:
+    """What :func:`write_reports` made: model -> the URL of its HTML page, and what it could not make
+    (``{"output": "report", "model": ..., "error": ...}``), which the verdict document and the log say."""
+
+    urls: dict[str, str] = field(default_factory=dict)
+    failed: list[dict[str, str]] = field(default_factory=list)
+
+
 def write_reports(lake: Lake, window: Window, verdicts: list[ModelVerdict], joined_ref: dict[str, Any],
                   resources_ref: dict[str, Any], cfg: ModelwatchConfig, *, sent: dict[str, list[str]], reason: str,
-                  links: dict[str, str]) -> dict[str, str]:  # fmt: skip
+                  links: dict[str, str]) -> Written:  # fmt: skip
     """Write the reports of the verdicts :func:`worth_a_page` as the window's ``reports`` folder (removing an
-    earlier run's); :returns: model -> the URL of its HTML page."""
+    earlier run's).
+
+    A report is an optional output: the page is the product. Whatever fails here (reading the rows back, a
+    chart, the store) is recorded per model in :class:`Written` and never raised, so ``evaluate`` still
+    stores the verdicts and ``post_alert`` still pages.
+    """
     chosen = [v for v in verdicts if worth_a_page(v)]
-    files: dict[str, bytes] = {}
-    if chosen:
-        models = [v.model for v in chosen]
-        joined = lake.read_ref(joined_ref, filters=[("model", "in", models)])
-        instances = sorted({*joined["instance"].astype(str), ""})
-        resources = lake.read_ref(resources_ref, filters=[("instance", "in", instances)])
+    out = Written()
+    if not chosen:
+        files: dict[str, bytes] = {}
+    else:
+        try:
+            models = [v.model for v in chosen]
+            joined = lake.read_ref(joined_ref, filters=[("model", "in", models)])
+            instances = sorted({*joined["instance"].astype(str), ""})
+            resources = lake.read_ref(resources_ref, filters=[("instance", "in", instances)])
+        except Exception as exc:
+            out.failed = [_failure(v.model, exc) for v in chosen]
+            return out
+        files = {}
         for v in chosen:
-            files |= build_report(v, joined, resources, cfg, window, alert=alert_text(v, sent, reason), links=links).files()
-    urls = lake.replace_files(REPORTS, window, files)
-    return {v.model: urls[f"{file_stem(v.model)}.html"] for v in chosen}
+            try:
+                files |= build_report(v, joined, resources, cfg, window, alert=alert_text(v, sent, reason),
+                                      links=links).files()  # fmt: skip
+            except Exception as exc:  # one model's page never costs the others theirs
+                out.failed.append(_failure(v.model, exc))
+    made = [v for v in chosen if f"{file_stem(v.model)}.html" in files]
+    try:
+        urls = lake.replace_files(REPORTS, window, files)
+    except Exception as exc:
+        out.failed += [_failure(v.model, exc) for v in made]
+        return out
+    out.urls = {v.model: urls[f"{file_stem(v.model)}.html"] for v in made}
+    return out
+
+
+def _failure(model: str, exc: BaseException) -> dict[str, str]:
+    # bounded: an exception's text may repeat a hostile name or a whole frame
+    text = f"{type(exc).__name__}: {exc}"
+    return {"output": "report", "model": model, "error": text if len(text) <= 500 else text[:499] + "…"}

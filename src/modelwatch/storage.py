@@ -57,6 +57,9 @@ _TMP_PREFIX, _TMP_SUFFIX = "_tmp-", ".partial"
 MANIFEST = "_manifest.json"
 #: Folder under the base URL where mapped tasks leave their parts until the run commits them.
 STAGING = "_staging"
+#: The key of the verdict document (``verdicts/<partition>/_verdict.json``, written last by ``evaluate``) that
+#: names the version of each partition of the window's run: the window's commit (:meth:`Lake.read_committed`).
+COMMITTED = "partitions"
 #: The datasets modelwatch writes; each is also an Airflow Asset.
 DATASETS = ("resources", "predictions", "joined", "correlation", "verdicts", "drift", "alerts", "reports")
 
@@ -259,6 +262,65 @@ class Lake:
                 path.fs.rm(path.path, recursive=True)
         except Exception as exc:  # a leftover costs space, not correctness: say where it is
             log.warning("could not remove the staged parts at %s: %s: %s", url, type(exc).__name__, exc)
+
+    def drop_stale_staging(self, window: Window, run_id: str, older_than: float) -> list[str]:
+        """Remove the staged parts other runs of ``window``'s day left more than ``older_than`` seconds ago
+        (a run that failed for good never drops its own); a younger folder may belong to a run still under
+        way, and this run's own is for :meth:`drop_staging`. :returns: the URLs removed."""
+        own = self.staging_url(window, run_id)
+        day = f"{self.base_url}/{STAGING}/{window.partition_path.split('/')[0]}"
+        removed: list[str] = []
+        try:
+            root = self._path(day)
+            if not root.exists():
+                return removed
+            now = time.time()
+            for folder in root.fs.find(root.path, withdirs=True, maxdepth=3):
+                name = folder.rstrip("/").rsplit("/", 1)[-1]
+                url = f"{day}/{folder.rstrip('/')[len(root.path.rstrip('/')) + 1:]}"
+                if not name.startswith("run=") or url == own or own.startswith(f"{url}/"):
+                    continue
+                files = root.fs.find(folder, detail=True)
+                if not files:
+                    continue
+                newest = max(_modified(info) for info in files.values())
+                if now - newest > older_than and not any(k.startswith("run=") for k in _below(files, folder)):
+                    root.fs.rm(folder, recursive=True)
+                    removed.append(url)
+        except Exception as exc:  # a leftover costs space, not correctness: say where it is
+            log.warning("could not clean stale staged parts under %s: %s: %s", day, type(exc).__name__, exc)
+        for url in removed:
+            log.info("removed %s: staged parts of a run of this window that never committed them", url)
+        return removed
+
+    def read_committed(self, dataset: str, window: Window, **kwargs: Any) -> pd.DataFrame:
+        """Read ``dataset``'s partition of ``window`` in the version the window's commit names (the verdict
+        document's :data:`COMMITTED`), so a reader never pairs one run's ``joined`` with another's
+        ``verdicts``. A window committed before commits named their partitions is read as stored.
+
+        :raises IncompletePartition: no commit and no complete partition, or another run of the window is
+            rewriting it (the commit and the partition disagree).
+        """
+        document = self.read_document(self.document_url("verdicts", window, "verdict")) or {}
+        ref = (document.get(COMMITTED) or {}).get(dataset)
+        if ref is None:
+            return self.read_partition(self.partition_url(dataset, window), **kwargs)
+        try:
+            return self.read_ref(ref, **kwargs)
+        except PartitionReplaced as exc:
+            raise IncompletePartition(f"window {window} is being judged again by another run: {exc}") from None
+
+    def stored_ref(self, dataset: str, window: Window) -> PartitionRef | None:
+        """The reference of ``dataset``'s complete partition for ``window`` as stored now, or ``None`` when
+        there is none (never written, or being rewritten)."""
+        url = self.partition_url(dataset, window)
+        try:
+            manifest = self.read_manifest(url)
+        except IncompletePartition:
+            return None
+        files = manifest.get("files") or [{}]
+        return PartitionRef(dataset, url, int(files[0].get("rows", 0)), str(files[0].get("sha256", "")),
+                            str(manifest.get("run_id", "")))  # fmt: skip
 
     def document_url(self, dataset: str, window: Window, name: str) -> str:
         """URL of the JSON document ``_<name>.json`` beside ``dataset``'s partition for ``window``."""
@@ -521,6 +583,19 @@ def _still_ours(part: ObjectStoragePath, sha: str) -> bool:
         return False  # replaced or removed while we read it back: another run is writing
 
 
+def _modified(info: dict[str, Any]) -> float:
+    """A file's modification time from an fsspec ``info`` (local ``mtime``, S3 ``LastModified``)."""
+    value = info.get("mtime", info.get("LastModified", info.get("created", 0)))
+    return value.timestamp() if hasattr(value, "timestamp") else float(value or 0)
+
+
+def _below(files: dict[str, Any], folder: str) -> set[str]:
+    """The names of the folders between ``folder`` and its files (a ``run=`` folder inside another one is an
+    ad-hoc window's: the inner one is the run's staging)."""
+    prefix = folder.rstrip("/") + "/"
+    return {part for path in files for part in path[len(prefix):].split("/")[:-1]}
+
+
 def _unlink(path: ObjectStoragePath) -> None:
     # unlink(missing_ok=True) checks, then removes: a concurrent writer can remove the file in between.
     try:
@@ -554,6 +629,12 @@ def table_to_parquet(table: Any) -> bytes:
 
 def _sha256(payload: bytes) -> str:
     return hashlib.sha256(payload).hexdigest()
+
+
+def sha256_of(payload: bytes) -> str:
+    """The hex SHA-256 of a stored file's bytes: the version a reference names (a partition's data file,
+    the alert payload ``post_alert`` must post)."""
+    return _sha256(payload)
 
 
 def _json_bytes(document: Any) -> bytes:

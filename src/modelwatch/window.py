@@ -4,9 +4,9 @@ Every task derives its window from the run (its data interval), never from the w
 retried tomorrow reads and writes exactly what it did today.
 
 Run identity: the canonical partitions of a window (``dt=D``; hourly ``dt=D/hour=HH``) are written only by
-a run whose window is exactly one scheduled interval of its DAG and that judges every model: scheduled
-runs, backfills, and manual runs of a whole interval. Any other run (a trigger-form window, a model
-subset) is ad hoc: it writes under ``adhoc/<dataset>/dt=D/run=<run id>/``, its own place, and never
+a run whose window is exactly one scheduled interval of its DAG, that judges every model and that is
+not a dry run: scheduled runs, backfills, and manual runs of a whole interval. Any other run (a
+trigger-form window, a model subset, a dry run, which must not replace what a paging run stored) is ad hoc: it writes under ``adhoc/<dataset>/dt=D/run=<run id>/``, its own place, and never
 replaces canonical data. An ad-hoc window longer than :data:`MAX_ADHOC_WINDOW` is refused: a backfill
 judges several days, one canonical run per day.
 """
@@ -136,10 +136,20 @@ def reference_windows(window: Window, days: int) -> list[Window]:
     return out
 
 
-def run_key(run_id: str) -> str:
-    """A run id as a partition value: characters other than letters, digits, ``.``, ``_`` and ``-``
-    (``:`` and ``+`` of a manual run's time) become ``-``, so the folder is one path segment everywhere."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", run_id).strip("-") or "run"
+def run_key(run_id: str, dag_id: str = "") -> str:
+    """A run as a partition value, unique per DAG and run id: the run id's letters, digits, ``.``, ``_`` and
+    ``-`` (a person finds an ad-hoc run's results by its id; ``:`` and ``+`` of a manual run's time become
+    ``-``), at most 48 of them, then 12 hex digits of the SHA-256 of the DAG id and the exact run id.
+
+    The hash keeps apart what the readable part cannot: ``+00:00`` and ``-00:00`` run ids, the same run id
+    in the daily and the hourly DAG, and run ids that only differ after the 48th character. One path
+    segment everywhere, at most 61 characters.
+    """
+    import hashlib
+
+    readable = re.sub(r"[^A-Za-z0-9._-]+", "-", run_id).strip("-.")[:48].rstrip("-.") or "run"
+    digest = hashlib.sha256(f"{dag_id}\0{run_id}".encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    return f"{readable}-{digest}"
 
 
 def is_scheduled_interval(window: Window, interval: timedelta) -> bool:
@@ -148,13 +158,15 @@ def is_scheduled_interval(window: Window, interval: timedelta) -> bool:
     return (start, end) == (window.start, window.end)
 
 
-def place_run(window: Window, interval: timedelta, *, run_id: str, models: set[str]) -> Window:
-    """The window with the run's identity: canonical when it is one scheduled interval and the run judges
-    every model, ad hoc (keyed by ``run_id``) otherwise.
+def place_run(
+    window: Window, interval: timedelta, *, run_id: str, models: set[str], dag_id: str = "", dry_run: bool = False
+) -> Window:
+    """The window with the run's identity: canonical when it is one scheduled interval, the run judges
+    every model and is not a dry run, ad hoc (keyed by ``dag_id`` and ``run_id``, :func:`run_key`) otherwise.
 
     :raises ValueError: for an ad-hoc window longer than :data:`MAX_ADHOC_WINDOW`, saying what to do instead.
     """
-    if is_scheduled_interval(window, interval) and not models:
+    if is_scheduled_interval(window, interval) and not models and not dry_run:
         return window
     if window.length > MAX_ADHOC_WINDOW:
         hours = window.length / timedelta(hours=1)
@@ -164,7 +176,7 @@ def place_run(window: Window, interval: timedelta, *, run_id: str, models: set[s
             "(Airflow UI: Trigger > Backfill, or `airflow backfill create`): each day is then a run of its own "
             "and writes its canonical partitions"
         )
-    return replace(window, run_key=run_key(run_id))
+    return replace(window, run_key=run_key(run_id, dag_id))
 
 
 def selected_models(params: Any) -> set[str]:
@@ -225,8 +237,8 @@ def resolve_window(
 
 
 def window_from_context(context: Any, interval: timedelta) -> Window:
-    """The window of the running task's DAG run, honouring the ``window_start``/``window_end`` and
-    ``models`` params, with its identity (:func:`place_run`)."""
+    """The window of the running task's DAG run, honouring the ``window_start``/``window_end``, ``models``
+    and ``dry_run`` params, with its identity (:func:`place_run`)."""
     dag_run = context["dag_run"]
     params = context.get("params") or {}
     tz = str(getattr(getattr(context.get("dag"), "timezone", None), "name", None) or "UTC")
@@ -240,7 +252,9 @@ def window_from_context(context: Any, interval: timedelta) -> Window:
         override_end=_parse_param_time(params.get("window_end")),
     )
     run_id = str(context.get("run_id") or getattr(dag_run, "run_id", "") or "")
-    return place_run(window, interval, run_id=run_id, models=selected_models(params))
+    dag_id = str(getattr(context.get("dag"), "dag_id", None) or getattr(dag_run, "dag_id", "") or "")
+    return place_run(window, interval, run_id=run_id, models=selected_models(params), dag_id=dag_id,
+                     dry_run=bool(params.get("dry_run", False)))
 
 
 def _parse_param_time(value: Any) -> datetime | None:

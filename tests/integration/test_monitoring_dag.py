@@ -313,13 +313,13 @@ def test_a_trigger_form_window_and_dry_run_evaluate_without_paging(
                   "models": ["fraud-detector"]},
     )  # fmt: skip
     assert str(getattr(run.state, "value", run.state)) == "success"
-    window = Window(start, end, run_key=run_key(run.run_id))  # an ad-hoc run: a place of its own
+    window = Window(start, end, run_key=run_key(run.run_id, run.dag_id))  # an ad-hoc run: a place of its own
     store = Lake(lake)
     url = store.partition_url("verdicts", window)
-    assert url.endswith(f"/adhoc/verdicts/dt=2026-03-03/run={run_key(run.run_id)}")
+    assert url.endswith(f"/adhoc/verdicts/dt=2026-03-03/run={run_key(run.run_id, run.dag_id)}")
     assert xcom(run, "evaluate")["verdict_document"] == f"{url}/_verdict.json"
     doc = store.read_document(f"{url}/_verdict.json")
-    assert doc["canonical"] is False and doc["window"]["run_key"] == run_key(run.run_id)
+    assert doc["canonical"] is False and doc["window"]["run_key"] == run_key(run.run_id, run.dag_id)
     assert [(v["model"], v["verdict"]) for v in doc["verdicts"]] == [("fraud-detector", "degraded")]
     assert doc["alert"]["post"] is False and "dry run" in doc["alert"]["reason"]
     # what it would have posted, without posting it

@@ -74,7 +74,7 @@ def test_ad_hoc_and_model_subset_runs_leave_the_scheduled_partitions_byte_identi
     assert (_state(two_hours), _state(subset)) == ("success", "success")
 
     assert _canonical_files(lake) == scheduled  # byte for byte, documents included
-    keys = {run_key(two_hours.run_id): two_hours, run_key(subset.run_id): subset}
+    keys = {run_key(two_hours.run_id, two_hours.dag_id): two_hours, run_key(subset.run_id, subset.dag_id): subset}
     for key, run in keys.items():
         document = xcom(run, "evaluate")["verdict_document"]
         assert document == f"{lake.as_uri()}/adhoc/verdicts/dt={CPU_DAY}/run={key}/_verdict.json"
@@ -84,9 +84,9 @@ def test_ad_hoc_and_model_subset_runs_leave_the_scheduled_partitions_byte_identi
         "order by all"
     ).fetchall()
     assert rows == sorted([
-        (run_key(two_hours.run_id), "fraud-detector", "degraded"),
-        (run_key(two_hours.run_id), "recommender", "healthy"),
-        (run_key(subset.run_id), "recommender", "healthy"),
+        (run_key(two_hours.run_id, two_hours.dag_id), "fraud-detector", "degraded"),
+        (run_key(two_hours.run_id, two_hours.dag_id), "recommender", "healthy"),
+        (run_key(subset.run_id, subset.dag_id), "recommender", "healthy"),
     ])  # fmt: skip
 
 

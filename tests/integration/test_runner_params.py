@@ -56,7 +56,7 @@ def test_a_dry_run_window_evaluates_exactly_that_window_and_posts_nothing(seeded
 
     evaluation = xcom(run, "evaluate")
     # a trigger-form window is an ad-hoc run: stored in a place of its own, named by the run
-    assert evaluation["verdict_document"].endswith(f"/adhoc/verdicts/dt=2026-03-03/run={run_key(run.run_id)}/_verdict.json")
+    assert evaluation["verdict_document"].endswith(f"/adhoc/verdicts/dt=2026-03-03/run={run_key(run.run_id, run.dag_id)}/_verdict.json")
     doc = Lake(lake).read_document(evaluation["verdict_document"])
     assert datetime.fromisoformat(doc["window"]["start"]) == START
     assert datetime.fromisoformat(doc["window"]["end"]) == END

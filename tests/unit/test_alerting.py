@@ -128,7 +128,7 @@ def test_a_no_data_alert_has_its_own_name_severity_and_stable_labels() -> None:
     silent = verdict("quiet", "no_data", reason="no predictions in the window")
     (alert,) = build_alerts([silent], CFG, run_url=RUN_URL, partition_url=PARTITION)
     assert alert["labels"] == {"alertname": "ModelPredictionsMissing", "model": "quiet", "severity": "warning",
-                               "source": "modelwatch"}  # fmt: skip
+                               "source": "modelwatch", "dag": "", "scope": "canonical"}  # fmt: skip
     assert alert["annotations"]["description"] == "no predictions in the window"
     assert alert["annotations"]["verdict"] == "no_data"
     assert alert["startsAt"] == silent.window_start
@@ -154,7 +154,7 @@ def test_labels_are_stable_across_runs() -> None:
     assert day3["labels"] == day5["labels"]
     assert day3["labels"] == {
         "alertname": CFG.alertname, "model": "fraud-detector", "severity": CFG.severity, "resources": "cpu",
-        "source": "modelwatch",
+        "source": "modelwatch", "dag": "", "scope": "canonical",
     }  # fmt: skip
     assert day3["annotations"] != day5["annotations"]
     assert day3["startsAt"] != day5["startsAt"]
@@ -327,6 +327,27 @@ def test_a_model_judged_healthy_again_has_its_alert_resolved() -> None:
     assert set(resolved) == {"labels", "annotations", "startsAt", "endsAt", "generatorURL"}  # what POST takes
 
 
+def test_alerts_carry_their_dag_and_scope_and_only_that_dag_and_scope_resolves_them() -> None:
+    """The daily DAG pages for a model; a healthy hourly run of it, or an ad-hoc run (a model subset) of the
+    daily DAG, must neither update that page nor end it."""
+    daily = "model_performance_monitoring"
+    (fired,) = build_alerts([verdict()], CFG, run_url=RUN_URL, partition_url=PARTITION, dag_id=daily)
+    assert (fired["labels"]["dag"], fired["labels"]["scope"]) == (daily, "canonical")
+    (hourly,) = build_alerts([verdict()], CFG, run_url=RUN_URL, partition_url=PARTITION,
+                             dag_id=daily + "_hourly")  # fmt: skip
+    assert hourly["labels"] != fired["labels"]  # two alerts in Alertmanager: neither overwrites the other's notes
+    judged = judged_models([verdict("fraud-detector", "healthy", quality="ok")], CFG)
+
+    def resolve(dag_id: str, scope: str) -> list[dict[str, Any]]:
+        return resolutions([], [active(fired)], judged=judged, window_end="2026-03-04T00:00:00+00:00",
+                           resolved_at=POSTED_AT, dag_id=dag_id, scope=scope)  # fmt: skip
+
+    assert resolve(daily + "_hourly", "canonical") == []
+    assert resolve(daily, "adhoc") == []
+    (resolved,) = resolve(daily, "canonical")
+    assert resolved["labels"] == fired["labels"]
+
+
 def test_degraded_on_other_resources_supersedes_the_old_alert() -> None:
     (old,) = build_alerts([verdict()], CFG, run_url=RUN_URL, partition_url=PARTITION)
     new = build_alerts([verdict(saturated_resources=[evidence("memory")])], CFG, run_url=RUN_URL,
@@ -403,7 +424,7 @@ def test_a_quality_regression_pages_under_its_own_name_whatever_the_latency_verd
                 reference_days=["2026-03-02", "2026-03-01"])  # fmt: skip
     (alert,) = build_alerts([v], CFG, run_url=RUN_URL, partition_url=PARTITION)
     assert alert["labels"] == {"alertname": "ModelQualityRegressed", "model": "ranker", "severity": "warning",
-                               "source": "modelwatch"}  # fmt: skip
+                               "source": "modelwatch", "dag": "", "scope": "canonical"}  # fmt: skip
     assert alert["annotations"]["description"] == "quality regressed: accuracy 0.9 against 0.94 ..."
     assert alert["annotations"]["reference_days"] == "2026-03-02,2026-03-01"
     assert alert["startsAt"] == v.window_start and "incident_start" not in alert["annotations"]

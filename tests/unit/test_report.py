@@ -4,6 +4,8 @@ and what was sent on it, small enough for a day of 20 instances."""
 from __future__ import annotations
 
 import base64
+import html
+import io
 import re
 import time
 from datetime import UTC, datetime
@@ -107,3 +109,95 @@ def test_only_verdicts_someone_will_look_at_get_a_page() -> None:
     assert worth_a_page(ModelVerdict(verdict="healthy", drift="drifted", **base))
     assert not worth_a_page(ModelVerdict(verdict="healthy", **base))
     assert not worth_a_page(ModelVerdict(verdict="no_data", **base))
+
+
+# -- a name is data: no model or instance name stops a report, and every file name is bounded ----------------
+
+
+def _tiny_day(model: str, instance: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    t = pd.date_range(WINDOW.start, WINDOW.end, freq="30min", inclusive="left")
+    resources = pd.DataFrame({"timestamp": t, "query": "cpu", "instance": instance, "value": 0.95})
+    joined = pd.DataFrame({"timestamp": t, "model": model, "model_version": "1", "instance": instance,
+                           "run_id": "r", "experiment": "e", "prediction_time": 2.0, "slow": True, "accuracy": 0.9,
+                           "loss": 0.2, "missing_resources": "", "slow_threshold": 1.0,
+                           "saturated_resources": "cpu"})  # fmt: skip
+    return joined, resources
+
+
+def test_every_hostile_model_and_instance_name_gets_its_report() -> None:
+    """``$\\foo$`` made matplotlib raise (mathtext), which stopped ``evaluate`` and every page of the run.
+    Every name is drawn at once as a title, legend entry and axis label; the names matplotlib reads as
+    markup (``$``, a leading ``_``, control characters) each get a whole report."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from hostile_names import HOSTILE_NAMES
+
+    from modelwatch.text import chart_text
+
+    fig, ax = plt.subplots(figsize=(4, 12))
+    for i, name in enumerate(HOSTILE_NAMES):
+        ax.plot([0, 1], [i, i], label=chart_text(name))
+        ax.text(0, i, chart_text(name))
+    ax.set_title(chart_text(HOSTILE_NAMES[0]))
+    ax.set_ylabel(chart_text(HOSTILE_NAMES[1]))
+    legend = ax.legend(fontsize=5)
+    assert len(legend.get_texts()) == len(HOSTILE_NAMES)  # a label starting with "_" is not hidden
+    fig.savefig(io.BytesIO(), format="png", dpi=30)
+    plt.close(fig)
+
+    cfg = small_config()
+    markup = [n for n in HOSTILE_NAMES if "$" in n or n.startswith("_") or any(ord(c) < 32 for c in n)]
+    assert len(markup) >= 8
+    for name in markup:
+        joined, resources = _tiny_day(name, name)
+        report = build_report(verdict(name), joined, resources, cfg, WINDOW, alert="posted")
+        files = report.files()
+        assert f"{file_stem(name)}.html" in files and f"{file_stem(name)}-timeline.png" in files, name
+        assert html.escape(name, quote=True) in report.html, name
+    assert len({file_stem(n) for n in HOSTILE_NAMES}) == len(HOSTILE_NAMES)  # no page replaces another's
+
+
+def test_file_names_are_bounded_safe_and_readable() -> None:
+    from hostile_names import HOSTILE_NAMES
+
+    assert file_stem("fraud-detector") == "fraud-detector"  # plain names stay as they are
+    for name in HOSTILE_NAMES:
+        stem = file_stem(name)
+        assert re.fullmatch(r"[A-Za-z0-9._-]{1,81}", stem) and stem not in (".", "..") and stem[0] not in "._", name
+        assert len(f"{stem}-quality.png".encode()) < 100
+    assert file_stem("team/fraud-detector").startswith("team_fraud-detector-")  # a person still finds it
+
+
+def test_a_report_that_cannot_be_made_is_said_and_never_raised(tmp_path, monkeypatch) -> None:
+    """One model's chart failing costs that model its page, not the others theirs; a store that refuses
+    the files costs the pages, never the verdicts (``evaluate`` goes on to store them and page)."""
+    import modelwatch.report as report
+    from modelwatch.storage import Lake
+
+    lake = Lake(tmp_path.as_uri())
+    joined, resources = _tiny_day("good", "i-1")
+    bad_joined, _ = _tiny_day("bad", "i-1")
+    j = lake.write_frame("joined", WINDOW, pd.concat([joined, bad_joined]), run_id="r")
+    r = lake.write_frame("resources", WINDOW, resources.assign(sample_time=resources["timestamp"], labels="{}", window_seconds=0.0), run_id="r")
+    real = report.timeline_chart
+
+    def chart(v, *args, **kwargs):
+        if v.model == "bad":
+            raise RuntimeError("no glyph for this")
+        return real(v, *args, **kwargs)
+
+    monkeypatch.setattr(report, "timeline_chart", chart)
+    written = report.write_reports(lake, WINDOW, [verdict("good"), verdict("bad")], j.to_dict(), r.to_dict(),
+                                   small_config(), sent={}, reason="paging", links={})  # fmt: skip
+    assert list(written.urls) == ["good"]
+    assert written.failed == [{"output": "report", "model": "bad", "error": "RuntimeError: no glyph for this"}]
+
+    def refuse(*args, **kwargs):
+        raise PermissionError("bucket policy denies PutObject")
+
+    monkeypatch.setattr(lake, "replace_files", refuse)
+    written = report.write_reports(lake, WINDOW, [verdict("good")], j.to_dict(), r.to_dict(), small_config(),
+                                   sent={}, reason="paging", links={})  # fmt: skip
+    assert written.urls == {} and "PermissionError: bucket policy denies PutObject" in written.failed[0]["error"]

@@ -424,3 +424,38 @@ def test_history_reads_a_logged_value_added_after_older_days_were_written(lake: 
     # nothing written yet: the declared empty frame, logged columns included
     empty, none = lake.read_history("predictions", [Window(utc(2026, 3, 1), utc(2026, 3, 2))], ["metric_amount"])
     assert none == [] and list(empty.columns) == ["metric_amount"] and empty.empty
+
+
+# -- a run that failed for good leaves its staged parts; the next run of the window removes them ----------
+
+
+def _age(folder: Path, seconds: float) -> None:
+    import os
+    import time
+
+    for p in folder.rglob("*"):
+        os.utime(p, (time.time() - seconds, time.time() - seconds))
+
+
+def test_the_next_run_removes_staged_parts_a_failed_run_left(lake: Lake, tmp_path: Path) -> None:
+    adhoc = Window(utc(2026, 3, 3, 10), utc(2026, 3, 3, 12), run_key="manual__x-0123456789ab")
+    failed = Path(lake.stage_frame(DAY3, "failed_run", "joined-group-00000", samples(3)).removeprefix("file://")).parent
+    failed_adhoc = Path(lake.stage_frame(adhoc, "failed_adhoc", "joined-group-00000", samples(3)).removeprefix("file://")).parent
+    running = Path(lake.stage_frame(DAY3, "still_running", "joined-group-00000", samples(3)).removeprefix("file://")).parent
+    own = Path(lake.stage_frame(DAY3, "this_run", "joined-group-00000", samples(3)).removeprefix("file://")).parent
+    other_day = Path(lake.stage_frame(DAY2, "failed_run", "joined-group-00000", samples(3)).removeprefix("file://")).parent
+    for folder in (failed, failed_adhoc, own, other_day):
+        _age(folder, 7200)
+    removed = lake.drop_stale_staging(DAY3, "this_run", older_than=3600)
+    assert sorted(removed) == sorted(f"file://{p}" for p in (failed, failed_adhoc))
+    assert not failed.exists() and not failed_adhoc.exists()
+    # a younger folder may be a run under way; this run's own and another day's are not this call's business
+    assert running.exists() and own.exists() and other_day.exists()
+    assert lake.drop_stale_staging(DAY3, "this_run", older_than=3600) == []
+
+
+def test_stored_ref_is_what_a_reader_of_the_stored_partition_gets(lake: Lake) -> None:
+    assert lake.stored_ref("resources", DAY3) is None
+    ref = lake.write_frame("resources", DAY3, samples(4), run_id="scheduled__1")
+    assert lake.stored_ref("resources", DAY3) == ref
+    assert len(lake.read_ref(ref.to_dict())) == 4

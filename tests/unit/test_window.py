@@ -3,6 +3,7 @@ clock; windows are half-open and the partition is named after the start in the D
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta, timezone
 from types import SimpleNamespace
 from zoneinfo import ZoneInfo
@@ -170,7 +171,7 @@ def _context(params: dict[str, object], tz: str = "UTC", **dag_run: object) -> d
     return {
         "dag_run": SimpleNamespace(**run),
         "params": params,
-        "dag": SimpleNamespace(timezone=pendulum.timezone(tz)),
+        "dag": SimpleNamespace(timezone=pendulum.timezone(tz), dag_id="model_performance_monitoring"),
     }
 
 
@@ -378,8 +379,8 @@ def test_a_scheduled_interval_of_every_model_is_canonical() -> None:
 def test_a_trigger_form_window_is_ad_hoc_and_named_by_its_run() -> None:
     w = place_run(Window(utc(2026, 3, 3, 10), utc(2026, 3, 3, 12)), DAY, run_id=RUN, models=set())
     assert not w.canonical and w.table == "adhoc"
-    assert w.partition_path == "dt=2026-03-03/run=manual__2026-03-04T09-12-00.123456-00-00"
-    assert w.to_dict()["run_key"] == "manual__2026-03-04T09-12-00.123456-00-00"
+    assert w.partition_path == f"dt=2026-03-03/run={run_key(RUN)}"
+    assert w.to_dict()["run_key"].startswith("manual__2026-03-04T09-12-00.123456-00-00-")
     # an hour of the daily DAG is not the hourly DAG's partition, nor a noon-to-noon day the scheduled day
     noon = place_run(Window(utc(2026, 3, 3, 12), utc(2026, 3, 4, 12)), DAY, run_id=RUN, models=set())
     assert noon.table == "adhoc"
@@ -388,6 +389,16 @@ def test_a_trigger_form_window_is_ad_hoc_and_named_by_its_run() -> None:
 def test_a_model_subset_is_ad_hoc_even_for_a_whole_day() -> None:
     w = place_run(Window(utc(2026, 3, 3), utc(2026, 3, 4)), DAY, run_id=RUN, models={"recommender"})
     assert not w.canonical and w.partition_path.startswith("dt=2026-03-03/run=")
+
+
+def test_a_dry_run_of_a_whole_day_is_ad_hoc() -> None:
+    """A dry run judges without paging: it must not replace the partitions and alert records of the run that
+    paged for that day, so it gets a place of its own."""
+    w = place_run(Window(utc(2026, 3, 3), utc(2026, 3, 4)), DAY, run_id=RUN, models=set(), dry_run=True)
+    assert not w.canonical and w.table == "adhoc"
+    ctx = _context({"dry_run": True}, data_interval_start=utc(2026, 3, 3), data_interval_end=utc(2026, 3, 4))
+    ctx["run_id"] = RUN
+    assert window_from_context(ctx, DAY).table == "adhoc"
 
 
 def test_a_multi_day_ad_hoc_window_is_refused_with_what_to_do() -> None:
@@ -402,16 +413,29 @@ def test_a_local_day_with_a_dst_change_is_still_scheduled() -> None:
     assert w.previous == Window(berlin(2026, 3, 28), start, "Europe/Berlin")
 
 
-def test_run_keys_are_one_path_segment() -> None:
-    assert run_key("manual__2026-03-04T09:12:00+00:00") == "manual__2026-03-04T09-12-00-00-00"
-    assert "/" not in run_key("a/b/../c") and run_key("///") == "run"
+def test_run_keys_are_one_bounded_path_segment() -> None:
+    key = run_key("manual__2026-03-04T09:12:00+00:00", "model_performance_monitoring")
+    assert key.startswith("manual__2026-03-04T09-12-00-00-00-")  # a person finds the run by its id
+    for hostile in ("a/b/../c", "///", "..", "run\nid", "$\\foo$", "模型" * 200, "x" * 1000):
+        k = run_key(hostile, "d")
+        assert re.fullmatch(r"[A-Za-z0-9._-]{1,61}", k) and k not in (".", "..") and not k.startswith("."), k
+
+
+def test_run_keys_are_unique_per_dag_and_run_id() -> None:
+    """``+00:00`` and ``-00:00`` read alike once made a path segment; the daily and the hourly DAG share run
+    ids; long ids that differ only at the end: each run still has a place of its own."""
+    assert run_key("manual__2026-03-04T09:12:00+00:00", "d") != run_key("manual__2026-03-04T09:12:00-00:00", "d")
+    assert run_key(RUN, "model_performance_monitoring") != run_key(RUN, "model_performance_monitoring_hourly")
+    assert run_key("x" * 100 + "1", "d") != run_key("x" * 100 + "2", "d")
+    assert run_key(RUN, "d") == run_key(RUN, "d")  # a retry of the run writes where its first try did
 
 
 def test_window_from_context_places_the_run() -> None:
     ctx = _context({"models": [" recommender ", ""]}, data_interval_start=utc(2026, 3, 3),
                    data_interval_end=utc(2026, 3, 4))  # fmt: skip
     ctx["run_id"] = RUN
-    assert window_from_context(ctx, DAY).table == "adhoc"
+    window = window_from_context(ctx, DAY)
+    assert window.table == "adhoc" and window.run_key == run_key(RUN, ctx["dag"].dag_id)
     assert selected_models(ctx["params"]) == {"recommender"}
 
 

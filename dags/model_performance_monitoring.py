@@ -35,16 +35,16 @@ from airflow.timetables.interval import CronDataIntervalTimetable
 
 from modelwatch import tasks
 from modelwatch.config import load_config
-from modelwatch.monitoring_dag import MonitoringDAG, Tag, run_policy
+from modelwatch.monitoring_dag import DAILY_DAG_ID, HOURLY_DAG_ID, MonitoringDAG, Tag, run_policy
 
 # Validated at parse time: a bad thresholds.yaml is an import error naming file, key and problem.
 CONFIG = load_config()
 
 # dag_id -> (interval, cron of the interval boundaries, paused when first seen, cadence tag)
 VARIANTS = {
-    "model_performance_monitoring": (timedelta(days=1), "0 0 * * *", False, Tag.DAILY),
+    DAILY_DAG_ID: (timedelta(days=1), "0 0 * * *", False, Tag.DAILY),
     # for teams that need faster detection; opt in by unpausing it
-    "model_performance_monitoring_hourly": (timedelta(hours=1), "0 * * * *", True, Tag.HOURLY),
+    HOURLY_DAG_ID: (timedelta(hours=1), "0 * * * *", True, Tag.HOURLY),
 }
 
 for dag_id, (interval, cron, paused, cadence) in VARIANTS.items():

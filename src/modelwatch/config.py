@@ -1,21 +1,36 @@
 """The one schema of ``include/thresholds.yaml``.
 
 The file is validated when the DAG is parsed, so a mistake shows as a DAG import error in the UI that
-names the file, the key and the problem, instead of as a failed task hours later. This module imports
-only pydantic and yaml: it runs at every parse.
+names the file, the key and the problem, instead of as a failed task hours later: that includes what would
+only fail when a task runs (PromQL Prometheus cannot parse, a step under Prometheus's millisecond, a label name
+Prometheus refuses). This module imports only pydantic, yaml and modelwatch's own pure-Python PromQL checker:
+it runs at every parse. Its messages stay short whatever was pasted (an echoed value is cut at
+:data:`ECHO_CHARS`, a YAML alias bomb is refused before it expands).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
+import reprlib
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
+from modelwatch.promql import PromqlSyntaxError, check_range_query, is_label_name
 from modelwatch.schema import logged_column
 from modelwatch.timegrid import PROMETHEUS_MAX_POINTS
 
@@ -28,6 +43,10 @@ STORAGE_URL_ENV = "MODELWATCH_STORAGE_URL"
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+#: Prometheus and the task clocks count whole milliseconds: a shorter duration would round to 0
+_MIN_SECONDS = 0.001
+#: longer than any schedule, retry or window needs, and short enough that no arithmetic on it overflows
+_MAX_SECONDS = 3650 * 86400
 
 
 class ConfigError(ValueError):
@@ -46,9 +65,16 @@ def parse_duration(value: Any) -> timedelta:
     elif isinstance(value, str) and (m := _DURATION.match(value)):
         seconds = float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
     else:
-        raise ValueError(f"{value!r} is not a duration (use e.g. 15s, 1m, 2h or a number of seconds)")
+        raise ValueError(f"{_short(value)} is not a duration (use e.g. 15s, 1m, 2h or a number of seconds)")
+    if not math.isfinite(seconds):
+        raise ValueError(f"{_short(value)} is not a duration (use e.g. 15s, 1m, 2h or a number of seconds)")
     if seconds <= 0:
-        raise ValueError(f"{value!r} must be a positive duration")
+        raise ValueError(f"{_short(value)} must be a positive duration")
+    if seconds < _MIN_SECONDS:
+        raise ValueError(f"{_short(value)} must be at least 1ms (Prometheus and the task clocks count whole "
+                         "milliseconds: it would round to 0)")  # fmt: skip
+    if seconds > _MAX_SECONDS:
+        raise ValueError(f"{_short(value)} must be at most 3650d")
     return timedelta(seconds=seconds)
 
 
@@ -68,7 +94,7 @@ class StorageConfig(_Strict):
     @classmethod
     def _scheme(cls, v: str) -> str:
         if not re.match(r"^(file:///|s3://[^/]+)", v):
-            raise ValueError(f"{v!r} must start with file:/// (absolute path) or s3://bucket")
+            raise ValueError(f"{_short(v)} must start with file:/// (absolute path) or s3://bucket")
         return v.rstrip("/")
 
 
@@ -84,15 +110,51 @@ class QueryConfig(_Strict):
     @classmethod
     def _name(cls, v: str) -> str:
         if not _NAME.match(v):
-            raise ValueError(f"{v!r} must be lower_snake_case (it becomes a column and a label value)")
+            raise ValueError(f"{_short(v)} must be lower_snake_case (it becomes a column and a label value)")
         return v
+
+    @field_validator("promql")
+    @classmethod
+    def _parses(cls, v: str, info: ValidationInfo) -> str:
+        # Prometheus would answer 400 bad_data at the first task try: say so now, at DAG parse time
+        try:
+            check_range_query(v)
+        except PromqlSyntaxError as exc:
+            name = info.data.get("name")
+            query = f"query {name!r}: " if name else ""
+            raise ValueError(f"{query}Prometheus would refuse this PromQL {exc}") from None
+        return v
+
+
+def _label_name(v: str) -> str:
+    if not is_label_name(v):
+        raise ValueError(f"{_short(v)} is not a Prometheus label name (letters, digits and _, not starting with a "
+                         "digit: e.g. pod_name, not pod-name)")  # fmt: skip
+    return v
+
+
+#: a Prometheus label name, as a query's ``by (...)`` and the rules' ``$labels`` need it
+LabelName = Annotated[str, AfterValidator(_label_name)]
+
+
+def _model_name(v: str) -> str:
+    if not v.strip():
+        raise ValueError("a model name must not be empty or only spaces")
+    return v
+
+
+#: a model's name as MLflow tags it: data (any Unicode, ``/``, ``$``), only never empty and never a pasted page
+ModelName = Annotated[str, Field(max_length=1000), AfterValidator(_model_name)]
 
 
 class PrometheusConfig(_Strict):
     conn_id: str = "prometheus_default"
     step: Duration = timedelta(seconds=15)
     max_points_per_request: int = Field(default=PROMETHEUS_MAX_POINTS, gt=0, le=PROMETHEUS_MAX_POINTS)
-    instance_label: str = "instance"
+    instance_label: LabelName = "instance"
+    #: series one query's answer may hold, and bytes one answer may hold (the read stops past it)
+    max_series_per_query: int = Field(default=10_000, gt=0)
+    max_response_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
     queries: list[QueryConfig] = Field(min_length=1)
 
     _step = field_validator("step", mode="before")(lambda v: parse_duration(v))
@@ -103,7 +165,7 @@ class PrometheusConfig(_Strict):
         seen: set[str] = set()
         for q in v:
             if q.name in seen:
-                raise ValueError(f"query name {q.name!r} is used twice")
+                raise ValueError(f"query name {_short(q.name)} is used twice")
             seen.add(q.name)
         return v
 
@@ -146,7 +208,7 @@ class CloudWatchQuery(_Strict):
     @classmethod
     def _stat(cls, v: str) -> str:
         if not _STAT.match(v):
-            raise ValueError(f"{v!r} is not a CloudWatch statistic (Average, Sum, Minimum, Maximum, SampleCount, "
+            raise ValueError(f"{_short(v)} is not a CloudWatch statistic (Average, Sum, Minimum, Maximum, SampleCount, "
                              "or a percentile such as p95)")  # fmt: skip
         return v
 
@@ -156,13 +218,18 @@ class CloudWatchQuery(_Strict):
             raise ValueError(f"{self.name}: instance_dimension {self.instance_dimension!r} needs instances "
                              "(its values -> the predictions' instance)")  # fmt: skip
         if self.instances and not self.instance_dimension:
-            raise ValueError(f"{self.name}: instances need instance_dimension (the dimension they are values of)")
+            raise ValueError(
+                f"{self.name}: instances need instance_dimension (the dimension they are values of)"
+            )
         return self
 
     def series(self) -> list[tuple[str, dict[str, str]]]:
         """(the predictions' instance, the series' full dimensions) per series of this query."""
         if self.instance_dimension:
-            return [(inst, {**self.dimensions, self.instance_dimension: value}) for value, inst in self.instances.items()]
+            return [
+                (inst, {**self.dimensions, self.instance_dimension: value})
+                for value, inst in self.instances.items()
+            ]
         return [(self.instance, dict(self.dimensions))]
 
 
@@ -366,8 +433,8 @@ class EvaluationConfig(_Strict):
     #: smallest relative risk P(slow | saturated) / P(slow | not saturated) that counts as an explanation
     min_relative_risk: float = Field(default=2.0, ge=1)
     #: models that must have predictions in every window; one without any gets ``no_data``
-    expected_models: list[str] = Field(default_factory=list)
-    models: dict[str, ModelOverride] = Field(default_factory=dict)
+    expected_models: list[ModelName] = Field(default_factory=list)
+    models: dict[ModelName, ModelOverride] = Field(default_factory=dict)
 
     def for_model(self, model: str) -> ModelThresholds:
         """Thresholds for ``model``: the defaults with its override (if any) on top."""
@@ -416,7 +483,7 @@ class QualityConfig(QualityRules):
     #: ground truth often arrives days later: each scheduled or manual daily run also triggers a quality-only
     #: re-judging of each of this many days before its own (0: off)
     rejudge_days: int = Field(default=0, ge=0, le=30)
-    models: dict[str, QualityOverride] = Field(default_factory=dict)
+    models: dict[ModelName, QualityOverride] = Field(default_factory=dict)
 
     def for_model(self, model: str) -> QualityRules:
         """Rules for ``model``: the defaults with its override (if any) on top."""
@@ -630,7 +697,13 @@ class ModelwatchConfig(_Strict):
     @model_validator(mode="after")
     def _rules_alert_is_its_own(self) -> ModelwatchConfig:
         a = self.alerting
-        taken = [a.alertname, a.no_data.alertname, a.slow_unexplained.alertname, a.quality.alertname, a.drift.alertname]
+        taken = [
+            a.alertname,
+            a.no_data.alertname,
+            a.slow_unexplained.alertname,
+            a.quality.alertname,
+            a.drift.alertname,
+        ]
         if self.rules.alertname in taken:
             raise ValueError(f"rules.alertname {self.rules.alertname!r} is already an alertname of `alerting`: "
                              "the saturation alert of the rules needs a name of its own")  # fmt: skip
@@ -649,12 +722,78 @@ class ModelwatchConfig(_Strict):
         return {q.name: q.saturation for q in self.resource_queries if q.saturation is not None}
 
 
+#: characters of a value a message echoes, and problems one message lists: a pasted page, or a value that
+#: aliases expand, must never become a message of millions of characters (an Airflow import error, a log line)
+ECHO_CHARS = 200
+MAX_PROBLEMS = 20
+#: characters one YAML document may have: the shipped file has about 12,000, and PyYAML reads some 100 kB a second
+MAX_YAML_CHARS = 1_000_000
+#: values one YAML document may stand for once its aliases are expanded, and how deep it may nest; the shipped
+#: file has a few hundred values, 5 levels. A "billion laughs" paste (nine nested lists of nine aliases:
+#: 400 bytes) stands for 10^9 and is refused while it is read, before anything is built or validated.
+MAX_YAML_VALUES = 100_000
+MAX_YAML_DEPTH = 50
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = ECHO_CHARS
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxtuple, _REPR.maxdict, _REPR.maxset = 3, 8, 8, 8, 8
+
+
+def _short(value: Any, limit: int = ECHO_CHARS) -> str:
+    """``repr(value)`` in at most ``limit`` characters, without building the repr of a huge value first."""
+    text = _REPR.repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """YAML's safe loader, except that a key given twice in one mapping is an error.
+    """YAML's safe loader, except that a key given twice in one mapping is an error, and that a document
+    whose aliases expand to more than :data:`MAX_YAML_VALUES` values, or that nests deeper than
+    :data:`MAX_YAML_DEPTH`, is refused while it is read.
 
     Plain YAML keeps the last value silently: a second ``evaluation:`` section pasted below the first
-    would replace it without a word.
+    would replace it without a word. And an alias costs nothing to read but is a full copy to everything
+    after the loader (validation walks it, an error message echoes it): ``*b`` of a ``b`` made of nine ``*a``
+    is 81 values, and nine such levels are a billion.
     """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._values: dict[int, int] = {}  # id(node) -> how many values the node stands for, aliases expanded
+        self._depth = 0
+        self._aliases = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        event = self.peek_event()
+        self._aliases += isinstance(event, yaml.AliasEvent)
+        self._depth += 1
+        if self._depth > MAX_YAML_DEPTH:
+            raise yaml.composer.ComposerError(None, None, f"nested more than {MAX_YAML_DEPTH} levels deep",
+                                              event.start_mark)  # fmt: skip
+        node = super().compose_node(parent, index)
+        self._depth -= 1
+        size = self._values.get(id(node))
+        if size is None:
+            if isinstance(event, yaml.AliasEvent):  # its anchor is still being read: it contains itself
+                raise yaml.composer.ComposerError(None, None, f"alias *{_cut(str(event.anchor), 80)} refers to a "
+                                                  "value that contains it", event.start_mark)  # fmt: skip
+            children = [c for pair in node.value for c in pair] if isinstance(node, yaml.MappingNode) else (
+                node.value if isinstance(node, yaml.SequenceNode) else [])  # fmt: skip
+            size = 1 + sum(self._values[id(c)] for c in children)
+            self._values[id(node)] = size
+        if size > MAX_YAML_VALUES:
+            raise yaml.composer.ComposerError(None, None, self._too_many(event), event.start_mark)
+        return node
+
+    def _too_many(self, event: yaml.Event) -> str:
+        if not self._aliases:
+            return f"the document holds more than {MAX_YAML_VALUES:,} values: too many for a configuration"
+        alias = f" (here *{_cut(str(event.anchor), 80)})" if isinstance(event, yaml.AliasEvent) else ""
+        return (f"its {self._aliases} alias(es){alias} expand to more than {MAX_YAML_VALUES:,} values: too many for a "
+                "configuration (a YAML alias bomb?); write the values out or use fewer aliases")  # fmt: skip
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         first: dict[Any, int] = {}
@@ -666,7 +805,10 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                 continue  # left to the base class, which reports it
             if key in first and key != "<<":
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"key {key!r} is given twice (first at line {first[key] + 1})", key_node.start_mark
+                    None,
+                    None,
+                    f"key {_short(key)} is given twice (first at line {first[key] + 1})",
+                    key_node.start_mark,
                 )
             first[key] = key_node.start_mark.line
         return super().construct_mapping(node, deep=deep)
@@ -681,10 +823,21 @@ REMOVED_KEYS = {
 }  # fmt: skip
 
 
+def _dotted(loc: tuple[int | str, ...]) -> str:
+    """``evaluation.models.recommender.significance``; a mapping's key itself as ``evaluation.models[''] (the key)``."""
+    parts = [_cut(str(p), 80) for p in loc]
+    if len(parts) >= 2 and parts[-1] == "[key]":
+        parts = [*parts[:-3], f"{parts[-3] if len(parts) > 2 else ''}[{_short(loc[-2], 80)}] (the key)"]
+    return _cut(".".join(parts), 400) or "(top level)"
+
+
 def _format_errors(path: Path, exc: ValidationError) -> str:
-    lines = [f"{path}: {exc.error_count()} problem(s) in the modelwatch configuration"]
-    for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    """One line per problem, naming the dotted key; at most :data:`MAX_PROBLEMS` lines, each echoing at most
+    :data:`ECHO_CHARS` of the value it refuses (every message stays a few kilobytes whatever was pasted)."""
+    errors = exc.errors(include_url=False)
+    lines = [f"{path}: {len(errors)} problem(s) in the modelwatch configuration"]
+    for err in errors[:MAX_PROBLEMS]:
+        key = _dotted(err["loc"])
         msg = err["msg"]
         if err["type"] == "extra_forbidden" and str(err["loc"][-1]) in REMOVED_KEYS:
             msg = REMOVED_KEYS[str(err["loc"][-1])]
@@ -692,8 +845,10 @@ def _format_errors(path: Path, exc: ValidationError) -> str:
             msg = "unknown key (not part of the schema; check the spelling)"
         elif err["type"] == "missing":
             msg = "required key is missing"
-        got = "" if err["type"] == "missing" else f" (got {err.get('input')!r})"
-        lines.append(f"  {key}: {msg}{got}")
+        got = "" if err["type"] == "missing" else f" (got {_short(err.get('input'))})"
+        lines.append(f"  {key}: {_cut(msg, 800)}{got}")
+    if len(errors) > MAX_PROBLEMS:
+        lines.append(f"  ... and {len(errors) - MAX_PROBLEMS} more problem(s)")
     return "\n".join(lines)
 
 
@@ -703,12 +858,17 @@ def config_path() -> Path:
 
 
 def _parse_yaml(text: str, where: str) -> dict[str, Any]:
+    if len(text) > MAX_YAML_CHARS:
+        raise ConfigError(f"{where}: {len(text):,} characters is too long for a modelwatch configuration (at most "
+                          f"{MAX_YAML_CHARS:,}; the shipped one has about 12,000): was something else pasted?")  # fmt: skip
     try:
         raw = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass: no arbitrary objects
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"{where}: invalid YAML{at}: {getattr(exc, 'problem', exc)}") from None
+        raise ConfigError(
+            f"{where}: invalid YAML{at}: {_cut(str(getattr(exc, 'problem', exc)), 400)}"
+        ) from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: expected a mapping at the top level, got {type(raw).__name__}")
     return raw

@@ -6,6 +6,7 @@ Pure functions: the correlation frames in, one :class:`~modelwatch.verdict.Model
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from modelwatch.drift import judge_drift
@@ -107,6 +108,41 @@ def explain(e: ResourceEvidence, rules: ModelThresholds, *, tested: int) -> str:
     return f"{e.resource}: {numbers}"
 
 
+#: A warning is quoted in a verdict's reason up to this many characters.
+PARTIAL_REASON_CHARS = 200
+
+
+def partial_evidence(notes: Sequence[Mapping[str, Any]] | None, queries: Sequence[str]) -> list[str]:
+    """The saturation queries whose Prometheus answers carried warnings, as ``"<query>: <warning>"`` (one
+    entry per distinct warning, in the order of ``queries``).
+
+    :param notes: the ``prometheus_warnings`` of the resources partition's manifest
+        (:func:`modelwatch.extract.query_notes` records). :param queries: the queries a verdict rests on.
+    """
+    per_query: dict[str, list[str]] = {}
+    for note in notes or ():
+        for text in note.get("warnings") or ():
+            per_query.setdefault(str(note.get("query")), []).append(str(text))
+    return [f"{q}: {w}" for q in queries for w in dict.fromkeys(per_query.get(q, []))]
+
+
+def partial_reason(entries: Sequence[str]) -> str:
+    """What a reason says about partial evidence: `` (evidence partial: query cpu: <warning>; ...)``, the
+    first warning of each query quoted (cut at :data:`PARTIAL_REASON_CHARS`), the others counted."""
+    if not entries:
+        return ""
+    first: dict[str, str] = {}
+    more: dict[str, int] = {}
+    for entry in entries:
+        query, _, text = entry.partition(": ")
+        if query in first:
+            more[query] = more.get(query, 0) + 1
+        else:
+            first[query] = text if len(text) <= PARTIAL_REASON_CHARS else text[: PARTIAL_REASON_CHARS - 3] + "..."
+    parts = [f"query {q}: {t}" + (f" (+{more[q]} more)" if q in more else "") for q, t in first.items()]
+    return f" (evidence partial: {'; '.join(parts)})"
+
+
 def history_columns(config: ModelwatchConfig) -> list[str]:
     """The columns of the reference predictions that quality and drift read."""
     return list(dict.fromkeys(["model", "model_version", *METRICS, *config.drift.values]))
@@ -140,6 +176,7 @@ def evaluate(
     models: list[str] | None = None,
     reference: pd.DataFrame | None = None,
     reference_days: list[str] | None = None,
+    partial: Sequence[Mapping[str, Any]] | None = None,
 ) -> list[ModelVerdict]:
     """One verdict per model seen in the window or listed in ``evaluation.expected_models``
     (:func:`modelwatch.fanout.models_to_judge`), or per model of ``models`` when a mapped task judges a group.
@@ -156,8 +193,15 @@ def evaluate(
     :func:`modelwatch.window.reference_windows`), each verdict also carries its quality
     (:func:`modelwatch.quality.judge_quality`) and drift (:func:`modelwatch.drift.judge_drift`); without
     one, both are ``not_judged``.
+
+    ``partial``: the Prometheus warnings of the window's queries (the resources manifest's
+    ``prometheus_warnings``). A verdict judged on a saturation query that carried warnings keeps its
+    kind (a degraded one still pages; a healthy one is healthy on what Prometheus returned) but lists them
+    in ``evidence_partial`` and its reason ends ``(evidence partial: query cpu: <warning>)``.
     """
     limits = config.saturation_thresholds
+    flagged = partial_evidence(partial, list(limits))
+    partial_note = partial_reason(flagged)
     # predictions without a model tag have no one to judge (models_to_judge leaves ""); the extractor
     # that read them said so, naming their runs
     seen = set(joined["model"].unique())
@@ -197,7 +241,7 @@ def evaluate(
             **base, "model_versions": sorted(set(rows["model_version"].astype(str))),
             "n_predictions": len(rows), "n_slow": len(slow), "slow_share": share,
             "slow_instances": sorted(set(slow["instance"])), "resources_without_data": without,
-            "n_slow_unsampled": blind,
+            "n_slow_unsampled": blind, "evidence_partial": flagged,
         }  # fmt: skip
         if len(without) == len(limits):
             verdicts.append(ModelVerdict(
@@ -241,6 +285,9 @@ def evaluate(
                 incident_end=slow["timestamp"].max().isoformat(),
                 **common,
             ))  # fmt: skip
+    for v in verdicts:  # every verdict that rests on the resource evidence (built from ``common``)
+        if v.evidence_partial:
+            v.reason += partial_note
     return verdicts
 
 

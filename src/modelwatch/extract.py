@@ -125,7 +125,49 @@ def query_range_chunked(
         hook.query_range(promql, chunk_start, chunk_end, step, query_name=query_name)
         for chunk_start, chunk_end in plan_chunks(start, end, step, max_points)
     ]
-    return results[0] if len(results) == 1 else merge_matrices(results)
+    if len(results) == 1:
+        return results[0]
+    merged = merge_matrices(results)
+    # each chunk was within the hook's series bound; their union must be too
+    check = getattr(hook, "check_series", None)
+    if check is not None:
+        check(len(merged), promql=promql, query_name=query_name, window=f"[{start.isoformat()}, {end.isoformat()}]")
+    return merged
+
+
+#: A query's warnings are named in its log line up to this many characters in all.
+NOTES_LOG_CHARS = 1000
+#: Distinct warnings (and infos) a query's record keeps.
+NOTES_PER_QUERY = 10
+
+
+def query_notes(
+    notes: Sequence[Mapping[str, Any]], query_name: str, start: datetime, end: datetime
+) -> dict[str, Any] | None:
+    """One query's record of the ``warnings`` and ``infos`` its answers carried (a partial answer: a
+    remote-read, federated or store node failed), or ``None`` when none did.
+
+    :param notes: the hook's notes of the answers read for the query (:attr:`PrometheusHook.notes`): its
+        query_range requests and its sample-time reads.
+    :return: ``{"query", "window_start", "window_end", "answers", "warnings", "infos"}``: the window the run
+        asked for, how many answers carried something, and the distinct texts (at most
+        :data:`NOTES_PER_QUERY` each, each as the hook bounded it).
+    """
+    if not notes:
+        return None
+    record: dict[str, Any] = {"query": query_name, "window_start": start.isoformat(), "window_end": end.isoformat(),
+                              "answers": len(notes)}  # fmt: skip
+    for key in ("warnings", "infos"):
+        texts = list(dict.fromkeys(str(t) for note in notes for t in note.get(key) or ()))
+        record[key] = texts[:NOTES_PER_QUERY]
+        if len(texts) > NOTES_PER_QUERY:
+            record[f"more_{key}"] = len(texts) - NOTES_PER_QUERY
+    return record
+
+
+def _notes_line(texts: Sequence[str], limit: int = NOTES_LOG_CHARS) -> str:
+    line = " | ".join(texts)
+    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def strip_port(instance: str) -> str:
@@ -415,6 +457,7 @@ def extract_resources(
     *,
     lookback: timedelta = DEFAULT_LOOKBACK,
     max_raw_samples: int = RAW_SAMPLES_PER_REQUEST,
+    notes: list[dict[str, Any]] | None = None,
 ) -> pd.DataFrame:
     """Every query evaluated on the step grid of the window ``[start, end)``, as one frame, with the time
     of the real sample behind each value.
@@ -434,7 +477,10 @@ def extract_resources(
     :param instance_label: the label that names the instance.
     :param lookback: how far before a step raw samples are read (the server's lookback delta).
     :param max_raw_samples: raw samples per request at most (bounds memory; see :data:`RAW_SAMPLES_PER_REQUEST`).
+    :param notes: when given, each query whose answers carried Prometheus ``warnings`` or ``infos`` (partial
+        data) appends its record (:func:`query_notes`); the query's log line names them either way.
     :return: :data:`RESOURCE_COLUMNS`.
+    :raises PrometheusAnswerTooLarge: when one query's answer passes the hook's series or byte bound.
     """
     import pandas as pd
 
@@ -451,6 +497,8 @@ def extract_resources(
     for query, (selectors, window) in zip(queries, analysed, strict=True):
         started = time.monotonic()
         requests_before = hook.requests_made
+        hook_notes = getattr(hook, "notes", None)
+        notes_before = len(hook_notes) if hook_notes is not None else 0
         result = query_range_chunked(
         hook, query.promql, start, last, step_seconds, query_name=query.name, max_points=max_points
         )
@@ -479,6 +527,19 @@ def extract_resources(
             query.name, start.isoformat(), end.isoformat(), step_to_ms(step_seconds) / 1000,
             len(result), len(frame), stale, hook.requests_made - requests_before, time.monotonic() - started,
         )  # fmt: skip
+        record = query_notes(hook_notes[notes_before:] if hook_notes is not None else [], query.name, start, end)
+        if record is not None:
+            if record["warnings"]:
+                log.warning(
+                    "query %s: window [%s, %s): Prometheus answered with warnings, the data may be partial "
+                    "(%d answer(s)): %s", query.name, start.isoformat(), end.isoformat(), record["answers"],
+                    _notes_line(record["warnings"]),
+                )  # fmt: skip
+            if record["infos"]:
+                log.info("query %s: window [%s, %s): Prometheus infos: %s", query.name, start.isoformat(),
+                         end.isoformat(), _notes_line(record["infos"]))  # fmt: skip
+            if notes is not None:
+                notes.append(record)
         frames.append(frame)
     return pd.concat(frames, ignore_index=True)
 

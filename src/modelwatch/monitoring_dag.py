@@ -14,6 +14,10 @@ if TYPE_CHECKING:
 
 #: The team that owns every task (the owner filter of the UI, and the failure emails' subject).
 OWNER = "ml-platform"
+#: The monitoring DAGs' ids: the daily one writes the lake's canonical daily partitions, the hourly one its
+#: ``intraday/`` ones (the model-health view asks for read access to the one that wrote a partition).
+DAILY_DAG_ID, HOURLY_DAG_ID = "model_performance_monitoring", "model_performance_monitoring_hourly"
+MONITORING_DAG_IDS = (DAILY_DAG_ID, HOURLY_DAG_ID)
 
 
 class Tag(StrEnum):

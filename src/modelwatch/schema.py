@@ -79,8 +79,8 @@ CORRELATION_COLUMNS = (
 VERDICT_COLUMNS = (
     "model", "verdict", "reason", "window_start", "window_end", "model_versions", "n_predictions", "n_slow",
     "slow_share", "slow_threshold_seconds", "slow_instances", "n_slow_unsampled", "saturated_resources",
-    "relative_risk", "p_value", "coverage", "resources_without_data", "incident_start", "incident_end",
-    "quality", "quality_reason", "quality_attribution", "drift", "drift_reason", "evidence",
+    "relative_risk", "p_value", "coverage", "resources_without_data", "evidence_partial", "incident_start",
+    "incident_end", "quality", "quality_reason", "quality_attribution", "drift", "drift_reason", "evidence",
 )  # fmt: skip
 #: The ``drift`` dataset: one row per model and compared value (:class:`modelwatch.verdict.DriftEvidence`).
 DRIFT_COLUMNS = (
@@ -114,6 +114,9 @@ _TYPES: dict[str, dict[str, str]] = {
 }  # fmt: skip
 _LOGGED_PREFIXES = {LOGGED_METRIC_PREFIX: FLOAT, LOGGED_PARAM_PREFIX: STRING}
 _JOINED_TAIL_TYPES = {"missing_resources": STRING, "slow_threshold": FLOAT, "slow": BOOL, "saturated_resources": STRING}
+#: Text columns added to a dataset after partitions of it were first stored: a partition written before
+#: reads them as empty text (nothing was recorded then), instead of failing on a missing column.
+ADDED_LATER: dict[str, tuple[str, ...]] = {"verdicts": ("evidence_partial",)}
 #: The datasets with a declared frame schema (``alerts`` holds JSON documents only).
 FRAME_DATASETS = ("resources", "predictions", "joined", "correlation", "verdicts", "drift")
 
@@ -220,18 +223,19 @@ def _compatible(got: pa.DataType, want: pa.DataType) -> bool:
     return False
 
 
-def check(schema: pa.Schema, dataset: str, *, where: str, empty: bool = False) -> None:
+def check(schema: pa.Schema, dataset: str, *, where: str, empty: bool = False, stored: bool = False) -> None:
     """Check a table's or Parquet file's schema against ``dataset``'s declared one, without reading data.
 
     :param where: names the frame in the error (a partition URL, a staged part).
     :param empty: the frame has no rows: any column type is stored as the declared one (an empty frame
         built without data has whatever dtype pandas guessed, and no value to misread).
+    :param stored: the schema of a stored partition, which may predate the columns of :data:`ADDED_LATER`.
     :raises SchemaError: naming the dataset, ``where``, and each missing, unexpected or mistyped column.
     """
     names = list(schema.names)
     declared = types_of(dataset, names)
     problems = []
-    if missing := [c for c in declared if c not in names]:
+    if missing := [c for c in declared if c not in names and not (stored and c in ADDED_LATER.get(dataset, ()))]:
         problems.append(f"missing column(s) {', '.join(missing)}")
     if extra := [c for c in names if c not in declared]:
         problems.append(f"undeclared column(s) {', '.join(extra)}")

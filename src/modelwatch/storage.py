@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk.exceptions import AirflowFailException
 
 from modelwatch.errors import ModelwatchError
-from modelwatch.schema import FLOAT, FRAME_DATASETS, check, conform, logged_types
+from modelwatch.schema import ADDED_LATER, FLOAT, FRAME_DATASETS, check, conform, logged_types
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -540,15 +540,20 @@ class Lake:
                     f"{url}/{entry['name']} does not match its manifest (rewritten by another run?); retry"
                 )
             absent: list[str] = []
+            later: list[str] = []
             if dataset in FRAME_DATASETS:
                 # the file's own schema, no data read: a partition written before a schema change fails here,
                 # naming the column, instead of deep inside a stage
                 schema = pq.read_schema(io.BytesIO(payload))
-                check(schema, dataset, where=f"{url}/{entry['name']}")
+                check(schema, dataset, where=f"{url}/{entry['name']}", stored=True)
                 # a logged value added to mlflow.logged after this partition was written: not logged then
                 absent = [c for c in logged_types(columns or ()) if c not in schema.names]
-            read = [c for c in columns if c not in absent] if columns is not None else None
+                later = [c for c in ADDED_LATER.get(dataset, ()) if c not in schema.names
+                         and (columns is None or c in columns)]  # fmt: skip
+            read = [c for c in columns if c not in absent and c not in later] if columns is not None else None
             frame = pd.read_parquet(io.BytesIO(payload), columns=read, filters=filters)
+            if later:  # a column added after this partition was written: nothing was recorded then
+                frame = frame.assign(**dict.fromkeys(later, ""))
             if absent:
                 frame = frame.assign(**{c: pd.Series([None] * len(frame), index=frame.index,
                                                      dtype="float64" if t == FLOAT else "object")

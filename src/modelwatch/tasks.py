@@ -67,21 +67,53 @@ def extract_resources(interval: timedelta) -> dict[str, Any]:
     from modelwatch.hooks.prometheus import PrometheusHook
 
     cfg, window, lake, context = _run(interval)
+    stored = (
+        lake.stored_ref("resources", window) if (context.get("params") or {}).get("quality_only") else None
+    )
+    if stored is not None:
+        # a quality re-judging is about labels that arrived late; the samples are what the window's own run
+        # read (Prometheus may no longer keep them)
+        log.info("quality only: judging on the stored resources %s (%d samples, run %s)", stored.url, stored.rows,
+                 stored.run_id)  # fmt: skip
+        return stored.to_dict()
     p = cfg.prometheus
     log.info("window %s: %d queries at step %s", window, len(p.queries), p.step)
-    hook = PrometheusHook(prometheus_conn_id=p.conn_id)
+    hook = PrometheusHook(prometheus_conn_id=p.conn_id, max_series_per_query=p.max_series_per_query,
+                          max_response_bytes=p.max_response_bytes)  # fmt: skip
+    notes: list[dict[str, Any]] = []
     frame = extract(
-        hook, p.queries, window.start, window.end, p.step.total_seconds(), p.max_points_per_request, p.instance_label
-    )
-    extra: dict[str, Any] = {"requests": hook.requests_made, "bytes_received": hook.bytes_received}
+        hook, p.queries, window.start, window.end, p.step.total_seconds(), p.max_points_per_request, p.instance_label,
+        notes=notes,
+    )  # fmt: skip
+    # Prometheus's warnings (a partial answer) per query: correlate reads them here and marks the verdicts
+    extra: dict[str, Any] = {"requests": hook.requests_made, "bytes_received": hook.bytes_received,
+                             "prometheus_warnings": notes}  # fmt: skip
     if cfg.cloudwatch.all_queries():
         frame, extra["cloudwatch"] = _cloudwatch(cfg, window, frame)
-    ref = lake.write_frame("resources", window, frame, run_id=context["run_id"], extra=extra)
+    ref = _store_evidence(lake, "resources", window, frame, context["run_id"], extra)
     log.info(
         "resources: %d samples of %d series from %d requests -> %s",
         ref.rows, frame.groupby(["query", "labels"]).ngroups if len(frame) else 0, hook.requests_made, ref.url,
     )  # fmt: skip
     return ref.to_dict()
+
+
+def _store_evidence(lake: Any, dataset: str, window: Any, frame: Any, run_id: str,
+                    extra: dict[str, Any] | None = None) -> Any:  # fmt: skip
+    """Write the window's ``resources`` or ``predictions``, unless the source answered with nothing where the
+    lake already holds evidence of the window: then the stored partition stays and is this run's input.
+
+    A re-judging of an old day after Prometheus' retention, or after MLflow runs were deleted, must never
+    replace what was seen with an empty partition (the window would turn ``no_data`` and its pages end).
+    """
+    if not len(frame):
+        stored = lake.stored_ref(dataset, window)
+        if stored is not None and stored.rows:
+            log.warning("%s: the source has no data for window %s, but %s holds %d rows (run %s): keeping them; a "
+                        "source that no longer has a window never replaces stored evidence with nothing",
+                        dataset, window, stored.url, stored.rows, stored.run_id)  # fmt: skip
+            return stored
+    return lake.write_frame(dataset, window, frame, run_id=run_id, extra=extra)
 
 
 def _cloudwatch(cfg: ModelwatchConfig, window: Any, frame: Any) -> tuple[Any, dict[str, Any]]:
@@ -122,14 +154,19 @@ def extract_predictions(interval: timedelta) -> list[dict[str, Any]]:
     log.info("window %s: experiments %s", window, ", ".join(e.name for e in m.experiments))
     hook = MlflowHook(mlflow_conn_id=m.conn_id)
     frame = extract(
-        hook, m.experiments, m.tags.model_dump(), window.start, window.end, m.max_results_per_page,
+        hook,
+        m.experiments,
+        m.tags.model_dump(),
+        window.start,
+        window.end,
+        m.max_results_per_page,
         logged=m.logged.columns(),
     )
     selected = selected_models(context.get("params"))
     if selected:
         frame = frame[frame["model"].isin(selected)].reset_index(drop=True)
         log.info("keeping only models %s (run parameter)", ", ".join(sorted(selected)))
-    ref = lake.write_frame("predictions", window, frame, run_id=context["run_id"])
+    ref = _store_evidence(lake, "predictions", window, frame, context["run_id"])
     per_model = frame.groupby("model").size().to_dict() if len(frame) else {}
     log.info("predictions: %d rows %s -> %s", ref.rows, per_model, ref.url)
     models = models_to_judge(per_model, cfg.evaluation.expected_models, selected)
@@ -159,6 +196,8 @@ def correlate(resources: dict[str, Any], group: dict[str, Any], interval: timede
     # Only the instances this group's predictions ran on, and the global series ("").
     instances = sorted({*pred["instance"].astype(str), ""})
     res = lake.read_ref(resources, filters=[("instance", "in", instances)])
+    # the queries whose answers carried Prometheus warnings (partial data), as extract_resources recorded them
+    partial = lake.read_manifest(resources["url"]).get("prometheus_warnings") or []
     joined, summary = run_correlation(pred, res, cfg)
     reference, found = lake.read_history(
         "predictions", reference_windows(window, cfg.quality.reference_days), history_columns(cfg),
@@ -166,7 +205,7 @@ def correlate(resources: dict[str, Any], group: dict[str, Any], interval: timede
     )  # fmt: skip
     days = [dict(w.partition)["dt"] for w in found]
     verdicts = run_evaluation(joined, summary, res, cfg, window, models=models, reference=reference,
-                              reference_days=days)  # fmt: skip
+                              reference_days=days, partial=partial)  # fmt: skip
     name, run_id = f"group-{int(group['index']):05d}", context["run_id"]
     staged = {
         "joined": lake.stage_frame(window, run_id, f"joined-{name}", joined),
@@ -189,83 +228,183 @@ def correlate(resources: dict[str, Any], group: dict[str, Any], interval: timede
 @task(multiple_outputs=False)
 def evaluate(resources: dict[str, Any], groups: list[dict[str, Any]], interval: timedelta) -> dict[str, Any]:
     """Commit the groups' parts as the run's partitions, decide whether to page, and store the verdict
-    document and the alert payload (replacing or removing the documents an earlier run of the window left)."""
+    document and the alert payload (replacing or removing the documents an earlier run of the window left).
+
+    The verdict document is written after the four partitions and names the version of each: it is the
+    window's commit, and readers that want one run's window whole read through it
+    (:meth:`modelwatch.storage.Lake.read_committed`). The reports are optional: what cannot be made is said
+    in the document and the log, and the verdicts and the page go on.
+    """
     from airflow.configuration import conf
 
-    from modelwatch.alerting import build_alerts, continue_incidents, judged_models, paging_decision, run_url
+    from modelwatch.alerting import (
+        ADHOC,
+        CANONICAL,
+        build_alerts,
+        continue_incidents,
+        judged_models,
+        paging_decision,  # fmt: skip
+        run_url,
+    )
     from modelwatch.report import view_links, write_reports
+    from modelwatch.storage import COMMITTED
     from modelwatch.verdict import verdicts_from_frame
 
     cfg, window, lake, context = _run(interval)
-    run_id = context["run_id"]
+    run_id, dag_id = context["run_id"], context["dag"].dag_id
+    params = context.get("params") or {}
+    quality_only = bool(params.get("quality_only", False))
     groups = sorted(groups, key=lambda g: g["index"])
+    # parts that an earlier run of this window staged and never committed (it failed for good); a run still
+    # under way is younger than the longest a run may take
+    lake.drop_stale_staging(window, run_id, older_than=cfg.tasks.worst_case.total_seconds())
     # every group's parts, in group order: the partitions do not depend on which task finished first
     j = lake.commit_parts("joined", window, [g["joined"] for g in groups], run_id=run_id)
     c = lake.commit_parts("correlation", window, [g["correlation"] for g in groups], run_id=run_id)
-    ref = lake.commit_parts("verdicts", window, [g["verdicts"] for g in groups], run_id=run_id, sort_by="model")
+    ref = lake.commit_parts(
+        "verdicts", window, [g["verdicts"] for g in groups], run_id=run_id, sort_by="model"
+    )
     d = lake.commit_parts("drift", window, [g["drift"] for g in groups], run_id=run_id)
     # the verdicts as the lake holds them (one serialisation, restored to the typed object)
     verdicts = verdicts_from_frame(lake.read_ref(ref.to_dict()))
     dag_run = context["dag_run"]
-    params = context.get("params") or {}
     decision = paging_decision(
         verdicts,
         cfg.alerting,
         run_type=str(getattr(dag_run.run_type, "value", dag_run.run_type)),
         dry_run=bool(params.get("dry_run", False)),
         page_on_backfill=bool(params.get("page_on_backfill", cfg.alerting.page_on_backfill)),
-        quality_only=bool(params.get("quality_only", False)),
+        quality_only=quality_only,
     )
     base_url = conf.get("api", "base_url", fallback="http://localhost:8080")
-    url_of_run = run_url(base_url, context["dag"].dag_id, run_id)
+    url_of_run = run_url(base_url, dag_id, run_id)
     # the reports' addresses in the model-health view, for the alerts that link to them
     views = view_links(lake, window, verdicts, base_url)
-    alerts = build_alerts(verdicts, cfg.alerting, run_url=url_of_run, partition_url=ref.url, reports=views)
+    alerts = build_alerts(verdicts, cfg.alerting, run_url=url_of_run, partition_url=ref.url, reports=views,
+                          dag_id=dag_id, scope=CANONICAL if window.canonical else ADHOC)  # fmt: skip
     if alerts and window.canonical:
         # an incident that carries on from the previous window stays one alert (across midnight)
         previous = lake.read_document(lake.document_url("alerts", window.previous, "payload")) or []
         alerts = continue_incidents(alerts, previous, cfg.alerting.incident_gap)
-    # The alert documents of the window are this run's: an earlier run's delivery record goes, and so does
-    # its payload when this run pages for nothing (the lake never shows an alert for a verdict that is gone).
-    lake.remove_document("alerts", window, "delivery")
-    payload_url = None
-    if alerts:
-        # Kept before posting, so an alert that cannot be delivered now is never lost: a retry of
-        # post_alert, or clearing it once Alertmanager is back, posts it from here.
-        payload_url = lake.write_document("alerts", window, "payload", alerts)
-    else:
-        lake.remove_document("alerts", window, "payload")
+    alert = _alert_documents(lake, window, alerts, decision, quality_only)
     sent: dict[str, list[str]] = {}
     for a in alerts if decision.post else []:
         sent.setdefault(a["labels"]["model"], []).append(a["labels"]["alertname"])
     verdict_url = lake.document_url("verdicts", window, "verdict")
-    files = write_reports(lake, window, verdicts, j.to_dict(), resources, cfg, sent=sent, reason=decision.reason,
-                          links={"Airflow run": url_of_run, "verdict document": verdict_url, "partition": ref.url})  # fmt: skip
-    reports = {m: {"file": url, "view": views[m]} for m, url in files.items()}
+    written = write_reports(lake, window, verdicts, j.to_dict(), resources, cfg, sent=sent, reason=decision.reason,
+                            links={"Airflow run": url_of_run, "verdict document": verdict_url, "partition": ref.url})  # fmt: skip
+    reports = {m: {"file": url, "view": views[m]} for m, url in written.urls.items()}
+    partitions = {"resources": resources, "predictions": groups[0]["predictions"], "joined": j.to_dict(),
+                  "correlation": c.to_dict(), "verdicts": ref.to_dict(), "drift": d.to_dict()}  # fmt: skip
     document = {
-        "window": window.to_dict(), "canonical": window.canonical, "run_id": run_id, "run_url": url_of_run,
-        "verdicts": [v.to_dict() for v in verdicts],
-        "alert": {"post": decision.post, "reason": decision.reason, "payload": payload_url},
-        "reports": reports,
+        "window": window.to_dict(), "canonical": window.canonical, "dag_id": dag_id, "run_id": run_id,
+        "run_url": url_of_run, "verdicts": [v.to_dict() for v in verdicts], "alert": alert, "reports": reports,
+        "not_made": written.failed, COMMITTED: partitions,
     }  # fmt: skip
     lake.write_document("verdicts", window, "verdict", document)
+    check_commit(lake, window, partitions, run_id)
     lake.drop_staging(window, run_id)
     for v in verdicts:
         log.info("verdict %s: %s (%s)", v.model, v.verdict, v.reason)
     for model, where in reports.items():
         log.info("report of %s: %s (file %s)", model, where["view"], where["file"])
+    for failure in written.failed:
+        log.warning("not made: the %s of %s (%s); the verdicts and the page go on", failure["output"],
+                    failure["model"], failure["error"])  # fmt: skip
     log.info(
         "window %s: %d models from %d group(s); %d predictions joined -> %s; alerting: %s; verdict document %s",
         window, len(verdicts), len(groups), j.rows, j.url, decision.reason, verdict_url,
     )  # fmt: skip
     return {
-        "resources": resources, "predictions": groups[0]["predictions"],
-        "joined": j.to_dict(), "correlation": c.to_dict(), "drift": d.to_dict(),
-        "verdicts": ref.to_dict(), "verdict_document": verdict_url, "alert_payload": payload_url, "reports": reports,
+        **partitions, "verdict_document": verdict_url, "alert_payload": alert["payload"],
+        "alert_payload_sha256": alert.get("payload_sha256"), "reports": reports, "not_made": written.failed,
         "post": decision.post, "reason": decision.reason, "window_end": window.end.isoformat(),
         "summary": {v.model: v.verdict for v in verdicts}, "quality": {v.model: v.quality for v in verdicts},
-        "judged": judged_models(verdicts, cfg.alerting), "quality_only": bool(params.get("quality_only", False)),
+        "judged": judged_models(verdicts, cfg.alerting), "quality_only": quality_only,
+        "dag_id": dag_id, "scope": CANONICAL if window.canonical else ADHOC,
     }  # fmt: skip
+
+
+#: the partitions ``evaluate`` commits for a window (resources and predictions are the extract tasks')
+COMMITTED_BY_EVALUATE = ("joined", "correlation", "verdicts", "drift")
+
+
+def check_commit(lake: Any, window: Any, partitions: dict[str, dict[str, Any]], run_id: str) -> None:
+    """Fail unless the partitions ``evaluate`` committed are still this run's once its verdict document is
+    written: another run of the window that committed in between fails one of the two, and the retry of
+    the failed one commits the window again from its staged parts (kept until the commit holds).
+
+    :raises StorageError: naming the window, the partitions another run replaced and this run's staging.
+    """
+    from modelwatch.storage import StorageError
+
+    replaced = [n for n in COMMITTED_BY_EVALUATE
+                if getattr(lake.stored_ref(n, window), "sha256", None) != partitions[n]["sha256"]]  # fmt: skip
+    if replaced:
+        raise StorageError(f"window {window}: another run of it committed {', '.join(replaced)} while this run "
+                           f"({run_id}) committed its own; this try fails and its retry commits the window again "
+                           f"from its staged parts ({lake.staging_url(window, run_id)})")  # fmt: skip
+
+
+def payload_to_post(lake: Any, url: str, expected_sha256: str | None, window: Any) -> list[dict[str, Any]]:
+    """The alert payload at ``url``, exactly the version this run's ``evaluate`` wrote.
+
+    :raises ValueError: when the payload is missing or empty (a retry may find it again).
+    :raises AirflowFailException: when another run of the window rewrote it: posting it would page that
+        run's verdicts under this run's name; the failure says to clear the whole run.
+    """
+    import json
+
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from modelwatch.storage import sha256_of
+
+    raw = lake.read_bytes(url)
+    if not raw:
+        raise ValueError(f"alert payload {url} is missing or empty")
+    if expected_sha256 and sha256_of(raw) != expected_sha256:
+        raise AirflowFailException(
+            f"alert payload {url} is no longer the one this run's evaluate wrote (sha256 {expected_sha256[:12]}, "
+            f"now {sha256_of(raw)[:12]}): another run of window {window} rewrote it and posts its own alerts. "
+            "Clear this whole run to judge the window again"
+        )
+    return json.loads(raw)
+
+
+def alert_document_names(quality_only: bool) -> tuple[str, str]:
+    """The names of the payload and delivery documents a run writes beside the window's ``alerts``: a
+    quality-only re-judging has its own pair, so the record of what the window's own run paged stays."""
+    return ("quality_payload", "quality_delivery") if quality_only else ("payload", "delivery")
+
+
+def _alert_documents(lake: Any, window: Any, alerts: list[dict[str, Any]], decision: Any,
+                     quality_only: bool) -> dict[str, Any]:  # fmt: skip
+    """Store this run's alert payload (or remove an earlier run's), and say what the verdict document records.
+
+    Kept before posting, so an alert that cannot be delivered now is never lost: a retry of ``post_alert``,
+    or clearing it once Alertmanager is back, posts it from here. A run that does not page (a backfill
+    without ``page_on_backfill``) over a window whose page was delivered keeps that payload and its delivery
+    record: the alert it recorded may still fire.
+    """
+    from modelwatch.storage import sha256_of
+
+    payload_name, delivery_name = alert_document_names(quality_only)
+    out: dict[str, Any] = {"post": decision.post, "reason": decision.reason, "payload": None}
+    delivered = lake.document_url("alerts", window, delivery_name)
+    if not decision.post and lake.read_bytes(delivered) is not None:
+        out["kept"] = {"payload": lake.document_url("alerts", window, payload_name), "delivery": delivered}
+        log.info(
+            "not paging, and %s records what a run of this window paged: keeping it and its payload",
+            delivered,
+        )
+        return out
+    lake.remove_document("alerts", window, delivery_name)
+    if alerts:
+        out["payload"] = lake.write_document("alerts", window, payload_name, alerts)
+        out["payload_sha256"] = sha256_of(lake.read_bytes(out["payload"]) or b"")
+    else:
+        lake.remove_document("alerts", window, payload_name)
+    return out
 
 
 @task(multiple_outputs=False)
@@ -285,7 +424,9 @@ def publish_verdicts(evaluation: dict[str, Any], interval: timedelta) -> dict[st
     else:
         verdicts = verdicts_from_frame(lake.read_ref(evaluation["verdicts"]))
         dag_id = context["dag"].dag_id
-        result = publish(PushgatewayHook(cfg.publish.conn_id), verdicts, window.end, dag_id, job=cfg.publish.job)
+        result = publish(
+            PushgatewayHook(cfg.publish.conn_id), verdicts, window.end, dag_id, job=cfg.publish.job
+        )
     log.info("window %s: verdict series %s: %s", window, result["action"], result["reason"])
     return result
 
@@ -315,7 +456,11 @@ def rejudge_windows(evaluation: dict[str, Any], interval: timedelta) -> list[dic
             "conf": {"window_start": day.start.isoformat(), "window_end": day.end.isoformat(), "quality_only": True},
             "note": f"quality re-judged for {dt} (labels arrive late), asked by {context['run_id']}",
         })  # fmt: skip
-    log.info("asking for %d quality-only re-judging(s): %s", len(asks), ", ".join(a["trigger_run_id"] for a in asks))
+    log.info(
+        "asking for %d quality-only re-judging(s): %s",
+        len(asks),
+        ", ".join(a["trigger_run_id"] for a in asks),
+    )
     return asks
 
 
@@ -329,21 +474,29 @@ def choose_alert_path(evaluation: dict[str, Any]) -> str:
 
 @task(task_id=POST_ALERT_TASK, multiple_outputs=False)
 def post_alert(evaluation: dict[str, Any], interval: timedelta) -> dict[str, Any]:
-    """Bring Alertmanager (API v2) in line with this run: post the stored alert payload, resolve the
-    modelwatch alerts of the judged models that this run no longer raises, and record the delivery."""
+    """Bring Alertmanager (API v2) in line with this run: post the alert payload its ``evaluate`` stored
+    (exactly that version), resolve the modelwatch alerts of this DAG and scope for the judged models that
+    this run no longer raises, and record the delivery."""
     from datetime import datetime
 
-    from modelwatch.alerting import SOURCE_LABEL, quality_alerts_only, resolutions, stamp_for_posting
+    from modelwatch.alerting import (
+        CANONICAL,
+        SOURCE_LABEL,
+        quality_alerts_only,
+        resolutions,
+        stamp_for_posting,
+    )
     from modelwatch.hooks.alertmanager import AlertmanagerHook
 
     cfg, window, lake, context = _run(interval)
     alerts = []
     if evaluation["alert_payload"]:
-        alerts = lake.read_document(evaluation["alert_payload"])
-        if not alerts:
-            raise ValueError(f"alert payload {evaluation['alert_payload']} is missing or empty")
+        alerts = payload_to_post(
+            lake, evaluation["alert_payload"], evaluation.get("alert_payload_sha256"), window
+        )
     judged = evaluation["judged"]
-    if evaluation.get("quality_only"):
+    quality_only = bool(evaluation.get("quality_only"))
+    if quality_only:
         alerts, judged = quality_alerts_only(alerts, judged, cfg.alerting)
         log.info("quality only (a re-judging once labels arrived): posting and resolving quality alerts only")
     hook = AlertmanagerHook(alertmanager_conn_id=cfg.alerting.conn_id)
@@ -355,12 +508,19 @@ def post_alert(evaluation: dict[str, Any], interval: timedelta) -> dict[str, Any
     url = None
     if firing:
         delivery = {"posted_at": posted_at.isoformat(), "alerts": firing, "run_id": context["run_id"]}
-        url = lake.write_document("alerts", window, "delivery", delivery)
+        url = lake.write_document("alerts", window, alert_document_names(quality_only)[1], delivery)
     for a in firing:
-        log.info("posted %s for %s (%s)", a["labels"]["alertname"], a["labels"]["model"], a["annotations"]["summary"])
+        log.info(
+            "posted %s for %s (%s)",
+            a["labels"]["alertname"],
+            a["labels"]["model"],
+            a["annotations"]["summary"],
+        )
+    dag_id = evaluation.get("dag_id") or context["dag"].dag_id
     ended = resolutions(
-        alerts, hook.get_alerts({"source": SOURCE_LABEL}),
+        alerts, hook.get_alerts({"source": SOURCE_LABEL, "dag": dag_id}),
         judged=judged, window_end=evaluation["window_end"], resolved_at=posted_at,
+        dag_id=dag_id, scope=evaluation.get("scope", CANONICAL),
     )  # fmt: skip
     hook.post_alerts(ended)
     for a in ended:

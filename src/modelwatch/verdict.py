@@ -156,6 +156,9 @@ class ModelVerdict:
     saturated_resources: list[ResourceEvidence] = field(default_factory=list)
     rejected_resources: list[ResourceEvidence] = field(default_factory=list)
     resources_without_data: list[str] = field(default_factory=list)
+    #: the saturation queries whose Prometheus answers carried warnings (partial data: a remote-read,
+    #: federated or store node failed), each as ``"<query>: <warning>"``; the reason says so too
+    evidence_partial: list[str] = field(default_factory=list)
     incident_start: str | None = None
     incident_end: str | None = None
     #: is the model still right (:func:`modelwatch.quality.judge_quality`), and the numbers behind it
@@ -186,7 +189,7 @@ class ModelVerdict:
                     "rejected": [asdict(e) for e in self.rejected_resources],
                     "quality": [asdict(q) for q in self.quality_metrics],
                     "reference_days": self.reference_days, "versions": self.versions,
-                    "drift": [asdict(d) for d in self.drift_values]}  # fmt: skip
+                    "drift": [asdict(d) for d in self.drift_values], "partial": self.evidence_partial}  # fmt: skip
         return {
             "model": self.model, "verdict": self.verdict, "reason": self.reason,
             "window_start": self.window_start, "window_end": self.window_end,
@@ -197,6 +200,7 @@ class ModelVerdict:
             "relative_risk": top.relative_risk if top else None, "p_value": top.p_adjusted if top else None,
             "coverage": top.coverage if top else None,
             "resources_without_data": ",".join(self.resources_without_data),
+            "evidence_partial": "; ".join(self.evidence_partial),
             "incident_start": self.incident_start, "incident_end": self.incident_end,
             "quality": self.quality, "quality_reason": self.quality_reason,
             "quality_attribution": self.quality_attribution, "drift": self.drift, "drift_reason": self.drift_reason,
@@ -220,6 +224,7 @@ class ModelVerdict:
             saturated_resources=[ResourceEvidence.from_dict(e) for e in evidence["saturated"]],
             rejected_resources=[ResourceEvidence.from_dict(e) for e in evidence["rejected"]],
             resources_without_data=names(row["resources_without_data"]),
+            evidence_partial=list(evidence.get("partial", [])),
             incident_start=_none_if_missing(row["incident_start"]), incident_end=_none_if_missing(row["incident_end"]),
             quality=row["quality"], quality_reason=row["quality_reason"],
             quality_metrics=[QualityEvidence.from_dict(q) for q in evidence.get("quality", [])],

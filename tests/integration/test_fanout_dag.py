@@ -51,11 +51,13 @@ def test_one_group_per_model_maps_two_tasks_and_judges_as_one_group(runs):
         assert state == "success"
         assert mapped == ["success"] * {10: 1, 1: 2}[per_task]
         docs[per_task] = Lake(lake).read_document(evaluation["verdict_document"])
-        # one data file per dataset, and no staged part left behind
+        # one data file per dataset (a dry run's, under adhoc/), and no staged part left behind
         root = Path(lake.removeprefix("file://"))
         for dataset in ("joined", "correlation", "verdicts"):
-            assert sorted(p.name for p in (root / dataset / "dt=2026-03-06").glob("*.parquet")) == ["part-00000.parquet"]
-        assert not list((root / "_staging").rglob("*.parquet"))
+            folder = Path(evaluation[dataset]["url"].removeprefix("file://"))
+            assert folder.is_relative_to(root / "adhoc" / dataset / "dt=2026-03-06"), folder
+            assert sorted(p.name for p in folder.glob("*.parquet")) == ["part-00000.parquet"]
+        assert not [p for p in root.rglob("*.parquet") if "_staging" in p.parts]
 
     def verdicts(doc):
         return {v["model"]: (v["verdict"], [r["resource"] for r in v["saturated_resources"]]) for v in doc["verdicts"]}
@@ -65,9 +67,9 @@ def test_one_group_per_model_maps_two_tasks_and_judges_as_one_group(runs):
     # the joined rows are the same predictions, whichever way they were grouped
     counts = {
         per_task: duckdb.sql(
-            f"select model, count(*) n, sum(slow::int) slow from read_parquet('{lake.removeprefix('file://')}"
-            "/joined/dt=2026-03-06/*.parquet') group by model order by model"
+            f"select model, count(*) n, sum(slow::int) slow from read_parquet('{evaluation['joined']['url'].removeprefix('file://')}"
+            "/*.parquet') group by model order by model"
         ).fetchall()
-        for per_task, (*_, lake) in runs.items()
+        for per_task, (_, _, evaluation, _) in runs.items()
     }
     assert counts[1] == counts[10] and len(counts[1]) == 2

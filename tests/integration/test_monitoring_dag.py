@@ -160,7 +160,7 @@ def test_an_expected_model_without_predictions_pages_once_with_its_own_labels(ru
     assert sorted(a["labels"]["model"] for a in got) == ["fraud-detector", "recommender"]  # once each
     for a in got:
         assert a["labels"] == {"alertname": missing, "model": a["labels"]["model"], "severity": "warning",
-                               "source": "modelwatch"}  # fmt: skip
+                               "source": "modelwatch", "dag": DAG_ID, "scope": "canonical"}  # fmt: skip
         assert a["annotations"]["window"].startswith(day) and a["annotations"]["verdict"] == "no_data"
         assert a["annotations"]["description"] == "no predictions in the window"
 
@@ -287,11 +287,19 @@ def test_a_day_written_to_s3_through_the_aws_connection(seeded_stack, monitoring
     # the degraded model's report, and the model-health view reading it back from S3 (the same Lake code)
     assert {f"lake/reports/dt={day.isoformat()}/fraud-detector.html",
             f"lake/reports/dt={day.isoformat()}/fraud-detector-timeline.png"} <= keys  # fmt: skip
-    from modelwatch.plugin import calendar, day_report
+    from airflow.api_fastapi.auth.managers.simple.simple_auth_manager import SimpleAuthManager
+    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
 
-    page = calendar().body.decode()
+    from modelwatch import plugin
+
+    # Airflow's own simple auth manager and a viewer (the view's permission checks are proven against the
+    # real API server and FAB roles in tests/e2e/test_view_permissions.py; here: reading back from S3)
+    manager = SimpleAuthManager()
+    monkeypatch.setattr(plugin, "_auth_manager", lambda: manager)
+    viewer = SimpleAuthManagerUser(username="viewer", role="viewer")
+    page = plugin.calendar(viewer, model="", verdict="").body.decode()
     assert "fraud-detector" in page and day.isoformat()[5:] in page
-    report = day_report(day.isoformat(), "fraud-detector").body.decode()
+    report = plugin.day_report(viewer, day.isoformat(), "fraud-detector").body.decode()
     assert "fraud-detector" in report and "Evidence per resource" in report and "data:image/png;base64," in report
 
 

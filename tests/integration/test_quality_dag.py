@@ -69,6 +69,9 @@ def test_each_day_asks_to_rejudge_the_quality_of_the_days_before_and_a_rejudging
     assert evaluation["verdict_document"].endswith(f"/verdicts/dt={DAY}/_verdict.json")  # canonical
     assert evaluation["reason"].startswith("quality only: paging for"), evaluation["reason"]
     assert task_states(rejudged)["rejudge_quality"] == "skipped"  # a re-judging asks for no more
-    posted = json.loads((tmp_path / "lake" / "alerts" / f"dt={DAY}" / "_delivery.json").read_text())["alerts"]
+    # the re-judging records its own delivery; the day's _delivery.json stays what the day's own run paged
+    alerts = tmp_path / "lake" / "alerts" / f"dt={DAY}"
+    posted = json.loads((alerts / "_quality_delivery.json").read_text())["alerts"]
+    assert name in {a["labels"]["alertname"] for a in json.loads((alerts / "_delivery.json").read_text())["alerts"]}
     assert {a["labels"]["alertname"] for a in posted} == {f"{name}Quality"}  # the degraded alert is not re-posted
     assert xcom(rejudged, "post_alert")["resolved"] == []  # nor resolved

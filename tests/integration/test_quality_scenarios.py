@@ -123,7 +123,7 @@ def test_quality_and_drift_alerts_reach_the_webhook_under_their_own_names(
     assert {a["labels"]["model"] for a in quality} == {"fraud-detector"}
     assert {a["labels"]["model"] for a in drift} >= {"recommender"}
     for a in (*quality, *drift):
-        assert set(a["labels"]) == {"alertname", "model", "severity", "source"}
+        assert set(a["labels"]) == {"alertname", "model", "severity", "source", "dag", "scope"}
     assert any(a["annotations"]["window"].startswith(str(_day("gradual_drift"))) for a in drift)
     # the day fraud-detector's quality was ok again resolved its quality alert; the receivers were told
     resolved = received(seeded_stack, f"{name}Quality", "resolved")
@@ -159,7 +159,8 @@ def test_late_labels_flip_a_day_without_labels_and_the_alert_follows(
     evaluation = xcom(again, "evaluate")
     assert evaluation["quality"]["fraud-detector"] == "regressed" and evaluation["quality"]["recommender"] == "no_labels"
     name = quality_runs["name"]
-    payload = json.loads((quality_runs["lake"] / "alerts" / f"dt={day}" / "_payload.json").read_text())
+    # a quality-only run's own payload: the day's _payload.json stays what its own run paged
+    payload = json.loads((quality_runs["lake"] / "alerts" / f"dt={day}" / "_quality_payload.json").read_text())
     flipped = [a for a in payload if a["labels"]["alertname"] == f"{name}Quality"]
     assert [a["labels"]["model"] for a in flipped] == ["fraud-detector"]
     # the page follows the late labels: Alertmanager holds the quality alert again, raised for that day

@@ -145,3 +145,54 @@ def test_a_degraded_then_healthy_rerun_resolves_the_alert_and_leaves_no_alert_do
     resolved = wait_until(lambda: _notified(seeded_stack, name, "fraud-detector", "resolved"), timeout=30,
                           what="the webhook receiver to get status: resolved")  # fmt: skip
     assert "cpu" in resolved[0]["labels"]["resources"].split(",")
+
+
+def _active(stack: Any, name: str, model: str) -> list[dict[str, Any]]:
+    return [a for a in _alertmanager(stack, name, model) if a["status"]["state"] == "active"]
+
+
+def test_only_the_dag_and_scope_that_paged_end_the_page(seeded_stack: Any, env: dict[str, Any]) -> None:
+    """The daily DAG pages for fraud-detector; the same model judged healthy by the hourly DAG, or by an
+    ad-hoc run of the daily DAG, does not end that page (before, both resolved it and overwrote its notes)."""
+    lake, name = env["lake"], env["alertname"]
+    assert task_states(run_day(CPU_DAY))["post_alert"] == "success"
+    (held,) = wait_until(lambda: _active(seeded_stack, name, "fraud-detector"), timeout=15,
+                         what=f"Alertmanager to hold {name} for fraud-detector")  # fmt: skip
+    assert (held["labels"]["dag"], held["labels"]["scope"]) == ("model_performance_monitoring", "canonical")
+    delivered = (lake / "alerts" / f"dt={CPU_DAY}" / "_delivery.json").read_bytes()
+
+    # nothing is slow under these thresholds: every run below judges fraud-detector healthy and may page
+    env["monkeypatch"].setenv("MODELWATCH_CONFIG", str(_config(env["tmp"] / "relaxed.yaml", name,
+                                                               slow_prediction_seconds=1000, models={})))  # fmt: skip
+    hour = run_window(datetime(2026, 3, 3, 10, tzinfo=UTC), datetime(2026, 3, 3, 11, tzinfo=UTC),
+                      dag_id="model_performance_monitoring_hourly")  # fmt: skip
+    assert task_states(hour)["post_alert"] == "success" and xcom(hour, "post_alert")["resolved"] == []
+    subset = run_day(CPU_DAY, params={"models": ["fraud-detector"]})
+    assert task_states(subset)["post_alert"] == "success" and xcom(subset, "post_alert")["resolved"] == []
+    dry = run_day(CPU_DAY, params={"dry_run": True})
+    assert xcom(dry, "evaluate")["verdict_document"].startswith(f"{lake.as_uri()}/adhoc/verdicts/")
+    (still,) = _active(seeded_stack, name, "fraud-detector")
+    assert still["labels"] == held["labels"] and still["annotations"] == held["annotations"]  # not overwritten
+    # the record of what was sent is the paging run's still
+    assert (lake / "alerts" / f"dt={CPU_DAY}" / "_delivery.json").read_bytes() == delivered
+
+
+def test_a_source_with_nothing_for_a_judged_day_keeps_its_evidence(seeded_stack: Any, env: dict[str, Any]) -> None:
+    """Re-judging a day Prometheus no longer has (past its retention; here every query made to answer
+    nothing) never replaces the stored samples with an empty partition: the day stays degraded."""
+    lake, name = env["lake"], env["alertname"]
+    first = run_day(CPU_DAY)
+    stored = xcom(first, "evaluate")["resources"]
+    assert stored["rows"] > 0
+    raw = yaml.safe_load(_config(env["tmp"] / "gone.yaml", name).read_text())
+    for q in raw["prometheus"]["queries"]:
+        q["promql"] = f"({q['promql']}) unless on() vector(1)"  # a valid query with no series
+    (env["tmp"] / "gone.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    env["monkeypatch"].setenv("MODELWATCH_CONFIG", str(env["tmp"] / "gone.yaml"))
+    again = run_day(CPU_DAY)
+    assert _state(again) == "success"
+    evaluation = xcom(again, "evaluate")
+    assert evaluation["resources"]["sha256"] == stored["sha256"]  # the stored partition, as it was
+    assert evaluation["summary"]["fraud-detector"] == "degraded"
+    manifest = json.loads((lake / "resources" / f"dt={CPU_DAY}" / "_manifest.json").read_text())
+    assert manifest["run_id"] == first.run_id

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import copy
 import re
+import time
+import tracemalloc
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -14,15 +16,20 @@ import pytest
 import yaml
 from config_helpers import delete_key, set_key
 
+from modelwatch import config
 from modelwatch.config import (
     CONFIG_ENV,
     DEFAULT_CONFIG_PATH,
+    ECHO_CHARS,
+    MAX_PROBLEMS,
     STORAGE_URL_ENV,
     ConfigError,
     ModelwatchConfig,
+    load_changed_config,
     load_config,
     parse_duration,
 )
+from modelwatch.timegrid import step_to_ms
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "include" / "thresholds.yaml"
@@ -173,6 +180,47 @@ CASES = [
      ["file://relative/lake"]),
     ("bare path", set_key("storage", "base_url", value="/tmp/lake"), "storage.base_url", ["/tmp/lake"]),
     ("s3 without bucket", set_key("storage", "base_url", value="s3:///prefix"), "storage.base_url", ["s3:///prefix"]),
+    # what would only fail when a task runs (issue 20, 4b)
+    ("step under 1ms", set_key("prometheus", "step", value="0.4ms"), "prometheus.step", ["'0.4ms'", "at least 1ms"]),
+    ("tolerance under 1ms", set_key("correlation", "tolerance", value=0.0005), "correlation.tolerance",
+     ["at least 1ms"]),
+    ("retry delay under 1ms", set_key("tasks", "retry_delay", value="0.9ms"), "tasks.retry_delay", ["at least 1ms"]),
+    ("saturation_for under 1ms", set_key("rules", "saturation_for", value="0.1ms"), "rules.saturation_for",
+     ["at least 1ms"]),
+    ("endless duration", set_key("alerting", "active_for", value="99999999999d"), "alerting.active_for",
+     ["at most 3650d"]),
+    ("infinite duration", set_key("alerting", "incident_gap", value=float("inf")), "alerting.incident_gap",
+     ["not a duration"]),
+    ("promql unclosed brace", set_key("prometheus", "queries", 2, "promql", value='rate(x{mode="idle"[5m])'),
+     "prometheus.queries.2.promql", ["query 'disk_io'", "Prometheus would refuse", "at character 19", "expected",
+                                     "'rate(x{mode=\"idle\"[5m])'"]),
+    ("promql bad duration unit", set_key("prometheus", "queries", 0, "promql", value="rate(x[5q])"),
+     "prometheus.queries.0.promql", ["query 'cpu'", "at character 8", "'5q'", "not a duration"]),
+    ("promql unbalanced parenthesis", set_key("prometheus", "queries", 0, "promql",
+                                              value="1 - avg by (instance) (rate(node_cpu_seconds_total[1m])"),
+     "prometheus.queries.0.promql", ["at character 23", "unclosed '('", "expected ')'"]),
+    ("promql unterminated string", set_key("prometheus", "queries", 1, "promql", value='x{a="b} + 1'),
+     "prometheus.queries.1.promql", ["query 'memory'", "unterminated string"]),
+    ("promql trailing operator", set_key("prometheus", "queries", 1, "promql", value="node_load1 /"),
+     "prometheus.queries.1.promql", ["right-hand side"]),
+    ("promql empty selector", set_key("prometheus", "queries", 1, "promql", value='{} or {job=~".*"}'),
+     "prometheus.queries.1.promql", ["at character 1", "at least one matcher"]),
+    ("promql range vector result", set_key("prometheus", "queries", 1, "promql", value="node_load1[5m]"),
+     "prometheus.queries.1.promql", ["range vector", "instant vector or a scalar"]),
+    ("promql unknown function", set_key("prometheus", "queries", 1, "promql", value="rat(x[5m])"),
+     "prometheus.queries.1.promql", ["unknown function 'rat'"]),
+    ("instance label with a dash", set_key("prometheus", "instance_label", value="pod-name"),
+     "prometheus.instance_label", ["'pod-name'", "not a Prometheus label name"]),
+    ("instance label with a digit first", set_key("prometheus", "instance_label", value="2pod"),
+     "prometheus.instance_label", ["not a Prometheus label name"]),
+    ("empty expected model", set_key("evaluation", "expected_models", value=[""]), "evaluation.expected_models.0",
+     ["must not be empty"]),
+    ("blank expected model", set_key("evaluation", "expected_models", value=["fraud-detector", " \t"]),
+     "evaluation.expected_models.1", ["must not be empty or only spaces"]),
+    ("pasted page as a model", set_key("evaluation", "expected_models", value=["m" * 1001]),
+     "evaluation.expected_models.0", ["at most 1000 characters"]),
+    ("empty model override", set_key("evaluation", "models", value={"": {"min_slow_count": 2}}),
+     "evaluation.models[''] (the key)", ["must not be empty"]),
 ]  # fmt: skip
 
 
@@ -220,10 +268,23 @@ def test_parse_duration(text: Any, seconds: float) -> None:
     assert parse_duration(text) == timedelta(seconds=seconds)
 
 
-@pytest.mark.parametrize("text", ["15 parsecs", "15", "s", "-5s", "0", 0, -1, True, None, "1h30m"])
+@pytest.mark.parametrize(
+    "text", ["15 parsecs", "15", "s", "-5s", "0", 0, -1, True, None, "1h30m", "0.4ms", 0.0009, "0.5ms",
+             float("inf"), float("nan"), "99999999999d", 1e300],
+)  # fmt: skip
 def test_parse_duration_rejects(text: Any) -> None:
     with pytest.raises(ValueError, match=re.escape(repr(text))):
         parse_duration(text)
+
+
+@pytest.mark.parametrize("text", ["0.4ms", "0.999ms", 0.0004, 0.0009])
+def test_a_duration_under_a_millisecond_is_refused_before_it_rounds_to_zero(text: Any) -> None:
+    # what the task would do with it hours later: Prometheus's step is whole milliseconds, this one is 0
+    with pytest.raises(ValueError, match="1 ms resolution"):
+        step_to_ms(timedelta(seconds=0.0004))
+    with pytest.raises(ValueError, match="at least 1ms"):
+        parse_duration(text)
+    assert step_to_ms(parse_duration("1ms")) == 1 and parse_duration(0.001) == timedelta(milliseconds=1)
 
 
 def test_durations_in_the_file(tmp_path: Path) -> None:
@@ -331,3 +392,154 @@ def test_a_try_longer_than_the_run_deadline_is_refused(tmp_path: Path) -> None:
     path, message = broken(tmp_path, set_key("tasks", "execution_timeout", value="4h"))
     assert str(path) in message
     assert "tasks.execution_timeout" in message and "alerting.run_deadline" in message
+
+
+# -- model names are data -------------------------------------------------------------------------------------
+
+
+def test_model_names_are_data_not_identifiers(tmp_path: Path) -> None:
+    """Anything MLflow can tag a model with is a model name (Unicode, ``/``, ``$``, spaces inside): only an empty
+    or blank name, or one longer than a pasted page, is refused."""
+    from hostile_names import HOSTILE_NAMES
+
+    raw = shipped_raw()
+    raw["evaluation"]["expected_models"] = list(HOSTILE_NAMES)
+    raw["evaluation"]["models"] = {name: {"min_slow_count": 2} for name in HOSTILE_NAMES[:10]}
+    raw["quality"] = {"models": {"team/ä $x": {"min_labels": 5}}}
+    cfg = load_config(write(tmp_path, raw))
+    assert cfg.evaluation.expected_models == list(HOSTILE_NAMES)
+    assert cfg.evaluation.for_model(HOSTILE_NAMES[0]).min_slow_count == 2
+    assert cfg.quality.for_model("team/ä $x").min_labels == 5
+
+
+def test_every_label_name_prometheus_takes_is_taken(tmp_path: Path) -> None:
+    for label in ("instance", "pod", "_private", "kubernetes_pod_name", "Host2", "__address__"):
+        raw = shipped_raw()
+        raw["prometheus"]["instance_label"] = label
+        assert load_config(write(tmp_path, raw)).prometheus.instance_label == label
+
+
+# -- bounded messages for pasted configuration (issue 20, 6) ----------------------------------------------------
+
+
+def billion_laughs(levels: int = 9) -> str:
+    """Nine lists of nine aliases of the list before: about 400 bytes that stand for 9^9 values."""
+    letters = "abcdefghijklmnop"[:levels]
+    lines = ["a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    lines += [f"{b}: &{b} [{', '.join([f'*{a}'] * 9)}]" for a, b in zip(letters, letters[1:], strict=False)]
+    return "\n".join(lines) + "\n"
+
+
+def _refusal(load: Callable[[], Any]) -> tuple[str, float, int]:
+    """The message ``load`` fails with, the seconds it took, and the peak bytes it allocated."""
+    tracemalloc.start()
+    started = time.perf_counter()
+    try:
+        with pytest.raises(ConfigError) as info:
+            load()
+        took = time.perf_counter() - started
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    return str(info.value), took, peak
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        billion_laughs(),
+        # the bomb under a key the schema knows: validation, not the loader, would walk it
+        billion_laughs().replace("i: &i", "evaluation:\n  slow_prediction_seconds: 1\n  expected_models: &i"),
+        # a mapping that merges itself
+        "prometheus: &p {queries: [{name: cpu, promql: up}], <<: *p}\n",
+    ],
+    ids=["billion laughs", "under a known key", "alias inside itself"],
+)
+def test_an_alias_bomb_is_refused_quickly_and_briefly(tmp_path: Path, text: str) -> None:
+    assert len(text) < 600
+    path = tmp_path / "thresholds.yaml"
+    path.write_text(text, encoding="utf-8")
+    message, took, peak = _refusal(lambda: load_config(path))
+    assert message.startswith(f"{path}: invalid YAML at line "), message
+    assert "alias" in message and len(message) < 2000, message[:3000]
+    assert took < 1 and peak < 50_000_000, (took, peak)
+
+
+def test_a_pasted_candidate_goes_through_the_same_bounded_loader() -> None:
+    """The replay form's candidate thresholds (``load_changed_config``): the same refusal, naming the field."""
+    message, took, _ = _refusal(
+        lambda: load_changed_config(billion_laughs(), "trigger-form field 'candidate'")
+    )
+    assert message.startswith("trigger-form field 'candidate': invalid YAML at line 6"), message
+    assert "expand to more than 100,000 values" in message and len(message) < 2000 and took < 1
+    assert "alias" in message
+
+
+def test_aliases_a_person_writes_still_work(tmp_path: Path) -> None:
+    text = SHIPPED.read_text(encoding="utf-8").replace(
+        "\n  models: {}\n",
+        "\n  models:\n    fraud-detector: &strict {min_labels: 50}\n    recommender: *strict\n",
+        1,
+    )
+    assert "*strict" in text
+    path = tmp_path / "thresholds.yaml"
+    path.write_text(text, encoding="utf-8")
+    cfg = load_config(path)
+    assert (
+        cfg.quality.for_model("recommender").min_labels
+        == cfg.quality.for_model("fraud-detector").min_labels
+        == 50
+    )
+
+
+def test_deep_nesting_is_refused_not_a_recursion_error(tmp_path: Path) -> None:
+    path = tmp_path / "thresholds.yaml"
+    path.write_text("evaluation: " + "[" * 300 + "]" * 300 + "\n", encoding="utf-8")
+    message, took, _ = _refusal(lambda: load_config(path))
+    assert "levels deep" in message and len(message) < 500 and took < 1, message
+
+
+def test_a_document_too_large_without_aliases_is_not_blamed_on_aliases(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(
+        config, "MAX_YAML_VALUES", 1000
+    )  # the real bound needs 300 kB, which PyYAML reads slowly
+    message, _, _ = _refusal(lambda: load_changed_config("x: [" + ", ".join(["1"] * 1001) + "]\n", "form"))
+    assert "holds more than 1,000 values" in message and "alias" not in message, message
+
+
+def test_a_pasted_page_is_refused_before_yaml_reads_it() -> None:
+    text = "evaluation: {slow_prediction_seconds: 1}\n#" + "x" * config.MAX_YAML_CHARS
+    message, took, _ = _refusal(lambda: load_changed_config(text, "trigger-form field 'candidate'"))
+    assert message.startswith("trigger-form field 'candidate': 1,000,042 characters is too long"), message
+    assert len(message) < 300 and took < 1
+
+
+def test_every_problem_message_is_bounded_whatever_was_pasted(tmp_path: Path) -> None:
+    """Huge values in many wrong places: each echoed value is cut, the list stops at MAX_PROBLEMS lines."""
+    raw = shipped_raw()
+    page = "<p>" + "pasted text " * 1_000 + "</p>"
+    raw["evaluation"].update({f"pasted_{i}": page for i in range(30)})  # 30 unknown keys
+    raw["evaluation"]["slow_prediction_seconds"] = page
+    raw["prometheus"]["queries"][0]["name"] = page  # a validator that quotes the value
+    raw["prometheus"]["queries"][1]["promql"] = page
+    raw["prometheus"]["step"] = page
+    raw["storage"]["base_url"] = {"nested": [page] * 3}
+    path, message = broken(tmp_path, lambda r: r.update(raw))
+    lines = message.splitlines()
+    assert (
+        lines[0]
+        == f"{path}: {int(lines[0].split(': ')[1].split()[0])} problem(s) in the modelwatch configuration"
+    )
+    assert (
+        len(lines) == MAX_PROBLEMS + 2
+        and lines[-1].startswith("  ... and ")
+        and "more problem(s)" in lines[-1]
+    )
+    assert all(len(line) < 1500 for line in lines), max(map(len, lines))
+    assert len(message) < (MAX_PROBLEMS + 2) * 1500
+    for line in lines[1:-1]:  # the echoed value of each is at most ECHO_CHARS long
+        if " (got " in line:
+            assert len(line.rsplit(" (got ", 1)[1]) <= ECHO_CHARS + 1, line
+    assert "prometheus.step" in message and "storage.base_url" in message and "pasted text" in message

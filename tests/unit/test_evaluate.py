@@ -363,3 +363,77 @@ def test_verdicts_survive_the_lake() -> None:
     assert list(frame["verdict"]) == ["no_data", "degraded"]
     assert frame.loc[1, "saturated_resources"] == "cpu"
     through(frame)  # the verdicts dataset serialises
+
+
+# -- partial evidence (Prometheus answers with warnings) -------------------------------------------------------
+
+WARNED = "remote read of store 'eu-archive' failed: context deadline exceeded"
+
+
+def warned(*queries: str, text: str = WARNED) -> list[dict[str, Any]]:
+    """The resources manifest's ``prometheus_warnings`` when these queries' answers carried ``text``."""
+    return [{"query": q, "window_start": WINDOW.start.isoformat(), "window_end": WINDOW.end.isoformat(),
+             "answers": 1, "warnings": [text], "infos": []} for q in queries]  # fmt: skip
+
+
+def run_partial(pred: pd.DataFrame, res: pd.DataFrame, partial: list[dict[str, Any]],
+                cfg: ModelwatchConfig | None = None) -> dict[str, ModelVerdict]:  # fmt: skip
+    cfg = cfg or small_config()
+    joined, corr = correlate(pred, res, cfg)
+    return {v.model: v for v in evaluate(joined, corr, res, cfg, WINDOW, partial=partial)}
+
+
+def test_a_healthy_verdict_on_partial_evidence_says_so() -> None:
+    v = run_partial(*model_frames(100, lambda k: k == 50), warned("cpu"))["m"]
+    assert v.verdict == "healthy"  # judged on what Prometheus returned, and says what it did not
+    assert v.evidence_partial == [f"cpu: {WARNED}"]
+    assert v.reason.endswith(f" (evidence partial: query cpu: {WARNED})")
+
+
+def test_a_degraded_verdict_on_partial_evidence_stays_degraded() -> None:
+    pred, res = model_frames(40, minutes_10_to_19, cpu=lambda k: HIGH if minutes_10_to_19(k) else LOW)
+    v = run_partial(pred, res, warned("cpu", "memory"))["m"]
+    assert v.verdict == "degraded" and [e.resource for e in v.saturated_resources] == ["cpu"]
+    assert v.evidence_partial == [f"cpu: {WARNED}", f"memory: {WARNED}"]
+    assert f"(evidence partial: query cpu: {WARNED}; query memory: {WARNED})" in v.reason
+
+
+def test_no_resource_samples_with_warnings_is_no_data_naming_them() -> None:
+    pred, res = model_frames(40, lambda k: False, resource_instance="b")
+    v = run_partial(pred, res, warned("cpu"))["m"]
+    assert v.verdict == "no_data" and "evidence partial: query cpu" in v.reason
+
+
+def test_warnings_of_a_query_without_threshold_do_not_mark_the_verdict() -> None:
+    v = run_partial(*model_frames(100, lambda k: False), warned("request_rate"))["m"]
+    assert v.evidence_partial == [] and "partial" not in v.reason
+
+
+def test_a_model_without_predictions_is_not_marked_partial() -> None:
+    pred, res = model_frames(10, lambda k: False)
+    v = run_partial(pred, res, warned("cpu"), small_config(expected_models=["ghost"]))["ghost"]
+    assert v.verdict == "no_data" and v.evidence_partial == [] and v.reason == "no predictions in the window"
+
+
+def test_partial_reason_quotes_the_first_warning_of_each_query_cut_and_counts_the_others() -> None:
+    from modelwatch.evaluate import PARTIAL_REASON_CHARS, partial_evidence, partial_reason
+
+    notes = [*warned("cpu", text="a" * 1000), *warned("cpu", text="second"), *warned("load", text="third")]
+    entries = partial_evidence(notes, ["load", "cpu", "memory"])
+    assert [e.split(": ")[0] for e in entries] == ["load", "cpu", "cpu"]
+    reason = partial_reason(entries)
+    assert reason.startswith(" (evidence partial: query load: third; query cpu: aaa")
+    assert reason.endswith("... (+1 more))") and len(reason) < PARTIAL_REASON_CHARS + 80
+    assert partial_reason([]) == ""
+
+
+def test_partial_evidence_survives_the_verdicts_dataset_and_document() -> None:
+    from modelwatch.schema import VERDICT_COLUMNS
+    from modelwatch.verdict import verdicts_from_frame
+
+    v = run_partial(*model_frames(100, lambda k: k == 50), warned("cpu", text="a, b; c"))["m"]
+    frame = pd.read_parquet(io.BytesIO(frame_to_parquet(verdicts_frame([v]))))
+    assert "evidence_partial" in VERDICT_COLUMNS and frame.loc[0, "evidence_partial"] == "cpu: a, b; c"
+    (back,) = verdicts_from_frame(frame)
+    assert back.evidence_partial == ["cpu: a, b; c"] and back.to_dict() == v.to_dict()
+    assert _strict_json(v.to_dict())["evidence_partial"] == ["cpu: a, b; c"]

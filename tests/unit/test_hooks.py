@@ -420,6 +420,248 @@ def test_sigv4_error_messages_hold_no_secret(server: ScriptedServer, monkeypatch
     assert secret not in str(info.value) and info.value.status == 403
 
 
+# -- redaction of every exception text (issue 20 item 4) ---------------------------------------------------
+
+
+def _no_chain(exc: BaseException) -> bool:
+    """No exception of the HTTP stack (whose text or request held the secret) is chained behind ``exc``: any
+    cause or context is one of ours, itself clean."""
+    import requests
+
+    link: BaseException | None = exc
+    while link is not None:
+        if isinstance(link, requests.RequestException) or not isinstance(link, Exception):
+            return False
+        if link is not exc and not link.__class__.__module__.startswith("modelwatch"):
+            return False
+        link = link.__cause__ or link.__context__
+    return True
+
+
+def _warnings(capfd: pytest.CaptureFixture[str]) -> str:
+    """What the hooks logged (Airflow's structlog writes to the process's stderr/stdout, not to caplog)."""
+    out, err = capfd.readouterr()
+    return out + err
+
+
+def test_bearer_token_with_trailing_newline_is_sent_stripped(
+    server: ScriptedServer, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # before: requests raised InvalidHeader("... header value: 'Bearer tok-...\n'"), token and all, to the task
+    token = "tok-nl-5e1f2a9c"
+    set_conn(monkeypatch, "prom_nl", conn_type="prometheus", host="127.0.0.1", port=server.port,
+             password=f"  {token}\n", extra={"auth": "bearer"})
+    hook = PrometheusHook("prom_nl", **FAST)
+    capfd.readouterr()
+    hook.query_range("up", T0, T0, 15, query_name="up")
+    assert server.seen[0].headers["Authorization"] == f"Bearer {token}"
+    logged = _warnings(capfd)
+    assert "'prom_nl'" in logged and "password" in logged and "newline" in logged and token not in logged
+    # both forms are secrets: an echo of either is redacted
+    server.script(Reply(400, f"bad: Authorization: Bearer {token} / raw {token}\n"))
+    with pytest.raises(PrometheusQueryError) as info:
+        hook.query_range("up", T0, T0, 15, query_name="up")
+    assert token not in str(info.value) and "***" in str(info.value)
+
+
+def test_mlflow_token_with_trailing_newline_is_sent_stripped(
+    server: ScriptedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    set_conn(monkeypatch, "mlf_nl", conn_type="mlflow", host="127.0.0.1", port=server.port,
+             password="mlf-tok-77aa\n", extra={"max_retries": 0})
+    server.script(Reply(body={"runs": []}))
+    assert MlflowHook("mlf_nl").search_runs_json(["7"], 0, 2000) == []
+    assert server.seen[0].headers["Authorization"] == "Bearer mlf-tok-77aa"
+
+
+@pytest.mark.parametrize("hook_cls, extra", [(PrometheusHook, {"auth": "bearer"}), (MlflowHook, {"max_retries": 0})])
+def test_bearer_token_with_an_inner_newline_names_connection_and_field(
+    hook_cls: type[ApiHook], extra: dict[str, Any], server: ScriptedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from modelwatch.hooks.base import ConnectionMisconfigured
+
+    set_conn(monkeypatch, "inner_nl", conn_type="prometheus", host="127.0.0.1", port=server.port,
+             password="tokpartone\ntokparttwo", extra=extra)
+    with pytest.raises(ConnectionMisconfigured) as info:
+        hook_cls("inner_nl").get_conn()
+    message = str(info.value)
+    assert "connection 'inner_nl'" in message and "bearer token (field password" in message and "newline" in message
+    assert "tokpartone" not in message and "tokparttwo" not in message
+    assert isinstance(info.value, AirflowFailException) and _no_chain(info.value)
+    assert server.seen == []  # nothing was sent
+
+
+def test_basic_password_with_whitespace_is_sent_as_given_and_every_form_redacted(
+    server: ScriptedServer, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    raw, stripped = " pw-space-8c3d\n", "pw-space-8c3d"
+    set_conn(monkeypatch, "am_ws", conn_type="alertmanager", host="127.0.0.1", port=server.port,
+             login="watcher", password=raw, extra={"auth": "basic"})
+    b64_raw = base64.b64encode(f"watcher:{raw}".encode()).decode()
+    b64_stripped = base64.b64encode(f"watcher:{stripped}".encode()).decode()
+    server.script(Reply(400, f"no: {b64_raw} {b64_stripped} {stripped} {quote(raw)}"))
+    hook = AlertmanagerHook("am_ws", **FAST)
+    capfd.readouterr()
+    with pytest.raises(AlertmanagerError) as info:
+        hook.post_alerts([{"labels": {"alertname": "x"}}])
+    assert server.seen[0].headers["Authorization"] == f"Basic {b64_raw}"
+    message = str(info.value)
+    for form in (b64_raw, b64_stripped, stripped, quote(raw), "cy1zcGFjZS"):
+        assert form not in message, form
+    logged = _warnings(capfd)
+    assert "'am_ws'" in logged and "whitespace" in logged and stripped not in logged
+
+
+def test_strip_userinfo_goes_to_the_last_at_of_the_authority() -> None:
+    strip = base_module._strip_userinfo
+    assert strip("http://user:p@ss@host:9090/api") == "http://host:9090/api"
+    assert strip("https://u:a@b@c@prom.example/x?y=1@2") == "https://prom.example/x?y=1@2"
+    assert strip("http://host:9090/path/with@at") == "http://host:9090/path/with@at"
+    assert strip("see http://a:b@h1/ and http://c:d@e@h2/") == "see http://h1/ and http://h2/"
+
+
+def test_redact_text_hides_any_authorization_credential_and_userinfo() -> None:
+    text = ("headers {'Authorization': 'Bearer abc.def-ghi', 'authorization': 'basic dXNlcjpwYXNz'} "
+            "from http://user:p@ss@host:9090/x and Authorization%3A+Bearer%20zzz999")
+    out = base_module.redact_text(text, [])
+    for leaked in ("abc.def-ghi", "dXNlcjpwYXNz", "p@ss", "ss@host", "zzz999", "user:"):
+        assert leaked not in out, (leaked, out)
+    assert "Bearer ***" in out and "//***@host:9090/x" in out
+
+
+@pytest.mark.parametrize("password", ["p@ss-9z1x", "p%40ss-9z1x"])
+def test_password_with_at_in_the_host_url(password: str, server: ScriptedServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    # before: the base URL in messages kept "ss-9z1x@127.0.0.1", and the echoed basic credential leaked
+    set_conn(monkeypatch, "prom_at", conn_type="prometheus", host=f"http://user:{password}@127.0.0.1:{server.port}")
+    hook = PrometheusHook("prom_at", **FAST)
+    assert hook.base_url == f"http://127.0.0.1:{server.port}"
+    sent = base64.b64encode(b"user:p@ss-9z1x").decode()
+    server.script(Reply(400, f"bad request from user:{password} with Authorization {sent} via {quote(password)}"))
+    with pytest.raises(PrometheusQueryError) as info:
+        hook.query_range("up", T0, T0, 15, query_name="up")
+    assert server.seen[0].headers["Authorization"] == f"Basic {sent}"  # requests sends the URL's userinfo
+    message = str(info.value)
+    assert "9z1x" not in message and sent not in message and f"http://127.0.0.1:{server.port}" in message
+
+
+def test_password_with_at_in_the_host_url_unreachable(monkeypatch: pytest.MonkeyPatch) -> None:
+    port = closed_port()
+    set_conn(monkeypatch, "prom_at_down", conn_type="prometheus", host=f"http://user:p@ss-4q7w@127.0.0.1:{port}")
+    with pytest.raises(UpstreamUnavailable) as info:
+        PrometheusHook("prom_at_down", **FAST).query_range("up", T0, T0, 15, query_name="up")
+    assert "4q7w" not in str(info.value) and f"http://127.0.0.1:{port}" in str(info.value)
+    assert _no_chain(info.value)
+
+
+def test_password_with_at_and_slash_in_the_password_field_is_redacted_url_encoded(
+    server: ScriptedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    password = "p@ss/wd-61kk"
+    set_conn(monkeypatch, "mlf_at", conn_type="mlflow", host="127.0.0.1", port=server.port, login="bob",
+             password=password, extra={"max_retries": 0})
+    server.script(Reply(403, {"error_code": "PERMISSION_DENIED",
+                              "message": f"denied {quote(password, safe='')} {quote(password)} {password}"}))
+    with pytest.raises(MlflowSourceError) as info:
+        MlflowHook("mlf_at").search_runs_json(["7"], 0, 2000, experiment="fraud")
+    assert "61kk" not in str(info.value) and "***" in str(info.value)
+
+
+def test_any_exception_of_the_http_stack_is_redacted_and_not_chained(
+    server: ScriptedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import requests
+
+    from modelwatch.hooks.base import ConnectionMisconfigured, HookRequestError
+
+    token = "tok-stack-0b9d"
+    set_conn(monkeypatch, "prom_stack", conn_type="prometheus", host="127.0.0.1", port=server.port,
+             password=token, extra={"auth": "bearer"})
+    hook = PrometheusHook("prom_stack", **FAST)
+    session = hook.get_conn()
+    for raised, expected in (
+        (requests.exceptions.InvalidHeader(f"bad header value: 'Bearer {token}\\n'"), ConnectionMisconfigured),
+        (requests.exceptions.InvalidURL(f"Failed to parse: http://u:{token}@h"), ConnectionMisconfigured),
+        (requests.ConnectionError(f"reset while sending Bearer {token}"), UpstreamUnavailable),
+        (RuntimeError(f"something else entirely: {token}"), HookRequestError),
+    ):
+        monkeypatch.setattr(session, "request", lambda *a, _e=raised, **k: (_ for _ in ()).throw(_e))
+        with pytest.raises(expected) as info:
+            hook.query_range("up", T0, T0, 15, query_name="up")
+        assert token not in str(info.value) and "***" in str(info.value), str(info.value)
+        assert _no_chain(info.value), type(raised)
+        if expected is ConnectionMisconfigured:
+            assert "connection 'prom_stack'" in str(info.value)
+
+
+def test_every_public_hook_method_raises_only_redacted_exceptions(monkeypatch: pytest.MonkeyPatch) -> None:
+    from modelwatch.errors import PushgatewayError
+    from modelwatch.hooks import PushgatewayHook
+
+    secret = "pgw-secret-3a3a"
+
+    class Leaky(PushgatewayHook):
+        def groups(self) -> list[dict[str, Any]]:  # a message built without redact()
+            raise PushgatewayError(500, f"echo Basic {secret}", server="http://h", path="/p")
+
+        def other(self) -> None:
+            try:
+                raise ValueError(f"inner {secret}")
+            except ValueError:
+                raise KeyError("outer, chaining the inner") from None
+
+    set_conn(monkeypatch, "pgw_leak", conn_type="pushgateway", host="127.0.0.1", port=1,
+             login="u", password=secret, extra={"auth": "basic"})
+    hook = Leaky("pgw_leak")
+    hook.get_conn()  # every real method resolves the connection first: that is when its secrets are known
+    with pytest.raises(PushgatewayError) as info:
+        hook.groups()
+    assert secret not in str(info.value) and secret not in info.value.body and info.value.status == 500
+    assert _no_chain(info.value)
+    with pytest.raises(KeyError) as chained:
+        hook.other()
+    assert chained.value.__context__ is None  # the inner exception with the secret is dropped
+
+
+def test_derived_secrets_are_registered_with_airflows_masker(
+    server: ScriptedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow.sdk._shared.secrets_masker import redact
+
+    raw = "mask-pass-5d6e\n"
+    set_conn(monkeypatch, "am_mask", conn_type="alertmanager", host="127.0.0.1", port=server.port,
+             login="watcher", password=raw, extra={"auth": "basic"})
+    AlertmanagerHook("am_mask").get_conn()
+    b64 = base64.b64encode(f"watcher:{raw}".encode()).decode()
+    b64_stripped = base64.b64encode(b"watcher:mask-pass-5d6e").decode()
+    line = f"a {b64} b {b64_stripped} c mask-pass-5d6e d"
+    assert "5d6e" not in redact(line) and b64 not in redact(line) and b64_stripped not in redact(line)
+
+
+def test_cloudwatch_errors_hold_no_aws_secret() -> None:
+    from botocore.exceptions import ClientError
+
+    from modelwatch.errors import CloudWatchError
+    from modelwatch.hooks import CloudWatchHook
+
+    secret = "cw-secret-key/+9q8w"
+
+    class Client:
+        meta = SimpleNamespace(region_name="us-east-1", endpoint_url="http://127.0.0.1:1")
+        _request_signer = SimpleNamespace(_credentials=SimpleNamespace(
+            get_frozen_credentials=lambda: SimpleNamespace(secret_key=secret, token=None)))
+
+        def get_metric_data(self, **kwargs: Any) -> Any:
+            raise ClientError({"Error": {"Code": "Throttling", "Message": f"slow down, {secret}"}}, "GetMetricData")
+
+    hook = CloudWatchHook()
+    hook._client = Client()
+    with pytest.raises(CloudWatchError) as info:
+        hook.get_metric_data([{"Id": "a"}], T0, T0 + timedelta(hours=1))
+    assert secret not in str(info.value) and "***" in str(info.value) and _no_chain(info.value)
+
+
 # -- Alertmanager -------------------------------------------------------------------------------------
 
 

@@ -354,7 +354,25 @@ def test_a_partition_written_off_schema_is_refused_when_read(lake: Lake, tmp_pat
         lake.read_partition(ref.url)
 
 
+def test_verdicts_stored_before_a_column_was_added_read_it_as_not_recorded(lake: Lake, tmp_path: Path) -> None:
+    """A day judged before ``evidence_partial`` existed stays readable (the view, replay, the summary); a
+    new frame without the column is still refused on write."""
+    from modelwatch.verdict import verdicts_from_frame
+
+    ref = lake.write_frame("verdicts", DAY3, verdict_rows(2), run_id="r")
+    data = frame_to_parquet(verdict_rows(2).drop(columns=["evidence_partial"]))
+    (part_dir(tmp_path, "verdicts", DAY3) / DATA_FILE).write_bytes(data)
+    manifest = manifest_on_disk(tmp_path, "verdicts", DAY3)
+    manifest["files"][0]["sha256"] = hashlib.sha256(data).hexdigest()
+    (part_dir(tmp_path, "verdicts", DAY3) / MANIFEST).write_text(json.dumps(manifest))
+    frame = lake.read_partition(ref.url)
+    assert list(frame["evidence_partial"]) == ["", ""]
+    assert [v.evidence_partial for v in verdicts_from_frame(frame)] == [[], []]
+    with pytest.raises(SchemaError, match="missing column\\(s\\) evidence_partial"):
+        lake.write_frame("verdicts", DAY3, verdict_rows(1).drop(columns=["evidence_partial"]), run_id="r2")
+
 # -- run identity and versions -------------------------------------------------------------------------------
+
 
 ADHOC = Window(utc(2026, 3, 3, 10), utc(2026, 3, 3, 12), run_key="manual__2026-03-04T09-00-00-00-00")
 

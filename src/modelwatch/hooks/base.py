@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import base64
 import email.utils
+import functools
+import inspect
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import suppress
 from datetime import UTC, datetime
 from typing import Any, ClassVar
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 import requests
 from airflow.sdk import BaseHook
+from airflow.sdk.exceptions import AirflowFailException
 from requests.auth import AuthBase
 
 from modelwatch.connections import AUTH_MODES
@@ -47,7 +51,22 @@ _RETRY_EXCEPTIONS: tuple[type[Exception], ...] = (
     requests.Timeout,
     requests.exceptions.ChunkedEncodingError,
 )
-_USERINFO = re.compile(r"//[^/@\s]*@")
+# URL userinfo: everything from ``//`` to the LAST ``@`` of the authority (a password may hold an unencoded
+# ``@``: ``http://user:p@ss@host`` is host ``host``, as urllib and urllib3 read it)
+_USERINFO = re.compile(r"//[^/?#\s]*@")
+# an Authorization credential in any text (an echoed header, a header dict's repr), known to us or not: after
+# "Authorization" any scheme's value; elsewhere a Bearer/Basic credential that looks like one (a digit, a
+# base64 pad or an inner capital in it), so that prose ("bearer token", "Basic authentication") stays readable
+_AUTH_HEADER = re.compile(
+    r"""(authorization['"]?\s*[:=]\s*['"]?(?:(?:Bearer|Basic|Digest|Token|ApiKey|Negotiate|AWS4-HMAC-SHA256)"""
+    r"""(?:\s+|%20|\+))?)[^\s'",}]+""",
+    re.IGNORECASE,
+)
+_AUTH_CREDENTIAL = re.compile(
+    r"\b(Bearer|Basic)(?:\s+|%20|\+)(?=[A-Za-z0-9._~+/=-]*[0-9=]|[A-Za-z0-9._~+/=-]+[A-Z])[A-Za-z0-9._~+/=-]{6,}"
+)
+# session headers every modelwatch request carries: any other header value is treated as a secret
+_OWN_HEADERS = frozenset({"user-agent", "accept", "accept-encoding", "connection"})
 _AMP_REGION = re.compile(r"aps-workspaces\.([a-z0-9-]+)\.amazonaws\.com")
 _BODY_EXCERPT = 500
 
@@ -61,6 +80,98 @@ def basic_auth_token(login: str | None, password: str | None) -> str | None:
 
 def _strip_userinfo(url: str) -> str:
     return _USERINFO.sub("//", url)
+
+
+class ConnectionMisconfigured(ModelwatchError, AirflowFailException):
+    """A connection a request cannot be built from (a token an HTTP header cannot carry, a URL requests
+    cannot parse): the same on every try, so the task fails at once. The message names the connection and
+    the field, never the value."""
+
+
+class HookRequestError(ModelwatchError):
+    """A request failed in a way that is neither a transport failure nor an HTTP answer (the redacted text
+    of what the HTTP stack raised, which is not chained)."""
+
+
+def secret_forms(value: str | None) -> list[str]:
+    """The forms in which a credential can show up in a message: as given, stripped of surrounding
+    whitespace, and URL-encoded (both ways ``quote`` writes it); whitespace-only values are no secret."""
+    if not value or not value.strip():
+        return []
+    forms = [value, value.strip(), quote(value, safe=""), quote(value), quote(value.strip(), safe="")]
+    return [f for f in dict.fromkeys(forms) if f.strip()]
+
+
+def redact_text(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every secret (longest first), every ``Bearer``/``Basic`` credential and every URL
+    userinfo replaced by ``***``."""
+    for secret in sorted(set(secrets), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    text = _AUTH_HEADER.sub(lambda m: f"{m.group(1)}***", text)
+    text = _AUTH_CREDENTIAL.sub(lambda m: f"{m.group(1)} ***", text)
+    return _USERINFO.sub("//***@", text)
+
+
+def _mask_in_airflow(value: str) -> None:
+    """Register a secret with Airflow's secrets masker (task logs, the supervisor's logs): Airflow masks a
+    connection's raw password itself, not its base64 or stripped forms."""
+    with suppress(Exception):
+        from airflow.sdk.log import mask_secret
+
+        mask_secret(value)
+
+
+def _chain_texts(exc: BaseException) -> Iterable[str]:
+    seen: set[int] = set()
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        yield str(link)
+        yield from (a for a in link.args if isinstance(a, str))
+        link = link.__cause__ or link.__context__
+
+
+def scrub_exception(exc: Exception, redact: Callable[[str], str]) -> Exception:
+    """``exc`` as it may leave a hook: unchanged when neither it nor what it chains holds a secret; else a
+    copy of the same class whose message and text attributes are redacted, with no chained exceptions
+    (the original, with the secret, never reaches a traceback). A foreign exception that cannot be copied
+    becomes a :class:`HookRequestError` with its redacted text."""
+    if all(redact(t) == t for t in _chain_texts(exc)):
+        return exc
+    try:
+        # a copy made without calling __init__ (whose signature is the class's own), attributes redacted
+        clean = type(exc).__new__(type(exc))
+        for key, value in vars(exc).items():
+            setattr(clean, key, redact(value) if isinstance(value, str) else value)
+        clean.args = tuple(redact(a) if isinstance(a, str) else a for a in exc.args)
+        if redact(str(clean)) != str(clean):
+            raise ValueError("a redacted copy still shows the secret")
+    except Exception:
+        clean = HookRequestError(redact(f"{type(exc).__name__}: {exc}"))
+    clean.__cause__ = clean.__context__ = None
+    clean.__suppress_context__ = True
+    clean.__traceback__ = exc.__traceback__
+    return clean
+
+
+def _redacting(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a hook method so that any exception it raises passes through :func:`scrub_exception`."""
+    if getattr(method, "_redacting", False):
+        return method
+
+    @functools.wraps(method)
+    def wrapper(self: ApiHook, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except Exception as exc:
+            clean = scrub_exception(exc, self.redact)
+            if clean is exc:
+                raise
+        # raised outside the except block: the original is not even kept as the implicit context
+        raise clean
+
+    wrapper._redacting = True  # type: ignore[attr-defined]
+    return wrapper
 
 
 def as_bool(value: Any) -> bool | str:
@@ -174,6 +285,14 @@ class ApiHook(BaseHook):
     hook_name: ClassVar[str] = "HTTP API"
     #: Name used in messages ("Prometheus", "Alertmanager").
     service_name: ClassVar[str] = "HTTP API"
+    #: Methods whose exceptions are not passed through :func:`scrub_exception` (see ``__init_subclass__``).
+    _not_redacting: ClassVar[frozenset[str]] = frozenset({"redact", "body_excerpt"})
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # Every public method of every hook (and get_conn/_request) raises only redacted exceptions: one
+        # place, whatever a method builds its messages from, rather than a redact() call at each site.
+        super().__init_subclass__(**kwargs)
+        _wrap_methods(cls)
 
     def __init__(
         self,
@@ -222,6 +341,7 @@ class ApiHook(BaseHook):
         base = connection_url(conn)
         if not base:
             raise ModelwatchError(f"connection {self.conn_id!r} has no host")
+        self._add_url_secrets(base)
         prefix = str(extra.get("path_prefix") or "").strip("/")
         self._base_url = base + (f"/{prefix}" if prefix else "")
         self._timeout = float(extra.get("timeout") or DEFAULT_TIMEOUT_SECONDS)
@@ -234,19 +354,17 @@ class ApiHook(BaseHook):
             raise ModelwatchError(
                 f"connection {self.conn_id!r}: extra auth={auth!r} is not one of {', '.join(AUTH_MODES)}"
             )
-        if auth == "basic":
-            session.auth = (conn.login or "", conn.password or "")
-            self._add_secret(conn.password)
-            # the Authorization header carries base64(login:password): a server or proxy that echoes
-            # request headers in an error would otherwise put the credential into our messages
-            self._add_secret(basic_auth_token(conn.login, conn.password))
+        if auth == "basic" and (conn.login or conn.password):
+            self._set_basic_auth(session, conn.login, conn.password)
+        elif auth == "basic":
+            pass  # no login and password: requests sends the host URL's userinfo (if any) as basic auth
         elif auth == "bearer":
-            if not conn.password:
+            if not (conn.password or "").strip():
                 raise ModelwatchError(f"connection {self.conn_id!r}: auth=bearer needs the token in password")
-            session.headers["Authorization"] = f"Bearer {conn.password}"
-            self._add_secret(conn.password)
+            self._set_bearer(session, conn.password)
         elif auth == "sigv4":
             session.auth = self._sigv4_auth(extra, base)
+        self._add_header_secrets(session)
         self._session = session
         self.log.debug("%s connection %r: %s (auth=%s)", self.service_name, self.conn_id, self.base_url, auth)
         return session
@@ -311,17 +429,86 @@ class ApiHook(BaseHook):
         return get
 
     def _add_secret(self, value: str | None) -> None:
-        if value and value not in self._secrets:
-            self._secrets.append(value)
+        """Know ``value`` as a secret, in every form it may show up in (see :func:`secret_forms`), and have
+        Airflow's secrets masker hide it in the task logs too."""
+        for form in secret_forms(value):
+            if form not in self._secrets:
+                self._secrets.append(form)
+                _mask_in_airflow(form)
+
+    def _set_bearer(self, session: requests.Session, token: str, *, field: str = "password") -> None:
+        """Send ``token`` as ``Authorization: Bearer``.
+
+        A token never holds whitespace (RFC 6750), so surrounding whitespace (the newline a file or
+        ``echo`` leaves) is dropped, with a warning naming the connection and the field, never the value.
+
+        :raises ConnectionMisconfigured: when whitespace or a control character is inside the token: no
+            HTTP header can carry it.
+        """
+        self._add_secret(token)
+        stripped = token.strip()
+        if stripped != token:
+            self.log.warning(
+                "connection %r: the bearer token (field %s) has leading/trailing whitespace or a newline; "
+                "it is sent without it", self.conn_id, field,
+            )  # fmt: skip
+        if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in stripped):
+            raise ConnectionMisconfigured(
+                f"connection {self.conn_id!r}: the bearer token (field {field}) contains whitespace, a newline "
+                "or a control character inside it, which an HTTP Authorization header cannot carry "
+                "(the value is not shown)"
+            )
+        session.headers["Authorization"] = f"Bearer {stripped}"
+
+    def _set_basic_auth(self, session: requests.Session, login: str | None, password: str | None) -> None:
+        """HTTP basic auth with ``login``/``password`` exactly as given: base64 carries any character, and a
+        password may really hold spaces; surrounding whitespace only earns a warning (a likely cause of a
+        401), naming the connection, never the value."""
+        session.auth = (login or "", password or "")
+        self._add_secret(password)
+        # the Authorization header carries base64(login:password): a server or proxy that echoes request
+        # headers in an error would otherwise put the credential into our messages
+        self._add_secret(basic_auth_token(login, password))
+        if password and password.strip():
+            self._add_secret(basic_auth_token(login, password.strip()))
+        if password and password != password.strip():
+            self.log.warning(
+                "connection %r: the password has leading/trailing whitespace or a newline; it is sent as "
+                "given (if the server answers 401, check the stored password)", self.conn_id,
+            )  # fmt: skip
+
+    def _add_url_secrets(self, url: str) -> None:
+        """Secrets of a URL's userinfo: everything before the last ``@`` of the authority, the password
+        alone (raw and decoded) and the basic credential requests derives from it."""
+        if "//" not in url:
+            return
+        authority = url.split("//", 1)[1]
+        if "@" not in authority:
+            return
+        userinfo = authority.rpartition("@")[0]
+        self._add_secret(userinfo)
+        login, _, password = userinfo.partition(":")
+        for secret in (password, unquote(password), unquote(userinfo)):
+            self._add_secret(secret)
+        self._add_secret(basic_auth_token(unquote(login), unquote(password)))
+
+    def _add_header_secrets(self, session: requests.Session) -> None:
+        """Every header value of the session that modelwatch did not set itself is a credential (an
+        ``Authorization`` of any scheme, a header a connection sets): the part after a scheme
+        (``Bearer ***`` stays readable), else the whole value."""
+        for name, value in session.headers.items():
+            if name.lower() in _OWN_HEADERS or not isinstance(value, str):
+                continue
+            scheme, _, credential = value.partition(" ")
+            self._add_secret(credential if credential and scheme.isalpha() else value)
 
     def redact(self, text: str) -> str:
-        """``text`` with every credential this hook knows of (and any URL userinfo) replaced by ``***``.
+        """``text`` with every credential this hook knows of (in its stripped, URL-encoded and base64
+        basic-auth forms), any ``Bearer``/``Basic`` credential and any URL userinfo replaced by ``***``.
 
         :param text: message about to go into a log line or an exception.
         """
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return _USERINFO.sub("//***@", text)
+        return redact_text(text, self._secrets)
 
     # -- requests ---------------------------------------------------------------------------------
 
@@ -357,26 +544,46 @@ class ApiHook(BaseHook):
         """
         session = self.get_conn()
         url = self._base_url + path
-        url_path = urlsplit(url).path
+        url_path = urlsplit(_strip_userinfo(url)).path
         server = _strip_userinfo(self._base_url)
         last_error = ""
         for attempt in range(1, self.max_attempts + 1):
             started = time.monotonic()
             with self._count_lock:
                 self.requests_made += 1
+            # Every exception of the HTTP stack becomes text here, redacted, and is raised (if at all) outside
+            # the except block: the original, whose message or request may carry a credential, is never
+            # chained into a traceback, a task log or a failure email.
+            failure: Exception | None = None
             try:
                 response = session.request(
                     method, url, params=params, json=json, data=data, timeout=self._timeout
                 )
             except _RETRY_EXCEPTIONS as exc:
-                elapsed = time.monotonic() - started
                 last_error = self.redact(f"{type(exc).__name__}: {exc}")
+            except (requests.exceptions.InvalidHeader, requests.exceptions.InvalidURL,
+                    requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema) as exc:
+                failure = ConnectionMisconfigured(self.redact(
+                    f"connection {self.conn_id!r}: {method} {server}{url_path} cannot be sent: "
+                    f"{type(exc).__name__}: {exc}"))  # fmt: skip
+            except ModelwatchError as exc:  # ours (e.g. SigV4 without credentials): already worded
+                failure = scrub_exception(exc, self.redact)
+            except Exception as exc:
+                failure = HookRequestError(self.redact(
+                    f"{self.service_name} {method} {server}{url_path} (connection {self.conn_id!r}) failed: "
+                    f"{type(exc).__name__}: {exc}"))  # fmt: skip
+            else:
+                last_error = ""
+            if failure is not None:
+                raise failure
+            if last_error:
+                elapsed = time.monotonic() - started
                 self.log.warning(
                     "%s %s failed after %.3f s (attempt %d/%d): %s",
                     method, url_path, elapsed, attempt, self.max_attempts, last_error,
                 )
                 if attempt == self.max_attempts:
-                    raise UpstreamUnavailable(server, url_path, last_error, attempt) from None
+                    raise UpstreamUnavailable(server, url_path, last_error, attempt)
                 self._sleep(self._backoff(attempt, None))
                 continue
             elapsed = time.monotonic() - started
@@ -443,3 +650,17 @@ class ApiHook(BaseHook):
         if 200 <= response.status_code < 300:
             return None
         return f"HTTP {response.status_code}: {self.body_excerpt(response)!r}"
+
+
+def _wrap_methods(cls: type) -> None:
+    """Wrap ``cls``'s own public methods, ``get_conn`` and ``_request`` with :func:`_redacting`."""
+    skip = getattr(cls, "_not_redacting", frozenset())
+    for name, value in list(vars(cls).items()):
+        if not inspect.isfunction(value) or name in skip or inspect.isgeneratorfunction(value):
+            continue
+        if name.startswith("_") and name not in ("_request",):
+            continue
+        setattr(cls, name, _redacting(value))
+
+
+_wrap_methods(ApiHook)

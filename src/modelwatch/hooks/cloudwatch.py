@@ -4,6 +4,7 @@ a call is in. The client is made on first use, so parsing a DAG never builds one
 
 from __future__ import annotations
 
+from contextlib import suppress
 from datetime import datetime
 from typing import Any
 
@@ -37,11 +38,23 @@ class CloudWatchHook:
                                        region_name=self.region_name).get_conn()  # fmt: skip
         return self._client
 
+    def redact(self, text: str) -> str:
+        """``text`` with the client's AWS secret key and session token (in every form
+        :func:`~modelwatch.hooks.base.secret_forms` lists), any ``Bearer``/``Basic`` credential and URL
+        userinfo replaced by ``***``."""
+        from modelwatch.hooks.base import redact_text, secret_forms
+
+        secrets: list[str] = []
+        with suppress(Exception):  # botocore keeps the credentials on the client's signer
+            creds = self.get_conn()._request_signer._credentials.get_frozen_credentials()
+            secrets = [*secret_forms(creds.secret_key), *secret_forms(creds.token)]
+        return redact_text(text, secrets)
+
     @property
     def where(self) -> str:
         """The region and endpoint, for messages (no credentials)."""
         client = self.get_conn()
-        return f"{client.meta.region_name} ({client.meta.endpoint_url}, connection {self.aws_conn_id!r})"
+        return self.redact(f"{client.meta.region_name} ({client.meta.endpoint_url}, connection {self.aws_conn_id!r})")
 
     def get_metric_data(self, queries: list[dict[str, Any]], start: datetime, end: datetime
                         ) -> dict[str, tuple[list[datetime], list[float]]]:  # fmt: skip
@@ -58,16 +71,20 @@ class CloudWatchHook:
         kwargs: dict[str, Any] = {"MetricDataQueries": queries, "StartTime": start, "EndTime": end,
                                   "ScanBy": "TimestampAscending"}  # fmt: skip
         while True:
+            # the error is worded (redacted) in the except block and raised after it: the botocore
+            # exception is not chained into the traceback
+            failure: Exception | None = None
             try:
                 answer = client.get_metric_data(**kwargs)
             except ClientError as exc:
                 error = exc.response.get("Error", {})
-                reason = f"{error.get('Code', 'error')}: {error.get('Message', exc)}"
-                if error.get("Code") in REFUSED_CODES:
-                    raise CloudWatchRefused(self.where, reason) from None
-                raise CloudWatchError(self.where, reason) from None
+                reason = self.redact(f"{error.get('Code', 'error')}: {error.get('Message', exc)}")
+                kind = CloudWatchRefused if error.get("Code") in REFUSED_CODES else CloudWatchError
+                failure = kind(self.where, reason)
             except BotoCoreError as exc:
-                raise CloudWatchError(self.where, f"{type(exc).__name__}: {exc}") from None
+                failure = CloudWatchError(self.where, self.redact(f"{type(exc).__name__}: {exc}"))
+            if failure is not None:
+                raise failure
             self.requests_made += 1
             for result in answer.get("MetricDataResults", []):
                 timestamps, values = out.setdefault(result["Id"], ([], []))

@@ -35,7 +35,7 @@ import requests
 
 from modelwatch import connections
 from modelwatch.errors import MlflowSourceError, MlflowSourceRefused, UpstreamUnavailable, is_refusal
-from modelwatch.hooks.base import ApiHook, as_bool, basic_auth_token, connection_url, new_session
+from modelwatch.hooks.base import ApiHook, as_bool, connection_url, new_session
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -162,17 +162,19 @@ class MlflowHook(ApiHook):
         # whole seconds, as MLflow's client read the same extra
         self._timeout = DEFAULT_TIMEOUT_SECONDS if timeout is None else float(math.ceil(float(timeout)))
 
+        self._add_url_secrets(uri)
         session = new_session()
         if as_bool(extra.get("insecure_tls")) is True:
             session.verify = False
         if conn.password:
             if conn.login:
-                session.auth = (conn.login, conn.password)
-                # the Authorization header carries base64(login:password), which an error may echo
-                self._add_secret(basic_auth_token(conn.login, conn.password))
+                # base64(login:password) and the password's other forms become secrets there
+                self._set_basic_auth(session, conn.login, conn.password)
+            elif conn.password.strip():
+                self._set_bearer(session, conn.password, field="password, a token without login")
             else:
-                session.headers["Authorization"] = f"Bearer {conn.password}"
-            self._add_secret(conn.password)
+                self._add_secret(conn.password)
+        self._add_header_secrets(session)
         self._base_url = uri
         self._session = session
         self.log.debug("MLflow connection %r: %s", self.conn_id, self.base_url)

@@ -15,9 +15,17 @@ range vector read at one instant) and, on the query's grid, whether the selector
 instance (:func:`presence_promql`, which honours staleness markers and the server's lookback exactly like
 ``timestamp()`` does).
 
-This is a small lexer, not a PromQL parser: it finds vector selectors (a metric name and/or a ``{...}``
-matcher block not used as a function name, keyword or label list) and range durations ``[5m]``. Pure
-Python, no imports beyond ``re``: it runs when the configuration is validated.
+:func:`analyse` is a small lexer, not a PromQL parser: it finds vector selectors (a metric name and/or a
+``{...}`` matcher block not used as a function name, keyword or label list) and range durations ``[5m]``.
+
+:func:`check` and :func:`check_range_query` are the parser: a tokenizer and a recursive-descent parser
+after Prometheus 2.42's own (structure, modifiers, function and aggregation signatures, value types, RE2
+regex syntax), so a query Prometheus would refuse fails when the configuration is validated, naming the
+position and what was expected, not at the first task try. Its verdict is promtool's on a corpus
+(tests/unit/test_promql_lexer.py); functions of newer releases pass, the server being their judge.
+
+Pure Python, no imports beyond ``re`` and ``warnings``, and the checker compiles nothing at import: it runs
+at every DAG parse.
 """
 
 from __future__ import annotations
@@ -312,8 +320,11 @@ class PromqlSyntaxError(PromqlLexError):
     ``problem`` says what was found and what was expected there."""
 
     def __init__(self, problem: str, position: int, text: str) -> None:
-        self.problem, self.position = problem, position
+        self.problem, self.position, self._text = problem, position, text
         super().__init__(f"{_where(text, position)}: {problem}")
+
+    def __reduce__(self) -> tuple[type[PromqlSyntaxError], tuple[str, int, str]]:  # pickles as it was built
+        return type(self), (self.problem, self.position, self._text)
 
 
 def _where(text: str, position: int) -> str:
@@ -605,7 +616,7 @@ def regex_problem(pattern: str) -> str | None:
     (lookaround, backreferences, possessive repetition) and RE2's limits are checked by hand. Where only
     Python fails (``\\pL``), the pattern is given the benefit of the doubt.
     """
-    i, n, in_class, after_repeat = 0, len(pattern), False, False
+    i, n, in_class, after_repeat, depth, deepest = 0, len(pattern), False, False, 0, 0
     while i < n:
         c = pattern[i]
         if c == "\\":
@@ -613,7 +624,7 @@ def regex_problem(pattern: str) -> str | None:
                 end = pattern.find("\\E", i + 2)
                 i = n if end < 0 else end + 2
                 continue
-            if not in_class and pattern[i + 1 : i + 2] in set("123456789"):
+            if not in_class and (d := pattern[i + 1 : i + 2]) and d in "123456789":
                 return f"backreference {pattern[i : i + 2]!r} (RE2 has no backreferences)"
             i, after_repeat = i + 2, False
             continue
@@ -642,13 +653,19 @@ def regex_problem(pattern: str) -> str | None:
         if c == "+" and after_repeat:
             return f"possessive or nested repetition {pattern[i - 1 : i + 1]!r} (RE2 does not support it)"
         after_repeat = c in "*+?" and not (c == "?" and pattern[i - 1 : i] == "(")
+        depth += (c == "(") - (c == ")")
+        deepest = max(deepest, depth)
         i += 1
     if in_class:
         return "missing closing ] of a character class"
+    if deepest > 998:  # with the ^(?:...)$ Prometheus wraps it in, RE2 refuses 1000 levels
+        return f"groups nested {deepest} deep (RE2's limit is about 1000)"
+    if deepest > 100:  # RE2 takes it; Python's re would run out of stack judging the rest
+        return None
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "possible nested set" for [[:alpha:]], valid in RE2
-            re.compile(re.sub(_ESCAPED_Z, r"\1\\Z", pattern))  # RE2's \z is Python's \Z
+        _python_regex(pattern)
+    except (RecursionError, OverflowError):
+        return None
     except re.error as exc:
         if exc.msg.startswith(_SHARED_REGEX_ERRORS):
             return exc.msg
@@ -657,16 +674,26 @@ def regex_problem(pattern: str) -> str | None:
     return None
 
 
+def _python_regex(pattern: str) -> re.Pattern[str]:
+    """``pattern`` compiled by Python's ``re``, RE2's ``\\z`` spelt ``\\Z``.
+
+    :raises re.error: RecursionError or OverflowError where Python's ``re`` cannot read it.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "possible nested set" for [[:alpha:]], valid in RE2
+        return re.compile(re.sub(_ESCAPED_Z, r"\1\\Z", pattern))
+
+
 def _matches_empty(op: str, value: str) -> bool:
     """Whether a label matcher matches the empty value (a label that is absent): such a matcher alone would
     select every series of every metric, which Prometheus refuses. Unknown to Python's ``re``: assume not."""
     if op in ("=", "!="):
         return (value == "") == (op == "=")
+    if value.count("(") > 100:
+        return False
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            hit = re.fullmatch(re.sub(_ESCAPED_Z, r"\1\\Z", value), "") is not None
-    except re.error:
+        hit = _python_regex(value).fullmatch("") is not None
+    except (re.error, RecursionError, OverflowError):
         return False
     return hit == (op == "=~")
 

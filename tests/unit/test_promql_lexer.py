@@ -4,6 +4,7 @@ version of this stack) is the judge: on the corpus below our verdict must be its
 
 from __future__ import annotations
 
+import pickle
 import shutil
 import subprocess
 import time
@@ -98,6 +99,9 @@ INVALID = [
     '{a=~"[[:foo:]]"}', '{a=~"[[:alpha:]"}', '{a=~"x|"}', '{a=~"\\\\z"}', '{job=~".*"} or vector(1)',
 ]  # fmt: skip
 
+#: 600 nested groups (RE2 reads them; Python's re cannot) and 1001 (RE2 refuses them)
+DEEP_GROUPS = ['{a=~"' + "(" * 600 + "x" + ")" * 600 + '"}', '{a=~"' + "(" * 1001 + "x" + ")" * 1001 + '"}']
+
 #: accepted by newer Prometheus releases (3.x functions, Go 1.22's named groups): let through, not compared
 #: with this stack's promtool, which is older
 NEWER = ['limitk(2, x)', 'sort_by_label(x, "a")', "mad_over_time(x[5m])", 'x{a=~"(?<name>x)"}',
@@ -167,7 +171,7 @@ def test_promtool_agrees_on_every_expression(tmp_path: Path) -> None:
     exe = shutil.which("promtool")
     if exe is None:
         pytest.skip("`promtool` is not installed (Debian: apt-get install prometheus)")
-    exprs = list(dict.fromkeys([*VALID, *INVALID, *configured_queries(), *companion_queries()]))
+    exprs = list(dict.fromkeys([*VALID, *INVALID, *DEEP_GROUPS, *configured_queries(), *companion_queries()]))
     files = []
     for i, expr in enumerate(exprs):
         path = tmp_path / f"r{i}.yml"
@@ -251,6 +255,21 @@ def test_deep_nesting_is_refused_not_a_recursion_error(promql: str) -> None:
     with pytest.raises(PromqlSyntaxError, match=f"nests more than {MAX_DEPTH} levels"):
         check(promql)
     check("(" * 50 + "x" + ")" * 50)
+
+
+def test_regexes_python_cannot_read_get_the_benefit_of_the_doubt() -> None:
+    # RE2 reads 600 nested groups, Python's re runs out of stack: not an error, and not a RecursionError
+    assert check(DEEP_GROUPS[0]) == "instant vector"
+    with pytest.raises(PromqlSyntaxError, match="RE2's limit"):
+        check(DEEP_GROUPS[1])
+    assert regex_problem("a{1,4294967296}") is not None  # Python: OverflowError; RE2: over 1000
+
+
+def test_the_error_pickles() -> None:
+    with pytest.raises(PromqlSyntaxError) as info:
+        check("rate(x[5q])")
+    again = pickle.loads(pickle.dumps(info.value))
+    assert (str(again), again.position, again.problem) == (str(info.value), 7, info.value.problem)
 
 
 def test_regex_problem_names_what_re2_lacks() -> None:

@@ -14,8 +14,8 @@ Layout under the stack's state folder (``MODELWATCH_STACK_DIR``, default ``<repo
     airflow-migrate.log              output of the last ``airflow db migrate``
     lake/                            the default lake (``MODELWATCH_STORAGE_URL=file://<state>/lake``)
 
-Every component binds 127.0.0.1 only (the log servers of the scheduler and the triggerer, which would
-listen on all interfaces, are not started: the API server reads the local log files). Each component runs
+Every component binds 127.0.0.1 only (the log servers of the scheduler, the triggerer and the Celery workers,
+which would listen on all interfaces, are not started: the API server reads the local log files). Each component runs
 in its own session and process group. Stopping sends SIGTERM to the groups (the API server's once the
 scheduler has exited), then SIGTERM and SIGKILL to every process left in the sessions, which also reaches
 task processes the supervisor moved into process groups of their own. Processes are found again through
@@ -24,6 +24,33 @@ their PID files only, never by name.
 Why not ``airflow standalone`` (read in 3.3.2): it keeps the four commands as children of one foreground
 process that merges their output, stops them only on Ctrl-C, starts the log servers (all interfaces) and
 writes no PID file, so neither ``down`` from another shell nor a test fixture could find or stop them.
+
+Two engines (``AirflowConfig.engine``; ``MODELWATCH_AIRFLOW_ENGINE`` for :meth:`AirflowConfig.from_stack`):
+
+- ``sqlite-local`` (the default): ``airflow.db`` (SQLite) and the LocalExecutor, nothing else to run.
+- ``postgres-celery``, what production runs: the metadata database is the PostgreSQL cluster of
+  :mod:`devstack.engine` (started here, before ``airflow db migrate``, and stopped after the components),
+  ``CeleryExecutor`` with Redis as the broker and the result backend in the same PostgreSQL
+  (``db+postgresql+psycopg2://...``, Airflow's own default made explicit, as the official
+  docker-compose.yaml does), and ``celery_workers`` Celery workers, components ``celery-worker-<k>``
+  (``airflow celery worker --celery-hostname celery-worker-<k>@127.0.0.1 --concurrency N --queues default
+  --skip-serve-logs``), each with its PID and log file like the other components. The workers need the
+  broker and the result backend only (Airflow 3 workers never touch the metadata database: task processes
+  talk to the API server's execution API), so they are launched before ``airflow db migrate`` and import
+  Airflow while it runs. Extra files: ``airflow-engine.json`` (which engine folder and ports this Airflow
+  uses, so ``down`` from another shell finds and stops it) and the engine's own files (see
+  :mod:`devstack.engine`; in this state folder unless ``AirflowConfig.engine_config`` names another).
+
+  A Celery worker serves its task logs on ``[logging] worker_log_server_port`` (8793) through
+  ``airflow.utils.serve_logs``, which binds ``[::]`` or ``0.0.0.0`` with no setting for the address in
+  Airflow 3.3.2: it is not started (``--skip-serve-logs``); every worker writes the same local log folder
+  and the API server reads it there, as with the LocalExecutor. All workers run on this one machine, so
+  the hostname Airflow records per task instance (``socket.getfqdn()`` by default) would be the same for
+  all of them: each worker's task processes report its Celery node name instead (``[core]
+  hostname_callable`` = :func:`worker_hostname`), which is what tells in ``TaskInstance.hostname`` (UI,
+  REST API) which worker ran a try. A worker does not listen on any port (Redis carries its control
+  messages).
+
 Why not ``apache-airflow-client`` (3.3.2 on PyPI, not in requirements.lock): it would replace only the
 request building in :meth:`AirflowApi._send`; it neither gets nor renews the ``/auth/token`` JWT and has no
 paging, no retry of SQLite's "database is locked" answers and no waits, which are the rest of the class.
@@ -35,10 +62,12 @@ import contextlib
 import json
 import os
 import random
+import re
 import secrets
 import shlex
 import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -51,9 +80,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 from devstack import runner
+from devstack.engine import EngineConfig, EngineServices
 from devstack.processes import (
     ManagedProcesses,
     ServiceNotReadyError,
@@ -79,6 +109,41 @@ _MARKERS: dict[str, tuple[str, ...]] = {
     "dag-processor": ("dag-processor",),
     "triggerer": ("triggerer",),
 }
+#: The engines an Airflow can run on (see the module docstring); the first is the default.
+Engine = Literal["sqlite-local", "postgres-celery"]
+ENGINES: tuple[Engine, ...] = ("sqlite-local", "postgres-celery")
+ENGINE_ENV = "MODELWATCH_AIRFLOW_ENGINE"
+#: Component names of the Celery workers: ``celery-worker-1``, ``celery-worker-2``, ...
+WORKER_PREFIX = "celery-worker-"
+_WORKER_NAME = re.compile(rf"{WORKER_PREFIX}[1-9][0-9]*")
+#: The queue the workers consume: Airflow's ``[operators] default_queue``.
+CELERY_QUEUE = "default"
+#: Names the Celery node of the worker whose task processes read it (:func:`worker_hostname`).
+WORKER_HOSTNAME_ENV = "MODELWATCH_WORKER_HOSTNAME"
+#: Modules each Celery worker imports once, before it forks its pool (Celery's ``imports`` setting, through
+#: ``[celery] extra_celery_config``), so that every task process inherits them instead of importing them
+#: again: what Airflow's own ``on_celery_import_modules`` does for numpy and the standard operators. Without
+#: them a task spends about 2 s more than under the LocalExecutor, whose task processes are forked from the
+#: scheduler and inherit what it imported (the plugins, among them the modelwatch view's FastAPI app): 35 s
+#: more for tests/e2e/test_scheduler.py's runs on two cores. Then what parsing the DAG file and the tasks import.
+CELERY_PRELOAD: tuple[str, ...] = (
+    "airflow.sdk.execution_time.task_runner",
+    "modelwatch.plugin",
+    "modelwatch.tasks",
+    "modelwatch.monitoring_dag",
+    "airflow.providers.standard.operators.trigger_dagrun",
+    "airflow.timetables.interval",
+    "pandas",
+    "pyarrow.parquet",
+    "s3fs",
+    "airflow.providers.amazon.aws.fs.s3",
+    "scipy.stats",
+    "matplotlib.pyplot",
+    "modelwatch.extract",
+    "modelwatch.correlate",
+    "modelwatch.evaluate",
+    "modelwatch.report",
+)
 #: Components reported by /api/v2/monitor/health.
 _HEALTH_KEYS: dict[str, str] = {
     "scheduler": "scheduler",
@@ -126,6 +191,13 @@ class AirflowConfig:
         (Airflow's default is 300).
     :ivar min_file_process_interval: seconds between re-parses of a known DAG file.
     :ivar extra_env: more variables for every component (they win over everything above).
+    :ivar engine: ``sqlite-local`` (SQLite, LocalExecutor) or ``postgres-celery`` (PostgreSQL, Redis,
+        CeleryExecutor and :attr:`celery_workers` workers); see the module docstring.
+    :ivar celery_workers: Celery workers (``postgres-celery`` only).
+    :ivar worker_concurrency: task processes per Celery worker (``--concurrency``); with
+        :attr:`parallelism` equal to ``celery_workers * worker_concurrency`` every slot can be used.
+    :ivar engine_config: where the PostgreSQL and the Redis of ``postgres-celery`` keep their state and which
+        ports they use (default: this state folder, the default ports of :mod:`devstack.engine`).
     """
 
     state_dir: Path = field(default_factory=lambda: StackConfig().state_dir)
@@ -136,11 +208,23 @@ class AirflowConfig:
     refresh_interval: int = 10
     min_file_process_interval: int = 30
     extra_env: dict[str, str] = field(default_factory=dict)
+    engine: Engine = "sqlite-local"
+    celery_workers: int = 2
+    worker_concurrency: int = 2
+    engine_config: EngineConfig | None = None
 
     def __post_init__(self) -> None:
         self.state_dir = Path(self.state_dir).absolute()
         if self.lake_url is None:
             self.lake_url = f"file://{self.state_dir / 'lake'}"
+        if self.engine not in ENGINES:
+            raise StackError(
+                f"unknown Airflow engine {self.engine!r}; known: {', '.join(ENGINES)} ({ENGINE_ENV})"
+            )
+        if self.celery and self.celery_workers < 1:
+            raise StackError(f"postgres-celery needs at least one Celery worker, not {self.celery_workers}")
+        if self.celery and self.engine_config is None:
+            self.engine_config = EngineConfig(state_dir=self.state_dir)
 
     @classmethod
     def from_stack(
@@ -161,7 +245,33 @@ class AirflowConfig:
             except ValueError:
                 raise StackError(f"{PORT_ENV}={env[PORT_ENV]!r} is not a port number") from None
         kwargs.setdefault("connections", stack_config.airflow_env())
+        if "engine" not in kwargs and env.get(ENGINE_ENV):
+            kwargs["engine"] = env[ENGINE_ENV]
+        if kwargs.get("engine") == "postgres-celery" and "engine_config" not in kwargs:
+            kwargs["engine_config"] = EngineConfig.from_env(dict(env))
         return cls(state_dir=stack_config.state_dir, **kwargs)
+
+    # -- engine ----------------------------------------------------------------------------------------
+    @property
+    def celery(self) -> bool:
+        """Whether this Airflow runs on ``postgres-celery``."""
+        return self.engine == "postgres-celery"
+
+    @property
+    def workers(self) -> tuple[str, ...]:
+        """The Celery workers' component names (none on ``sqlite-local``)."""
+        return tuple(f"{WORKER_PREFIX}{k}" for k in range(1, self.celery_workers + 1)) if self.celery else ()
+
+    @property
+    def components(self) -> tuple[str, ...]:
+        """Every component of this Airflow: :data:`COMPONENTS`, then :attr:`workers`."""
+        return COMPONENTS + self.workers
+
+    @staticmethod
+    def worker_node(component: str) -> str:
+        """:param component: a worker's component name. :returns: its Celery node name, e.g.
+        ``celery-worker-1@127.0.0.1`` (``--celery-hostname``; also the hostname of its task instances)."""
+        return f"{_check(component)}@{HOST}"
 
     # -- paths and URLs --------------------------------------------------------------------------------
     @property
@@ -209,6 +319,12 @@ class AirflowConfig:
         """Output of the last ``airflow db migrate``."""
         return self.state_dir / "airflow-migrate.log"
 
+    @property
+    def engine_marker(self) -> Path:
+        """``airflow-engine.json``: the engine folder and ports of a running ``postgres-celery`` Airflow, so that a
+        configuration without them (``down`` from another shell) still finds and stops it."""
+        return self.state_dir / "airflow-engine.json"
+
     # -- environment -----------------------------------------------------------------------------------
     def env(self) -> dict[str, str]:
         """The variables every component (and ``airflow`` CLI commands such as ``backfill create``) needs.
@@ -217,11 +333,27 @@ class AirflowConfig:
         """
         assert self.lake_url is not None
         env = runner.airflow_env(self.home, self.connections, self.lake_url)
+        if self.celery:
+            assert self.engine_config is not None
+            # the metadata database, the broker and the result backend (db+ the same database)
+            env.update(self.engine_config.airflow_env())
+            env.update({
+                "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+                "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(self.worker_concurrency),
+                # Airflow's default made explicit (it warns in every process otherwise): a message a worker
+                # took and never acknowledged (it died) goes back to the queue after a day; a task whose
+                # worker died is retried by the scheduler long before ([scheduler] task_instance_heartbeat_timeout)
+                "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT": "86400",
+                "AIRFLOW__CELERY__EXTRA_CELERY_CONFIG": json.dumps({"imports": list(CELERY_PRELOAD)}),
+            })  # fmt: skip
+        else:
+            env.update({
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.db_path}",
+                # wait for SQLite's lock instead of failing (a scheduler that fails on it exits)
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "devstack.sqlite_args.CONNECT_ARGS",
+                "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            })  # fmt: skip
         env.update({
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.db_path}",
-            # wait for SQLite's lock instead of failing (a scheduler that fails on it exits)
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "devstack.sqlite_args.CONNECT_ARGS",
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             "AIRFLOW__CORE__PARALLELISM": str(self.parallelism),
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
             "AIRFLOW__CORE__AUTH_MANAGER": AUTH_MANAGER,
@@ -245,9 +377,26 @@ class AirflowConfig:
 
 
 def _check(component: str) -> str:
-    if component not in COMPONENTS:
-        raise StackError(f"unknown Airflow component {component!r}; known: {', '.join(COMPONENTS)}")
+    if component not in COMPONENTS and not _is_worker(component):
+        raise StackError(
+            f"unknown Airflow component {component!r}; known: {', '.join(COMPONENTS)}, {WORKER_PREFIX}<k>"
+        )
     return component
+
+
+def _is_worker(component: str) -> bool:
+    return _WORKER_NAME.fullmatch(component) is not None
+
+
+def worker_hostname() -> str:
+    """``[core] hostname_callable`` of the Celery workers' task processes: the worker's Celery node name
+    (``MODELWATCH_WORKER_HOSTNAME``, set per worker), else the machine's FQDN as Airflow's default.
+
+    All workers share this machine, so ``socket.getfqdn()`` would give every task instance the same
+    hostname; the node name tells which worker ran a try (``TaskInstance.hostname``). Stable within a process,
+    as Airflow needs: the API server refuses heartbeats from another hostname than the one a try started with.
+    """
+    return os.environ.get(WORKER_HOSTNAME_ENV) or socket.getfqdn()
 
 
 def free_port(avoid: Iterable[int] = (), rng: random.Random | None = None) -> int:
@@ -284,7 +433,9 @@ def airflow_binary() -> str:
 
 
 class AirflowServices(ManagedProcesses):
-    """Start, watch and stop the four Airflow components of an :class:`AirflowConfig`.
+    """Start, watch and stop the Airflow components of an :class:`AirflowConfig`: the four of
+    :data:`COMPONENTS`, and on ``postgres-celery`` the engine (:class:`devstack.engine.EngineServices`) and the
+    Celery workers.
 
     Use as ``with AirflowServices(cfg) as af: ...`` or call :meth:`start`/:meth:`stop`. A fresh object on
     the same state folder finds running components through their PID files (that is how ``down`` works).
@@ -299,12 +450,17 @@ class AirflowServices(ManagedProcesses):
         """:param config: the configuration. :param ready_timeout: seconds until all components are healthy."""
         super().__init__()
         self.config = config
+        # this configuration's components (the Celery workers depend on it); status() and the rest use them
+        self.names = config.components  # type: ignore[misc]
         self.ready_timeout = ready_timeout
+        #: the PostgreSQL and Redis of ``postgres-celery`` (None on ``sqlite-local``)
+        self.engine: EngineServices | None = EngineServices(config.engine_config) if config.celery else None
         self._since: datetime | None = None
         self._started = time.monotonic()
         self._launched: list[str] = []
         self._deferred: list[str] = []
-        #: seconds from launch to healthy per component, plus ``migrate``; for reports
+        self._celery_app: Any = None
+        #: seconds from launch to healthy per component, plus ``migrate`` (and ``engine``); for reports
         self.ready_seconds: dict[str, float] = {}
 
     def __repr__(self) -> str:
@@ -332,7 +488,7 @@ class AirflowServices(ManagedProcesses):
         try:
             self.wait_ready()
         except BaseException:
-            self._stop(self._launched)
+            self._abort()
             raise
         return self
 
@@ -342,16 +498,21 @@ class AirflowServices(ManagedProcesses):
         the API server answers: task processes report to its execution API, and a task started before it
         answers fails and waits for a retry.
 
+        On ``postgres-celery`` the engine is started first (what is not running of it), then the Celery
+        workers that are not running, then the migration; a call that finds only workers missing (one was
+        stopped or killed) launches those and does not migrate.
+
         For callers with other work to do meanwhile (the e2e fixture seeds the stack); call
         :meth:`wait_ready` afterwards and :meth:`stop` whatever happens.
 
         :returns: the components launched.
-        :raises MissingBinaryError: Airflow is not installed.
-        :raises PortInUseError: the API port is taken by another process (nothing is started).
-        :raises ServiceNotReadyError: ``airflow db migrate`` failed.
+        :raises MissingBinaryError: Airflow (or PostgreSQL, Redis) is not installed.
+        :raises PortInUseError: the API port (or an engine port) is taken by another process (nothing is
+            started).
+        :raises ServiceNotReadyError: ``airflow db migrate`` failed, or the engine did not start.
         """
         c = self.config
-        todo = [name for name in COMPONENTS if not self.is_running(name)]
+        todo = [name for name in self.names if not self.is_running(name)]
         exe = airflow_binary()
         self.check_port()
         c.home.mkdir(parents=True, exist_ok=True)
@@ -362,17 +523,28 @@ class AirflowServices(ManagedProcesses):
         self._deferred = [n for n in todo if n == "scheduler"]
         # A health record older than the launch may be a previous instance's last heartbeat.
         self._since = None
+        workers = [n for n in todo if _is_worker(n)]
         try:
-            if todo:
+            if self.engine is not None and todo:
+                t0 = time.monotonic()
+                self.engine.start()
+                self._write_engine_marker()
+                self.ready_seconds["engine"] = time.monotonic() - t0
+            # Workers need the broker and the result backend only, not Airflow's tables: they import Airflow
+            # while the migration runs.
+            for name in workers:
+                self._spawn(name, self._argv(exe, name), _component_env(name, env, c), cwd=c.home)
+                self._launched.append(name)
+            if len(workers) < len(todo):
                 self._migrate(exe, env)
                 self._since = datetime.now(UTC)
             self._started = time.monotonic()
             for name in todo:
-                if name not in self._deferred:
-                    self._spawn(name, self._argv(exe, name), _component_env(name, env), cwd=c.home)
+                if name not in self._deferred and name not in workers:
+                    self._spawn(name, self._argv(exe, name), _component_env(name, env, c), cwd=c.home)
                     self._launched.append(name)
         except BaseException:
-            self._stop(self._launched)
+            self._abort()
             raise
         return list(self._launched)
 
@@ -386,17 +558,17 @@ class AirflowServices(ManagedProcesses):
 
     def wait_ready(self) -> AirflowServices:
         """Wait until the API server answers (then launch the scheduler if :meth:`launch` left it) and reports
-        scheduler, DAG processor and triggerer healthy with heartbeats from after the launch, within
-        ``ready_timeout`` of the launch.
+        scheduler, DAG processor and triggerer healthy with heartbeats from after the launch, and every Celery
+        worker answers a ping through the broker, within ``ready_timeout`` of the launch.
 
         :returns: ``self``.
         :raises ServiceNotReadyError: a component exited or was not healthy in time.
         """
         deadline = self._started + self.ready_timeout
-        pending = set(COMPONENTS)
+        pending = set(self.names)
         health: dict[str, Any] | None = None
         while True:
-            for name in COMPONENTS:
+            for name in self.names:
                 if name not in self._deferred:
                     self._check_alive(name)
             health = self.health()
@@ -406,16 +578,21 @@ class AirflowServices(ManagedProcesses):
                     self.ready_seconds["api-server"] = now
                     pending.discard("api-server")
                 for name in self._deferred:
-                    self._spawn(name, self._argv(airflow_binary(), name), _component_env(name, self._env()),
-                                cwd=self.config.home)  # fmt: skip
+                    self._spawn(name, self._argv(airflow_binary(), name),
+                                _component_env(name, self._env(), self.config), cwd=self.config.home)  # fmt: skip
                     self._launched.append(name)
                 self._deferred = []
                 for name, key in _HEALTH_KEYS.items():
                     if name in pending and _fresh_and_healthy(health.get(key), self._since):
                         self.ready_seconds[name] = now
                         pending.discard(name)
-                if not pending:
-                    return self
+            waiting = [n for n in self.config.workers if n in pending]
+            if waiting:
+                for name in self.ping_workers(waiting):
+                    self.ready_seconds[name] = time.monotonic() - self._started
+                    pending.discard(name)
+            if not pending:
+                return self
             if time.monotonic() > deadline:
                 logs = "\n".join(
                     f"--- last lines of {self.config.log_file(n)}:\n{self.log_tail(n, 15)}"
@@ -427,17 +604,76 @@ class AirflowServices(ManagedProcesses):
                 )
             time.sleep(0.5)
 
-    def stop(self) -> list[str]:
-        """Stop every component with a live PID file, and every process left in their sessions.
+    def ping_workers(self, workers: Iterable[str] | None = None, timeout: float = 1.0) -> list[str]:
+        """Ping Celery workers through the broker (Celery's remote control, as ``celery inspect ping``).
 
-        :returns: the components that were running.
+        :param workers: component names (default: every worker of the configuration).
+        :param timeout: seconds to wait for the answers.
+        :returns: the workers that answered: they consume their queue.
         """
-        return self._stop(list(COMPONENTS))
+        names = list(self.config.workers if workers is None else workers)
+        if not names or self.config.engine_config is None:
+            return []
+        nodes = {self.config.worker_node(n): n for n in names}
+        try:
+            if self._celery_app is None:
+                from celery import Celery
+
+                self._celery_app = Celery("modelwatch-devstack", broker=self.config.engine_config.broker_url)
+            replies = self._celery_app.control.ping(destination=list(nodes), timeout=timeout)
+        except Exception:  # the broker is not there yet, or a worker answered garbage: not ready
+            return []
+        return sorted(nodes[node] for reply in replies or [] for node in reply if node in nodes)
+
+    def stop(self) -> list[str]:
+        """Stop every component with a live PID file (Celery workers also when this configuration has none:
+        their PID files are found in the state folder), every process left in their sessions, and then the
+        engine of ``postgres-celery`` (the one of :attr:`AirflowConfig.engine_config`, or the one
+        ``airflow-engine.json`` names).
+
+        :returns: the components that were running (and ``postgres``, ``redis`` when the engine was).
+        """
+        found = sorted(p.name.removeprefix("airflow-").removesuffix(".pid")
+                       for p in self.config.state_dir.glob(f"airflow-{WORKER_PREFIX}*.pid"))  # fmt: skip
+        stopped = self._stop([*self.names, *(n for n in found if _is_worker(n) and n not in self.names)])
+        engine = self.engine if self.engine is not None else self._marked_engine()
+        if engine is not None:
+            t0 = time.monotonic()
+            stopped += engine.stop()
+            self.ready_seconds["stop-engine"] = time.monotonic() - t0
+            self.config.engine_marker.unlink(missing_ok=True)
+        if self._celery_app is not None:
+            with contextlib.suppress(Exception):
+                self._celery_app.close()
+            self._celery_app = None
+        return stopped
+
+    def kill(self, component: str, sig: signal.Signals = signal.SIGKILL) -> list[int]:
+        """Send ``sig`` to every process of a component's session at once, as when its machine dies (for a
+        Celery worker: the worker, its pool processes, their task supervisors and task processes). Found
+        through the PID file only; the PID file stays (the component is not running any more, which
+        :meth:`is_running` and the next :meth:`launch` see).
+
+        :param component: a component name. :param sig: the signal (default SIGKILL).
+        :returns: the PIDs signalled.
+        """
+        sid = self._read_pid(component)
+        if sid is None or not self._may_signal(component, sid):
+            return []
+        members = session_members(sid)
+        for pid in members:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+        proc = self._procs.get(component)
+        if proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=5)  # reap our own child: a zombie would still hold the PID
+        return members
 
     def processes(self) -> dict[str, list[int]]:
         """:returns: component -> PIDs of every live process in its session (empty when stopped)."""
         out: dict[str, list[int]] = {}
-        for name in COMPONENTS:
+        for name in self.names:
             sid = self._read_pid(name)
             out[name] = session_members(sid) if sid is not None and self._may_signal(name, sid) else []
         return out
@@ -476,7 +712,7 @@ class AirflowServices(ManagedProcesses):
 
     def describe(self) -> list[dict[str, Any]]:
         """:returns: one row per component: ``component``, ``pid`` (or None), ``log``."""
-        return [{"component": n, "pid": self.pid(n), "log": str(self.config.log_file(n))} for n in COMPONENTS]
+        return [{"component": n, "pid": self.pid(n), "log": str(self.config.log_file(n))} for n in self.names]
 
     def write_env_file(self) -> Path:
         """Write :attr:`AirflowConfig.env_file` (mode 0600: it holds the connections).
@@ -520,12 +756,46 @@ class AirflowServices(ManagedProcesses):
         use_bytecode_cache(env)
         return env
 
+    def _abort(self) -> None:
+        """Stop what the last :meth:`launch` started, and the engine when no component is left to use it."""
+        self._stop(self._launched)
+        if self.engine is not None and not any(self.is_running(n) for n in self.names):
+            self.engine.stop()
+            self.config.engine_marker.unlink(missing_ok=True)
+
+    def _write_engine_marker(self) -> None:
+        assert self.config.engine_config is not None
+        marker = self.config.engine_marker
+        tmp = marker.with_suffix(".tmp")
+        marked = {"engine": self.config.engine, **self.config.engine_config.to_env()}
+        tmp.write_text(json.dumps(marked) + "\n")
+        tmp.replace(marker)
+
+    def _marked_engine(self) -> EngineServices | None:
+        """The engine ``airflow-engine.json`` names (a configuration that does not know it: ``down``)."""
+        try:
+            marked = json.loads(self.config.engine_marker.read_text())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(marked, dict):
+            return None
+        env = {k: str(v) for k, v in marked.items() if k.startswith("MODELWATCH_")}
+        return EngineServices(EngineConfig.from_env(env))
+
     def _argv(self, exe: str, name: str) -> list[str]:
         if name == "api-server":
             return [exe, "api-server", "--host", HOST, "--port", str(self.config.port), "--workers", "1"]
         if name in ("scheduler", "triggerer"):
             # The log servers bind every interface; the API server reads the local log files instead.
             return [exe, name, "--skip-serve-logs"]
+        if _is_worker(name):
+            # --skip-serve-logs: the worker's log server binds every interface (see the module docstring);
+            # no mingle or gossip: the workers need not learn of each other (they share one queue).
+            return [
+                exe, "celery", "worker", "--celery-hostname", self.config.worker_node(name),
+                "--concurrency", str(self.config.worker_concurrency), "--queues", CELERY_QUEUE,
+                "--skip-serve-logs", "--without-mingle", "--without-gossip",
+            ]  # fmt: skip
         return [exe, name]
 
     def _migrate(self, exe: str, env: dict[str, str]) -> None:
@@ -545,13 +815,17 @@ class AirflowServices(ManagedProcesses):
             raise ServiceNotReadyError(
                 f"`airflow db migrate` failed with code {proc.returncode}. Last lines of {log}:\n{tail(log)}"
             )
-        # Write-ahead logging lets the API server read while the scheduler writes (in SQLite's default
-        # rollback journal every reader blocks the writer and the reverse); the mode stays in the file.
-        with contextlib.closing(sqlite3.connect(self.config.db_path, timeout=60)) as db:
-            db.execute("PRAGMA journal_mode=WAL")
+        if not self.config.celery:
+            # Write-ahead logging lets the API server read while the scheduler writes (in SQLite's default
+            # rollback journal every reader blocks the writer and the reverse); the mode stays in the file.
+            with contextlib.closing(sqlite3.connect(self.config.db_path, timeout=60)) as db:
+                db.execute("PRAGMA journal_mode=WAL")
         self.ready_seconds["migrate"] = time.monotonic() - t0
 
     def _matches(self, name: str, cmdline: str) -> bool:
+        if _is_worker(name):
+            # Celery retitles its main process "[celeryd: <node>:MainProcess] ..."; the node name is in both.
+            return f"{name}@{HOST}" in cmdline
         return "airflow" in cmdline and any(m in cmdline for m in _MARKERS[name])
 
     def _may_signal(self, name: str, sid: int) -> bool:
@@ -563,21 +837,23 @@ class AirflowServices(ManagedProcesses):
 
     def _stop(self, names: list[str]) -> list[str]:
         victims: dict[str, int] = {}
-        for name in COMPONENTS:
-            if name not in names:
-                continue
+        for name in dict.fromkeys(names):
             sid = self._read_pid(name)
             if sid is not None and self._may_signal(name, sid) and session_members(sid):
                 victims[name] = sid
             else:
                 self.config.pid_file(name).unlink(missing_ok=True)
+                proc = self._procs.pop(name, None)
+                if proc is not None:
+                    proc.poll()
         t0 = time.monotonic()
-        # Everything but the API server at once; the API server once the scheduler has exited, because the
-        # task processes the scheduler stops still report their state to the API server's execution API.
+        # Everything but the API server at once; the API server once the scheduler and the workers have
+        # exited, because the task processes they stop still report their state to its execution API.
         for name, sid in victims.items():
             if name != "api-server":
                 self._terminate(name, sid)
-        self._wait_gone({n: s for n, s in victims.items() if n == "scheduler"}, STOP_TIMEOUT, pid_alive)
+        runners = {n: s for n, s in victims.items() if n == "scheduler" or _is_worker(n)}
+        self._wait_gone(runners, STOP_TIMEOUT, pid_alive)
         if "api-server" in victims:
             self._terminate("api-server", victims["api-server"])
         self._wait_gone(victims, max(3.0, STOP_TIMEOUT - (time.monotonic() - t0)), pid_alive)
@@ -606,10 +882,14 @@ def _fresh_and_healthy(info: dict[str, Any] | None, since: datetime | None) -> b
     return (when if when.tzinfo else when.replace(tzinfo=UTC)) >= since - timedelta(seconds=1)
 
 
-def _component_env(name: str, env: dict[str, str]) -> dict[str, str]:
-    """The environment of one component: the API server waits briefly for SQLite's lock (see
-    :data:`devstack.sqlite_args.API_SERVER_CONNECT_ARGS`), the others long."""
-    if name != "api-server":
+def _component_env(name: str, env: dict[str, str], config: AirflowConfig) -> dict[str, str]:
+    """The environment of one component. On SQLite the API server waits briefly for the lock (see
+    :data:`devstack.sqlite_args.API_SERVER_CONNECT_ARGS`), the others long. A Celery worker's task processes
+    report its node name as their hostname (:func:`worker_hostname`)."""
+    if _is_worker(name):
+        return {**env, WORKER_HOSTNAME_ENV: config.worker_node(name),
+                "AIRFLOW__CORE__HOSTNAME_CALLABLE": "devstack.airflow_services.worker_hostname"}  # fmt: skip
+    if name != "api-server" or config.celery:
         return env
     return {**env, "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "devstack.sqlite_args.API_SERVER_CONNECT_ARGS"}
 

@@ -14,12 +14,12 @@ fixture) against the seeded stack. Through the REST API, as the UI does, the tes
 All of it is submitted together and then awaited: the scheduler runs the manual runs, the backfill runs
 and the scheduled run it creates for the latest day side by side, which keeps the module within a few
 minutes on two cores. Each test then checks one outcome: run and task states, the partitions and
-``_verdict.json`` in the lake, what Alertmanager passed to the webhook receiver, the mail in the SMTP sink.
+``_verdict.json`` in the lake (moto's S3, read through :class:`modelwatch.storage.Lake`: the ``lake`` fixture of
+``conftest.py``), what Alertmanager passed to the webhook receiver, the mail in the SMTP sink.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -30,6 +30,8 @@ import pytest
 from polling import wait_until
 
 from devstack.airflow_services import AirflowApi, AirflowServices
+from modelwatch.storage import Lake
+from modelwatch.window import Window
 
 pytestmark = pytest.mark.e2e
 
@@ -82,13 +84,6 @@ def api(airflow: AirflowServices) -> AirflowApi:
 
 
 @pytest.fixture(scope="module")
-def lake(airflow: AirflowServices) -> Path:
-    path = airflow.config.lake_path
-    assert path is not None
-    return path
-
-
-@pytest.fixture(scope="module")
 def submitted(api: AirflowApi) -> dict[str, Any]:
     """Unpause the DAG, trigger the good and the bad run, create the backfill; nothing is awaited yet."""
     dag = api.unpause(DAG_ID)
@@ -134,10 +129,11 @@ def bad_run(api: AirflowApi, submitted: dict[str, Any]) -> dict[str, Any]:
     return api.wait_for_run(DAG_ID, submitted["bad"]["dag_run_id"], timeout=_remaining(submitted))
 
 
-def _verdict(lake: Path, day: date) -> dict[str, Any]:
-    path = lake / "verdicts" / f"dt={day.isoformat()}" / "_verdict.json"
-    assert path.exists(), f"{path} is missing"
-    return json.loads(path.read_text())
+def _verdict(lake: Lake, day: date) -> dict[str, Any]:
+    url = lake.document_url("verdicts", Window.of_day(day), "verdict")
+    doc = lake.read_document(url)
+    assert doc is not None, f"{url} is missing"
+    return doc
 
 
 # -- parsing and the trigger form ----------------------------------------------------------------------
@@ -150,7 +146,7 @@ def test_the_dag_is_parsed_without_import_errors_and_unpaused(
 
 
 def test_a_triggered_run_covers_the_form_window_and_pages(
-    api: AirflowApi, triggered_run: dict[str, Any], lake: Path
+    api: AirflowApi, triggered_run: dict[str, Any], lake: Lake
 ) -> None:
     run_id = triggered_run["dag_run_id"]
     assert triggered_run["state"] == "success", _explain(api, run_id)
@@ -188,12 +184,12 @@ def test_the_backfill_runs_one_run_per_day_several_at_once(
 
 
 def test_the_backfill_writes_each_days_partitions_and_verdicts(
-    backfill_runs: dict[date, dict[str, Any]], lake: Path
+    backfill_runs: dict[date, dict[str, Any]], lake: Lake
 ) -> None:
     for day, run in backfill_runs.items():
         for dataset in DATASETS:
-            part = lake / dataset / f"dt={day.isoformat()}"
-            assert (part / "_manifest.json").exists() and (part / "part-00000.parquet").exists(), part
+            part = lake.partition_url(dataset, Window.of_day(day))
+            assert lake.read_manifest(part) and lake.read_bytes(f"{part}/part-00000.parquet"), part
         doc = _verdict(lake, day)
         assert doc["run_id"] == run["dag_run_id"]
         assert {v["model"]: v["verdict"] for v in doc["verdicts"]} == EXPECTED[day], day
@@ -201,7 +197,7 @@ def test_the_backfill_writes_each_days_partitions_and_verdicts(
 
 
 def test_a_degraded_day_in_a_backfill_is_not_paged_and_says_why(
-    api: AirflowApi, backfill_runs: dict[date, dict[str, Any]], lake: Path
+    api: AirflowApi, backfill_runs: dict[date, dict[str, Any]], lake: Lake
 ) -> None:
     day = BACKFILL_DAYS[-1]  # memory_pressure: both models degraded
     alert = _verdict(lake, day)["alert"]

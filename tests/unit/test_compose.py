@@ -255,7 +255,9 @@ def test_compose_resolves_the_file_without_any_variable(compose: dict[str, Any])
 def test_airflow_services_follow_the_official_layout(services: dict[str, Any]) -> None:
     for name in (*AIRFLOW_SERVICES, "airflow-init", "postgres"):
         assert name in services, f"service {name!r} is missing"
-    assert "redis" not in services and "airflow-worker" not in services, "LocalExecutor needs no Celery"
+    # the official file's Celery services are the `celery` profile, off unless asked for
+    for name in ("redis", "airflow-worker"):
+        assert services[name].get("profiles") == ["celery"], f"{name}: {services[name].get('profiles')}"
     for name in (*AIRFLOW_SERVICES, "airflow-init"):
         svc = services[name]
         env = _env(svc)
@@ -278,6 +280,32 @@ def test_airflow_services_follow_the_official_layout(services: dict[str, Any]) -
             assert (svc.get("healthcheck") or {}).get("test"), f"{name} has no health check"
     url = urlsplit(_env(services["airflow-scheduler"])["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"])
     listens_on(services, url.hostname or "", url.port or 80)
+
+
+def test_the_celery_profile_runs_the_tasks_on_workers_with_redis_and_postgres(tmp_path: Path) -> None:
+    # the documented switch: AIRFLOW__CORE__EXECUTOR=CeleryExecutor with `--profile celery`
+    services = compose_config(tmp_path, COMPOSE_FILE, variables={"AIRFLOW__CORE__EXECUTOR": "CeleryExecutor"})[
+        "services"
+    ]
+    worker = services["airflow-worker"]
+    assert _as_text(worker["command"]) == "celery worker"
+    assert _build(worker) == (REPO, "compose/airflow.Dockerfile")
+    for name in (*AIRFLOW_SERVICES, "airflow-init", "airflow-worker"):
+        env = _env(services[name])
+        assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor", name
+        broker = urlsplit(env["AIRFLOW__CELERY__BROKER_URL"])
+        assert broker.scheme == "redis", name
+        listens_on(services, broker.hostname or "", broker.port or 6379)
+        backend = urlsplit(env["AIRFLOW__CELERY__RESULT_BACKEND"].removeprefix("db+"))
+        assert backend.hostname == urlsplit(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]).hostname == "postgres"
+    assert "healthcheck" in services["redis"] and "ping" in _as_text(services["redis"]["healthcheck"]["test"])
+    # the tasks run on the worker: it waits for everything they reach, as the scheduler does for LocalExecutor
+    deps = worker.get("depends_on") or {}
+    for name, condition in (services["airflow-scheduler"].get("depends_on") or {}).items():
+        assert deps.get(name) == condition, f"airflow-worker does not wait for {name}"
+    assert deps.get("redis", {}).get("condition") == "service_healthy"
+    assert "celery" in _as_text(worker["healthcheck"]["test"]) and "inspect ping" in _as_text(worker["healthcheck"]["test"])
+    assert not worker.get("ports"), "a worker publishes no port"
 
 
 @pytest.mark.parametrize("variable", sorted(CONNECTIONS))

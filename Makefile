@@ -27,8 +27,11 @@ lock:
 lint: install
 	$(VENV)/bin/ruff check .
 
+# the whole suite on two pytest-xdist workers: the server tests in two groups with a stack each, the pure
+# tests wherever a worker is free (tests/conftest.py). TEST_WORKERS=0 runs it in one process, one stack.
+TEST_WORKERS ?= 2
 test: install lint
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 # the inner loop: lint, the pure functions and the DAG files; no server started. On two pytest-xdist workers
 # (UNIT_WORKERS=0 runs them in this process).

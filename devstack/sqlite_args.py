@@ -4,6 +4,10 @@ Four Airflow processes and their task processes write one SQLite file. sqlite3 w
 default, and a scheduler that gets ``database is locked`` in its loop exits: the runs it had queued then
 stay queued. Waiting longer costs nothing when the database is free. A module of its own: Airflow imports
 it while configuring itself, before anything else of devstack may be imported.
+
+Only the embedded default (``AirflowConfig(engine="sqlite-local")``: ``make up``, ``make demo``) uses it;
+on ``postgres-celery`` (the e2e tier) no component is given these args, and PostgreSQL's row locks need no
+such wait (tests/unit/test_airflow_engine.py checks both).
 """
 
 CONNECT_ARGS = {"timeout": 60}

@@ -660,10 +660,7 @@ class AirflowServices(ManagedProcesses):
         sid = self._read_pid(component)
         if sid is None or not self._may_signal(component, sid):
             return []
-        members = session_members(sid)
-        for pid in members:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, sig)
+        members = signal_session(sid, sig)
         proc = self._procs.get(component)
         if proc is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):

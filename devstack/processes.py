@@ -107,11 +107,13 @@ def signal_group(pgid: int, sig: signal.Signals) -> None:
         os.killpg(pgid, sig)
 
 
-def signal_session(sid: int, sig: signal.Signals) -> None:
-    """Send ``sig`` to every live process of a session (see :func:`session_members`)."""
-    for pid in session_members(sid):
+def signal_session(sid: int, sig: signal.Signals) -> list[int]:
+    """Send ``sig`` to every live process of a session (see :func:`session_members`). :returns: their PIDs."""
+    members = session_members(sid)
+    for pid in members:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, sig)
+    return members
 
 
 def tail(path: Path, lines: int = 30) -> str:

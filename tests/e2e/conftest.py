@@ -3,8 +3,8 @@
 users run: PostgreSQL as the metadata database, Redis as the Celery broker, the CeleryExecutor with two
 Celery workers, and the lake on moto's S3, so no task can read what another wrote to a local folder.
 
-``stack`` and ``seeded_stack`` come from ``tests/fixtures_stack.py`` through ``tests/conftest.py``, so a
-session that runs both folders starts one stack.
+``stack`` and ``seeded_stack`` come from ``tests/fixtures_stack.py`` through ``tests/conftest.py``, so the
+integration modules that run beside these (the same pytest-xdist group, tests/conftest.py) share their stack.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Scale under the real scheduler: a 30-day backfill, and a hundred models spread over mapped tasks.
+"""Scale under the real scheduler: a 30-day backfill, a hundred models spread over mapped tasks, and those
+hundred models on the LocalExecutor beside one and two Celery workers.
 
 Starts its own stack and Airflow (API server, scheduler with the LocalExecutor, DAG processor, triggerer)
 under ``--scale-state`` (a temporary folder by default; give a folder to keep the seeded history between
@@ -14,9 +15,15 @@ runs), then:
   a 60 s scrape, queried at a 60 s step with 3-minute rate windows) in the ``batch_table`` layout, then
   triggers dry runs of that day for growing model counts (the trigger form's ``models``) and reports the
   wall time against the model count and the mapped ``correlate`` tasks.
+- **engines**: the same fleet day with all its models on each engine of ``--scale-engines`` in turn, each
+  a fresh Airflow: ``local`` (SQLite, LocalExecutor) and ``celery-1``/``celery-2`` (PostgreSQL, Redis, the
+  CeleryExecutor with that many workers, as tests/e2e runs it), all on a lake on moto's S3 by default
+  (``--scale-engine-lake``), ``--scale-engine-repeats`` runs each: the wall time, the task slots, the Celery
+  node names that ran the mapped ``correlate`` tasks. On one machine a second worker adds task slots, not
+  cores: the figures say what the executor costs, not what a second machine would give.
 
 The verdicts of every backfilled day are checked against the scenarios', and the fleet's against the
-incidents it seeded.
+incidents it seeded (on every engine).
 """
 
 from __future__ import annotations
@@ -42,7 +49,10 @@ import yaml
 
 from bench import REPO
 
-DESCRIPTION = "a 30-day backfill and 100 models over mapped tasks, under the real scheduler (LocalExecutor)"
+DESCRIPTION = (
+    "a 30-day backfill and 100 models over mapped tasks under the real scheduler (LocalExecutor), and "
+    "the 100 models on the LocalExecutor beside 1 and 2 Celery workers"
+)
 DAG_ID = "model_performance_monitoring"
 #: the backfill's days end the day before this (2026-03-02.. for 30 days: the test week, repeated)
 BACKFILL_END = date(2026, 4, 1)
@@ -53,19 +63,34 @@ FLEET_SCRAPE_S = 60
 FLEET_PERIOD_S = 30
 FLEET_BATCH_HOURS = 6
 INCIDENT = (dtime(10), dtime(12))
+#: task slots of each Celery worker in the engines part (``--concurrency``), as in tests/e2e
+WORKER_CONCURRENCY = 2
 
 
 def add_arguments(group: argparse._ArgumentGroup) -> None:
-    group.add_argument("--scale-state", help="folder for the stack, Airflow and the lake (default: temporary)")
+    group.add_argument(
+        "--scale-state", help="folder for the stack, Airflow and the lake (default: temporary)"
+    )
     group.add_argument("--scale-days", type=int, default=30, help="days to backfill (default %(default)s)")
     group.add_argument("--scale-backfill-runs", type=int, default=4,
                        help="backfill runs at once (default %(default)s)")  # fmt: skip
     group.add_argument("--scale-sample-days", type=int, default=3,
                        help="days whose work is measured without Airflow (default %(default)s)")  # fmt: skip
     group.add_argument("--scale-models", type=int, default=100, help="fleet models (default %(default)s)")
-    group.add_argument("--scale-instances", type=int, default=200, help="fleet instances (default %(default)s)")
-    group.add_argument("--scale-steps", default="10,50,100", help="model counts of the fleet runs (default %(default)s)")
-    group.add_argument("--scale-parts", default="backfill,fleet", help="which parts to run (default %(default)s)")
+    group.add_argument(
+        "--scale-instances", type=int, default=200, help="fleet instances (default %(default)s)"
+    )
+    group.add_argument(
+        "--scale-steps", default="10,50,100", help="model counts of the fleet runs (default %(default)s)"
+    )
+    group.add_argument("--scale-parts", default="backfill,fleet,engines",
+                       help="which parts to run: backfill, fleet, engines (default %(default)s)")  # fmt: skip
+    group.add_argument("--scale-engines", default="local,celery-1,celery-2",
+                       help="engines of the engines part, in order (default %(default)s)")  # fmt: skip
+    group.add_argument("--scale-engine-lake", choices=("s3", "file"), default="s3",
+                       help="the engines part's lake: moto's S3 or a local folder (default %(default)s)")  # fmt: skip
+    group.add_argument("--scale-engine-repeats", type=int, default=2,
+                       help="runs of the fleet day per engine (default %(default)s)")  # fmt: skip
 
 
 def _progress(text: str) -> None:
@@ -76,7 +101,10 @@ def _progress(text: str) -> None:
 def fleet_layout(n_models: int, n_instances: int) -> dict[str, tuple[str, str]]:
     """Model name -> its two instances (model i on instances 2i and 2i+1, wrapping around)."""
     inst = [f"fleet-{i:03d}" for i in range(n_instances)]
-    return {f"model-{m:03d}": (inst[(2 * m) % n_instances], inst[(2 * m + 1) % n_instances]) for m in range(n_models)}
+    return {
+        f"model-{m:03d}": (inst[(2 * m) % n_instances], inst[(2 * m + 1) % n_instances])
+        for m in range(n_models)
+    }
 
 
 def fleet_incident_instances(layout: dict[str, tuple[str, str]]) -> dict[str, str]:
@@ -94,7 +122,9 @@ def _fleet_openmetrics(day: date, instances: list[str], incidents: set[str], pat
     for instance in instances:
         sc = SCENARIOS["normal"]
         if instance in incidents:
-            sc = Scenario(name=f"fleet-cpu-{instance}", doc="", instance=instance, window=INCIDENT, saturated="cpu")
+            sc = Scenario(
+                name=f"fleet-cpu-{instance}", doc="", instance=instance, window=INCIDENT, saturated="cpu"
+            )
         for s in _instance_series(day, sc, instance):
             keep = np.arange(0, len(s.timestamps), FLEET_SCRAPE_S // 15)
             series.append(s._replace(timestamps=s.timestamps[keep], values=s.values[keep]))
@@ -123,7 +153,9 @@ def _fleet_batches(day: date, layout: dict[str, tuple[str, str]]) -> Iterator[tu
             if incidents.get(instance) == model:
                 took = np.where((t >= lo) & (t < hi), rng.lognormal(np.log(2.5), 0.2, len(t)), took)
             for b in range(24 // FLEET_BATCH_HOURS):
-                sel = (t >= start + b * FLEET_BATCH_HOURS * 3600) & (t < start + (b + 1) * FLEET_BATCH_HOURS * 3600)
+                sel = (t >= start + b * FLEET_BATCH_HOURS * 3600) & (
+                    t < start + (b + 1) * FLEET_BATCH_HOURS * 3600
+                )
                 table = pa.table({
                     "timestamp": pa.array(t[sel] * 1000, type=pa.timestamp("ms", tz="UTC")),
                     "prediction_time": took[sel], "accuracy": rng.uniform(0.8, 1.0, int(sel.sum())),
@@ -146,7 +178,9 @@ def seed_fleet(stack: Any, state: Path, n_models: int, n_instances: int) -> dict
         _progress("fleet: already seeded")
         return {"seconds": 0.0, "samples": None, "runs": None}
     layout = fleet_layout(n_models, n_instances)
-    instances = sorted({i for pair in layout.values() for i in pair} | {f"fleet-{i:03d}" for i in range(n_instances)})
+    instances = sorted(
+        {i for pair in layout.values() for i in pair} | {f"fleet-{i:03d}" for i in range(n_instances)}
+    )
     incidents = set(fleet_incident_instances(layout))
     t0 = time.perf_counter()
     work = state / "fleet-openmetrics"
@@ -194,15 +228,31 @@ def fleet_config(base: dict[str, Any], alertname: str) -> dict[str, Any]:
     cfg["alerting"]["alertname"] = alertname
     # names of the bench's own for the other paging kinds too: a run resolves the alerts of its names
     cfg["alerting"]["no_data"] = {**cfg["alerting"]["no_data"], "alertname": f"{alertname}Missing"}
-    cfg["alerting"]["slow_unexplained"] = {**cfg["alerting"]["slow_unexplained"], "alertname": f"{alertname}Unexplained"}
+    cfg["alerting"]["slow_unexplained"] = {
+        **cfg["alerting"]["slow_unexplained"],
+        "alertname": f"{alertname}Unexplained",
+    }
     return cfg
 
 
 # -- Airflow ---------------------------------------------------------------------------------------------
 @contextmanager
-def airflow_for(stack: Any, state: Path, name: str, config: dict[str, Any], lake: str) -> Generator[Any]:
-    """Airflow's four components on a free port with ``config`` as thresholds.yaml, stopped at the end."""
+def airflow_for(
+    stack: Any,
+    state: Path,
+    name: str,
+    config: dict[str, Any],
+    lake: str,
+    *,
+    celery_workers: int = 0,
+    timings: dict[str, float] | None = None,
+) -> Generator[Any]:
+    """Airflow's components on a free port with ``config`` as thresholds.yaml, stopped at the end: on SQLite
+    with the LocalExecutor, or with ``celery_workers`` > 0 on PostgreSQL, Redis and that many Celery workers
+    (``postgres-celery``, :data:`WORKER_CONCURRENCY` task slots each). ``timings`` receives ``ready``: seconds
+    from launch to healthy, and ``slots``: task processes at once (``[core] parallelism``)."""
     from devstack.airflow_services import AirflowConfig, AirflowServices, free_port
+    from devstack.engine import EngineConfig, reachable_temp_dir
     from devstack.stack import DEFAULT_PORTS, SERVICES
 
     folder = state / name
@@ -210,18 +260,31 @@ def airflow_for(stack: Any, state: Path, name: str, config: dict[str, Any], lake
     # backfill then skips
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
-    shutil.rmtree(urllib.parse.urlparse(lake).path, ignore_errors=True)
+    if lake.startswith("file://"):
+        shutil.rmtree(urllib.parse.urlparse(lake).path, ignore_errors=True)
     path = folder / "thresholds.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
+    avoid = [*(stack.config.port(s) for s in SERVICES), *DEFAULT_PORTS.values()]
+    engine: dict[str, Any] = {}
+    engine_dir = None
+    if celery_workers:
+        # PostgreSQL runs as its own OS user, which cannot enter a 0700 temporary folder: a folder it can reach
+        engine_dir = reachable_temp_dir("modelwatch-bench-engine-")
+        ec = EngineConfig.free_ports(engine_dir, avoid=avoid)
+        avoid += [ec.postgres_port, ec.redis_port]
+        engine = {"engine": "postgres-celery", "celery_workers": celery_workers, "engine_config": ec,
+                  "worker_concurrency": WORKER_CONCURRENCY, "parallelism": celery_workers * WORKER_CONCURRENCY}  # fmt: skip
     services = AirflowServices(AirflowConfig(
-        state_dir=folder, lake_url=lake, connections=stack.config.airflow_env(),
-        port=free_port(avoid=[*(stack.config.port(s) for s in SERVICES), *DEFAULT_PORTS.values()]),
-        extra_env={"MODELWATCH_CONFIG": str(path)},
+        state_dir=folder, lake_url=lake, connections=stack.config.airflow_env(), port=free_port(avoid=avoid),
+        extra_env={"MODELWATCH_CONFIG": str(path)}, **engine,
     ))  # fmt: skip
     t0 = time.perf_counter()
-    services.start()
-    _progress(f"{name}: Airflow healthy in {time.perf_counter() - t0:.0f} s")
     try:
+        services.start()
+        _progress(f"{name}: Airflow ({services.config.engine}) healthy in {time.perf_counter() - t0:.0f} s")
+        if timings is not None:
+            timings["ready"] = time.perf_counter() - t0
+            timings["slots"] = services.config.parallelism
         api = services.api()
         api.wait_for_dag(DAG_ID)
         api.unpause(DAG_ID)
@@ -234,6 +297,8 @@ def airflow_for(stack: Any, state: Path, name: str, config: dict[str, Any], lake
         yield api
     finally:
         services.stop()
+        if engine_dir is not None:
+            shutil.rmtree(engine_dir, ignore_errors=True)
 
 
 def _when(value: str | None) -> datetime | None:
@@ -248,8 +313,18 @@ def _task_seconds(api: Any, run_id: str) -> dict[str, float]:
     return out
 
 
-def _verdicts(lake: Path, day: date) -> dict[str, str]:
-    doc = json.loads((lake / "verdicts" / f"dt={day.isoformat()}" / "_verdict.json").read_text())
+def _verdicts(stack: Any, lake_url: str, day: date, document: str | None = None) -> dict[str, str]:
+    """Model -> its verdict in the lake (``degraded (cpu,...)`` with the saturated resources): of the canonical
+    partition of ``day``, or of ``document`` (an ad-hoc run's verdict document: the ``evaluate`` task's XCom)."""
+    from modelwatch.storage import Lake
+    from modelwatch.window import Window
+
+    with _env(stack.config.airflow_env()):  # an s3:// lake reads through the stack's aws_default connection
+        lake = Lake(lake_url)
+        doc = lake.read_document(document or lake.document_url("verdicts", Window.of_day(day), "verdict"))
+    if doc is None:  # a failed run: its row says so, with no verdict as seeded
+        _progress(f"no verdict document {document or day} in {lake_url}")
+        return {}
     return {
         v["model"]: v["verdict"]
         + (f" ({','.join(r['resource'] for r in v['saturated_resources'])})" if v["verdict"] == "degraded" else "")
@@ -322,7 +397,9 @@ def backfill_part(args: argparse.Namespace, stack: Any, state: Path, base: dict[
         started = time.perf_counter()
         t_request = datetime.now(UTC)
         backfill = api.create_backfill(DAG_ID, first, last, max_active_runs=args.scale_backfill_runs)
-        _progress(f"backfill {backfill['id']}: {len(days)} days {first}..{last}, {args.scale_backfill_runs} at once")
+        _progress(
+            f"backfill {backfill['id']}: {len(days)} days {first}..{last}, {args.scale_backfill_runs} at once"
+        )
         deadline = time.monotonic() + 1800
         while True:
             runs = api.backfill_runs(DAG_ID, backfill)
@@ -340,7 +417,7 @@ def backfill_part(args: argparse.Namespace, stack: Any, state: Path, base: dict[
         failed = [r["dag_run_id"] for r in runs if r["state"] != "success"]
     wrong = {}
     for day, scenario in days.items():
-        got = _verdicts(lake_dir, day)
+        got = _verdicts(stack, lake_dir.as_uri(), day)
         want = SCENARIOS[scenario].expected_verdicts
         if set(got) != set(want) or not all(_as_seeded(want[m], got[m]) for m in want):
             wrong[day] = (scenario, got)
@@ -392,24 +469,11 @@ def fleet_part(args: argparse.Namespace, stack: Any, state: Path, base: dict[str
     with airflow_for(stack, state, "airflow-fleet", config, lake_dir.as_uri()) as api:
         models = sorted(layout)
         for count in steps:
-            chosen = models[:count]
-            run_id = f"bench_fleet_{count}_{int(time.time())}"
-            started = time.perf_counter()
-            # the form's window (runs without a logical date: one per model count, all of the same day)
-            window = {"window_start": f"{FLEET_DAY.isoformat()}T00:00:00Z",
-                      "window_end": f"{(FLEET_DAY + timedelta(days=1)).isoformat()}T00:00:00Z"}  # fmt: skip
-            api.trigger(DAG_ID, {"models": chosen, "dry_run": True, **window}, run_id=run_id)
-            run = api.wait_for_run(DAG_ID, run_id, timeout=1800)
-            wall = time.perf_counter() - started
-            tis = api.task_instances(DAG_ID, run_id)
-            mapped = [t for t in tis if t["task_id"] == "correlate"]
-            task_s = _task_seconds(api, run_id)
-            got = _verdicts(lake_dir, FLEET_DAY)
-            # an incident model is degraded with cpu among its saturated resources (the generator's CPU
-            # incident raises the load too); every other model is healthy
-            right = sum(_as_seeded("degraded (cpu)" if m in incident_models else "healthy", got.get(m, "")) for m in chosen)
-            rows.append((count, run["state"], wall, len(mapped), task_s, right, len(got)))
-            _progress(f"fleet: {count} models: {run['state']} in {wall:.0f} s, {len(mapped)} correlate tasks")
+            r = _fleet_run(api, stack, lake_dir.as_uri(), models[:count], incident_models, "fleet")
+            rows.append((count, r["state"], r["wall"], r["mapped"], r["task_s"], r["right"], r["judged"]))
+            _progress(
+                f"fleet: {count} models: {r['state']} in {r['wall']:.0f} s, {r['mapped']} correlate tasks"
+            )
     out = [
         f"## Fleet: {args.scale_models} models on {args.scale_instances} instances, one day ({FLEET_DAY}), "
         f"LocalExecutor\n",
@@ -435,6 +499,102 @@ def fleet_part(args: argparse.Namespace, stack: Any, state: Path, base: dict[str
     return out
 
 
+#: engine name of the ``engines`` part -> Celery workers (0: SQLite and the LocalExecutor)
+ENGINES = {"local": 0, "celery-1": 1, "celery-2": 2}
+
+
+def parse_engines(text: str) -> dict[str, int]:
+    """``--scale-engines`` (``local,celery-1,celery-2``) -> engine name -> Celery workers, in the given order."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in ENGINES]
+    if unknown:
+        raise SystemExit(
+            f"--scale-engines: unknown engine(s) {', '.join(unknown)}; known: {', '.join(ENGINES)}"
+        )
+    return {n: ENGINES[n] for n in names}
+
+
+def _fleet_run(
+    api: Any, stack: Any, lake: str, models: list[str], incident_models: set[str], tag: str
+) -> dict[str, Any]:
+    """Trigger one dry run of the fleet day for ``models`` and wait for it: wall time (request to end), the
+    mapped ``correlate`` tasks and the hosts (Celery node names) that ran them, task seconds, verdicts."""
+    run_id = f"bench_{tag}_{len(models)}_{int(time.time())}"
+    # the form's window (runs without a logical date: one per model count, all of the same day)
+    window = {"window_start": f"{FLEET_DAY.isoformat()}T00:00:00Z",
+              "window_end": f"{(FLEET_DAY + timedelta(days=1)).isoformat()}T00:00:00Z"}  # fmt: skip
+    started = time.perf_counter()
+    api.trigger(DAG_ID, {"models": models, "dry_run": True, **window}, run_id=run_id)
+    run = api.wait_for_run(DAG_ID, run_id, timeout=1800)
+    wall = time.perf_counter() - started
+    mapped = [t for t in api.task_instances(DAG_ID, run_id) if t["task_id"] == "correlate"]
+    # a form-window run is ad hoc: its verdicts are under adhoc/, named by the evaluate task's XCom
+    document = (api.xcom(DAG_ID, run_id, "evaluate") or {}).get("verdict_document") if run["state"] == "success" else None
+    got = _verdicts(stack, lake, FLEET_DAY, document) if document else {}
+    # an incident model is degraded with cpu among its saturated resources (the generator's CPU incident
+    # raises the load too); every other model is healthy
+    right = sum(
+        _as_seeded("degraded (cpu)" if m in incident_models else "healthy", got.get(m, "")) for m in models
+    )
+    return {"state": run["state"], "wall": wall, "mapped": len(mapped), "task_s": _task_seconds(api, run_id),
+            "hosts": sorted({t.get("hostname") or "?" for t in mapped}), "right": right, "judged": len(got)}  # fmt: skip
+
+
+def engines_part(args: argparse.Namespace, stack: Any, state: Path, base: dict[str, Any]) -> list[str]:
+    """The fleet day with all its models on each engine of ``--scale-engines``, one after the other in this
+    run, each on a fresh Airflow and the same kind of lake (``--scale-engine-lake``), ``--scale-engine-repeats``
+    runs each."""
+    engines = parse_engines(args.scale_engines)
+    seeded = seed_fleet(stack, state, args.scale_models, args.scale_instances)
+    layout = fleet_layout(args.scale_models, args.scale_instances)
+    incident_models = set(fleet_incident_instances(layout).values())
+    models = sorted(layout)
+    config = fleet_config(base, "ModelPredictionsDegradedBenchEngines")
+    rows = []
+    for name, workers in engines.items():
+        tag = name.replace("-", "")
+        lake = (f"s3://modelwatch/bench-engines/{tag}-{int(time.time())}" if args.scale_engine_lake == "s3"
+                else (state / f"engines-lake-{tag}").as_uri())  # fmt: skip
+        timings: dict[str, float] = {}
+        with airflow_for(
+            stack, state, f"airflow-{name}", config, lake, celery_workers=workers, timings=timings
+        ) as api:
+            runs = []
+            for k in range(args.scale_engine_repeats):
+                runs.append(_fleet_run(api, stack, lake, models, incident_models, tag))
+                r = runs[-1]
+                _progress(f"engines: {name} run {k + 1}: {r['state']} in {r['wall']:.0f} s, {r['mapped']} correlate "
+                          f"tasks on {', '.join(r['hosts'])}")  # fmt: skip
+        rows.append((name, timings, runs))
+    lake_kind = "moto's S3" if args.scale_engine_lake == "s3" else "file://"
+    out = [
+        f"## Engines: the {len(models)}-model fleet day ({FLEET_DAY}) on the LocalExecutor and on Celery workers\n",
+        f"Each engine gets a fresh Airflow (the same DAG, configuration and seeded stack: "
+        f"{seeded.get('predictions') or 'kept'} predictions, {args.scale_instances} instances) and a lake on "
+        f"{lake_kind}; each run is a dry run of all {len(models)} models triggered from the REST API, wall time "
+        f"from the request to the run's end. `local`: SQLite, LocalExecutor. `celery-N`: PostgreSQL, Redis, "
+        f"CeleryExecutor with N workers of {WORKER_CONCURRENCY} task slots each. All on this one machine "
+        f"({os.cpu_count()} CPUs), so a second worker adds slots, not cores.\n",
+        "| engine | task slots | Airflow healthy | run | wall | mapped `correlate` | ran on | extract_resources | "
+        "extract_predictions | correlate (sum) | evaluate | verdicts as seeded |",
+        "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---|",
+    ]
+    for name, timings, runs in rows:
+        for k, r in enumerate(runs, 1):
+            t = r["task_s"]
+            hosts = ", ".join(h.split("@")[0] for h in r["hosts"])
+            out.append(
+                f"| {name} | {timings['slots']:.0f} | {timings['ready']:.0f} s | {k} | **{r['wall']:.0f} s** ({r['state']}) | {r['mapped']} | "
+                f"{hosts} | {t.get('extract_resources', 0):.1f} s | {t.get('extract_predictions', 0):.1f} s | "
+                f"{t.get('correlate', 0):.1f} s | {t.get('evaluate', 0):.1f} s | {r['right']} of {len(models)} |"
+            )
+    best = {name: min(r["wall"] for r in runs) for name, _t, runs in rows}
+    if "local" in best and len(best) > 1:
+        out.append("\nBest wall time against the LocalExecutor's: " + ", ".join(
+            f"{n} {w:.0f} s ({w / best['local']:.2f}x)" for n, w in best.items() if n != "local") + ".")  # fmt: skip
+    return out
+
+
 def run(args: argparse.Namespace) -> str:
     parts = {p.strip() for p in args.scale_parts.split(",") if p.strip()}
     base = yaml.safe_load((REPO / "include" / "thresholds.yaml").read_text())
@@ -446,7 +606,9 @@ def run(args: argparse.Namespace) -> str:
     return "\n".join(out)
 
 
-def _run_parts(args: argparse.Namespace, parts: set[str], base: dict[str, Any], state: Path, out: list[str]) -> None:
+def _run_parts(
+    args: argparse.Namespace, parts: set[str], base: dict[str, Any], state: Path, out: list[str]
+) -> None:
     from devstack.stack import Stack, StackConfig
 
     stack = Stack(StackConfig.free_ports(state / "stack"))
@@ -456,6 +618,8 @@ def _run_parts(args: argparse.Namespace, parts: set[str], base: dict[str, Any], 
         if "backfill" in parts:
             out += backfill_part(args, stack, state, base) + [""]
         if "fleet" in parts:
-            out += fleet_part(args, stack, state, base)
+            out += fleet_part(args, stack, state, base) + [""]
+        if "engines" in parts:
+            out += engines_part(args, stack, state, base)
     finally:
         stack.stop()

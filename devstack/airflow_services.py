@@ -1093,6 +1093,14 @@ class AirflowApi:
         ``state``, ``try_number``, ...)."""
         return self._paged(f"/api/v2/dags/{_q(dag_id)}/dagRuns/{_q(run_id)}/taskInstances", "task_instances")
 
+    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value", map_index: int = -1) -> Any:
+        """The value a task instance pushed under ``key`` (its return value by default), deserialised.
+
+        :raises AirflowApiError: 404 when the task pushed nothing under ``key``.
+        """
+        path = f"/api/v2/dags/{_q(dag_id)}/dagRuns/{_q(run_id)}/taskInstances/{_q(task_id)}/xcomEntries/{_q(key)}"
+        return self.request("GET", path, query={"map_index": map_index, "deserialize": "true"})["value"]
+
     def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1, map_index: int = -1) -> str:
         """One try's log as text: ``timestamp level event`` per line, and the exception of a failed try.
 

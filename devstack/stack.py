@@ -299,6 +299,12 @@ class StackConfig:
         return self.prometheus_dir / "prometheus.yml"
 
     @property
+    def serving_targets_dir(self) -> Path:
+        """Folder of the ``serving-stand-in`` job's file_sd target files (``*.json``, written by
+        :func:`devstack.serving_exporter.write_targets`; empty: the job has no target)."""
+        return self.prometheus_dir / "serving-targets"
+
+    @property
     def prometheus_rules_dir(self) -> Path:
         """Folder whose ``*.yml`` rule files Prometheus loads (the stack writes :data:`RULES_FILE_NAME` there)."""
         return self.prometheus_dir / "rules"
@@ -483,6 +489,11 @@ def prometheus_config(cfg: StackConfig) -> dict[str, Any]:
         # and exported_job="modelwatch").
         {"job_name": "pushgateway", "honor_labels": True,
          "static_configs": [{"targets": [f"{HOST}:{cfg.pushgateway_port}"]}]},
+        # The serving-stack stand-in (devstack/serving_exporter.py: Seldon Core, MLServer, KServe, Knative
+        # families), pods as targets with their pod label, the way Kubernetes discovery gives them: file_sd, so
+        # a test points Prometheus at it (and away again) without a restart. No file: no target.
+        {"job_name": "serving-stand-in",
+         "file_sd_configs": [{"files": [str(cfg.serving_targets_dir / "*.json")], "refresh_interval": "5s"}]},
     ]  # fmt: skip
     own = len(jobs)
     if cfg.extra_scrape_configs is not None:
@@ -968,6 +979,7 @@ class Stack(ManagedProcesses):
         c = self.config
         if name == "prometheus":
             c.prometheus_data_dir.mkdir(parents=True, exist_ok=True)
+            c.serving_targets_dir.mkdir(parents=True, exist_ok=True)
             write_prometheus_rules(c)
             _write_yaml(c.prometheus_config_path, prometheus_config(c))
         elif name == "alertmanager":

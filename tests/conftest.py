@@ -56,6 +56,7 @@ STACK_GROUPS: dict[str, str] = {
     "tests/integration/test_quality_scenarios.py": "stack-1",
     "tests/integration/test_hostile_names.py": "stack-1",
     "tests/integration/test_engine_services.py": "stack-1",
+    "tests/integration/test_serving_presets.py": "stack-1",
 }
 DEFAULT_GROUP = "stack-2"
 SERVER_TIERS = ("tests/integration", "tests/e2e")

@@ -30,8 +30,10 @@ from pydantic import (
     model_validator,
 )
 
-from modelwatch.promql import PromqlSyntaxError, check_range_query, is_label_name
+from modelwatch.promql import PromqlSyntaxError, check_range_query, is_label_name, prometheus_duration
 from modelwatch.schema import logged_column
+from modelwatch.serving import STACK_INFO, metrics_of
+from modelwatch.serving import render as render_preset
 from modelwatch.timegrid import PROMETHEUS_MAX_POINTS
 
 #: Where the DAG looks for its configuration unless ``MODELWATCH_CONFIG`` says otherwise.
@@ -98,34 +100,6 @@ class StorageConfig(_Strict):
         return v.rstrip("/")
 
 
-class QueryConfig(_Strict):
-    name: str
-    promql: str = Field(min_length=1)
-    description: str = ""
-    #: value at or above which the resource counts as saturated; no threshold = context only
-    saturation: float | None = Field(default=None, ge=0)
-    unit: str = ""
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        if not _NAME.match(v):
-            raise ValueError(f"{_short(v)} must be lower_snake_case (it becomes a column and a label value)")
-        return v
-
-    @field_validator("promql")
-    @classmethod
-    def _parses(cls, v: str, info: ValidationInfo) -> str:
-        # Prometheus would answer 400 bad_data at the first task try: say so now, at DAG parse time
-        try:
-            check_range_query(v)
-        except PromqlSyntaxError as exc:
-            name = info.data.get("name")
-            query = f"query {name!r}: " if name else ""
-            raise ValueError(f"{query}Prometheus would refuse this PromQL {exc}") from None
-        return v
-
-
 def _label_name(v: str) -> str:
     if not is_label_name(v):
         raise ValueError(f"{_short(v)} is not a Prometheus label name (letters, digits and _, not starting with a "
@@ -147,6 +121,107 @@ def _model_name(v: str) -> str:
 ModelName = Annotated[str, Field(max_length=1000), AfterValidator(_model_name)]
 
 
+class QueryConfig(_Strict):
+    name: str
+    promql: str = Field(min_length=1)
+    description: str = ""
+    #: value at or above which the resource counts as saturated; no threshold = context only
+    saturation: float | None = Field(default=None, ge=0)
+    unit: str = ""
+    #: the labels whose values (joined with ``-`` when there are several) name the predictions' instance, for
+    #: this query's values and the sample times behind them (default: ``prometheus.instance_label``). Seldon
+    #: Core 2 names a replica by ``server`` and ``server_replica``: ``mlserver`` and ``0`` are pod ``mlserver-0``.
+    instance_labels: list[LabelName] = []
+    #: a per-model metric read for one model (its PromQL selects that model's series): its values join that
+    #: model's predictions only, and no other model is judged on it (default: every model of the instance)
+    model: ModelName | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _NAME.match(v):
+            raise ValueError(f"{_short(v)} must be lower_snake_case (it becomes a column and a label value)")
+        return v
+
+    @field_validator("promql")
+    @classmethod
+    def _parses(cls, v: str, info: ValidationInfo) -> str:
+        # Prometheus would answer 400 bad_data at the first task try: say so now, at DAG parse time
+        try:
+            check_range_query(v)
+        except PromqlSyntaxError as exc:
+            name = info.data.get("name")
+            query = f"query {name!r}: " if name else ""
+            raise ValueError(f"{query}Prometheus would refuse this PromQL {exc}") from None
+        return v
+
+    def instance_key(self, instance_label: str) -> str | tuple[str, ...]:
+        """The label (or labels, joined with ``-``) naming the instance of this query's series."""
+        if len(self.instance_labels) > 1:
+            return tuple(self.instance_labels)
+        return self.instance_labels[0] if self.instance_labels else instance_label
+
+
+class PrometheusPreset(_Strict):
+    """A serving stack's metrics by name instead of their queries (:mod:`modelwatch.serving`): each becomes a
+    query named ``<name>_<metric>`` (e.g. ``seldon_memory``) in ``prometheus.queries``."""
+
+    preset: Literal["fastapi_instrumentator", "seldon_v1", "seldon_v2", "mlserver", "kserve", "knative"]
+    name: str
+    #: the predictions' model the per-model metrics are read for (default: every model of the instance)
+    model: ModelName | None = None
+    #: the name the serving stack gives that model, when it is not the one MLflow tags
+    serving_model: ModelName | None = None
+    #: Seldon Core 2: the server; Seldon Core v1: the SeldonDeployment and predictor; Knative: the service
+    #: and revision; the instrumentator: the handler (``/predict``)
+    server: str | None = None
+    deployment: str | None = None
+    predictor: str | None = None
+    service: str | None = None
+    revision: str | None = None
+    handler: str | None = None
+    #: more label matchers of every selector (e.g. ``namespace: models``)
+    selector: dict[LabelName, str] = {}
+    #: the labels naming the predictions' instance, when not the stack's own (``pod``, ``pod_name``, ...)
+    instance_labels: list[LabelName] = []
+    #: the range of every rate: at least four scrape intervals
+    rate_window: Duration = timedelta(minutes=1)
+    #: metric suffix -> saturation threshold, in the normalised unit (e.g. ``memory: 0.9``)
+    saturation: dict[str, float] = {}
+    #: only these metric suffixes (default: all of the preset's)
+    metrics: list[str] = []
+
+    _name = field_validator("name")(lambda v: QueryConfig._name(v))  # type: ignore[operator]
+    _window = field_validator("rate_window", mode="before")(lambda v: parse_duration(v))
+
+    @model_validator(mode="after")
+    def _known(self) -> PrometheusPreset:
+        known = metrics_of(self.preset)
+        if unknown := sorted({*self.saturation, *self.metrics} - set(known)):
+            raise ValueError(f"{self.name}: {', '.join(unknown)} not among the {self.preset} metrics ({', '.join(known)})")
+        info = STACK_INFO[self.preset]
+        given = [k for k in ("server", "deployment", "predictor", "service", "revision", "handler") if getattr(self, k)]
+        if wrong := [k for k in given if k not in info.options]:
+            takes = ", ".join(info.options) or "none"
+            raise ValueError(f"{self.name}: {self.preset} takes no {', '.join(wrong)} (its options: {takes})")
+        if (self.model or self.serving_model) and info.model_label is None:
+            raise ValueError(f"{self.name}: {self.preset} metrics have no model label: leave model out (they apply "
+                             "to every model of the instance)")  # fmt: skip
+        if self.serving_model and not self.model:
+            raise ValueError(f"{self.name}: serving_model needs model (the predictions' model it is)")
+        return self
+
+    def queries(self, instance_label: str) -> list[QueryConfig]:
+        """The preset's metrics as queries."""
+        options = {k: getattr(self, k) for k in STACK_INFO[self.preset].options if getattr(self, k)}
+        rendered = render_preset(
+            self.preset, name=self.name, instance_label=instance_label, window=prometheus_duration(self.rate_window),
+            options=options, selector=self.selector, instance_labels=self.instance_labels, model=self.model,
+            serving_model=self.serving_model, saturation=self.saturation, metrics=self.metrics,
+        )  # fmt: skip
+        return [QueryConfig(**q) for q in rendered]
+
+
 class PrometheusConfig(_Strict):
     conn_id: str = "prometheus_default"
     step: Duration = timedelta(seconds=15)
@@ -155,9 +230,22 @@ class PrometheusConfig(_Strict):
     #: series one query's answer may hold, and bytes one answer may hold (the read stops past it)
     max_series_per_query: int = Field(default=10_000, gt=0)
     max_response_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
-    queries: list[QueryConfig] = Field(min_length=1)
+    #: the queries; each preset's are appended to them when the file is read (``presets`` stays as written)
+    queries: list[QueryConfig] = []
+    presets: list[PrometheusPreset] = []
 
     _step = field_validator("step", mode="before")(lambda v: parse_duration(v))
+
+    @model_validator(mode="after")
+    def _expand_presets(self) -> PrometheusConfig:
+        expanded = [q for p in self.presets for q in p.queries(self.instance_label)]
+        if not self.queries and not expanded:
+            raise ValueError("prometheus needs queries or presets (at least one query)")
+        if expanded:
+            # the model is frozen for its readers; this is its construction, so write the field directly
+            object.__setattr__(self, "queries", [*self.queries, *expanded])
+            self._unique(self.queries)
+        return self
 
     @field_validator("queries")
     @classmethod

@@ -421,11 +421,35 @@ def join_resources(
     return _with_columns(join.frame, columns)
 
 
-def _missing_names(columns: dict[str, np.ndarray], queries: list[str], n: int) -> np.ndarray:
+def _missing_names(columns: dict[str, np.ndarray], queries: list[str], n: int,
+                   applies: dict[int, np.ndarray] | None = None) -> np.ndarray:  # fmt: skip
     """``missing_resources``: the queries without a value (a sample whose value is NaN is never chosen, so
-    a NaN value is exactly a missing sample)."""
+    a NaN value is exactly a missing sample), leaving out a per-model query on other models' rows
+    (``applies``: query number -> the rows it applies to)."""
     values = [columns[value_column(name)] for name in queries]
-    return _join_names(lambda k, rows: np.isnan(values[k][rows]), queries, n)
+    applies = applies or {}
+
+    def missing(k: int, rows: slice) -> np.ndarray:
+        gap = np.isnan(values[k][rows])
+        return gap & applies[k][rows] if k in applies else gap
+
+    return _join_names(missing, queries, n)
+
+
+def model_scopes(thresholds: ModelwatchConfig) -> dict[str, str]:
+    """Query name -> the model it is read for, for the per-model queries (``QueryConfig.model``: a serving
+    preset's per-model metric). Such a query joins that model's predictions only and judges no other model."""
+    return {q.name: q.model for q in thresholds.resource_queries if getattr(q, "model", None)}
+
+
+def _scope_rows(scopes: dict[str, str], queries: list[str], models: pd.Index, model_codes: np.ndarray) -> dict[int, np.ndarray]:
+    """Query number -> the rows (model codes in frame order) of the model a per-model query is read for."""
+    out = {}
+    for j, name in enumerate(queries):
+        if name in scopes:
+            code = models.get_indexer([scopes[name]])[0]  # -1: the model has no prediction: no row applies
+            out[j] = model_codes == code if code >= 0 else np.zeros(len(model_codes), dtype=bool)
+    return out
 
 
 def _with_columns(frame: pd.DataFrame, columns: dict[str, np.ndarray]) -> pd.DataFrame:
@@ -460,6 +484,8 @@ def correlate(
     limits = thresholds.saturation_thresholds
     join = _Join(predictions, resources, thresholds.correlation.tolerance, queries)
     frame = join.frame
+    scopes = model_scopes(thresholds)
+    applies = _scope_rows(scopes, queries, pd.Index(join.models), np.asarray(join.model_codes))
 
     # per-model thresholds through the model codes, not a map over every row's string
     slow_threshold = slow_thresholds(
@@ -478,16 +504,21 @@ def correlate(
             values, ages, codes = pending.result()  # type: ignore[union-attr]
             # (the future holding this query's codes is dropped with it)
             pending = pool.submit(join.columns, j + 1) if j + 1 < len(queries) else None
+            if j in applies:  # a per-model query: no value on another model's predictions
+                values, ages = np.where(applies[j], values, np.nan), np.where(applies[j], ages, np.nan)
             columns[value_column(name)] = values
             columns[age_column(name)] = ages
             n_codes = join.samples.n_codes[j]
             for g in groups:
+                if name in scopes and g.model != scopes[name]:
+                    continue
                 limit = limits.get(name)
                 cells[(g.code, name)] = _cell(g, name, units[name], limit, values, (codes, n_codes))
             del codes
-    order = [(g.code, name) for g in groups for name in units]  # model by model, resources in config order
+    # model by model, resources in config order
+    order = [(g.code, name) for g in groups for name in units if (g.code, name) in cells]
     del groups, join  # the lookup and the per-model ranks are done: free them before the name columns
-    columns["missing_resources"] = _missing_names(columns, queries, len(frame))
+    columns["missing_resources"] = _missing_names(columns, queries, len(frame), applies)
     columns["slow_threshold"] = slow_threshold
     columns["slow"] = slow
     saturated = []
@@ -515,8 +546,10 @@ def summarise(joined: pd.DataFrame, thresholds: ModelwatchConfig) -> pd.DataFram
     usable = usable_prediction_times(joined["prediction_time"])
     groups = _model_groups(joined, np.asarray(codes), pd.Index(models), joined["slow"].to_numpy(dtype=bool), usable)
     column_of = {name: joined[value_column(name)].to_numpy(dtype="float64") for name in units}
+    scopes = model_scopes(thresholds)
     return _summary_frame([
         _cell(g, name, unit, limits.get(name), column_of[name], None) for g in groups for name, unit in units.items()
+        if name not in scopes or g.model == scopes[name]
     ])  # fmt: skip
 
 

@@ -109,6 +109,12 @@ def _timeseries(
     }
 
 
+def _legend(key: str | tuple[str, ...]) -> str:
+    """The legend of a query's series: its instance, as the labels of its instance key name it."""
+    labels = [key] if isinstance(key, str) else list(key)
+    return "-".join("{{" + label + "}}" for label in labels)
+
+
 def resource_panel(query: QueryConfig, instance_label: str = "instance") -> dict[str, Any]:
     """The timeseries panel of one configured query: its PromQL as is, one series per instance."""
     about = query.description or query.name
@@ -117,7 +123,7 @@ def resource_panel(query: QueryConfig, instance_label: str = "instance") -> dict
     panel = _timeseries(
         query.name,
         about,
-        [_target(query.promql, f"{{{{{instance_label}}}}}")],
+        [_target(query.promql, _legend(query.instance_key(instance_label)))],
         grafana_unit(query.unit),
         query.saturation,
     )

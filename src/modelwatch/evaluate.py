@@ -9,6 +9,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from modelwatch.correlate import model_scopes
 from modelwatch.drift import judge_drift
 from modelwatch.fanout import models_to_judge
 from modelwatch.quality import METRICS, attribute, judge_quality, per_version
@@ -199,8 +200,9 @@ def evaluate(
     kind (a degraded one still pages; a healthy one is healthy on what Prometheus returned) but lists them
     in ``evidence_partial`` and its reason ends ``(evidence partial: query cpu: <warning>)``.
     """
-    limits = config.saturation_thresholds
-    flagged = partial_evidence(partial, list(limits))
+    all_limits = config.saturation_thresholds
+    scopes = model_scopes(config)
+    flagged = partial_evidence(partial, list(all_limits))
     partial_note = partial_reason(flagged)
     # predictions without a model tag have no one to judge (models_to_judge leaves ""); the extractor
     # that read them said so, naming their runs
@@ -210,6 +212,8 @@ def evaluate(
     verdicts = []
     for model in models:
         rules = config.evaluation.for_model(model)
+        # a per-model query (a serving preset's) is evidence for its own model only
+        limits = {q: v for q, v in all_limits.items() if scopes.get(q, model) == model}
         base = {"model": model, "window_start": window.start.isoformat(), "window_end": window.end.isoformat(),
                 "slow_threshold_seconds": rules.slow_prediction_seconds}  # fmt: skip
         rows = joined[joined["model"] == model]
@@ -243,7 +247,7 @@ def evaluate(
             "slow_instances": sorted(set(slow["instance"])), "resources_without_data": without,
             "n_slow_unsampled": blind, "evidence_partial": flagged,
         }  # fmt: skip
-        if len(without) == len(limits):
+        if limits and len(without) == len(limits):
             verdicts.append(ModelVerdict(
                 verdict="no_data",
                 reason=(f"{len(rows)} predictions but no resource samples for instances {', '.join(sorted(instances))}"

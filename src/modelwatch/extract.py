@@ -170,6 +170,20 @@ def _notes_line(texts: Sequence[str], limit: int = NOTES_LOG_CHARS) -> str:
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
+#: the label naming a series' instance, or the labels whose values joined with ``-`` name it
+#: (``QueryConfig.instance_key``: Seldon Core 2's ``server`` and ``server_replica`` make pod ``mlserver-0``)
+InstanceKey = str | tuple[str, ...]
+
+
+def instance_of(metric: Mapping[str, Any], key: InstanceKey) -> str:
+    """The instance a series' labels name under ``key``; ``""`` when a label of the key is missing (the series
+    then applies to every instance, as one without the instance label does)."""
+    if isinstance(key, str):
+        return str(metric.get(key, ""))
+    values = [metric.get(label) for label in key]
+    return "-".join(str(v) for v in values) if all(v not in (None, "") for v in values) else ""
+
+
 def strip_port(instance: str) -> str:
     """``host:9100`` -> ``host``; ``[::1]:9100`` -> ``::1``; anything else unchanged."""
     if m := _BRACKETED.match(instance):
@@ -200,7 +214,7 @@ def _resource_frame(
 
 
 def matrix_to_frame(
-    result: Sequence[Mapping[str, Any]], query_name: str, instance_label: str = "instance"
+    result: Sequence[Mapping[str, Any]], query_name: str, instance_label: InstanceKey = "instance"
 ) -> pd.DataFrame:
     """A query_range matrix as rows ``timestamp, query, instance, labels, value``.
 
@@ -211,7 +225,7 @@ def matrix_to_frame(
 
     :param result: the matrix.
     :param query_name: the query's configured name (the ``query`` column).
-    :param instance_label: the label that names the instance.
+    :param instance_label: the label that names the instance (or the labels, :func:`instance_of`).
     """
     ts: list[int] = []
     values: list[float] = []
@@ -219,7 +233,7 @@ def matrix_to_frame(
     label_texts: list[str] = []
     for series in result:
         metric = dict(series.get("metric") or {})
-        instance = strip_port(str(metric.get(instance_label, "")))
+        instance = strip_port(instance_of(metric, instance_label))
         text = json.dumps(metric, sort_keys=True, separators=(",", ":"))
         points = series.get("values") or ()
         for point_ts, value in points:
@@ -269,7 +283,7 @@ SampleTimes = dict[str, tuple[Any, Any]]
 
 
 def series_sample_times(
-    result: Sequence[Mapping[str, Any]], instance_label: str = "instance"
+    result: Sequence[Mapping[str, Any]], instance_label: InstanceKey = "instance"
 ) -> dict[str, Any]:
     """Per ``instance_label`` value (port kept, ``""`` without the label), the sorted distinct times (int64
     epoch ms) of every sample of every series in a matrix (values are ignored)."""
@@ -280,7 +294,7 @@ def series_sample_times(
         values = series.get("values") or ()
         if not values:
             continue
-        instance = str((series.get("metric") or {}).get(instance_label, ""))
+        instance = instance_of(series.get("metric") or {}, instance_label)
         per.setdefault(instance, []).append(
             np.fromiter((p[0] for p in values), dtype="float64", count=len(values))
         )
@@ -327,7 +341,7 @@ def read_raw_sample_times(
     end_ms: int,
     *,
     query_name: str,
-    instance_label: str = "instance",
+    instance_label: InstanceKey = "instance",
     max_samples: int = RAW_SAMPLES_PER_REQUEST,
     live_series: int = 1,
 ) -> dict[str, Any]:
@@ -493,7 +507,7 @@ def extract_resources(
     for selectors, _ in analysed:
         for selector in selectors:
             uses[selector] = uses.get(selector, 0) + 1
-    cache: dict[str, SampleTimes] = {}
+    cache: dict[tuple[str, InstanceKey], SampleTimes] = {}
     for query, (selectors, window) in zip(queries, analysed, strict=True):
         started = time.monotonic()
         requests_before = hook.requests_made
@@ -502,23 +516,28 @@ def extract_resources(
         result = query_range_chunked(
         hook, query.promql, start, last, step_seconds, query_name=query.name, max_points=max_points
         )
-        frame = matrix_to_frame(result, query.name, instance_label)
+        # a query may name its instance by labels of its own (a serving preset's pod or replica): its values
+        # and the sample times behind them are keyed alike
+        key_of = getattr(query, "instance_key", None)
+        key = key_of(instance_label) if callable(key_of) else instance_label
+        frame = matrix_to_frame(result, query.name, key)
         times = None
         if selectors and len(frame):
             per_selector = []
             for selector in selectors:
-                if selector not in cache:
-                    cache[selector] = _selector_sample_times(
+                if (selector, key) not in cache:
+                    cache[(selector, key)] = _selector_sample_times(
                         hook, selector, start, last, step_seconds, query_name=f"{query.name} (sample times)",
-                        max_points=max_points, instance_label=instance_label, lookback=lookback,
+                        max_points=max_points, instance_label=key, lookback=lookback,
                         max_raw_samples=max_raw_samples,
                     )  # fmt: skip
-                per_selector.append(cache[selector])
+                per_selector.append(cache[(selector, key)])
             times = combine_selectors(per_selector)
         for selector in selectors:  # keep only what a later query still reads
             uses[selector] -= 1
             if not uses[selector]:
-                cache.pop(selector, None)
+                for cached in [k for k in cache if k[0] == selector]:
+                    cache.pop(cached, None)
         frame = attach_sample_times(frame, times, window.total_seconds(), instance_label)
         stale = _stale_count(frame, step_seconds)
         log.info(
@@ -553,7 +572,7 @@ def _selector_sample_times(
     *,
     query_name: str,
     max_points: int,
-    instance_label: str,
+    instance_label: InstanceKey,
     lookback: timedelta,
     max_raw_samples: int,
 ) -> SampleTimes:

@@ -113,6 +113,15 @@ def parse_range(text: str) -> timedelta:
     return timedelta(seconds=seconds)
 
 
+def prometheus_duration(d: timedelta) -> str:
+    """``d`` in Prometheus' duration syntax, in its largest exact unit (``5m``, ``90s``, ``1h``, ``250ms``)."""
+    ms = round(d.total_seconds() * 1000)
+    for unit, size in (("h", 3_600_000), ("m", 60_000), ("s", 1000)):
+        if ms % size == 0:
+            return f"{ms // size}{unit}"
+    return f"{ms}ms"
+
+
 def analyse(promql: str) -> tuple[list[str], timedelta]:
     """The distinct vector selectors of ``promql`` (as written, without range or modifiers, in order of
     appearance) and the longest range it reads (``[1m]`` of a ``rate``, a subquery's range; zero for an
@@ -187,12 +196,14 @@ def longest_range(promql: str) -> timedelta:
     return analyse(promql)[1]
 
 
-def presence_promql(selector: str, instance_label: str = "instance") -> str:
+def presence_promql(selector: str, instance_label: str | tuple[str, ...] = "instance") -> str:
     """A query answering, per ``instance_label`` at each step where ``selector`` has a live series (a real
     sample within the lookback that is not followed by a staleness marker: what ``timestamp()`` of the
-    selector answers for), how many live series it has. Cheap: it runs on Prometheus's fast vector-selector
+    selector answers for), how many live series it has; ``instance_label`` may be several labels (a
+    serving preset's ``server, server_replica``). Cheap: it runs on Prometheus's fast vector-selector
     path."""
-    return f"count by ({instance_label}) ({selector})"
+    labels = instance_label if isinstance(instance_label, str) else ", ".join(instance_label)
+    return f"count by ({labels}) ({selector})"
 
 
 def raw_samples_promql(selector: str, range_ms: int) -> str:

@@ -30,13 +30,13 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
 from modelwatch.config import ModelwatchConfig, QueryConfig, load_config
+from modelwatch.promql import prometheus_duration
 
 RECORDING_GROUP = "modelwatch_saturation"
 ALERTING_GROUP = "modelwatch_saturation_alerts"
@@ -63,15 +63,6 @@ class RulesError(ValueError):
     """A rule file cannot be rendered or published; the message names what and where."""
 
 
-def prometheus_duration(d: timedelta) -> str:
-    """``d`` in Prometheus' duration syntax, in its largest exact unit (``5m``, ``90s``, ``1h``, ``250ms``)."""
-    ms = round(d.total_seconds() * 1000)
-    for unit, size in (("h", 3_600_000), ("m", 60_000), ("s", 1000)):
-        if ms % size == 0:
-            return f"{ms // size}{unit}"
-    return f"{ms}ms"
-
-
 def _number(v: float) -> str:
     """A threshold as a PromQL literal: ``100000000`` rather than ``1e+08``."""
     return str(int(v)) if float(v).is_integer() else repr(float(v))
@@ -82,9 +73,20 @@ def saturation_queries(cfg: ModelwatchConfig) -> list[QueryConfig]:
     return [q for q in cfg.prometheus.queries if q.saturation is not None]
 
 
+def _key_labels(cfg: ModelwatchConfig, query: QueryConfig) -> list[str]:
+    key = query.instance_key(cfg.prometheus.instance_label)
+    return [key] if isinstance(key, str) else list(key)
+
+
 def record_name(cfg: ModelwatchConfig, query: QueryConfig) -> str:
-    """The recording rule's series name of ``query``, e.g. ``instance:modelwatch_cpu:value``."""
-    return f"{cfg.prometheus.instance_label}:modelwatch_{query.name}:value"
+    """The recording rule's series name of ``query``, e.g. ``instance:modelwatch_cpu:value`` (the level is the
+    instance key: ``server_server_replica:modelwatch_seldon_memory:value`` for a Seldon Core 2 preset)."""
+    return f"{'_'.join(_key_labels(cfg, query))}:modelwatch_{query.name}:value"
+
+
+def _instance_text(cfg: ModelwatchConfig, query: QueryConfig) -> str:
+    """The alert's instance as a template: ``{{ $labels.instance }}``, or the key's labels joined with ``-``."""
+    return "-".join("{{ $labels." + label + " }}" for label in _key_labels(cfg, query))
 
 
 def recording_rules(cfg: ModelwatchConfig) -> dict[str, Any]:
@@ -98,10 +100,10 @@ def recording_rules(cfg: ModelwatchConfig) -> dict[str, Any]:
 def alerting_rules(cfg: ModelwatchConfig) -> dict[str, Any]:
     """The rule group alerting on each saturation query's recorded value at or above its threshold for
     ``rules.saturation_for``, per series (one alert per instance)."""
-    instance = "{{ $labels." + cfg.prometheus.instance_label + " }}"
     held = prometheus_duration(cfg.rules.saturation_for)
     rules = []
     for q in saturation_queries(cfg):
+        instance = _instance_text(cfg, q)
         threshold = _number(q.saturation)  # type: ignore[arg-type]
         unit = f" {q.unit}" if q.unit else ""
         rules.append({

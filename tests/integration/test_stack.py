@@ -103,6 +103,7 @@ def test_scrape_interval_and_extra_scrape_configs(tmp_path: Path) -> None:
         "node-local",
         "model-service",
         "pushgateway",
+        "serving-stand-in",
         "my-app",
     ]
     assert doc["scrape_configs"][3]["honor_labels"] is True

@@ -23,7 +23,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "src" / "modelwatch"
 RANKS = {
     # foundations: no modelwatch import but each other's below them
     "modelwatch.errors": 0, "modelwatch.connections": 0, "modelwatch.timegrid": 0, "modelwatch.text": 0,
-    "modelwatch.stats": 0, "modelwatch.promql": 0, "modelwatch.publish": 0,
+    "modelwatch.stats": 0, "modelwatch.promql": 0, "modelwatch.publish": 0, "modelwatch.serving": 0,
     "modelwatch.schema": 1, "modelwatch.window": 1,
     # storage
     "modelwatch.storage": 2, "modelwatch.config": 2,  # config names the logged columns by schema's rule

@@ -437,3 +437,40 @@ def test_partial_evidence_survives_the_verdicts_dataset_and_document() -> None:
     (back,) = verdicts_from_frame(frame)
     assert back.evidence_partial == ["cpu: a, b; c"] and back.to_dict() == v.to_dict()
     assert _strict_json(v.to_dict())["evidence_partial"] == ["cpu: a, b; c"]
+
+
+# -- a per-model query (a serving preset's model metric) --------------------------------------------------
+
+
+def _scoped_config() -> ModelwatchConfig:
+    """small_config plus ``queue``: a per-model saturation query read for model ``a-model`` only."""
+    from config_helpers import small_raw
+
+    raw = small_raw()
+    raw["prometheus"]["queries"].append(
+        {"name": "queue", "promql": "queue", "saturation": 5, "unit": "requests", "model": "a-model"}
+    )
+    return ModelwatchConfig.model_validate(raw)
+
+
+def test_a_per_model_query_judges_its_own_model_only() -> None:
+    """Two models slow in the same minutes on one instance whose per-model queue (``a-model``'s) is full
+    then: ``a-model`` is degraded by the queue; ``b-model`` is not judged on another model's queue (no value,
+    not listed missing, no correlation row) and stays slow_unexplained."""
+    cfg = _scoped_config()
+    pa, ra = model_frames(60, minutes_10_to_19, model="a-model")
+    pb, _ = model_frames(60, minutes_10_to_19, model="b-model")
+    queue = pd.DataFrame([{"timestamp": at(k), "query": "queue", "instance": "a", "labels": "",
+                           "value": 9.0 if 10 <= k <= 19 else 1.0} for k in range(60)])  # fmt: skip
+    pred, res = pd.concat([pa, pb], ignore_index=True), pd.concat([ra, queue], ignore_index=True)
+    joined, corr = correlate(pred, res, cfg)
+    verdicts = {v.model: v for v in evaluate(joined, corr, res, cfg, WINDOW)}
+    assert verdicts["a-model"].verdict == "degraded"
+    assert [e.resource for e in verdicts["a-model"].saturated_resources] == ["queue"]
+    assert verdicts["b-model"].verdict == "slow_unexplained"
+    assert "queue" not in verdicts["b-model"].reason
+    b = joined[joined["model"] == "b-model"]
+    assert b["res_queue"].isna().all() and not b["sat_queue"].any()
+    assert not b["missing_resources"].str.contains("queue").any()
+    assert set(corr.loc[corr["resource"] == "queue", "model"]) == {"a-model"}
+    assert "queue" not in verdicts["b-model"].resources_without_data

@@ -158,6 +158,21 @@ def _mounts(service: dict[str, Any]) -> dict[str, str]:
     return mounts
 
 
+def _read_only(service: dict[str, Any]) -> set[str]:
+    """Container paths a service mounts read-only: ``source:target:ro[,...]`` from docker-compose 1.29,
+    ``read_only: true`` in Compose v2's long syntax."""
+    found = set()
+    for volume in service.get("volumes") or []:
+        if isinstance(volume, dict):
+            if volume.get("read_only"):
+                found.add(str(volume["target"]))
+        else:
+            parts = str(volume).split(":")
+            if len(parts) > 2 and "ro" in parts[2].split(","):
+                found.add(parts[1])
+    return found
+
+
 def _build(service: dict[str, Any]) -> tuple[Path, str]:
     """(context directory, Dockerfile path relative to it) of a service that is built."""
     build = service["build"]
@@ -266,13 +281,14 @@ def test_airflow_services_follow_the_official_layout(services: dict[str, Any]) -
         # Built from the repository root: the Dockerfile pip-installs the modelwatch package (pyproject, src/).
         assert _build(svc) == (REPO, "compose/airflow.Dockerfile"), f"{name}: {svc.get('build')}"
         mounts = _mounts(svc)
-        for folder in ("dags", "include"):
+        # the official file's folders (plugins/ is Airflow's plugins folder: the image's default
+        # [core] plugins_folder, /opt/airflow/plugins), read-only: the containers never write into the repo
+        for folder in ("dags", "include", "plugins"):
             assert mounts.get(f"/opt/airflow/{folder}") == str(REPO / folder), (
                 f"{name} does not mount ./{folder}"
             )
-        assert "/opt/airflow/plugins" not in mounts, (
-            f"{name}: modelwatch is installed in the image, no plugins/"
-        )
+            assert f"/opt/airflow/{folder}" in _read_only(svc), f"{name} mounts ./{folder} writable"
+        assert "AIRFLOW__CORE__PLUGINS_FOLDER" not in _env(svc), f"{name}: the image's default plugins folder"
         deps = svc.get("depends_on") or {}
         assert deps.get("postgres", {}).get("condition") == "service_healthy", name
         if name != "airflow-init":

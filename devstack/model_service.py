@@ -14,8 +14,9 @@ serve``) does not log each prediction to a tracking run.
 
 Endpoints
     ``POST /predict`` ``{"features": [20 floats], "label": 0|1 (optional)}`` ->
-    ``{"label": int, "probability": float, "model": ..., "version": ...}``. ``label`` is the true class as
-    delayed feedback (the load generator knows it); with it the prediction gets ``accuracy`` and ``loss``.
+    ``{"label": int, "probability": float, "model": ..., "version": ...}`` (the predicted class and its
+    probability). The request's ``label`` is the true class as delayed feedback (the load generator knows
+    it); with it the prediction gets ``accuracy`` and ``loss``.
     ``GET /health`` answers 200 once the model is trained. ``GET /metrics``: Prometheus exposition with
     ``http_requests_total{handler,method,status}`` (status grouped ``2xx``/``4xx``/``5xx``),
     ``http_request_duration_seconds`` (histogram, ``le`` 0.1 ... 10), ``http_request_size_bytes`` and
@@ -34,8 +35,9 @@ Definition of ``prediction_time``
 MLflow layout (``metric_history``, as :func:`modelwatch.extract.history_to_frame` reads it)
     One run per (model, version, instance) and UTC day in ``--experiment`` (created if missing), tags
     ``model``, ``model_version``, ``instance`` (the host without port, so it joins Prometheus' ``instance``
-    label with the port stripped). Each prediction is one point of ``prediction_time`` (s), and when a label
-    was given ``accuracy`` (1.0/0.0) and ``loss`` (log loss of the true class), all at timestamp = the
+    label with the port stripped). Each prediction is one point of ``prediction_time`` (s), of the model's
+    output ``score`` (the probability of class 1) and ``predicted_label`` (0.0/1.0), and when a label was
+    given ``accuracy`` (1.0/0.0) and ``loss`` (log loss of the true class), all at timestamp = the
     request's arrival time in epoch ms and step = a per-run counter (0, 1, 2, ... per prediction). A run
     starts at the service's start (or at 00:00:00 UTC for the following days) and is terminated with
     end_time = 23:59:59.999 of its day once the day is over (plus a grace period for late points), or at
@@ -51,7 +53,7 @@ MLflow layout ``batch_table`` (``--layout batch_table``, as :func:`modelwatch.ex
     are pending, the buffer becomes one run with the same tags, start_time = its first prediction and
     end_time = its last (epoch ms, status FINISHED), holding one artifact ``predictions.parquet``: columns
     ``timestamp`` (``timestamp[ms, UTC]``, the arrival time), ``prediction_time``, ``accuracy``, ``loss``
-    (float64, null when no label was given). The run is created, the file uploaded, then the run
+    (float64, null when no label was given), ``score`` (float64) and ``predicted_label`` (int64). The run is created, the file uploaded, then the run
     terminated; a failed upload deletes the run and the rows are retried at the next flush. Needs pyarrow
     (an mlflow dependency).
 """
@@ -98,6 +100,11 @@ SERVICE_LAYOUTS = ("metric_history", "batch_table")
 BATCH_ARTIFACT_PATH = "predictions.parquet"
 DEFAULT_BATCH_SECONDS = 60.0
 DEFAULT_BATCH_ROWS = 50_000
+#: The model's output, logged with each prediction (metric keys; columns of a batch table): the predicted
+#: probability of class 1 and the predicted class. modelwatch judges their drift as outputs
+#: (``mlflow.logged`` and ``drift.values`` with ``role: output`` in include/thresholds.live.yaml).
+SCORE_METRIC = "score"
+PREDICTED_LABEL_METRIC = "predicted_label"
 #: Scope key under which the timing middleware hands the endpoint a dict to fill.
 SCOPE_KEY = "modelwatch.prediction"
 LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -153,6 +160,9 @@ class Point:
     prediction_time: float
     accuracy: float | None = None
     loss: float | None = None
+    #: the model's output: the probability of class 1 and the predicted class (None: not given)
+    score: float | None = None
+    predicted_label: int | None = None
 
     @property
     def day(self) -> date:
@@ -162,6 +172,10 @@ class Point:
     def metrics(self) -> list[tuple[str, float]]:
         """:returns: ``(key, value)`` of the metric points of this prediction."""
         out = [("prediction_time", self.prediction_time)]
+        if self.score is not None:
+            out.append((SCORE_METRIC, self.score))
+        if self.predicted_label is not None:
+            out.append((PREDICTED_LABEL_METRIC, float(self.predicted_label)))
         if self.accuracy is not None:
             out.append(("accuracy", self.accuracy))
         if self.loss is not None:
@@ -218,6 +232,8 @@ class PredictionRecorder:
         prediction_time: float,
         accuracy: float | None = None,
         loss: float | None = None,
+        score: float | None = None,
+        predicted_label: int | None = None,
     ) -> Point:
         """Queue one prediction (never blocks on MLflow).
 
@@ -225,13 +241,17 @@ class PredictionRecorder:
         :param prediction_time: seconds, see the module docstring.
         :param accuracy: 1.0/0.0 when the true label was known, else None.
         :param loss: log loss of the true class when known, else None.
+        :param score: the model's probability of class 1, None when not given.
+        :param predicted_label: the class the model answered, None when not given.
         :returns: the queued point (with its step).
         """
         day = utc_day(arrival_ms)
         with self._lock:
             step = self._steps.get(day, 0)
             self._steps[day] = step + 1
-            point = Point(arrival_ms, step, float(prediction_time), accuracy, loss)
+            point = Point(arrival_ms, step, float(prediction_time), accuracy, loss,
+                          None if score is None else float(score),
+                          None if predicted_label is None else int(predicted_label))  # fmt: skip
             self._pending.append(point)
             while len(self._pending) > self.max_buffer:
                 self._pending.popleft()
@@ -402,8 +422,8 @@ class PredictionRecorder:
 
 def batch_arrow_table(points: Sequence[Point]) -> Any:
     """:param points: predictions of one batch. :returns: the pyarrow table of ``predictions.parquet``:
-    ``timestamp`` (``timestamp[ms, tz=UTC]``), ``prediction_time``, ``accuracy``, ``loss`` (float64, null
-    when unknown)."""
+    ``timestamp`` (``timestamp[ms, tz=UTC]``), ``prediction_time``, ``accuracy``, ``loss``, ``score`` (float64,
+    null when unknown) and ``predicted_label`` (int64, null when unknown)."""
     import pyarrow as pa
 
     def floats(values: list[float | None]) -> Any:
@@ -414,6 +434,8 @@ def batch_arrow_table(points: Sequence[Point]) -> Any:
         "prediction_time": floats([p.prediction_time for p in points]),
         "accuracy": floats([p.accuracy for p in points]),
         "loss": floats([p.loss for p in points]),
+        SCORE_METRIC: floats([p.score for p in points]),
+        PREDICTED_LABEL_METRIC: pa.array([p.predicted_label for p in points], type=pa.int64()),
     })
 
 
@@ -665,6 +687,7 @@ def create_app(settings: ServiceSettings, recorder: PredictionRecorder | None = 
         holder = request.scope.get(SCOPE_KEY)
         if holder is not None:
             holder["label"] = label
+            holder["score"] = float(proba[1])
             if body.label is not None:
                 holder["accuracy"] = 1.0 if label == body.label else 0.0
                 holder["loss"] = log_loss_of(proba[body.label])
@@ -690,7 +713,8 @@ def create_app(settings: ServiceSettings, recorder: PredictionRecorder | None = 
 
     def on_prediction(arrival_ms: int, seconds: float, holder: dict[str, Any]) -> None:
         if recorder is not None:
-            recorder.record(arrival_ms, seconds, holder.get("accuracy"), holder.get("loss"))
+            recorder.record(arrival_ms, seconds, holder.get("accuracy"), holder.get("loss"),
+                            score=holder.get("score"), predicted_label=holder.get("label"))  # fmt: skip
 
     wrapped = PredictionTimer(app, on_prediction)
     wrapped.fastapi = app  # type: ignore[attr-defined]

@@ -32,7 +32,7 @@ from typing import NamedTuple
 import numpy as np
 
 #: Bump when the generated data changes, so that seeded stores notice they hold an older history.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 
 STEP_S = 15
 POINTS_PER_DAY = 86400 // STEP_S
@@ -56,6 +56,10 @@ CHANNELS = ("web", "app", "pos")
 CHANNEL_SHARES = (0.5, 0.3, 0.2)
 #: where an input shift moves the channel mix by the day's end
 SHIFTED_CHANNEL_SHARES = (0.05, 0.9, 0.05)
+#: The model's output, logged as a metric with each prediction: its score, the predicted probability of the
+#: positive class (fraud, a click), Beta(SCORE_BETA) distributed (mean 0.25) on an ordinary day.
+SCORE_METRIC = "score"
+SCORE_BETA = (2.0, 6.0)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -124,6 +128,9 @@ class Scenario:
     :ivar input_shift: ``(model, factor)``: that model's inputs shift through the day: its ``amount`` grows to
         ``factor`` times its usual by the day's end, and its channel mix moves to
         :data:`SHIFTED_CHANNEL_SHARES` (an input drift its latency and accuracy do not show).
+    :ivar output_shift: ``(model, log_odds)``: that model's output shifts through the day, its inputs
+        unchanged: the log-odds of its ``score`` rise by up to ``log_odds`` by the day's end (a model that
+        answers "yes" more often to the same questions: an output drift its accuracy does not show yet).
     """
 
     name: str
@@ -140,6 +147,7 @@ class Scenario:
     drift_factor: float = 1.0
     labelled: bool = True
     input_shift: tuple[str, float] | None = None
+    output_shift: tuple[str, float] | None = None
 
     @property
     def expected_verdicts(self) -> dict[str, str]:
@@ -238,9 +246,12 @@ QUALITY_SCENARIOS: dict[str, Scenario] = {
         ),
         Scenario(
             name="gradual_drift",
-            doc="recommender's prediction_time grows through the day to 1.8 times its usual (still fast); "
-                "fraud-detector's inputs shift: amount to 3 times its usual, most requests through the app.",
-            drift_models=("recommender",), drift_factor=1.8, input_shift=("fraud-detector", 3.0), expected=_HEALTHY,
+            doc="recommender's prediction_time grows through the day to 1.8 times its usual (still fast), and "
+                "its output shifts, its inputs unchanged: the log-odds of its score rise by up to 2; "
+                "fraud-detector's inputs shift: amount to 3 times its usual, most requests through the app "
+                "(its score does not move).",
+            drift_models=("recommender",), drift_factor=1.8, input_shift=("fraud-detector", 3.0),
+            output_shift=("recommender", 2.0), expected=_HEALTHY,
         ),
         Scenario(name="no_labels_yet", doc="An ordinary day whose labels have not arrived: no accuracy, no loss.",
                  labelled=False, expected=_HEALTHY),
@@ -606,6 +617,7 @@ class Prediction:
     :ivar slow: whether the scenario made it slow (for tests; not logged).
     :ivar amount: the input feature logged as metric :data:`AMOUNT_METRIC`.
     :ivar channel: the param :data:`CHANNEL_PARAM` (logged by one-prediction runs only).
+    :ivar score: the model's output, logged as metric :data:`SCORE_METRIC`.
     """
 
     model: str
@@ -618,6 +630,7 @@ class Prediction:
     slow: bool
     amount: float = math.nan
     channel: str = ""
+    score: float = math.nan
 
 
 def _inputs(day: date, sc: Scenario, model: str, instance: str, ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -633,6 +646,17 @@ def _inputs(day: date, sc: Scenario, model: str, instance: str, ts: np.ndarray) 
         shares = shares + np.outer(progress, np.asarray(SHIFTED_CHANNEL_SHARES) - np.asarray(CHANNEL_SHARES))
     picks = (rng.random(n)[:, None] > np.cumsum(shares, axis=1)).sum(axis=1)
     return np.round(amount, 2), np.asarray(CHANNELS)[np.minimum(picks, len(CHANNELS) - 1)]
+
+
+def _outputs(day: date, sc: Scenario, model: str, instance: str, ts: np.ndarray) -> np.ndarray:
+    """The ``score`` of each prediction (Beta :data:`SCORE_BETA`); its log-odds raised through the day by the
+    scenario's ``output_shift``. A stream of its own, so the other values stay as they were."""
+    rng = _rng(day, sc, "outputs", model, instance)
+    score = rng.beta(*SCORE_BETA, ts.size)
+    if sc.output_shift is not None and sc.output_shift[0] == model:
+        progress = (ts - day_start(day)) / 86400
+        score = 1 / (1 + (1 / score - 1) * np.exp(-sc.output_shift[1] * progress))
+    return np.round(np.clip(score, 1e-4, 1 - 1e-4), 4)
 
 
 def prediction_timestamps(day: date, model: str, instance: str) -> np.ndarray:
@@ -683,9 +707,11 @@ def predictions(day: date, scenario: Scenario | str) -> list[Prediction]:
             if not sc.labelled:
                 accuracy = loss = np.full(n, np.nan)
             amount, channel = _inputs(day, sc, spec.name, instance, ts)
+            score = _outputs(day, sc, spec.name, instance, ts)
             out.extend(
                 Prediction(spec.name, version, instance, int(t) * 1000, float(p), float(a), float(lo), bool(s),
-                           float(am), str(ch))
-                for t, p, a, lo, s, am, ch in zip(ts, seconds, accuracy, loss, slow, amount, channel, strict=True)
+                           float(am), str(ch), float(o))
+                for t, p, a, lo, s, am, ch, o in zip(ts, seconds, accuracy, loss, slow, amount, channel, score,
+                                                       strict=True)
             )  # fmt: skip
     return out

@@ -35,6 +35,7 @@ from devstack.scenarios import (
     CHANNEL_PARAM,
     GENERATOR_VERSION,
     MODELS,
+    SCORE_METRIC,
     TEST_DAYS,
     Prediction,
     day_start,
@@ -337,10 +338,10 @@ def search_all_runs(
 
 
 def _metrics(p: Prediction) -> list[tuple[str, float]]:
-    """What a prediction logs: its time and input amount, and its accuracy and loss once its label is known
-    (not NaN)."""
-    values = (("prediction_time", p.prediction_time), (AMOUNT_METRIC, p.amount), ("accuracy", p.accuracy),
-              ("loss", p.loss))  # fmt: skip
+    """What a prediction logs: its time, input amount and output score, and its accuracy and loss once its
+    label is known (not NaN)."""
+    values = (("prediction_time", p.prediction_time), (AMOUNT_METRIC, p.amount), (SCORE_METRIC, p.score),
+              ("accuracy", p.accuracy), ("loss", p.loss))  # fmt: skip
     return [(k, v) for k, v in values if k == "prediction_time" or v == v]
 
 

@@ -137,8 +137,11 @@ def build_alerts(
     for v, kind, alertname, severity in pages(verdicts, cfg):
         labels = {"alertname": alertname, "model": v.model, "severity": severity, "source": SOURCE_LABEL,
                   DAG_LABEL: dag_id, SCOPE_LABEL: scope}  # fmt: skip
+        # a drift's summary says what drifted, the model's outputs or its inputs (the alert name stays
+        # ModelInputsDrifted for the routes and silences written for it); its description has the numbers
+        headline = v.drift_headline() if kind == DRIFT_KIND else ""
         annotations = {
-            "summary": f"{v.model}: {_reason(v, kind)}",
+            "summary": f"{v.model}: {headline or _reason(v, kind)}",
             "verdict": kind,
             "window": f"{v.window_start} to {v.window_end}",
             WINDOW_START: v.window_start,

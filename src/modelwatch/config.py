@@ -440,7 +440,8 @@ LoggedKey = Annotated[str, Field(min_length=1, max_length=250, pattern=r"^[A-Za-
 
 class LoggedValues(_Strict):
     """Values a team logs with each prediction, read beside ``prediction_time`` so drift can judge them
-    (``drift.values``). Each becomes a column of the ``predictions`` dataset (``modelwatch.schema.logged_column``).
+    (``drift.values``). Each becomes a column of the ``predictions`` dataset (``modelwatch.schema.logged_column``);
+    drift judges it as an input, or as an output with ``role: output`` under ``drift.values``.
     """
 
     #: MLflow metric keys (numbers: a model output such as a score, or a numeric input feature) -> ``metric_<key>``.
@@ -598,6 +599,10 @@ class DriftValue(_Strict):
     psi: float = Field(default=0.25, gt=0)
     #: ... and the test's p-value at most this (Holm-adjusted over the model's values)
     significance: float = Field(default=0.01, gt=0, lt=1)
+    #: what a value a team logs (``mlflow.logged``) is to the model: ``input`` (a feature, the default) or
+    #: ``output`` (what it answered: a score, a predicted label), named so in the reason, the ``drift``
+    #: dataset and the report. The service's own columns (``prediction_time``, ...) take none.
+    role: Literal["input", "output"] | None = None
 
 
 class DriftConfig(_Strict):
@@ -765,6 +770,12 @@ class ModelwatchConfig(_Strict):
                 f"drift.values: {', '.join(map(repr, unknown))} is not a column the predictions have; expected "
                 f"one of {', '.join(known)} (a value a team logs is named in mlflow.logged: metrics -> "
                 "metric_<key>, params -> param_<key>)"
+            )
+        if roled := [v for v, rule in self.drift.values.items() if rule.role and v in get_args(DriftColumn)]:
+            raise ValueError(
+                f"drift.values: {', '.join(map(repr, roled))} take(s) no role: input and output name the values a "
+                f"team logs (mlflow.logged: {', '.join(self.mlflow.logged.columns()) or 'none yet'}); e.g. a "
+                "score the model answers, logged as metric score: metric_score: {kind: number, role: output}"
             )
         return self
 

@@ -13,6 +13,12 @@ With thousands of predictions a test finds any shift significant, and with a hun
 chance: together they call a shift drift only when it is both large and real. Fewer than
 ``drift.min_count`` values in the window or the reference: not compared. One calculator per value
 (:func:`compare_value`), one result per model (:func:`judge_drift`).
+
+A value a team logs (``mlflow.logged``) is what the model sees, an ``input``, unless its rule says it is
+what the model answers (``role: output``: a score, a predicted label); the reason, the ``drift`` dataset
+and the report name it so (:func:`role_of`): ``output metric_score: PSI ...``. The same index and test
+judge both: an output that shifts while the inputs hold says the model answers differently to the same
+questions, inputs that shift while the output holds that it has not (yet) answered otherwise.
 """
 
 from __future__ import annotations
@@ -21,14 +27,21 @@ import math
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from modelwatch.schema import logged_types
 from modelwatch.stats import CHI_SQUARE, KS_TEST, chi_square_homogeneity, holm, ks_two_sample, psi
 from modelwatch.text import fmt_value
-from modelwatch.verdict import Drift, DriftEvidence
+from modelwatch.verdict import Drift, DriftEvidence, DriftRole
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from modelwatch.config import DriftConfig, DriftValue
+
+
+def role_of(name: str, rule: DriftValue) -> DriftRole:
+    """What the value of column ``name`` is to the model: its rule's ``role``, else ``input`` for a value a
+    team logs (``metric_``/``param_`` columns) and ``""`` for the service's own columns."""
+    return rule.role or ("input" if logged_types([name]) else "")
 
 
 def compare_value(
@@ -39,6 +52,10 @@ def compare_value(
     import numpy as np
     import pandas as pd
 
+    role = role_of(name, rule)
+    # the value as a reason names it: "output metric_score", "input param_channel", "prediction_time"
+    named = f"{role} {name}" if role else name
+
     if rule.kind == "number":
         # a param is text: one that does not read as a number counts as not logged
         w = pd.to_numeric(window, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
@@ -46,11 +63,11 @@ def compare_value(
         w, r = w[np.isfinite(w)], r[np.isfinite(r)]
     else:
         w, r = window.dropna().astype(str).to_numpy(), reference.dropna().astype(str).to_numpy()
-    common = {"value": name, "kind": rule.kind, "n_window": len(w), "n_reference": len(r),
+    common = {"value": name, "role": role, "kind": rule.kind, "n_window": len(w), "n_reference": len(r),
               "psi_threshold": rule.psi}  # fmt: skip
     if len(w) < min_count or len(r) < min_count:
         return DriftEvidence(outcome="too_few", psi=None, statistic=None, p_value=None, p_adjusted=None,
-                             explanation=f"{name}: {len(w)} values in the window and {len(r)} in the reference, "
+                             explanation=f"{named}: {len(w)} values in the window and {len(r)} in the reference, "
                              f"fewer than min_count {min_count}", **common)  # fmt: skip
     if rule.kind == "number":
         # the reference's quantiles as edges, open at both ends: every bin holds about 1/bins of the reference
@@ -91,7 +108,8 @@ def judge_drift(
             p_adj = adjusted[d.value]
             assert d.psi is not None
             drifted = d.psi >= rule.psi and p_adj <= rule.significance
-            text = (f"{d.value}: PSI {fmt_value(d.psi)} (threshold {fmt_value(rule.psi)}), {d.test} p={fmt_value(p_adj)} "
+            named = f"{d.role} {d.value}" if d.role else d.value
+            text = (f"{named}: PSI {fmt_value(d.psi)} (threshold {fmt_value(rule.psi)}), {d.test} p={fmt_value(p_adj)} "
                     f"(Holm over {len(adjusted)}; {d.n_window} vs {d.n_reference} values over "
                     f"{len(reference_days)} reference day(s))")  # fmt: skip
             d = replace(d, p_adjusted=p_adj, outcome="drifted" if drifted else "stable", explanation=text)

@@ -240,11 +240,13 @@ def render_html(v: ModelVerdict, images: dict[str, bytes], *, alert: str, links:
               f"{q.n_window} / {q.n_reference}", fmt_value(q.p_adjusted), q.test] for q in v.quality_metrics],
         ))  # fmt: skip
     if v.drift_values:
-        parts.append(f"<h2>Drift: {html_text(v.drift)}</h2>")
+        headline = v.drift_headline()
+        parts.append(f"<h2>Drift: {html_text(v.drift)}</h2>"
+                     + (f"<p id=drift><b>{html_text(headline)}</b>: {html_text(v.drift_reason)}</p>" if headline else ""))
         parts.append(_table(
-            ["value", "outcome", "PSI", "PSI threshold", "p (Holm)", "values (window / reference)", "test"],
-            [[d.value, d.outcome, fmt_value(d.psi), fmt_value(d.psi_threshold), fmt_value(d.p_adjusted),
-              f"{d.n_window} / {d.n_reference}", d.test] for d in v.drift_values],
+            ["value", "role", "outcome", "PSI", "PSI threshold", "p (Holm)", "values (window / reference)", "test"],
+            [[d.value, d.role or "-", d.outcome, fmt_value(d.psi), fmt_value(d.psi_threshold),
+              fmt_value(d.p_adjusted), f"{d.n_window} / {d.n_reference}", d.test] for d in v.drift_values],
         ))  # fmt: skip
     if v.versions:
         keys = list(v.versions[0])

@@ -82,10 +82,11 @@ VERDICT_COLUMNS = (
     "relative_risk", "p_value", "coverage", "resources_without_data", "evidence_partial", "incident_start",
     "incident_end", "quality", "quality_reason", "quality_attribution", "drift", "drift_reason", "evidence",
 )  # fmt: skip
-#: The ``drift`` dataset: one row per model and compared value (:class:`modelwatch.verdict.DriftEvidence`).
+#: The ``drift`` dataset: one row per model and compared value (:class:`modelwatch.verdict.DriftEvidence`);
+#: ``role`` is ``input`` or ``output`` for a value a team logs, empty for the service's own columns.
 DRIFT_COLUMNS = (
-    "model", "window_start", "window_end", "value", "kind", "outcome", "n_window", "n_reference", "psi",
-    "psi_threshold", "statistic", "p_value", "p_adjusted", "test", "explanation",
+    "model", "window_start", "window_end", "value", "role", "kind", "outcome", "n_window", "n_reference",
+    "psi", "psi_threshold", "statistic", "p_value", "p_adjusted", "test", "explanation",
 )  # fmt: skip
 
 _TYPES: dict[str, dict[str, str]] = {
@@ -116,7 +117,7 @@ _LOGGED_PREFIXES = {LOGGED_METRIC_PREFIX: FLOAT, LOGGED_PARAM_PREFIX: STRING}
 _JOINED_TAIL_TYPES = {"missing_resources": STRING, "slow_threshold": FLOAT, "slow": BOOL, "saturated_resources": STRING}
 #: Text columns added to a dataset after partitions of it were first stored: a partition written before
 #: reads them as empty text (nothing was recorded then), instead of failing on a missing column.
-ADDED_LATER: dict[str, tuple[str, ...]] = {"verdicts": ("evidence_partial",)}
+ADDED_LATER: dict[str, tuple[str, ...]] = {"verdicts": ("evidence_partial",), "drift": ("role",)}
 #: The datasets with a declared frame schema (``alerts`` holds JSON documents only).
 FRAME_DATASETS = ("resources", "predictions", "joined", "correlation", "verdicts", "drift")
 

@@ -25,6 +25,8 @@ Verdict = Literal["healthy", "degraded", "slow_unexplained", "no_data"]
 Quality = Literal["ok", "regressed", "no_labels", "no_reference", "not_judged"]
 #: The drift dimension (:mod:`modelwatch.drift`).
 Drift = Literal["stable", "drifted", "no_reference", "not_judged"]
+#: What a drift value is to the model: what it sees, what it answers, or neither (the service's own columns).
+DriftRole = Literal["input", "output", ""]
 #: What the evidence test of one resource concluded (see :func:`modelwatch.evaluate.test_resources`).
 Outcome = Literal["explains", "no_samples", "never_saturated", "low_coverage", "no_contrast", "not_significant",
                   "small_effect"]  # fmt: skip
@@ -111,7 +113,9 @@ class QualityEvidence:
 @dataclass
 class DriftEvidence:
     """One value's distribution in one window against the reference: the population stability index and
-    the two-sample test (``p_adjusted``: Holm over the model's compared values)."""
+    the two-sample test (``p_adjusted``: Holm over the model's compared values). ``role``: what a value a
+    team logs is to the model, ``input`` or ``output``; ``""`` for the service's own columns
+    (``prediction_time``, ``model_version``, ...) and for values judged before roles were recorded."""
 
     value: str
     kind: str
@@ -125,6 +129,7 @@ class DriftEvidence:
     psi_threshold: float
     test: str = ""
     explanation: str = ""
+    role: DriftRole = ""
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DriftEvidence:
@@ -175,6 +180,19 @@ class ModelVerdict:
     drift: Drift = "not_judged"
     drift_reason: str = ""
     drift_values: list[DriftEvidence] = field(default_factory=list)
+
+    def drift_headline(self) -> str:
+        """What drifted, in a few words, outputs first: ``output metric_score and inputs metric_amount,
+        param_channel drifted``; ``prediction_time drifted``; ``""`` when nothing did."""
+        drifted = [d for d in self.drift_values if d.outcome == "drifted"]
+        groups = []
+        for role in ("output", "input", ""):
+            names = [d.value for d in drifted if d.role == role]
+            if names and role:
+                groups.append(f"{role}{'s' if len(names) > 1 else ''} {', '.join(names)}")
+            elif names:
+                groups.append(", ".join(names))
+        return " and ".join(groups) + " drifted" if groups else ""
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON view (``_verdict.json``): NaN as null, infinity as ``"inf"``."""

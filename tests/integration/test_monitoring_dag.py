@@ -196,8 +196,9 @@ def test_the_drift_dataset_holds_a_row_per_model_and_value(runs, lake):
     ).fetchall()
     assert {(str(dt), m) for dt, m, *_ in rows} == {(d.isoformat(), m) for d in TEST_DAYS
                                                   for m in ("fraud-detector", "recommender")}  # fmt: skip
-    # the values thresholds.yaml names: prediction_time and the amount and channel the predictions log
-    assert {value for _, _, value, _, _ in rows} == {"prediction_time", "metric_amount", "param_channel"}
+    # the values thresholds.yaml names: prediction_time, the amount and channel the predictions log (inputs),
+    # and the score they log (the model's output)
+    assert {value for _, _, value, _, _ in rows} == {"prediction_time", "metric_amount", "param_channel", "metric_score"}
     assert all(outcome == "too_few" for dt, _, _, outcome, _ in rows if dt == min(TEST_DAYS))
 
 

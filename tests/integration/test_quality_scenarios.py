@@ -5,6 +5,7 @@ day through ``dag.test()`` against the real stack, each day judged against the d
 - a version rollout with worse accuracy: regressed, attributed to the version, figures per version;
 - a gradual shift of prediction_time, and of the inputs a team logs (an MLflow metric and param): drifted,
   quality still ok;
+- a shift of a model's output (its logged score) while its inputs hold: drifted, named as an output;
 - a day whose labels have not arrived: no_labels; once they arrive (logged to its MLflow runs), a
   quality-only re-run flips the day to regressed and the alert follows.
 
@@ -113,6 +114,43 @@ def test_a_shift_of_the_inputs_a_team_logs_is_drift_of_those_values(quality_runs
     # the days before, with the usual inputs, did not drift
     for day in ("accuracy_during_saturation", "version_rollout"):
         assert _verdict(quality_runs, day, "fraud-detector")["drift"] == "stable", day
+
+
+def test_a_shift_of_the_models_output_is_drift_of_that_output(quality_runs: dict[str, Any], seeded_stack: Any) -> None:
+    import pandas as pd
+
+    # recommender's score (the output it logs with each prediction, role: output) rises through the day; its
+    # input amount does not move. fraud-detector's inputs shift, and its score does not.
+    v = _verdict(quality_runs, "gradual_drift", "recommender")
+    assert (v["verdict"], v["quality"], v["drift"]) == ("healthy", "ok", "drifted"), v["drift_reason"]
+    assert "output metric_score: PSI" in v["drift_reason"] and "input" not in v["drift_reason"], v["drift_reason"]
+    assert "output metric_score: PSI" not in _verdict(quality_runs, "gradual_drift", "fraud-detector")["drift_reason"]
+    rows = pd.read_parquet(quality_runs["lake"] / "drift" / f"dt={_day('gradual_drift')}")
+    judged = {(r.model, r.value): (r.role, r.outcome) for r in rows.itertuples()}
+    assert judged[("recommender", "metric_score")] == ("output", "drifted")
+    assert judged[("recommender", "metric_amount")] == ("input", "stable")
+    assert judged[("fraud-detector", "metric_score")] == ("output", "stable")
+    assert judged[("fraud-detector", "metric_amount")] == ("input", "drifted")
+    assert judged[("recommender", "prediction_time")] == ("", "drifted")
+    by_value = {d["value"]: d for d in v["drift_values"]}
+    assert by_value["metric_score"]["role"] == "output" and by_value["metric_score"]["psi"] >= 0.25
+    # the days before, with the usual outputs, did not drift; nor did the day after (its reference holds a
+    # quarter of a day's shift, below the index that counts)
+    for day in ("accuracy_during_saturation", "version_rollout", "no_labels_yet"):
+        stored = pd.read_parquet(quality_runs["lake"] / "drift" / f"dt={_day(day)}")
+        scores = {r.model: (r.role, r.outcome) for r in stored.itertuples() if r.value == "metric_score"}
+        assert scores == {"fraud-detector": ("output", "stable"), "recommender": ("output", "stable")}, day
+    for day in ("accuracy_during_saturation", "version_rollout"):
+        assert _verdict(quality_runs, day, "recommender")["drift"] == "stable", day
+    # the drift alert keeps its name and says that the output drifted
+    # (each notification of its group carries it again: every copy says so)
+    drift = received(seeded_stack, f"{quality_runs['name']}Drift", "firing")
+    pages = [a for a in drift if a["labels"]["model"] == "recommender"
+             and a["annotations"]["window"].startswith(str(_day("gradual_drift")))]  # fmt: skip
+    assert pages, drift
+    for page in pages:
+        assert page["annotations"]["summary"] == "recommender: output metric_score and prediction_time drifted"
+        assert "output metric_score: PSI" in page["annotations"]["description"]
 
 
 def test_quality_and_drift_alerts_reach_the_webhook_under_their_own_names(

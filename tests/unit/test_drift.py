@@ -4,6 +4,7 @@ index (how large) and a two-sample test (how real), both needed; and what it say
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import get_args
 
 import numpy as np
@@ -137,3 +138,159 @@ def test_compare_value_ignores_missing_values() -> None:
     d = compare_value("prediction_time", DriftValue(), window["prediction_time"], times(300)["prediction_time"],
                       bins=10, min_count=100)  # fmt: skip
     assert d.n_window == 200
+
+
+# -- the model's outputs: a logged value with role output ----------------------------------------------------
+
+
+def logged_frame(n: int, *, score_shift: float = 0.0, amount: float = 50.0, seed: int = 0) -> pd.DataFrame:
+    """``n`` predictions logging an input (``metric_amount``), a channel (``param_channel``) and the model's
+    output (``metric_score``, a probability whose log-odds are moved by ``score_shift``)."""
+    rng = np.random.default_rng(seed)
+    score = rng.beta(2, 6, n)
+    score = 1 / (1 + (1 / score - 1) * np.exp(-score_shift))
+    return times(n, seed=seed).assign(metric_amount=amount * np.exp(rng.normal(0, 0.4, n)), metric_score=score,
+                                      param_channel=rng.choice(["web", "app"], n))  # fmt: skip
+
+
+OUTPUTS = DriftConfig(values={"prediction_time": DriftValue(), "metric_amount": DriftValue(),
+                              "param_channel": DriftValue(kind="category"),
+                              "metric_score": DriftValue(role="output")})  # fmt: skip
+
+
+def test_a_shifted_output_drifts_as_an_output_while_the_inputs_hold() -> None:
+    drift, reason, values = judge_drift(logged_frame(600, score_shift=1.5, seed=1), logged_frame(3000, seed=2),
+                                        OUTPUTS, DAYS)  # fmt: skip
+    by = {d.value: d for d in values}
+    assert drift == "drifted" and by["metric_score"].outcome == "drifted"
+    assert {v: d.role for v, d in by.items()} == {"prediction_time": "", "metric_amount": "input",
+                                                  "param_channel": "input", "metric_score": "output"}  # fmt: skip
+    assert by["metric_amount"].outcome == by["param_channel"].outcome == "stable"
+    # the reason names only what drifted, as what it is to the model
+    assert reason.startswith("output metric_score: PSI") and "input" not in reason, reason
+    v = ModelVerdict(model="m", verdict="healthy", reason="", window_start="a", window_end="b", drift=drift,
+                     drift_reason=reason, drift_values=values)  # fmt: skip
+    assert v.drift_headline() == "output metric_score drifted"
+
+
+def test_shifted_inputs_drift_as_inputs_while_the_output_holds() -> None:
+    drift, reason, values = judge_drift(logged_frame(600, amount=150, seed=1), logged_frame(3000, seed=2),
+                                        OUTPUTS, DAYS)  # fmt: skip
+    by = {d.value: d for d in values}
+    assert drift == "drifted" and by["metric_amount"].outcome == "drifted" and by["metric_score"].outcome == "stable"
+    assert reason.startswith("input metric_amount: PSI") and "output" not in reason, reason
+    # every value compared names its role, the stable ones too
+    assert by["metric_score"].explanation.startswith("output metric_score: PSI")
+    assert by["prediction_time"].explanation.startswith("prediction_time: PSI")
+
+
+def test_too_few_outputs_say_so_as_outputs() -> None:
+    _, reason, values = judge_drift(logged_frame(50, seed=1), logged_frame(3000, seed=2), OUTPUTS, DAYS)
+    assert "output metric_score: 50 values in the window" in reason
+    assert {d.role for d in values if d.value == "metric_score"} == {"output"}
+
+
+@pytest.mark.parametrize(("drifted", "headline"), [
+    ([], ""),
+    ([("metric_score", "output")], "output metric_score drifted"),
+    ([("metric_score", "output"), ("metric_label", "output")], "outputs metric_score, metric_label drifted"),
+    ([("metric_amount", "input"), ("param_channel", "input"), ("metric_score", "output")],
+     "output metric_score and inputs metric_amount, param_channel drifted"),
+    ([("prediction_time", ""), ("metric_score", "output")], "output metric_score and prediction_time drifted"),
+    ([("prediction_time", "")], "prediction_time drifted"),
+])  # fmt: skip
+def test_the_drift_headline_names_outputs_then_inputs(drifted: list[tuple[str, str]], headline: str) -> None:
+    from modelwatch.verdict import DriftEvidence
+
+    def evidence(value: str, role: str, outcome: str) -> DriftEvidence:
+        return DriftEvidence(value=value, kind="number", outcome=outcome, n_window=500, n_reference=3000, psi=0.5,
+                             statistic=0.2, p_value=1e-9, p_adjusted=1e-9, psi_threshold=0.25, role=role)  # type: ignore[arg-type]  # fmt: skip
+
+    values = [evidence(value, role, "drifted") for value, role in drifted] + [evidence("instance", "", "stable")]
+    v = ModelVerdict(model="m", verdict="healthy", reason="", window_start="a", window_end="b", drift_values=values)
+    assert v.drift_headline() == headline
+
+
+def test_a_role_is_read_from_the_file_and_only_for_a_value_a_team_logs() -> None:
+    raw = small_raw() | dict(drift={"values": {"prediction_time": {}, "metric_score": {"role": "output"},
+                                               "metric_amount": {"role": "input"}}})  # fmt: skip
+    raw["mlflow"]["logged"] = {"metrics": ["amount", "score"]}
+    cfg = ModelwatchConfig.model_validate(raw)
+    assert {k: v.role for k, v in cfg.drift.values.items()} == {"prediction_time": None, "metric_score": "output",
+                                                                "metric_amount": "input"}  # fmt: skip
+    # prediction_time is the service's own measurement, neither what the model sees nor what it answers
+    raw["drift"]["values"]["prediction_time"] = {"role": "output"}
+    with pytest.raises(ValueError, match=r"drift.values: 'prediction_time' take\(s\) no role: .* metric_amount, "
+                                         r"metric_score\).*metric_score: \{kind: number, role: output\}"):
+        ModelwatchConfig.model_validate(raw)
+    raw["drift"]["values"]["prediction_time"] = {}
+    raw["drift"]["values"]["metric_score"] = {"role": "prediction"}
+    with pytest.raises(ValueError, match=r"drift.values.metric_score.role\n  Input should be 'input' or 'output'"):
+        ModelwatchConfig.model_validate(raw)
+
+
+def test_the_default_files_judge_the_models_outputs() -> None:
+    from modelwatch.config import load_config
+
+    include = Path(__file__).resolve().parents[2] / "include"
+    seeded = load_config(include / "thresholds.yaml")
+    assert seeded.drift.values["metric_score"].role == "output"
+    assert seeded.mlflow.logged.columns()["metric_score"] == ("metric", "score")
+    assert {k for k, v in seeded.drift.values.items() if v.role is None and k.startswith(("metric_", "param_"))} == {
+        "metric_amount", "param_channel"}  # inputs  # fmt: skip
+    live = load_config(include / "thresholds.live.yaml")
+    assert {k: v.role for k, v in live.drift.values.items() if v.role} == {
+        "metric_score": "output", "metric_predicted_label": "output"}  # fmt: skip
+    assert live.drift.values["metric_predicted_label"].kind == "category"
+
+
+def test_the_role_goes_to_the_drift_dataset_the_alert_and_the_report() -> None:
+    from modelwatch.report import render_html
+
+    drift, reason, values = judge_drift(logged_frame(600, score_shift=1.5, seed=1), logged_frame(3000, seed=2),
+                                        OUTPUTS, DAYS)  # fmt: skip
+    start = datetime(2026, 3, 3, tzinfo=UTC)
+    v = ModelVerdict(model="m", verdict="healthy", reason="fine", window_start=start.isoformat(),
+                     window_end=(start + timedelta(days=1)).isoformat(), drift=drift, drift_reason=reason,
+                     drift_values=values, reference_days=DAYS)  # fmt: skip
+    rows = drift_frame([v])
+    assert list(rows.columns[:5]) == ["model", "window_start", "window_end", "value", "role"]
+    assert dict(zip(rows["value"], rows["role"], strict=True)) == {
+        "prediction_time": "", "metric_amount": "input", "param_channel": "input", "metric_score": "output"}  # fmt: skip
+    (back,) = verdicts_from_frame(verdicts_frame([v]))
+    assert back == v and {d.role for d in back.drift_values} == {"", "input", "output"}
+    # the alert keeps its name (routes and silences match it) and says that the output drifted
+    on = AlertingConfig(drift={"page": True, "alertname": "ModelInputsDrifted", "severity": "info"})
+    (alert,) = build_alerts([v], on, run_url="u", partition_url="p")
+    assert alert["labels"]["alertname"] == "ModelInputsDrifted"
+    assert alert["annotations"]["summary"] == "m: output metric_score drifted"
+    assert alert["annotations"]["description"].startswith("drifted: output metric_score: PSI")
+    page = render_html(v, {}, alert="-", links={})
+    assert "<p id=drift><b>output metric_score drifted</b>: output metric_score: PSI" in page
+    assert "<th>role</th>" in page and "<td>metric_score</td><td>output</td><td>drifted</td>" in page
+    assert "<td>prediction_time</td><td>-</td><td>stable</td>" in page
+
+
+def test_a_drift_partition_stored_before_roles_reads_them_as_not_recorded(tmp_path: Path) -> None:
+    import hashlib
+    import io
+    import json
+
+    from modelwatch.storage import Lake
+    from modelwatch.window import Window
+
+    _, _, values = judge_drift(logged_frame(600, score_shift=1.5, seed=1), logged_frame(3000, seed=2), OUTPUTS, DAYS)
+    v = ModelVerdict(model="m", verdict="healthy", reason="", window_start="a", window_end="b", drift_values=values)
+    lake = Lake(tmp_path.as_uri())
+    day = Window(datetime(2026, 3, 3, tzinfo=UTC), datetime(2026, 3, 4, tzinfo=UTC))
+    ref = lake.write_frame("drift", day, drift_frame([v]), run_id="r")
+    part = tmp_path / "drift" / "dt=2026-03-03"
+    (data_file,) = [p for p in part.iterdir() if p.suffix == ".parquet"]
+    old = io.BytesIO()
+    drift_frame([v]).drop(columns=["role"]).to_parquet(old, index=False)
+    data_file.write_bytes(old.getvalue())
+    manifest = json.loads((part / "_manifest.json").read_text())
+    manifest["files"][0]["sha256"] = hashlib.sha256(old.getvalue()).hexdigest()
+    (part / "_manifest.json").write_text(json.dumps(manifest))
+    frame = lake.read_partition(ref.url)
+    assert list(frame["role"]) == [""] * 4 and list(frame["value"]) == [d.value for d in values]

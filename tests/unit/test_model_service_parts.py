@@ -137,6 +137,33 @@ def test_recorder_writes_the_metric_history_layout() -> None:
     assert rec.flush() == 0 and len(client.runs) == 1
 
 
+def test_recorder_logs_the_models_output_with_each_prediction() -> None:
+    client, clock = FakeClient(), Clock("2026-11-20T10:00:00")
+    rec = recorder(client, clock)
+    rec.record(ms("2026-11-20T10:00:01"), 0.012, 1.0, 0.1, score=0.83, predicted_label=1)
+    rec.record(ms("2026-11-20T10:00:02"), 0.7, score=0.21, predicted_label=0)  # no label: no accuracy or loss
+    assert rec.flush() == 2
+    ((_, run),) = client.runs.items()
+    assert sorted(run["metrics"]) == sorted([
+        ("prediction_time", 0.012, ms("2026-11-20T10:00:01"), 0), ("score", 0.83, ms("2026-11-20T10:00:01"), 0),
+        ("predicted_label", 1.0, ms("2026-11-20T10:00:01"), 0), ("accuracy", 1.0, ms("2026-11-20T10:00:01"), 0),
+        ("loss", 0.1, ms("2026-11-20T10:00:01"), 0),
+        ("prediction_time", 0.7, ms("2026-11-20T10:00:02"), 1), ("score", 0.21, ms("2026-11-20T10:00:02"), 1),
+        ("predicted_label", 0.0, ms("2026-11-20T10:00:02"), 1),
+    ])  # fmt: skip
+
+
+def test_a_batch_table_holds_the_models_output() -> None:
+    from devstack.model_service import Point, batch_arrow_table
+
+    table = batch_arrow_table([Point(ms("2026-11-20T10:00:01"), 0, 0.01, 1.0, 0.1, 0.83, 1),
+                               Point(ms("2026-11-20T10:00:02"), 1, 0.02)])  # fmt: skip
+    assert table.column_names == ["timestamp", "prediction_time", "accuracy", "loss", "score", "predicted_label"]
+    assert table.column("score").to_pylist() == [0.83, None]
+    assert table.column("predicted_label").to_pylist() == [1, None]
+    assert str(table.schema.field("predicted_label").type) == "int64"
+
+
 def test_recorder_rolls_over_at_utc_midnight() -> None:
     client, clock = FakeClient(), Clock("2026-11-20T23:59:00")
     rec = recorder(client, clock, grace_s=30)
@@ -234,11 +261,15 @@ def test_app_predicts_records_and_exposes_metrics() -> None:
     with TestClient(app) as http:
         assert http.get("/health").json()["status"] == "ok"
         before = time.time() * 1000
+        answers = []
         for row, label in zip(rows, labels, strict=True):
             got = http.post("/predict", json={"features": row, "label": label})
             assert got.status_code == 200, got.text
             assert got.json()["label"] in (0, 1) and 0.5 <= got.json()["probability"] <= 1.0
-        assert http.post("/predict", json={"features": rows[0]}).status_code == 200
+            answers.append(got.json())
+        unlabelled = http.post("/predict", json={"features": rows[0]})
+        assert unlabelled.status_code == 200
+        answers.append(unlabelled.json())
         assert http.post("/predict", json={"features": [1.0]}).status_code == 422
         metrics = http.get("/metrics").text
     # Four predictions, each timed by the middleware; the rejected request is no prediction.
@@ -246,6 +277,12 @@ def test_app_predicts_records_and_exposes_metrics() -> None:
     written = [m for r in client.runs.values() for m in r["metrics"]]
     times = [p.prediction_time for p in points] or [m[1] for m in written if m[0] == "prediction_time"]
     assert len(times) == 4 and all(0 < t < 5 for t in times)
+    # each with the model's output: the probability of class 1 and the class it answered
+    logged = [{"score": p.score, "predicted_label": p.predicted_label} for p in points] or [
+        {k: v for k, v, _, step in written if step == i and k in ("score", "predicted_label")} for i in range(4)]
+    assert [out["predicted_label"] for out in logged] == [a["label"] for a in answers]
+    assert [out["score"] for out in logged] == pytest.approx(
+        [a["probability"] if a["label"] == 1 else 1 - a["probability"] for a in answers])
     stamps = [p.timestamp_ms for p in points] or [m[2] for m in written if m[0] == "prediction_time"]
     assert all(before - 1 <= ts <= time.time() * 1000 for ts in stamps)
     assert 'http_requests_total{handler="/predict",method="POST",status="2xx"} 4.0' in metrics

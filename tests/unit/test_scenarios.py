@@ -249,3 +249,43 @@ def test_slow_exactly_in_the_documented_windows(day: date) -> None:
     assert {k: v for k, v in slow.items() if v} == expected
     mean_fast = np.mean([p.prediction_time for p in preds if not p.slow])
     assert 0.15 < mean_fast < 0.25
+
+
+# -- the model's output ----------------------------------------------------------------------------------
+
+
+def test_every_prediction_logs_its_score_and_the_seeder_logs_it_as_a_metric() -> None:
+    from devstack.scenarios import SCORE_METRIC
+    from devstack.seed import _metrics
+
+    preds = predictions(date(2026, 3, 2), "normal")
+    scores = np.array([p.score for p in preds])
+    assert np.all((scores > 0) & (scores < 1)) and 0.22 < scores.mean() < 0.28  # Beta(2, 6): mean 0.25
+    assert SCORE_METRIC == "score" and (SCORE_METRIC, preds[0].score) in _metrics(preds[0])
+    assert [k for k, _ in _metrics(preds[0])] == ["prediction_time", "amount", "score", "accuracy", "loss"]
+
+
+def test_the_output_shift_moves_recommenders_score_and_nothing_else() -> None:
+    from dataclasses import replace
+
+    from devstack.scenarios import QUALITY_DAYS, QUALITY_SCENARIOS
+
+    day = next(d for d, s in QUALITY_DAYS.items() if s == "gradual_drift")
+    sc = QUALITY_SCENARIOS["gradual_drift"]
+    assert sc.output_shift == ("recommender", 2.0) and sc.input_shift == ("fraud-detector", 3.0)
+    shifted, unshifted = predictions(day, sc), predictions(day, replace(sc, output_shift=None))
+    # the output shift draws from a stream of its own: every other value is as it was
+    assert [replace(p, score=0.0) for p in shifted] == [replace(p, score=0.0) for p in unshifted]
+
+    def scores(preds: list, model: str, hours: tuple[int, int]) -> np.ndarray:
+        lo, hi = (day_start(day) + h * 3600 for h in hours)
+        return np.array([p.score for p in preds if p.model == model and lo <= p.timestamp_ms // 1000 < hi])
+
+    # recommender's score rises through the day (log-odds +2 by its end: a mean of about 0.7), its inputs hold;
+    # fraud-detector's inputs shift, its score does not
+    assert abs(scores(shifted, "recommender", (0, 2)).mean() - 0.25) < 0.04
+    assert scores(shifted, "recommender", (22, 24)).mean() > 0.6
+    assert np.array_equal(scores(shifted, "fraud-detector", (0, 24)), scores(unshifted, "fraud-detector", (0, 24)))
+    amount = [p.amount for p in shifted if p.model == "recommender"]
+    assert amount == [p.amount for p in predictions(day, replace(sc, output_shift=None, input_shift=None))
+                      if p.model == "recommender"]  # fmt: skip

@@ -333,14 +333,21 @@ FAMILIES: dict[str, tuple[str, str]] = {
         "histogram",
         "Latency with only few buckets by handler. Made to be only used if aggregation by handler is important.",
     ),
+    # the instrumentator's body sizes: summaries without quantiles (``_sum`` and ``_count``), label ``handler``
+    "http_request_size_bytes": ("summary", "Content length of incoming requests by handler. Only value of header is respected. Otherwise ignored. No percentile calculated. "),
+    "http_response_size_bytes": ("summary", "Content length of outgoing responses by handler. Only value of header is respected. Otherwise ignored. No percentile calculated. "),
 }
+#: mean body sizes of a prediction request (the features as JSON) and of its answer (label, probability,
+#: model, version), in bytes, as the sample service's are
+REQUEST_BYTES, RESPONSE_BYTES = 160.0, 95.0
 
 
 def family_of(name: str, type_: str) -> str:
-    """The metric family (TYPE line) name of sample name ``name``: counters and histograms drop suffixes."""
+    """The metric family (TYPE line) name of sample name ``name``: counters, histograms and summaries drop
+    suffixes."""
     if type_ == "counter":
         return name.removesuffix("_total")
-    if type_ == "histogram":
+    if type_ in ("histogram", "summary"):
         for suffix in ("_bucket", "_sum", "_count"):
             if name.endswith(suffix):
                 return name.removesuffix(suffix)
@@ -512,6 +519,11 @@ def _instance_series(day: date, scenario: Scenario, instance: str) -> list[Serie
             "histogram",
         )
     )
+    # Body sizes (no draws: the streams above stay as they were): every request's and answer's mean size
+    sizes = {"handler": HANDLER_LABELS["handler"], **app}
+    for family, mean in (("http_request_size_bytes", REQUEST_BYTES), ("http_response_size_bytes", RESPONSE_BYTES)):
+        out.append(Series(f"{family}_sum", dict(sizes), ts, _counter(requests).astype(np.float64) * mean, "summary"))
+        out.append(Series(f"{family}_count", dict(sizes), ts, _counter(requests).astype(np.float64), "summary"))
     return out
 
 

@@ -205,8 +205,37 @@ table{border-collapse:collapse;font-size:.8rem}td,th{border:1px solid #ddd;paddi
 img{max-width:100%}.muted{color:#616161;font-size:.85rem}"""
 
 
-def render_html(v: ModelVerdict, images: dict[str, bytes], *, alert: str, links: dict[str, str]) -> str:
-    """The page: verdict and reason, the charts, the evidence, quality, drift, versions, what was sent."""
+def context_rows(v: ModelVerdict, rows: pd.DataFrame, cfg: ModelwatchConfig) -> list[list[str]]:
+    """The serving context of the model's predictions: per query without a saturation threshold (request
+    rate, errors, latency, request and response body sizes), its median at the slow and at the normal
+    predictions and the share of predictions it was sampled at. A payload that grew shows here."""
+    import numpy as np
+
+    from modelwatch.correlate import model_scopes
+    from modelwatch.schema import value_column
+
+    scopes = model_scopes(cfg)
+    out = []
+    slow = rows["slow"].to_numpy(dtype=bool) if "slow" in rows else np.zeros(len(rows), dtype=bool)
+    for q in cfg.resource_queries:
+        column = value_column(q.name)
+        if q.saturation is not None or column not in rows or scopes.get(q.name, v.model) != v.model:
+            continue
+        values = rows[column].to_numpy(dtype=float, na_value=np.nan)
+        sampled = ~np.isnan(values)
+        if not sampled.any():
+            continue
+        unit = f" {q.unit}" if q.unit else ""
+        medians = [fmt_value(float(np.median(values[m & sampled]))) + unit if (m & sampled).any() else "-"
+                   for m in (slow, ~slow)]  # fmt: skip
+        out.append([q.name, *medians, fmt_pct(float(sampled.mean()))])
+    return out
+
+
+def render_html(v: ModelVerdict, images: dict[str, bytes], *, alert: str, links: dict[str, str],
+                context: list[list[str]] | None = None) -> str:  # fmt: skip
+    """The page: verdict and reason, the charts, the evidence, the serving context, quality, drift,
+    versions, what was sent."""
     color = _COLORS.get(v.verdict, "#616161")
     parts = [
         f"<!doctype html><html lang=en><head><meta charset=utf-8><title>modelwatch: {html_text(v.model)} {html_text(v.verdict)}"
@@ -232,6 +261,11 @@ def render_html(v: ModelVerdict, images: dict[str, bytes], *, alert: str, links:
               e.n_slow_unsaturated, e.n_normal_unsaturated, e.n_slow_unsampled, fmt_pct(e.coverage),
               fmt_value(e.relative_risk), fmt_value(e.p_adjusted), e.test] for e in evidence],
         ))  # fmt: skip
+    if context:
+        parts.append("<h2>Serving context</h2><p class=muted>queries without a saturation threshold, at this "
+                     "model's predictions: evidence for a person, not for the verdict</p>")
+        parts.append(_table(["query", "median at slow predictions", "median at normal predictions", "sampled"],
+                            context))  # fmt: skip
     if v.quality_metrics:
         parts.append(f"<h2>Quality: {html_text(v.quality)}</h2><p>{html_text(v.quality_reason)}</p>")
         parts.append(_table(
@@ -268,7 +302,8 @@ def build_report(v: ModelVerdict, joined: pd.DataFrame, resources: pd.DataFrame,
     quality = quality_chart(v, rows, window.start, window.end)
     if quality is not None:
         images[f"{stem}-quality.png"] = quality
-    return Report(v.model, render_html(v, images, alert=alert, links=links or {}), images)
+    page = render_html(v, images, alert=alert, links=links or {}, context=context_rows(v, rows, cfg))
+    return Report(v.model, page, images)
 
 
 def alert_text(v: ModelVerdict, sent: dict[str, list[str]], reason: str) -> str:

@@ -67,7 +67,7 @@ def test_raw_samples_equal_the_generated_ones(seeded_stack: Stack, day: date) ->
     expected = {_key(s.name, s.labels): dict(zip(s.timestamps.tolist(), s.values.tolist(), strict=True))
                 for s in resource_series(day, scenario)}  # fmt: skip
     got = _instant(seeded_stack.config.prometheus_url, '{instance=~"model-.+"}[2h]', end)
-    assert len(got) == len(expected) == 52
+    assert len(got) == len(expected) == 60  # 30 series per instance, body-size summaries included
     for series in got:
         labels = dict(series["metric"])
         name = labels.pop("__name__")
@@ -131,6 +131,20 @@ def test_p95_latency_rises_during_slow_windows_only(seeded_stack: Stack, day: da
         assert max(v for t, v in points if t <= ws or t >= we + 300) < 0.5
 
 
+def test_the_body_sizes_are_each_requests_mean_size_on_both_instances(seeded_stack: Stack) -> None:
+    """The default configuration's request_bytes and response_bytes over a seeded day: the instrumentator's
+    summaries in bytes per request, one series per instance, from the day's first rate window to its end."""
+    from devstack.scenarios import REQUEST_BYTES, RESPONSE_BYTES
+
+    day = DATA_DAYS[0]
+    for name, mean in (("request_bytes", REQUEST_BYTES), ("response_bytes", RESPONSE_BYTES)):
+        series = _day_range(seeded_stack.config.prometheus_url, QUERIES[name].promql, day)
+        assert len(series) == 2, (name, sorted(series))
+        for instance, points in series.items():
+            assert len(points) > 5000, (name, instance)
+            assert all(v == pytest.approx(mean) for _, v in points), (name, instance)
+
+
 def _series_api(prom: str, start: int, end: int) -> list[dict]:
     params = {"match[]": '{instance=~"model-.+"}', "start": start, "end": end}
     body = requests.get(f"{prom}/api/v1/series", params=params, timeout=60).json()
@@ -145,7 +159,7 @@ def test_no_series_at_all_on_the_no_data_day(seeded_stack: Stack) -> None:
     assert _instant(prom, 'count_over_time({instance=~"model-.+"}[86399s])', start + 86399) == []
     assert _series_api(prom, start, start + 86399) == []
     # The day before is complete and ends where the no_data day begins.
-    assert len(_series_api(prom, start - 86400, start - 1)) == 52
+    assert len(_series_api(prom, start - 86400, start - 1)) == 60
     before = _instant(prom, "count_over_time(node_load1[86399s])", start - 1)
     assert sorted((s["metric"]["instance"], s["value"][1]) for s in before) == [
         ("model-a:9100", "5760"), ("model-b:9100", "5760")

@@ -130,6 +130,20 @@ def test_every_configured_query_is_one_panel_with_its_promql_unit_and_threshold(
         assert cfg.prometheus.instance_label in target["legendFormat"]
 
 
+def test_the_body_sizes_are_panels_in_bytes(board: dict[str, Any]) -> None:
+    panels = {p["title"]: p for p in rows(board)[RESOURCES_ROW]}
+    for name, family in (("request_bytes", "http_request_size_bytes"), ("response_bytes", "http_response_size_bytes")):
+        assert panels[name]["fieldConfig"]["defaults"]["unit"] == "bytes"
+        assert metric_names(panels[name]["targets"][0]["expr"]) == {f"{family}_sum", f"{family}_count"}
+
+
+def test_a_preset_panel_names_its_series_by_the_presets_instance_key() -> None:
+    raw = yaml.safe_load(THRESHOLDS.read_text())
+    raw["prometheus"]["presets"] = [{"preset": "seldon_v2", "name": "sv2", "metrics": ["memory"]}]
+    panels = {p["title"]: p for p in rows(dashboard(ModelwatchConfig.model_validate(raw)))[RESOURCES_ROW]}
+    assert panels["sv2_memory"]["targets"][0]["legendFormat"] == "{{server}}-{{server_replica}}"
+
+
 def test_units_map_to_grafana_units() -> None:
     assert grafana_unit("ratio") == "percentunit"
     assert grafana_unit("s") == "s"

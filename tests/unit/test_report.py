@@ -201,3 +201,26 @@ def test_a_report_that_cannot_be_made_is_said_and_never_raised(tmp_path, monkeyp
     written = report.write_reports(lake, WINDOW, [verdict("good")], j.to_dict(), r.to_dict(), small_config(),
                                    sent={}, reason="paging", links={})  # fmt: skip
     assert written.urls == {} and "PermissionError: bucket policy denies PutObject" in written.failed[0]["error"]
+
+
+def test_the_serving_context_shows_what_the_slow_predictions_were_served_with() -> None:
+    """The queries without a threshold (request rate, body sizes) as medians at the slow and the normal
+    predictions: a request body ten times larger at the slow ones is there for a person to see."""
+    from config_helpers import small_raw
+
+    from modelwatch.config import ModelwatchConfig
+
+    raw = small_raw()
+    raw["prometheus"]["queries"].append({"name": "request_bytes", "promql": "b", "unit": "bytes"})
+    cfg = ModelwatchConfig.model_validate(raw)
+    joined, resources = day(1, model="m")
+    joined["res_request_rate"] = 12.0
+    joined["res_request_bytes"] = np.where(joined["slow"], 1600.0, 160.0)
+    page = build_report(verdict("m"), joined, resources, cfg, WINDOW, alert="-").html
+    context = page[page.index("<h2>Serving context</h2>") : page.index("<h2>Quality")]
+    rows = re.findall(r"<tr>(.*?)</tr>", context)
+    cells = [re.findall(r"<td>(.*?)</td>", r) for r in rows if "<td>" in r]
+    assert cells == [["request_rate", "12 req/s", "12 req/s", "100%"],
+                     ["request_bytes", "1.6e+03 bytes", "160 bytes", "100%"]]  # fmt: skip
+    # saturation queries are the evidence table's, not the context's
+    assert "<td>cpu</td>" not in context

@@ -109,12 +109,13 @@ def test_samples_are_unix_seconds_of_that_day_in_time_order(cpu_day_file: bytes)
     lines = cpu_day_file.splitlines()[:-1]
     samples = [SAMPLE.match(line) for line in lines if not line.startswith(b"#")]
     assert all(samples)
-    assert len(samples) == 52 * POINTS_PER_DAY
+    # 30 series per instance, two instances: 26 node/serving series and the four body-size summary series
+    assert len(samples) == 60 * POINTS_PER_DAY
     start = day_start(CPU_DAY)
     per_series: dict[bytes, list[int]] = {}
     for m in samples:
         per_series.setdefault(m[1] + m[2], []).append(int(m[4]))
-    assert len(per_series) == 52
+    assert len(per_series) == 60
     expected = list(range(start, start + 86400, STEP_S))
     assert all(ts == expected for ts in per_series.values())
 

@@ -14,6 +14,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -234,17 +235,23 @@ def test_taken_port_is_named_and_nothing_starts(state_dir: Path) -> None:
     assert not cfg.postgres_data_dir.exists()
 
 
-def test_unreachable_state_dir_is_named(tmp_path: Path) -> None:
+def test_unreachable_state_dir_is_named() -> None:
     """As root, PostgreSQL runs as an unprivileged OS user: a state folder it cannot reach is named before
     anything runs."""
     if os.geteuid() != 0:
         pytest.skip("only root runs PostgreSQL as another OS user")
-    locked = tmp_path / "locked"
-    locked.mkdir(mode=0o700)
-    cfg = EngineConfig.free_ports(locked / "state")
-    with pytest.raises(StackError, match=r"cannot reach .*locked.* no search \(x\) permission"):
-        EngineServices(cfg).start(["postgres"])
-    assert EngineServices(cfg).status() == {"postgres": False, "redis": False}
+    # a short base, not tmp_path: under /tmp/pytest-of-root/pytest-NN/popen-gwN/<test name>/ the socket path
+    # passes its 107-byte limit once the session counter has two digits, and that (checked first) is refused
+    base = Path(tempfile.mkdtemp(prefix="mw-"))
+    try:
+        locked = base / "locked"
+        locked.mkdir(mode=0o700)
+        cfg = EngineConfig.free_ports(locked / "state")
+        with pytest.raises(StackError, match=r"cannot reach .*locked.* no search \(x\) permission"):
+            EngineServices(cfg).start(["postgres"])
+        assert EngineServices(cfg).status() == {"postgres": False, "redis": False}
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_missing_postgres_folder_is_named(tmp_path: Path) -> None:

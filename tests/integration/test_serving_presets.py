@@ -13,7 +13,9 @@ presets only (``prometheus.presets``, nothing written by hand):
   degraded naming the queue-proxy's queue, ``iris-v1`` (Seldon Core v1) healthy;
 - the quiet phase: all three healthy;
 - the values are in the units the configuration says (Knative's milliseconds read as seconds, memory as a
-  ratio, rates per second), joined to the predictions of their own pod.
+  ratio, rates per second), joined to the predictions of their own pod;
+- the ``fastapi_instrumentator`` preset over the session's real sample service (prometheus-fastapi-instrumentator
+  itself), which the module sends requests of a known body size meanwhile: its rate, latency and body sizes.
 """
 
 from __future__ import annotations
@@ -52,13 +54,15 @@ PRESETS: list[dict[str, Any]] = [
      "saturation": {"queue_depth": 10}},
 ]  # fmt: skip
 MODELS = {model: pod for pod, (model, _) in standin.PODS.items()}
+#: the instrumentator preset, read over the sample service (not joined: its predictions are not in this test)
+API_PRESET = {"preset": "fastapi_instrumentator", "name": "api", "handler": "/predict", "rate_window": "20s"}
 
 
 @pytest.fixture(scope="module")
 def presets_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
     raw = yaml.safe_load(LIVE_CONFIG.read_text())
     raw["prometheus"]["queries"] = []
-    raw["prometheus"]["presets"] = PRESETS
+    raw["prometheus"]["presets"] = [*PRESETS, API_PRESET]
     raw["mlflow"]["experiments"] = [{"name": EXPERIMENT, "layout": "batch_table"}]
     raw["mlflow"].pop("logged", None)
     raw["evaluation"]["expected_models"] = sorted(MODELS)
@@ -93,20 +97,46 @@ def _log_predictions(stack: Any, timeline: standin.Timeline, start: float) -> in
     return n
 
 
-def _prometheus_has(stack: Any, promql: str) -> bool:
+def _query(stack: Any, promql: str, at: float | None = None) -> list[dict[str, Any]]:
     import json
     import urllib.parse
     import urllib.request
 
-    url = f"{stack.config.prometheus_url}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
+    params = {"query": promql, **({"time": f"{at:.3f}"} if at is not None else {})}
+    url = f"{stack.config.prometheus_url}/api/v1/query?" + urllib.parse.urlencode(params)
     with urllib.request.urlopen(url, timeout=10) as r:
-        return bool(json.loads(r.read())["data"]["result"])
+        return json.loads(r.read())["data"]["result"]
+
+
+def _prometheus_has(stack: Any, promql: str) -> bool:
+    return bool(_query(stack, promql))
+
+
+def _call_sample_service(stack: Any, until: float) -> dict[str, Any]:
+    """POST /predict to the session's sample service about five times a second until ``until`` (or 40 s),
+    every body the same size: {"sent", "request_bytes", "end"}."""
+    import json
+    import urllib.request
+
+    from devstack.model_service import N_FEATURES
+
+    body = json.dumps({"features": [0.5] * N_FEATURES}).encode()
+    sent, deadline = 0, min(until, time.time() + 40)
+    while time.time() < deadline:
+        req = urllib.request.Request(f"{stack.config.model_service_url}/predict", data=body,
+                                     headers={"Content-Type": "application/json"})  # fmt: skip
+        with urllib.request.urlopen(req, timeout=10) as r:
+            r.read()
+        sent += 1
+        time.sleep(0.2)
+    return {"sent": sent, "request_bytes": len(body), "end": time.time()}
 
 
 @pytest.fixture(scope="module")
 def judged(stack: Any, airflow_db: Any, presets_config: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The stand-in through its phases, then the DAG over the whole run and over the quiet phase:
-    {name: (task states, verdict document, joined partition)}."""
+    {"whole" and "quiet": (task states, verdict document, joined partition), "sent": what the sample service
+    was sent, "timeline": the phases}."""
     from modelwatch.storage import Lake
 
     start = time.time() + 2
@@ -116,6 +146,7 @@ def judged(stack: Any, airflow_db: Any, presets_config: Path, tmp_path_factory: 
         wait_until(lambda: _prometheus_has(stack, 'up{job="serving-stand-in"} == 1'), timeout=30,
                    what="Prometheus scraping the serving stand-in")  # fmt: skip
         logged = _log_predictions(stack, timeline, start)
+        sent = _call_sample_service(stack, timeline.until)
         time.sleep(max(0.0, timeline.until - time.time()) + 6)  # the last phase and its last scrape
         print(f"stand-in {info['url']} (pid {info['pid']}): {logged} predictions logged", flush=True)
     mp = pytest.MonkeyPatch()
@@ -125,7 +156,7 @@ def judged(stack: Any, airflow_db: Any, presets_config: Path, tmp_path_factory: 
     lake_url = f"file://{tmp_path_factory.mktemp('presets-lake')}"
     mp.setenv("MODELWATCH_STORAGE_URL", lake_url)
     when = {"whole": (start, timeline.until), "quiet": (start, timeline.incident_start)}
-    out = {}
+    out: dict[str, Any] = {"sent": sent, "timeline": timeline}
     try:
         for name, (a, b) in when.items():
             run = run_window(datetime.fromtimestamp(int(a), UTC), datetime.fromtimestamp(int(b), UTC),
@@ -144,7 +175,8 @@ def _verdicts(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def test_the_run_succeeds_on_presets_alone(judged: dict[str, Any]) -> None:
-    for name, (states, document, _) in judged.items():
+    for name in ("whole", "quiet"):
+        states, document, _ = judged[name]
         assert states["evaluate"] == "success", (name, states)
         assert set(_verdicts(document)) == set(MODELS), name
 
@@ -192,3 +224,25 @@ def test_the_values_are_in_the_configured_units_and_on_their_own_pod(judged: dic
     assert values("iris", "res_ks_predict_p95", True).empty and values("iris", "res_kn_queue_depth", True).empty
     assert values("sklearn-iris", "res_sv2_memory", True).empty
     assert values("iris-v1", "res_sv2_memory", True).empty
+
+
+def test_the_instrumentator_preset_reads_the_real_service(stack: Any, judged: dict[str, Any],
+                                                          presets_config: Path) -> None:  # fmt: skip
+    """The fastapi_instrumentator preset's PromQL over prometheus-fastapi-instrumentator's own series: the
+    requests this module sent, their body size in bytes, the latency in seconds."""
+    from modelwatch.config import load_config
+
+    cfg = load_config(presets_config)
+    sent = judged["sent"]
+    at = sent["end"]  # the 20 s rate windows end with the last request
+    assert sent["sent"] > 50
+
+    def value(name: str) -> float:
+        (series,) = _query(stack, cfg.query(name).promql, at)
+        return float(series["value"][1])
+
+    assert value("api_request_bytes") == pytest.approx(sent["request_bytes"])
+    assert 30 < value("api_response_bytes") < 500  # label, probability, model and version as JSON
+    assert 1.0 < value("api_request_rate") < 10.0  # about five a second
+    assert 0 < value("api_latency_p95") < 1.0
+    assert value("api_error_share") == 0

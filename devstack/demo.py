@@ -91,7 +91,9 @@ def _quality(v: dict[str, Any]) -> str:
 
 
 def _drift(v: dict[str, Any]) -> str:
-    drifted = [d["value"] for d in v.get("drift_values", []) if d["outcome"] == "drifted"]
+    """``drifted: prediction_time, output metric_score``: the drifted values, an output said to be one."""
+    drifted = [("output " if d.get("role") == "output" else "") + d["value"]
+               for d in v.get("drift_values", []) if d["outcome"] == "drifted"]  # fmt: skip
     return f"drifted: {', '.join(drifted)}" if drifted else v.get("drift", "-")
 
 

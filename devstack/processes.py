@@ -21,7 +21,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 
 class StackError(RuntimeError):
@@ -114,6 +114,19 @@ def signal_session(sid: int, sig: signal.Signals) -> list[int]:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, sig)
     return members
+
+
+def stop_session_leader(proc: subprocess.Popen[Any], grace: float = 20.0) -> None:
+    """Stop a child started as the leader of a session of its own (``start_new_session=True``): SIGTERM to
+    every process of the session, up to ``grace`` seconds for the leader to exit, then SIGKILL to whatever
+    of the session is left, and the leader reaped."""
+    if proc.poll() is None:
+        signal_session(proc.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=grace)
+    signal_session(proc.pid, signal.SIGKILL)
+    if proc.poll() is None:
+        proc.wait(timeout=10)
 
 
 def tail(path: Path, lines: int = 30) -> str:

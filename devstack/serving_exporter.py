@@ -29,7 +29,6 @@ import argparse
 import json
 import os
 import random
-import signal
 import subprocess
 import sys
 import threading
@@ -253,6 +252,7 @@ def running(targets_dir: Path, timeline: Timeline, port: int | None = None) -> G
     file; at the end the file is removed and the process stopped by its PID (it also exits by itself at
     ``timeline.until``). Yields ``{"port", "pid", "url", "targets"}``."""
     from devstack.airflow_services import free_port
+    from devstack.processes import stop_session_leader
 
     port = port or free_port()
     argv = [sys.executable, "-m", "devstack.serving_exporter", "--port", str(port),
@@ -271,13 +271,7 @@ def running(targets_dir: Path, timeline: Timeline, port: int | None = None) -> G
     finally:
         if path is not None:
             path.unlink(missing_ok=True)
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
+        stop_session_leader(proc, grace=10)
         if proc.stdout:
             proc.stdout.close()
 

@@ -17,20 +17,19 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from urllib.parse import quote
 
 import pytest
+from http_helpers import http_get
 
-from devstack.airflow_services import AirflowApi, AirflowConfig, airflow_binary, free_port, session_members
+from devstack.airflow_services import AirflowApi, AirflowConfig, airflow_binary, free_port
+from devstack.processes import stop_session_leader
 from devstack.stack import DEFAULT_PORTS
 from modelwatch.monitoring_dag import DAILY_DAG_ID, HOURLY_DAG_ID
 from modelwatch.report import REPORTS, file_stem, relative_path
@@ -81,15 +80,7 @@ class FabAirflow:
 
     def get(self, path: str, user: str = "") -> tuple[int, str]:
         """(status, body) of ``GET path``, as ``user`` (a bearer token of a real login) or without a login."""
-        req = urllib.request.Request(self.base_url + path)
-        if user:
-            req.add_header("Authorization", f"Bearer {self.token(user)}")
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        try:
-            with opener.open(req, timeout=60) as resp:
-                return resp.status, resp.read().decode(errors="replace")
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read().decode(errors="replace")
+        return http_get(self.base_url + path, self.token(user) if user else "")
 
 
 def _seed(lake: Lake) -> None:
@@ -102,19 +93,6 @@ def _seed(lake: Lake) -> None:
                                       for m in (MODEL, ODD_MODEL)})  # fmt: skip
     lake.write_document("verdicts", HOUR, "verdict", {"dag_id": HOURLY_DAG_ID, "verdicts": verdicts[:1]})
     lake.replace_files(REPORTS, HOUR, {f"{file_stem(MODEL)}.html": b"<html>hourly report</html>"})
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the API server's process group (its own session), then SIGKILL what is left of the session."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-    for pid in session_members(proc.pid):
-        os.kill(pid, signal.SIGKILL)
 
 
 @pytest.fixture(scope="module")
@@ -157,7 +135,7 @@ def fab_airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FabAirflow
                 time.sleep(0.5)
         yield FabAirflow(cfg.base_url, lake, passwords)
     finally:
-        _stop(proc)
+        stop_session_leader(proc)
         log.close()
 
 

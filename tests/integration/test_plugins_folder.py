@@ -24,19 +24,17 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
+from http_helpers import http_get
 from polling import wait_until
 
 from devstack.airflow_services import ADMIN_USER, AirflowApi, AirflowConfig, airflow_binary, free_port
-from devstack.processes import signal_session
+from devstack.processes import stop_session_leader
 from devstack.stack import DEFAULT_PORTS
 
 pytestmark = pytest.mark.integration
@@ -157,18 +155,6 @@ def test_a_folder_module_importing_the_class_unconditionally_would_cost_an_impor
 # -- the API server on a compose-like layout -------------------------------------------------------------
 
 
-def _get(url: str, token: str = "") -> tuple[int, str]:
-    req = urllib.request.Request(url)
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    try:
-        with opener.open(req, timeout=60) as resp:
-            return resp.status, resp.read().decode(errors="replace")
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode(errors="replace")
-
-
 def _healthy(base_url: str, proc: subprocess.Popen[bytes], log: Path) -> bool:
     assert proc.poll() is None, f"the API server exited:\n{log.read_text(errors='replace')[-3000:]}"
     try:
@@ -176,19 +162,6 @@ def _healthy(base_url: str, proc: subprocess.Popen[bytes], log: Path) -> bool:
     except (OSError, ValueError):
         return False
     return True
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the API server's session (it leads one), then SIGKILL what is left of it."""
-    if proc.poll() is None:
-        signal_session(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            pass
-    signal_session(proc.pid, signal.SIGKILL)
-    if proc.poll() is None:
-        proc.wait(timeout=10)
 
 
 def test_the_api_server_serves_the_view_once_from_the_compose_layout(tmp_path: Path) -> None:
@@ -225,15 +198,15 @@ def test_the_api_server_serves_the_view_once_from_the_compose_layout(tmp_path: P
     try:
         wait_until(lambda: _healthy(cfg.base_url, proc, log), timeout=START_TIMEOUT, interval=0.5,
                    what="the API server's health endpoint")  # fmt: skip
-        assert _get(f"{cfg.base_url}/modelwatch/")[0] == 401, "the view answers only a logged-in user"
+        assert http_get(f"{cfg.base_url}/modelwatch/")[0] == 401, "the view answers only a logged-in user"
         api = AirflowApi(cfg.base_url, ADMIN_USER, password)
         plugins = api.request("GET", "/api/v2/plugins")["plugins"]
         assert [p["name"] for p in plugins] == ["modelwatch"]
         assert plugins[0]["source"].startswith("modelwatch==") and ENTRY_POINT in plugins[0]["source"]
         assert [v["href"] for v in plugins[0]["external_views"]] == ["modelwatch/"]
         assert api.request("GET", "/api/v2/plugins/importErrors")["total_entries"] == 0
-        status, page = _get(f"{cfg.base_url}/modelwatch/", api.token())
+        status, page = http_get(f"{cfg.base_url}/modelwatch/", api.token())
         assert status == 200 and "<h1>Model health</h1>" in page, (status, page[:500])
         assert "0 model(s), 0 day(s)" in page, page[:2000]  # an empty lake
     finally:
-        _stop(proc)
+        stop_session_leader(proc)
